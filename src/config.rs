@@ -1,0 +1,884 @@
+//! Configuration: the TOML file (plus `POSTDESK__SECTION__KEY` environment overrides and `*_file`
+//! secrets) is read with the `config` crate into raw serde structs, then validated into typed
+//! values in one pass that collects every problem with file, line and key. Nothing else reads
+//! the config file or the environment.
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// One thing wrong with a config, rules or template file, located as precisely as we can.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub key: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if !self.key.is_empty() {
+            write!(f, ": {}", self.key)?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+/// Every problem found in a file set; `Display` prints one per line.
+#[derive(Debug, thiserror::Error)]
+pub struct Problems(pub Vec<Problem>);
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, p) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{p}")?;
+        }
+        Ok(())
+    }
+}
+
+/// A secret value (password, HMAC key) that never shows up in logs or Debug output.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Secret(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+/// How a TCP connection to a mail server is secured.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tls {
+    /// TLS from the first byte (IMAPS 993, SMTPS 465).
+    Implicit,
+    /// Plain greeting, then STARTTLS before authenticating (IMAP 143, submission 587).
+    StartTls,
+    /// No TLS at all; only allowed when the config says so (loopback test servers).
+    None,
+}
+
+/// Where and how to reach a server, shared by IMAP intake and SMTP outbound.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub tls: Tls,
+    /// Extra PEM CA file to trust besides the system roots (private CAs, tests).
+    pub ca_file: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password: Option<Secret>,
+    pub connect_timeout: Duration,
+}
+
+/// What intake does with a server message once it is committed to the database.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AfterCommit {
+    /// Set `\Seen` (the default; the message stays where it is).
+    Seen,
+    /// Move it to this folder (created if missing).
+    Move(String),
+}
+
+/// IMAP intake settings of one mailbox.
+#[derive(Debug, Clone)]
+pub struct ImapSource {
+    pub endpoint: Endpoint,
+    pub folder: String,
+    pub after: AfterCommit,
+    pub idle: bool,
+    pub poll_interval: Duration,
+    /// How many messages one FETCH asks for; bounds memory on a large backlog.
+    pub batch_size: u32,
+}
+
+/// Where a mailbox's mail comes from.
+#[derive(Debug, Clone)]
+pub enum Source {
+    Imap(ImapSource),
+    /// A Maildir folder the daemon watches (`new/` → processed → `cur/`).
+    Maildir { path: PathBuf, poll_interval: Duration },
+    /// Only `postdesk deliver --mailbox NAME` feeds it (MTA pipe).
+    Pipe,
+}
+
+/// An inbound address the desk answers for, mapped to a queue.
+#[derive(Debug, Clone)]
+pub struct Mailbox {
+    pub name: String,
+    pub queue: String,
+    pub source: Source,
+}
+
+/// A queue: where tickets live and which address speaks for them.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    pub name: String,
+    pub address: String,
+    /// Friendly display name on outgoing mail ("Example Support").
+    pub from_name: String,
+    /// Send an acknowledgement for new tickets.
+    pub acknowledge: bool,
+    /// Template used for the acknowledgement.
+    pub ack_template: String,
+}
+
+/// Outbound mail transport.
+#[derive(Debug, Clone)]
+pub enum Transport {
+    Smtp(Endpoint),
+    /// Write each mail as a file into this folder (embedded default, no server needed).
+    Folder(PathBuf),
+}
+
+/// Retry schedule for transient delivery failures: exponential from `initial`, capped at `max`.
+#[derive(Debug, Clone)]
+pub struct RetryPolicy {
+    pub max_attempts: u32,
+    pub initial: Duration,
+    pub max: Duration,
+}
+
+/// Outbound settings.
+#[derive(Debug, Clone)]
+pub struct Outbound {
+    pub transport: Transport,
+    pub retry: RetryPolicy,
+    /// How often the worker looks for mail queued by other processes (`postdesk deliver`).
+    pub poll_interval: Duration,
+}
+
+/// Desk-wide identity and storage.
+#[derive(Debug, Clone)]
+pub struct Desk {
+    pub name: String,
+    /// Domain of every Message-ID we generate; also names our loop header value.
+    pub domain: String,
+    pub data_dir: PathBuf,
+    pub database: PathBuf,
+    pub templates_dir: PathBuf,
+    /// Prefix of ticket references: `PD-` gives `[PD-1042]` in subjects.
+    pub ref_prefix: String,
+    /// HMAC key for reply tokens; `None` means "generate and keep one in data_dir/secret".
+    pub secret: Option<Secret>,
+}
+
+/// Limits that protect the desk from hostile or broken input.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_message_size: u64,
+}
+
+/// The validated configuration; every field is ready to use.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub desk: Desk,
+    pub queues: BTreeMap<String, Queue>,
+    pub mailboxes: BTreeMap<String, Mailbox>,
+    pub outbound: Outbound,
+    pub limits: Limits,
+    pub log_level: String,
+    /// Graceful shutdown deadline (finish the message in hand, then abort).
+    pub shutdown_timeout: Duration,
+}
+
+impl Config {
+    /// The queue that owns a mailbox. Validation guarantees it exists.
+    pub fn queue_of(&self, mailbox: &str) -> Option<&Queue> {
+        self.mailboxes.get(mailbox).and_then(|m| self.queues.get(&m.queue))
+    }
+
+    /// Every address the desk sends from or receives at (loop protection).
+    pub fn own_addresses(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.queues.values().map(|q| q.address.to_ascii_lowercase()).collect();
+        for m in self.mailboxes.values() {
+            if let Source::Imap(i) = &m.source
+                && let Some(u) = &i.endpoint.username
+                && u.contains('@')
+            {
+                v.push(u.to_ascii_lowercase());
+            }
+        }
+        v.sort();
+        v.dedup();
+        v
+    }
+}
+
+/// The config file used when `--config` is not given: `config/postdesk.toml` if it exists here,
+/// else `/etc/postdesk/postdesk.toml`.
+pub fn default_path() -> PathBuf {
+    let local = PathBuf::from("config/postdesk.toml");
+    if local.exists() { local } else { PathBuf::from("/etc/postdesk/postdesk.toml") }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Raw, as written in the file.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawConfig {
+    desk: RawDesk,
+    queues: BTreeMap<String, RawQueue>,
+    mailboxes: BTreeMap<String, RawMailbox>,
+    outbound: RawOutbound,
+    limits: RawLimits,
+    log: RawLog,
+    daemon: RawDaemon,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawDesk {
+    name: Option<String>,
+    domain: Option<String>,
+    data_dir: Option<String>,
+    database: Option<String>,
+    templates_dir: Option<String>,
+    ref_prefix: Option<String>,
+    secret: Option<String>,
+    secret_file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawQueue {
+    address: Option<String>,
+    from_name: Option<String>,
+    acknowledge: Option<bool>,
+    ack_template: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawServer {
+    host: Option<String>,
+    port: Option<u16>,
+    tls: Option<String>,
+    ca_file: Option<String>,
+    username: Option<String>,
+    password: Option<String>,
+    password_file: Option<String>,
+    connect_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawMailbox {
+    queue: Option<String>,
+    kind: Option<String>,
+    // maildir
+    path: Option<String>,
+    // imap
+    #[serde(flatten)]
+    server: RawServer,
+    folder: Option<String>,
+    after: Option<String>,
+    move_to: Option<String>,
+    idle: Option<bool>,
+    poll_interval: Option<String>,
+    batch_size: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawOutbound {
+    transport: Option<String>,
+    folder: Option<String>,
+    #[serde(flatten)]
+    server: RawServer,
+    max_attempts: Option<u32>,
+    retry_initial: Option<String>,
+    retry_max: Option<String>,
+    poll_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawLimits {
+    max_message_size: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawLog {
+    level: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawDaemon {
+    shutdown_timeout: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Loading.
+
+/// Read, override from the environment, and validate. Returns every problem at once.
+pub fn load(path: &Path) -> Result<Config, Problems> {
+    let env: Vec<(String, String)> = std::env::vars().filter(|(k, _)| k.starts_with("POSTDESK__")).collect();
+    load_with_env(path, &env)
+}
+
+/// [`load`] with the environment given explicitly (tests).
+pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, Problems> {
+    let problem = |key: &str, message: String| Problem { file: path.to_path_buf(), line: None, key: key.to_string(), message };
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Problems(vec![problem("", format!("cannot read config file: {e}"))]))?;
+    let locator = Locator::new(&text);
+
+    let env_map: std::collections::HashMap<String, String> = env.iter().cloned().collect();
+    let built = config::Config::builder()
+        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix("POSTDESK")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env_map)),
+        )
+        .build()
+        .map_err(|e| Problems(vec![Problem { line: locator.line_of_error(&e.to_string()), ..problem("", e.to_string()) }]))?;
+    let value: config::Value = built
+        .try_deserialize()
+        .map_err(|e| Problems(vec![problem("", e.to_string())]))?;
+
+    let mut unknown = Vec::new();
+    let raw: RawConfig = serde_ignored::deserialize(value, |p| unknown.push(p.to_string()))
+        .map_err(|e| Problems(vec![problem("", e.to_string())]))?;
+
+    let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut v = Validator { file: path.to_path_buf(), locator, problems: Vec::new(), base };
+    for key in unknown {
+        v.add(&key, "unknown key".to_string());
+    }
+    let cfg = v.config(raw);
+    if v.problems.is_empty() { Ok(cfg) } else { Err(Problems(v.problems)) }
+}
+
+/// Finds the line of a dotted key in the TOML text, so messages can say `file:line`.
+struct Locator {
+    text: String,
+    doc: Option<toml_edit::ImDocument<String>>,
+}
+
+impl Locator {
+    fn new(text: &str) -> Self {
+        Locator { text: text.to_string(), doc: toml_edit::ImDocument::parse(text.to_string()).ok() }
+    }
+
+    fn line_of(&self, key: &str) -> Option<usize> {
+        let doc = self.doc.as_ref()?;
+        let mut item: &toml_edit::Item = doc.as_item();
+        let mut span = None;
+        for part in key.split('.') {
+            let table = item.as_table_like()?;
+            let (k, it) = table.get_key_value(part).or_else(|| {
+                // environment keys are lower-cased; config keys may not be
+                table.iter().find(|(k, _)| k.eq_ignore_ascii_case(part)).and_then(|(k, _)| table.get_key_value(k))
+            })?;
+            span = k.span().or_else(|| it.span()).or(span);
+            item = it;
+        }
+        span.map(|s| self.text[..s.start.min(self.text.len())].matches('\n').count() + 1)
+    }
+
+    /// TOML syntax errors from the `config` crate carry "line N" in their text.
+    fn line_of_error(&self, msg: &str) -> Option<usize> {
+        let re = regex::Regex::new(r"line (\d+)").ok()?;
+        re.captures(msg)?.get(1)?.as_str().parse().ok()
+    }
+}
+
+struct Validator {
+    file: PathBuf,
+    locator: Locator,
+    problems: Vec<Problem>,
+    base: PathBuf,
+}
+
+impl Validator {
+    fn add(&mut self, key: &str, message: String) {
+        let line = self.locator.line_of(key).or_else(|| {
+            // a missing key: point at its table
+            key.rsplit_once('.').and_then(|(parent, _)| self.locator.line_of(parent))
+        });
+        self.problems.push(Problem { file: self.file.clone(), line, key: key.to_string(), message });
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() { p.to_path_buf() } else { self.base.join(p) }
+    }
+
+    fn duration(&mut self, key: &str, raw: &Option<String>, default: Duration) -> Duration {
+        match raw {
+            None => default,
+            Some(s) => match parse_duration(s) {
+                Ok(d) => d,
+                Err(e) => {
+                    self.add(key, e);
+                    default
+                }
+            },
+        }
+    }
+
+    fn secret(&mut self, key: &str, value: &Option<String>, file: &Option<String>) -> Option<Secret> {
+        match (value, file) {
+            (Some(_), Some(_)) => {
+                self.add(key, format!("give either `{}` or `{}_file`, not both", leaf(key), leaf(key)));
+                None
+            }
+            (Some(v), None) => Some(Secret::new(v.clone())),
+            (None, Some(f)) => {
+                let p = self.path(f);
+                match std::fs::read_to_string(&p) {
+                    Ok(s) => Some(Secret::new(s.trim_end_matches(['\r', '\n']).to_string())),
+                    Err(e) => {
+                        self.add(&format!("{key}_file"), format!("cannot read {}: {e}", p.display()));
+                        None
+                    }
+                }
+            }
+            (None, None) => None,
+        }
+    }
+
+    fn endpoint(&mut self, section: &str, raw: &RawServer, default_ports: (u16, u16, u16)) -> Option<Endpoint> {
+        let host = match &raw.host {
+            Some(h) if !h.trim().is_empty() => h.trim().to_string(),
+            _ => {
+                self.add(&format!("{section}.host"), "is required".into());
+                return None;
+            }
+        };
+        let tls = match raw.tls.as_deref().unwrap_or("implicit") {
+            "implicit" | "tls" | "ssl" => Tls::Implicit,
+            "starttls" => Tls::StartTls,
+            "none" | "plain" => Tls::None,
+            other => {
+                self.add(&format!("{section}.tls"), format!("unknown value `{other}` (expected implicit, starttls or none)"));
+                Tls::Implicit
+            }
+        };
+        let port = raw.port.unwrap_or(match tls {
+            Tls::Implicit => default_ports.0,
+            Tls::StartTls => default_ports.1,
+            Tls::None => default_ports.2,
+        });
+        let password = self.secret(&format!("{section}.password"), &raw.password, &raw.password_file);
+        if raw.username.is_some() != password.is_some() && self.problems.iter().all(|p| !p.key.starts_with(&format!("{section}.password"))) {
+            self.add(&format!("{section}.username"), "username and password (or password_file) go together".into());
+        }
+        let ca_file = raw.ca_file.as_deref().map(|f| self.path(f));
+        if let Some(ca) = &ca_file
+            && !ca.exists()
+        {
+            self.add(&format!("{section}.ca_file"), format!("{} does not exist", ca.display()));
+        }
+        let connect_timeout = self.duration(&format!("{section}.connect_timeout"), &raw.connect_timeout, Duration::from_secs(30));
+        Some(Endpoint { host, port, tls, ca_file, username: raw.username.clone(), password, connect_timeout })
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        // [desk]
+        let d = &raw.desk;
+        let domain = d.domain.clone().unwrap_or_else(|| "localhost".into()).trim().to_ascii_lowercase();
+        if domain.is_empty() || !domain.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
+            self.add("desk.domain", format!("`{domain}` is not a domain name"));
+        }
+        let ref_prefix = d.ref_prefix.clone().unwrap_or_else(|| "PD-".into());
+        if ref_prefix.is_empty() || !ref_prefix.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '#') {
+            self.add("desk.ref_prefix", "must be letters, digits, `-` or `#` (e.g. `PD-`)".into());
+        }
+        let data_dir = self.path(d.data_dir.as_deref().unwrap_or("var"));
+        let database = match &d.database {
+            Some(p) => {
+                let p = Path::new(p);
+                if p.is_absolute() { p.to_path_buf() } else { data_dir.join(p) }
+            }
+            None => data_dir.join("postdesk.db"),
+        };
+        let templates_dir = self.path(d.templates_dir.as_deref().unwrap_or("templates"));
+        if !templates_dir.is_dir() {
+            self.add("desk.templates_dir", format!("{} is not a folder", templates_dir.display()));
+        }
+        let secret = self.secret("desk.secret", &d.secret, &d.secret_file);
+        if let Some(s) = &secret
+            && s.expose().len() < 16
+        {
+            self.add("desk.secret", "must be at least 16 characters".into());
+        }
+        let desk = Desk {
+            name: d.name.clone().unwrap_or_else(|| "Postdesk".into()),
+            domain,
+            data_dir,
+            database,
+            templates_dir,
+            ref_prefix,
+            secret,
+        };
+
+        // [queues.*]
+        let mut queues = BTreeMap::new();
+        if raw.queues.is_empty() {
+            self.add("queues", "at least one queue is required, e.g. [queues.support] address = \"support@example.com\"".into());
+        }
+        for (name, q) in &raw.queues {
+            let key = format!("queues.{name}");
+            if !valid_name(name) {
+                self.add(&key, "queue names are letters, digits, `-` and `_`".into());
+            }
+            let address = match &q.address {
+                Some(a) if looks_like_address(a) => a.trim().to_ascii_lowercase(),
+                Some(a) => {
+                    self.add(&format!("{key}.address"), format!("`{a}` is not an email address"));
+                    String::new()
+                }
+                None => {
+                    self.add(&format!("{key}.address"), "is required".into());
+                    String::new()
+                }
+            };
+            if let Some(n) = &q.from_name
+                && n.contains(['\r', '\n'])
+            {
+                self.add(&format!("{key}.from_name"), "must be one line".into());
+            }
+            queues.insert(
+                name.clone(),
+                Queue {
+                    name: name.clone(),
+                    address,
+                    from_name: q.from_name.clone().unwrap_or_else(|| desk.name.clone()),
+                    acknowledge: q.acknowledge.unwrap_or(true),
+                    ack_template: q.ack_template.clone().unwrap_or_else(|| "acknowledgement".into()),
+                },
+            );
+        }
+
+        // [mailboxes.*]
+        let mut mailboxes = BTreeMap::new();
+        if raw.mailboxes.is_empty() {
+            self.add("mailboxes", "at least one mailbox is required, e.g. [mailboxes.support] kind = \"maildir\"".into());
+        }
+        for (name, m) in &raw.mailboxes {
+            let key = format!("mailboxes.{name}");
+            if !valid_name(name) {
+                self.add(&key, "mailbox names are letters, digits, `-` and `_`".into());
+            }
+            let queue = match &m.queue {
+                Some(q) if queues.contains_key(q) => q.clone(),
+                Some(q) => {
+                    self.add(&format!("{key}.queue"), format!("no queue named `{q}` (known: {})", queues.keys().cloned().collect::<Vec<_>>().join(", ")));
+                    q.clone()
+                }
+                None if queues.contains_key(name) => name.clone(),
+                None => {
+                    self.add(&format!("{key}.queue"), "is required (no queue has this mailbox's name)".into());
+                    String::new()
+                }
+            };
+            let kind = m.kind.as_deref().unwrap_or("imap");
+            let poll = |v: &mut Self, default| v.duration(&format!("{key}.poll_interval"), &m.poll_interval, default);
+            let imap_only = [
+                ("host", m.server.host.is_some()),
+                ("folder", m.folder.is_some()),
+                ("after", m.after.is_some()),
+                ("idle", m.idle.is_some()),
+                ("username", m.server.username.is_some()),
+            ];
+            let source = match kind {
+                "imap" => {
+                    if m.path.is_some() {
+                        self.add(&format!("{key}.path"), "only maildir mailboxes have a path".into());
+                    }
+                    let endpoint = self.endpoint(&key, &m.server, (993, 143, 143));
+                    let after = match (m.after.as_deref().unwrap_or("seen"), &m.move_to) {
+                        ("seen", None) => AfterCommit::Seen,
+                        ("move", Some(f)) if !f.trim().is_empty() => AfterCommit::Move(f.trim().to_string()),
+                        ("move", _) => {
+                            self.add(&format!("{key}.move_to"), "is required when after = \"move\"".into());
+                            AfterCommit::Seen
+                        }
+                        ("seen", Some(_)) => {
+                            self.add(&format!("{key}.move_to"), "only used with after = \"move\"".into());
+                            AfterCommit::Seen
+                        }
+                        (other, _) => {
+                            self.add(&format!("{key}.after"), format!("unknown value `{other}` (expected seen or move)"));
+                            AfterCommit::Seen
+                        }
+                    };
+                    if let Some(e) = &endpoint
+                        && (e.username.is_none() || e.password.is_none())
+                        && self.problems.iter().all(|p| !p.key.starts_with(&key))
+                    {
+                        self.add(&format!("{key}.username"), "IMAP needs username and password (or password_file)".into());
+                    }
+                    let batch_size = m.batch_size.unwrap_or(200);
+                    if batch_size == 0 {
+                        self.add(&format!("{key}.batch_size"), "must be at least 1".into());
+                    }
+                    let poll_interval = poll(self, Duration::from_secs(60));
+                    endpoint.map(|endpoint| {
+                        Source::Imap(ImapSource {
+                            endpoint,
+                            folder: m.folder.clone().unwrap_or_else(|| "INBOX".into()),
+                            after,
+                            idle: m.idle.unwrap_or(true),
+                            poll_interval,
+                            batch_size: batch_size.max(1),
+                        })
+                    })
+                }
+                "maildir" | "pipe" => {
+                    for (k, set) in imap_only {
+                        if set {
+                            self.add(&format!("{key}.{k}"), format!("only imap mailboxes have `{k}`"));
+                        }
+                    }
+                    if kind == "maildir" {
+                        let path = self.path(m.path.as_deref().unwrap_or(&format!("var/maildir/{name}")));
+                        Some(Source::Maildir { path, poll_interval: poll(self, Duration::from_millis(500)) })
+                    } else {
+                        Some(Source::Pipe)
+                    }
+                }
+                other => {
+                    self.add(&format!("{key}.kind"), format!("unknown kind `{other}` (expected imap, maildir or pipe)"));
+                    None
+                }
+            };
+            if let Some(source) = source {
+                mailboxes.insert(name.clone(), Mailbox { name: name.clone(), queue, source });
+            }
+        }
+
+        // [outbound]
+        let o = &raw.outbound;
+        let transport = match o.transport.as_deref().unwrap_or("folder") {
+            "folder" => {
+                if o.server.host.is_some() {
+                    self.add("outbound.host", "only used with transport = \"smtp\"".into());
+                }
+                Transport::Folder(self.path(o.folder.as_deref().unwrap_or("var/outbox")))
+            }
+            "smtp" => {
+                if o.folder.is_some() {
+                    self.add("outbound.folder", "only used with transport = \"folder\"".into());
+                }
+                match self.endpoint("outbound", &o.server, (465, 587, 25)) {
+                    Some(e) => Transport::Smtp(e),
+                    None => Transport::Folder(PathBuf::new()),
+                }
+            }
+            other => {
+                self.add("outbound.transport", format!("unknown transport `{other}` (expected smtp or folder)"));
+                Transport::Folder(PathBuf::new())
+            }
+        };
+        let retry = RetryPolicy {
+            max_attempts: o.max_attempts.unwrap_or(12).max(1),
+            initial: self.duration("outbound.retry_initial", &o.retry_initial, Duration::from_secs(30)),
+            max: self.duration("outbound.retry_max", &o.retry_max, Duration::from_secs(3600)),
+        };
+        let outbound = Outbound {
+            transport,
+            retry,
+            poll_interval: self.duration("outbound.poll_interval", &o.poll_interval, Duration::from_secs(2)),
+        };
+
+        let max_message_size = match &raw.limits.max_message_size {
+            None => 50 * 1024 * 1024,
+            Some(s) => parse_size(s).unwrap_or_else(|e| {
+                self.add("limits.max_message_size", e);
+                50 * 1024 * 1024
+            }),
+        };
+        let log_level = raw.log.level.clone().unwrap_or_else(|| "info".into());
+        if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
+            self.add("log.level", format!("`{log_level}` is not a log level or filter"));
+        }
+        let shutdown_timeout = self.duration("daemon.shutdown_timeout", &raw.daemon.shutdown_timeout, Duration::from_secs(20));
+
+        Config {
+            file: self.file.clone(),
+            desk,
+            queues,
+            mailboxes,
+            outbound,
+            limits: Limits { max_message_size },
+            log_level,
+            shutdown_timeout,
+        }
+    }
+}
+
+fn leaf(key: &str) -> &str {
+    key.rsplit('.').next().unwrap_or(key)
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+fn looks_like_address(s: &str) -> bool {
+    let s = s.trim();
+    match s.split_once('@') {
+        Some((l, d)) => !l.is_empty() && !d.is_empty() && !s.contains(char::is_whitespace) && !s.contains(['<', '>', ',']),
+        None => false,
+    }
+}
+
+/// Parse `500ms`, `45s`, `2m`, `4h`, `3d` (a bare number is seconds).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a duration (use e.g. 45s, 2m, 4h, 3d)"))?;
+    let secs = match unit.trim() {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "" | "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86400,
+        _ => return Err(format!("`{s}` is not a duration (use e.g. 45s, 2m, 4h, 3d)")),
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// Parse `25MB`, `512KB`, `1GB` (binary multiples) or a bare byte count.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim().to_ascii_uppercase();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("`{s}` is not a size (use e.g. 25MB)"))?;
+    let mult = match unit.trim() {
+        "" | "B" => 1,
+        "K" | "KB" | "KIB" => 1024,
+        "M" | "MB" | "MIB" => 1024 * 1024,
+        "G" | "GB" | "GIB" => 1024 * 1024 * 1024,
+        _ => return Err(format!("`{s}` is not a size (use e.g. 25MB)")),
+    };
+    Ok(n * mult)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        std::fs::create_dir_all(dir.join("templates")).unwrap();
+        let p = dir.join("postdesk.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    const MINIMAL: &str = r#"
+[desk]
+domain = "help.example.com"
+
+[queues.support]
+address = "support@example.com"
+
+[mailboxes.support]
+kind = "maildir"
+"#;
+
+    #[test]
+    fn minimal_config_is_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = load_with_env(&write(dir.path(), MINIMAL), &[]).unwrap();
+        assert_eq!(cfg.mailboxes["support"].queue, "support");
+        assert!(matches!(cfg.outbound.transport, Transport::Folder(_)));
+        assert_eq!(cfg.desk.ref_prefix, "PD-");
+        assert_eq!(cfg.own_addresses(), vec!["support@example.com".to_string()]);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = r#"
+[desk]
+domain = "help.example.com"
+colour = "blue"
+
+[queues.support]
+address = "not-an-address"
+
+[mailboxes.support]
+kind = "imap"
+tls = "sometimes"
+poll_interval = "soon"
+"#;
+        let err = load_with_env(&write(dir.path(), text), &[]).unwrap_err();
+        let s = err.to_string();
+        assert!(s.contains("postdesk.toml:4: desk.colour: unknown key"), "{s}");
+        assert!(s.contains("postdesk.toml:7: queues.support.address: `not-an-address` is not an email address"), "{s}");
+        assert!(s.contains("mailboxes.support.host: is required"), "{s}");
+        assert!(s.contains("postdesk.toml:12: mailboxes.support.poll_interval"), "{s}");
+        assert!(err.0.len() >= 4, "{s}");
+    }
+
+    #[test]
+    fn environment_overrides_and_secret_files() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pw"), "s3cret\n").unwrap();
+        let text = r#"
+[queues.support]
+address = "support@example.com"
+
+[mailboxes.support]
+kind = "imap"
+host = "imap.example.com"
+username = "support@example.com"
+password_file = "pw"
+"#;
+        let env = vec![("POSTDESK__MAILBOXES__SUPPORT__PORT".to_string(), "1993".to_string())];
+        let cfg = load_with_env(&write(dir.path(), text), &env).unwrap();
+        let Source::Imap(imap) = &cfg.mailboxes["support"].source else { panic!() };
+        assert_eq!(imap.endpoint.port, 1993);
+        assert_eq!(imap.endpoint.password.as_ref().unwrap().expose(), "s3cret");
+        assert_eq!(format!("{:?}", imap.endpoint.password), "Some(Secret(***))");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let err = load_with_env(&write(dir.path(), "[desk]\ndomain = \n"), &[]).unwrap_err();
+        assert!(err.0[0].line.is_some(), "{err}");
+    }
+
+    #[test]
+    fn durations_and_sizes() {
+        assert_eq!(parse_duration("45s").unwrap(), Duration::from_secs(45));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("3d").unwrap(), Duration::from_secs(3 * 86400));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_size("25MB").unwrap(), 25 * 1024 * 1024);
+        assert!(parse_size("big").is_err());
+    }
+}

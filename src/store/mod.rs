@@ -1,0 +1,644 @@
+//! Store: every byte of state lives here, in SQLite (WAL, numbered migrations). The API speaks the
+//! domain (tickets, articles, outbox, cursors), so a PostgreSQL backend can implement the same
+//! shape later. This is the only module that imports rusqlite.
+//!
+//! Writes happen in a [`Tx`] (`BEGIN IMMEDIATE`): one ingest = one transaction holding the article,
+//! ticket changes, outbox rows and the mailbox cursor, so a crash leaves all or nothing.
+
+use crate::ticket::{Article, ArticleKind, AttachmentInfo, Direction, Event, Priority, Status, Ticket, TicketDetail, TicketId};
+use rusqlite::{Connection, OptionalExtension, params};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Numbered migrations, applied in order at open; `PRAGMA user_version` records the last one.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+
+/// A storage failure. `is_transient` tells callers whether retrying later can help.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("database busy or locked: {0}")]
+    Busy(rusqlite::Error),
+    #[error("database error: {0}")]
+    Sql(rusqlite::Error),
+    #[error("database {path} has schema version {found}, newer than this postdesk knows ({known})")]
+    TooNew { path: PathBuf, found: i64, known: i64 },
+    #[error("cannot create {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+impl StoreError {
+    /// Busy/locked databases and full disks may clear up; schema problems will not.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Busy(_) => true,
+            StoreError::Sql(rusqlite::Error::SqliteFailure(e, _)) => {
+                matches!(e.code, rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure | rusqlite::ErrorCode::CannotOpen)
+            }
+            StoreError::Io { .. } => true,
+            _ => false,
+        }
+    }
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _) if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
+                StoreError::Busy(e)
+            }
+            _ => StoreError::Sql(e),
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, StoreError>;
+
+/// Handle to the database; cheap to share behind an `Arc`. One connection, serialised by a mutex:
+/// SQLite has one writer anyway, and reads are short.
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+/// IMAP position of a mailbox.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cursor {
+    pub uid_validity: u32,
+    pub last_uid: u32,
+}
+
+/// A ticket to create.
+#[derive(Debug, Clone)]
+pub struct NewTicket<'a> {
+    pub subject: &'a str,
+    pub queue: &'a str,
+    pub priority: Priority,
+    pub requester: &'a str,
+    pub related_to: Option<TicketId>,
+    pub now: &'a str,
+}
+
+/// An article to add (inbound message, outbound mail, note, system entry).
+#[derive(Debug, Clone)]
+pub struct NewArticle<'a> {
+    pub ticket: TicketId,
+    pub direction: Direction,
+    pub kind: ArticleKind,
+    pub from: &'a str,
+    pub to: &'a [String],
+    pub subject: &'a str,
+    pub message_id: &'a str,
+    pub body_text: &'a str,
+    pub mailbox: Option<&'a str>,
+    pub guard_class: Option<&'a str>,
+    pub raw: Option<&'a [u8]>,
+    pub attachments: &'a [AttachmentInfo],
+    pub now: &'a str,
+}
+
+/// A rendered mail to queue for sending.
+#[derive(Debug, Clone)]
+pub struct NewOutbound<'a> {
+    pub ticket: Option<TicketId>,
+    pub article: Option<i64>,
+    pub kind: ArticleKind,
+    pub message_id: &'a str,
+    pub envelope_from: &'a str,
+    pub recipients: &'a [String],
+    pub raw: &'a [u8],
+    pub now: &'a str,
+}
+
+/// A queued mail as the outbound worker sees it.
+#[derive(Debug, Clone)]
+pub struct QueuedMail {
+    pub id: i64,
+    pub ticket: Option<TicketId>,
+    pub message_id: String,
+    pub envelope_from: String,
+    pub recipients: Vec<String>,
+    pub raw: Vec<u8>,
+    pub attempts: u32,
+}
+
+/// Counts of the outbound queue by state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutboxCounts {
+    pub queued: u64,
+    pub sent: u64,
+    pub failed: u64,
+}
+
+/// Filter for `tickets list`.
+#[derive(Debug, Clone, Default)]
+pub struct TicketFilter {
+    pub status: Option<Status>,
+    pub queue: Option<String>,
+    pub requester: Option<String>,
+    pub limit: Option<u32>,
+}
+
+/// What an earlier delivery of the same message became.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriorDelivery {
+    pub article: Option<i64>,
+    pub ticket: Option<TicketId>,
+    pub outcome: String,
+}
+
+impl Store {
+    /// Open (creating if needed) and migrate the database at `path`.
+    pub fn open(path: &Path) -> Result<Store> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
+        }
+        let conn = Connection::open(path).map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+        Self::setup(conn, path.to_path_buf())
+    }
+
+    /// A throwaway database for tests and dry runs.
+    pub fn open_in_memory() -> Result<Store> {
+        Self::setup(Connection::open_in_memory()?, PathBuf::from(":memory:"))
+    }
+
+    fn setup(conn: Connection, path: PathBuf) -> Result<Store> {
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::TooNew { path, found: version, known });
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            conn.execute_batch(&format!("BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {}; COMMIT;", i + 1))?;
+        }
+        Ok(Store { conn: Mutex::new(conn), path })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock cannot leave a transaction open (Tx rolls back on drop).
+        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Start a write transaction.
+    pub fn begin(&self) -> Result<Tx<'_>> {
+        let conn = self.lock();
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(Tx { conn, done: false })
+    }
+
+    /// Where intake stopped in a mailbox.
+    pub fn cursor(&self, mailbox: &str) -> Result<Option<Cursor>> {
+        cursor(&self.lock(), mailbox)
+    }
+
+    /// Tickets, newest first.
+    pub fn list_tickets(&self, f: &TicketFilter) -> Result<Vec<Ticket>> {
+        let conn = self.lock();
+        let mut sql = String::from(TICKET_SELECT);
+        sql.push_str(" WHERE 1=1");
+        let mut args: Vec<String> = Vec::new();
+        if let Some(s) = f.status {
+            sql.push_str(" AND status = ?");
+            args.push(s.as_str().into());
+        }
+        if let Some(q) = &f.queue {
+            sql.push_str(" AND queue = ?");
+            args.push(q.clone());
+        }
+        if let Some(r) = &f.requester {
+            sql.push_str(" AND requester = ?");
+            args.push(r.clone());
+        }
+        sql.push_str(" ORDER BY id DESC");
+        if let Some(l) = f.limit {
+            sql.push_str(&format!(" LIMIT {l}"));
+        }
+        let mut stmt = conn.prepare(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), ticket_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter().map(|t| complete_ticket(&conn, t)).collect()
+    }
+
+    /// One ticket with its articles and events.
+    pub fn ticket_detail(&self, id: TicketId) -> Result<Option<TicketDetail>> {
+        let conn = self.lock();
+        let Some(t) = conn.query_row(&format!("{TICKET_SELECT} WHERE id = ?"), [id], ticket_row).optional()? else {
+            return Ok(None);
+        };
+        let ticket = complete_ticket(&conn, t)?;
+        let mut stmt = conn.prepare(
+            "SELECT id, direction, kind, from_addr, to_addrs, subject, message_id, body_text, created_at
+             FROM articles WHERE ticket_id = ? ORDER BY id",
+        )?;
+        let mut articles = stmt
+            .query_map([id], |r| {
+                Ok(Article {
+                    id: r.get(0)?,
+                    direction: r.get::<_, String>(1)?.parse().unwrap_or(Direction::Inbound),
+                    kind: r.get::<_, String>(2)?.parse().unwrap_or(ArticleKind::System),
+                    from: r.get(3)?,
+                    to: lines(&r.get::<_, String>(4)?),
+                    subject: r.get(5)?,
+                    message_id: r.get(6)?,
+                    body_text: r.get(7)?,
+                    created_at: r.get(8)?,
+                    attachments: Vec::new(),
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        let mut att = conn.prepare("SELECT name, content_type, size FROM attachments WHERE article_id = ? ORDER BY id")?;
+        for a in &mut articles {
+            a.attachments = att
+                .query_map([a.id], |r| Ok(AttachmentInfo { name: r.get(0)?, content_type: r.get(1)?, size: r.get::<_, i64>(2)? as u64 }))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+        }
+        let mut ev = conn.prepare("SELECT kind, detail, created_at FROM events WHERE ticket_id = ? ORDER BY id")?;
+        let events = ev
+            .query_map([id], |r| Ok(Event { kind: r.get(0)?, detail: r.get(1)?, created_at: r.get(2)? }))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(Some(TicketDetail { ticket, articles, events }))
+    }
+
+    /// The raw bytes of an article, as received or as sent.
+    pub fn raw_message(&self, article: i64) -> Result<Option<Vec<u8>>> {
+        Ok(self.lock().query_row("SELECT raw FROM raw_messages WHERE article_id = ?", [article], |r| r.get(0)).optional()?)
+    }
+
+    /// Mail due for a (re)try at `now`, oldest first.
+    pub fn due_outbound(&self, now: &str, limit: u32) -> Result<Vec<QueuedMail>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, ticket_id, message_id, envelope_from, recipients, raw, attempts FROM outbox
+             WHERE state = 'queued' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
+        )?;
+        let rows = stmt
+            .query_map(params![now, limit], |r| {
+                Ok(QueuedMail {
+                    id: r.get(0)?,
+                    ticket: r.get(1)?,
+                    message_id: r.get(2)?,
+                    envelope_from: r.get(3)?,
+                    recipients: lines(&r.get::<_, String>(4)?),
+                    raw: r.get(5)?,
+                    attempts: r.get(6)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// The earliest time a queued mail becomes due, if any is queued.
+    pub fn next_outbound_due(&self) -> Result<Option<String>> {
+        Ok(self.lock().query_row("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'queued'", [], |r| r.get(0))?)
+    }
+
+    /// Record a successful hand-over to the transport.
+    pub fn mark_sent(&self, id: i64, now: &str) -> Result<()> {
+        self.lock().execute(
+            "UPDATE outbox SET state = 'sent', attempts = attempts + 1, sent_at = ?2, last_error = NULL, raw = raw WHERE id = ?1",
+            params![id, now],
+        )?;
+        Ok(())
+    }
+
+    /// Record a transient failure and when to try again.
+    pub fn mark_retry(&self, id: i64, error: &str, next_at: &str) -> Result<()> {
+        self.lock().execute(
+            "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3 WHERE id = ?1",
+            params![id, error, next_at],
+        )?;
+        Ok(())
+    }
+
+    /// Record a permanent failure, on the outbox row and on the ticket's audit trail.
+    pub fn mark_failed(&self, id: i64, error: &str, now: &str) -> Result<()> {
+        let mut tx = self.begin()?;
+        let ticket: Option<TicketId> = tx.conn.query_row(
+            "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ?2 WHERE id = ?1 RETURNING ticket_id",
+            params![id, error],
+            |r| r.get(0),
+        )?;
+        let (mid, rcpts): (String, String) = tx.conn.query_row("SELECT message_id, recipients FROM outbox WHERE id = ?", [id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        if let Some(t) = ticket {
+            tx.event(t, "delivery_failed", &format!("mail <{mid}> to {} failed permanently: {error}", rcpts.replace('\n', ", ")), now)?;
+        }
+        tx.commit()
+    }
+
+    pub fn outbox_counts(&self) -> Result<OutboxCounts> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM outbox GROUP BY state")?;
+        let mut c = OutboxCounts::default();
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (state, n) = row?;
+            match state.as_str() {
+                "queued" => c.queued = n as u64,
+                "sent" => c.sent = n as u64,
+                "failed" => c.failed = n as u64,
+                _ => {}
+            }
+        }
+        Ok(c)
+    }
+
+    /// Number of quarantined messages, by reason.
+    pub fn quarantine_counts(&self) -> Result<Vec<(String, u64)>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT reason, COUNT(*) FROM quarantine GROUP BY reason ORDER BY reason")?;
+        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+}
+
+/// A write transaction. Dropped without [`Tx::commit`], it rolls back.
+pub struct Tx<'a> {
+    conn: MutexGuard<'a, Connection>,
+    done: bool,
+}
+
+impl Drop for Tx<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = self.conn.execute_batch("ROLLBACK");
+        }
+    }
+}
+
+impl Tx<'_> {
+    pub fn commit(mut self) -> Result<()> {
+        self.conn.execute_batch("COMMIT")?;
+        self.done = true;
+        Ok(())
+    }
+
+    /// Whether this exact message was stored before (same Message-ID and content).
+    pub fn prior_delivery(&self, dedupe_key: &str) -> Result<Option<PriorDelivery>> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT d.article_id, a.ticket_id, d.outcome FROM deliveries d LEFT JOIN articles a ON a.id = d.article_id WHERE d.dedupe_key = ?",
+                [dedupe_key],
+                |r| Ok(PriorDelivery { article: r.get(0)?, ticket: r.get(1)?, outcome: r.get(2)? }),
+            )
+            .optional()?)
+    }
+
+    /// Remember a delivery so a second copy is recognised.
+    pub fn record_delivery(&mut self, dedupe_key: &str, article: Option<i64>, outcome: &str, now: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO deliveries (dedupe_key, article_id, outcome, created_at) VALUES (?, ?, ?, ?)",
+            params![dedupe_key, article, outcome, now],
+        )?;
+        Ok(())
+    }
+
+    pub fn create_ticket(&mut self, t: &NewTicket<'_>) -> Result<TicketId> {
+        let id = self.conn.query_row(
+            "INSERT INTO tickets (subject, status, priority, queue, requester, related_to, created_at, updated_at)
+             VALUES (?1, 'new', ?2, ?3, ?4, ?5, ?6, ?6) RETURNING id",
+            params![t.subject, t.priority.as_str(), t.queue, t.requester, t.related_to, t.now],
+            |r| r.get(0),
+        )?;
+        if !t.requester.is_empty() {
+            self.add_participant(id, t.requester, "requester")?;
+        }
+        Ok(id)
+    }
+
+    /// Add someone to a ticket's conversation (no-op if already there).
+    pub fn add_participant(&mut self, ticket: TicketId, email: &str, role: &str) -> Result<()> {
+        self.conn.execute("INSERT OR IGNORE INTO participants (ticket_id, email, role) VALUES (?, ?, ?)", params![ticket, email, role])?;
+        Ok(())
+    }
+
+    pub fn set_status(&mut self, ticket: TicketId, status: Status, now: &str) -> Result<()> {
+        self.conn.execute("UPDATE tickets SET status = ?2, updated_at = ?3 WHERE id = ?1", params![ticket, status.as_str(), now])?;
+        Ok(())
+    }
+
+    /// Bump `updated_at` (new activity).
+    pub fn touch(&mut self, ticket: TicketId, now: &str) -> Result<()> {
+        self.conn.execute("UPDATE tickets SET updated_at = ?2 WHERE id = ?1", params![ticket, now])?;
+        Ok(())
+    }
+
+    /// Add an article (and its raw bytes, attachments and Message-ID).
+    pub fn add_article(&mut self, a: &NewArticle<'_>) -> Result<i64> {
+        let id: i64 = self.conn.query_row(
+            "INSERT INTO articles (ticket_id, direction, kind, from_addr, to_addrs, subject, message_id, body_text, mailbox, guard_class, created_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            params![
+                a.ticket,
+                a.direction.as_str(),
+                a.kind.as_str(),
+                a.from,
+                a.to.join("\n"),
+                a.subject,
+                a.message_id,
+                a.body_text,
+                a.mailbox,
+                a.guard_class,
+                a.now
+            ],
+            |r| r.get(0),
+        )?;
+        if let Some(raw) = a.raw {
+            self.conn.execute("INSERT INTO raw_messages (article_id, raw) VALUES (?, ?)", params![id, raw])?;
+        }
+        for att in a.attachments {
+            self.conn.execute(
+                "INSERT INTO attachments (article_id, name, content_type, size) VALUES (?, ?, ?, ?)",
+                params![id, att.name, att.content_type, att.size as i64],
+            )?;
+        }
+        if !a.message_id.is_empty() {
+            self.conn.execute(
+                "INSERT OR IGNORE INTO message_ids (message_id, ticket_id, article_id) VALUES (?, ?, ?)",
+                params![a.message_id, a.ticket, id],
+            )?;
+        }
+        Ok(id)
+    }
+
+    /// Queue a rendered mail.
+    pub fn enqueue(&mut self, m: &NewOutbound<'_>) -> Result<i64> {
+        Ok(self.conn.query_row(
+            "INSERT INTO outbox (ticket_id, article_id, kind, message_id, envelope_from, recipients, raw, state, next_attempt_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8) RETURNING id",
+            params![m.ticket, m.article, m.kind.as_str(), m.message_id, m.envelope_from, m.recipients.join("\n"), m.raw, m.now],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Append to a ticket's audit trail.
+    pub fn event(&mut self, ticket: TicketId, kind: &str, detail: &str, now: &str) -> Result<()> {
+        self.conn.execute("INSERT INTO events (ticket_id, kind, detail, created_at) VALUES (?, ?, ?, ?)", params![ticket, kind, detail, now])?;
+        Ok(())
+    }
+
+    /// Keep a message we could not or would not process, with the reason.
+    pub fn quarantine(&mut self, mailbox: &str, reason: &str, detail: &str, sha256: &str, raw: &[u8], now: &str) -> Result<i64> {
+        Ok(self.conn.query_row(
+            "INSERT INTO quarantine (mailbox, reason, detail, sha256, raw, created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+            params![mailbox, reason, detail, sha256, raw, now],
+            |r| r.get(0),
+        )?)
+    }
+
+    pub fn cursor(&self, mailbox: &str) -> Result<Option<Cursor>> {
+        cursor(&self.conn, mailbox)
+    }
+
+    /// Move a mailbox's cursor; part of the transaction that stored the message at `last_uid`.
+    pub fn advance_cursor(&mut self, mailbox: &str, c: Cursor, now: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO mailbox_cursors (mailbox, uid_validity, last_uid, updated_at) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(mailbox) DO UPDATE SET uid_validity = ?2, last_uid = ?3, updated_at = ?4",
+            params![mailbox, c.uid_validity, c.last_uid, now],
+        )?;
+        Ok(())
+    }
+
+    /// The references (In-Reply-To chain) for mail we send on a ticket: its first and latest inbound Message-IDs.
+    pub fn thread_ids(&self, ticket: TicketId) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT message_id FROM articles WHERE ticket_id = ? AND message_id != '' ORDER BY id",
+        )?;
+        let ids = stmt.query_map([ticket], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(ids)
+    }
+}
+
+impl crate::thread::History for Tx<'_> {
+    fn ticket_by_message_id(&mut self, id: &str) -> Result<Option<TicketId>> {
+        Ok(self.conn.prepare_cached("SELECT ticket_id FROM message_ids WHERE message_id = ?")?.query_row([id], |r| r.get(0)).optional()?)
+    }
+
+    fn ticket_summary(&mut self, id: TicketId) -> Result<Option<(Status, Vec<String>)>> {
+        let status: Option<String> = self.conn.prepare_cached("SELECT status FROM tickets WHERE id = ?")?.query_row([id], |r| r.get(0)).optional()?;
+        let Some(status) = status else { return Ok(None) };
+        let participants = self
+            .conn
+            .prepare_cached("SELECT email FROM participants WHERE ticket_id = ?")?
+            .query_map([id], |r| r.get::<_, String>(0))?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(Some((status.parse().unwrap_or(Status::Open), participants)))
+    }
+}
+
+const TICKET_SELECT: &str = "SELECT id, subject, status, priority, queue, owner, requester, created_at, updated_at FROM tickets";
+
+fn ticket_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Ticket> {
+    Ok(Ticket {
+        id: r.get(0)?,
+        reference: String::new(),
+        subject: r.get(1)?,
+        status: r.get::<_, String>(2)?.parse().unwrap_or(Status::Open),
+        priority: r.get::<_, String>(3)?.parse().unwrap_or(Priority::Normal),
+        queue: r.get(4)?,
+        owner: r.get(5)?,
+        requester: r.get(6)?,
+        participants: Vec::new(),
+        tags: Vec::new(),
+        created_at: r.get(7)?,
+        updated_at: r.get(8)?,
+    })
+}
+
+fn complete_ticket(conn: &Connection, mut t: Ticket) -> Result<Ticket> {
+    t.participants = conn
+        .prepare_cached("SELECT email FROM participants WHERE ticket_id = ? ORDER BY role DESC, email")?
+        .query_map([t.id], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    t.tags = conn
+        .prepare_cached("SELECT tag FROM tags WHERE ticket_id = ? ORDER BY tag")?
+        .query_map([t.id], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(t)
+}
+
+fn cursor(conn: &Connection, mailbox: &str) -> Result<Option<Cursor>> {
+    Ok(conn
+        .prepare_cached("SELECT uid_validity, last_uid FROM mailbox_cursors WHERE mailbox = ?")?
+        .query_row([mailbox], |r| Ok(Cursor { uid_validity: r.get(0)?, last_uid: r.get(1)? }))
+        .optional()?)
+}
+
+fn lines(s: &str) -> Vec<String> {
+    s.split('\n').filter(|l| !l.is_empty()).map(str::to_string).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::thread::History;
+
+    #[test]
+    fn migrations_apply_once_and_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("x/y.db");
+        drop(Store::open(&p).unwrap());
+        let s = Store::open(&p).unwrap();
+        assert!(s.list_tickets(&TicketFilter::default()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_dropped_transaction_leaves_nothing() {
+        let s = Store::open_in_memory().unwrap();
+        {
+            let mut tx = s.begin().unwrap();
+            tx.create_ticket(&NewTicket { subject: "x", queue: "q", priority: Priority::Normal, requester: "a@b.c", related_to: None, now: "t" })
+                .unwrap();
+            tx.advance_cursor("m", Cursor { uid_validity: 1, last_uid: 5 }, "t").unwrap();
+        }
+        assert!(s.list_tickets(&TicketFilter::default()).unwrap().is_empty());
+        assert_eq!(s.cursor("m").unwrap(), None);
+    }
+
+    #[test]
+    fn tickets_articles_and_message_ids() {
+        let s = Store::open_in_memory().unwrap();
+        let mut tx = s.begin().unwrap();
+        let t = tx
+            .create_ticket(&NewTicket { subject: "Printer", queue: "support", priority: Priority::Normal, requester: "a@b.c", related_to: None, now: "2026-01-01T00:00:00Z" })
+            .unwrap();
+        let att = [AttachmentInfo { name: "x.pdf".into(), content_type: "application/pdf".into(), size: 3 }];
+        tx.add_article(&NewArticle {
+            ticket: t,
+            direction: Direction::Inbound,
+            kind: ArticleKind::Customer,
+            from: "a@b.c",
+            to: &["support@x.y".to_string()],
+            subject: "Printer",
+            message_id: "m1@b.c",
+            body_text: "jammed",
+            mailbox: Some("support"),
+            guard_class: Some("human"),
+            raw: Some(b"raw"),
+            attachments: &att,
+            now: "2026-01-01T00:00:00Z",
+        })
+        .unwrap();
+        assert_eq!(tx.ticket_by_message_id("m1@b.c").unwrap(), Some(t));
+        assert_eq!(tx.ticket_summary(t).unwrap().unwrap().1, vec!["a@b.c".to_string()]);
+        tx.commit().unwrap();
+        let d = s.ticket_detail(t).unwrap().unwrap();
+        assert_eq!(d.articles[0].attachments[0].name, "x.pdf");
+        assert_eq!(s.raw_message(d.articles[0].id).unwrap().unwrap(), b"raw");
+    }
+}
