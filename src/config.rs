@@ -373,6 +373,7 @@ pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, Pr
         v.add(&key, "unknown key".to_string());
     }
     let cfg = v.config(raw);
+    v.problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
     if v.problems.is_empty() { Ok(cfg) } else { Err(Problems(v.problems)) }
 }
 

@@ -1,1 +1,104 @@
-fn main(){}
+//! `postdesk` binary: parses the command line and hands over to the library.
+
+use clap::{Parser, Subcommand};
+use postdesk::commands;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "postdesk", version, about = "Email-first help desk daemon")]
+struct Cli {
+    /// Config file (default: config/postdesk.toml if it exists, else /etc/postdesk/postdesk.toml).
+    #[arg(long, global = true, value_name = "PATH")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon (logs to stderr; systemd Type=notify).
+    Run,
+    /// Validate config and templates; print every problem with file, line and key.
+    Check,
+    /// Ingest one message from stdin (MTA pipe). Exit 0 stored, 75 retry later, 65 not mail.
+    Deliver {
+        #[arg(long)]
+        mailbox: String,
+    },
+    /// Tickets in the database.
+    Tickets {
+        #[command(subcommand)]
+        command: TicketsCommand,
+    },
+    /// Rules: dry-run a saved message through the whole pipeline.
+    Rules {
+        #[command(subcommand)]
+        command: RulesCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TicketsCommand {
+    /// List tickets, newest first.
+    List {
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long)]
+        queue: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one ticket with its articles (by id, or by reference like PD-42).
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCommand {
+    /// Show what the desk would do with FILE.eml, without doing it.
+    Test {
+        file: PathBuf,
+        #[arg(long)]
+        mailbox: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = cli.config.clone().unwrap_or_else(postdesk::config::default_path);
+    let level = if matches!(cli.command, Command::Run) { "info" } else { "warn" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POSTDESK_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+
+    let result: anyhow::Result<i32> = match cli.command {
+        Command::Run => run(&config),
+        Command::Check => Ok(commands::check(&config)),
+        Command::Deliver { mailbox } => Ok(commands::deliver(&config, &mailbox)),
+        Command::Tickets { command: TicketsCommand::List { status, queue, json } } => {
+            commands::tickets_list(&config, status.as_deref(), queue.as_deref(), json)
+        }
+        Command::Tickets { command: TicketsCommand::Show { id, json } } => commands::tickets_show(&config, &id, json),
+        Command::Rules { command: RulesCommand::Test { file, mailbox, json } } => commands::rules_test(&config, &file, mailbox.as_deref(), json),
+    };
+    match result {
+        Ok(code) => ExitCode::from(code as u8),
+        Err(e) => {
+            eprintln!("postdesk: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(config: &std::path::Path) -> anyhow::Result<i32> {
+    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    rt.block_on(postdesk::daemon::run(config, std::sync::Arc::new(postdesk::clock::SystemClock)))?;
+    Ok(0)
+}

@@ -1,0 +1,230 @@
+//! The CLI's commands other than `run`: each takes parsed arguments and returns an exit code,
+//! printing results to stdout and problems to stderr. `main.rs` only parses and dispatches.
+
+use crate::clock::{SharedClock, SystemClock};
+use crate::config::Problems;
+use crate::desk::{Desk, KeyMode};
+use crate::pipeline::{Delivery, IngestError, Pipeline, Report};
+use crate::store::{Store, TicketFilter};
+use crate::ticket::{Status, TicketDetail};
+use std::io::Read;
+use std::path::Path;
+use std::sync::Arc;
+
+/// sysexits.h codes the MTA pipe contract uses.
+pub const EX_DATAERR: i32 = 65;
+pub const EX_TEMPFAIL: i32 = 75;
+
+fn clock() -> SharedClock {
+    Arc::new(SystemClock)
+}
+
+fn print_problems(p: &Problems) {
+    for problem in &p.0 {
+        eprintln!("{problem}");
+    }
+}
+
+/// `postdesk check`: validate config and templates; exit 0 only when everything is valid.
+pub fn check(config: &Path) -> i32 {
+    match Desk::load(config, KeyMode::ReadOnly) {
+        Ok(desk) => {
+            let c = &desk.config;
+            println!(
+                "{}: ok ({} queue(s), {} mailbox(es), outbound: {}, templates: {})",
+                config.display(),
+                c.queues.len(),
+                c.mailboxes.len(),
+                match &c.outbound.transport {
+                    crate::config::Transport::Smtp(e) => format!("smtp {}:{}", e.host, e.port),
+                    crate::config::Transport::Folder(p) => format!("folder {}", p.display()),
+                },
+                c.desk.templates_dir.display()
+            );
+            0
+        }
+        Err(p) => {
+            print_problems(&p);
+            eprintln!("{} problem(s) found", p.0.len());
+            1
+        }
+    }
+}
+
+/// `postdesk deliver --mailbox NAME`: one message from stdin. 0 stored or deliberately dropped,
+/// 75 could not be stored (the MTA retries), 65 not mail at all.
+pub fn deliver(config: &Path, mailbox: &str) -> i32 {
+    let mut raw = Vec::new();
+    if let Err(e) = std::io::stdin().lock().read_to_end(&mut raw) {
+        eprintln!("postdesk deliver: cannot read stdin: {e}");
+        return EX_TEMPFAIL;
+    }
+    let desk = match Desk::load(config, KeyMode::Persistent) {
+        Ok(d) => d,
+        Err(p) => {
+            print_problems(&p);
+            eprintln!("postdesk deliver: configuration invalid; message not stored (the MTA will retry)");
+            return EX_TEMPFAIL;
+        }
+    };
+    if !desk.config.mailboxes.contains_key(mailbox) {
+        eprintln!(
+            "postdesk deliver: no mailbox named `{mailbox}` in {} (known: {}); message not stored",
+            config.display(),
+            desk.config.mailboxes.keys().cloned().collect::<Vec<_>>().join(", ")
+        );
+        return EX_TEMPFAIL;
+    }
+    let store = match Store::open(&desk.config.desk.database) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("postdesk deliver: {e}");
+            return EX_TEMPFAIL;
+        }
+    };
+    let pipeline = Pipeline::new(store, clock());
+    match pipeline.ingest_strict(&desk, Delivery { mailbox, raw: &raw, cursor: None }) {
+        Ok(r) => {
+            eprintln!("{}", summary(&r, &desk));
+            0
+        }
+        Err(IngestError::NotMail(e)) => {
+            eprintln!("postdesk deliver: {e}");
+            EX_DATAERR
+        }
+        Err(e) => {
+            eprintln!("postdesk deliver: {e}; message not stored (the MTA will retry)");
+            EX_TEMPFAIL
+        }
+    }
+}
+
+fn summary(r: &Report, desk: &Desk) -> String {
+    use crate::pipeline::Outcome::*;
+    match &r.outcome {
+        Created { ticket } => format!("created {}", desk.refs.format(*ticket)),
+        FollowUp { ticket } => format!("added to {}", desk.refs.format(*ticket)),
+        Duplicate { ticket } => format!("duplicate of a stored message{}", ticket.map(|t| format!(" on {}", desk.refs.format(t))).unwrap_or_default()),
+        Dropped { reason } => format!("dropped: {reason}"),
+        Quarantined { reason } => format!("quarantined: {reason}"),
+    }
+}
+
+fn open_store(desk: &Desk) -> anyhow::Result<Store> {
+    Ok(Store::open(&desk.config.desk.database)?)
+}
+
+/// `postdesk tickets list`.
+pub fn tickets_list(config: &Path, status: Option<&str>, queue: Option<&str>, json: bool) -> anyhow::Result<i32> {
+    let desk = Desk::load(config, KeyMode::ReadOnly).map_err(|p| anyhow::anyhow!("invalid configuration:\n{p}"))?;
+    let status = status.map(|s| s.parse::<Status>()).transpose().map_err(|e| anyhow::anyhow!(e))?;
+    let store = open_store(&desk)?;
+    let mut tickets = store.list_tickets(&TicketFilter { status, queue: queue.map(str::to_string), ..Default::default() })?;
+    for t in &mut tickets {
+        t.reference = desk.refs.format(t.id);
+    }
+    if json {
+        println!("{}", serde_json::to_string_pretty(&tickets)?);
+    } else {
+        println!("{:<10} {:<9} {:<7} {:<12} {:<28} {:<20} SUBJECT", "REF", "STATUS", "PRIO", "QUEUE", "REQUESTER", "UPDATED");
+        for t in &tickets {
+            println!(
+                "{:<10} {:<9} {:<7} {:<12} {:<28} {:<20} {}",
+                t.reference,
+                t.status.as_str(),
+                t.priority.as_str(),
+                t.queue,
+                t.requester,
+                t.updated_at,
+                t.subject
+            );
+        }
+    }
+    Ok(0)
+}
+
+/// `postdesk tickets show ID|REF`.
+pub fn tickets_show(config: &Path, id: &str, json: bool) -> anyhow::Result<i32> {
+    let desk = Desk::load(config, KeyMode::ReadOnly).map_err(|p| anyhow::anyhow!("invalid configuration:\n{p}"))?;
+    let Some(ticket) = desk.refs.parse_user_input(id) else {
+        anyhow::bail!("`{id}` is not a ticket id or reference (e.g. 42 or {})", desk.refs.format(42));
+    };
+    let store = open_store(&desk)?;
+    let Some(mut d) = store.ticket_detail(ticket)? else {
+        anyhow::bail!("no ticket {}", desk.refs.format(ticket));
+    };
+    d.ticket.reference = desk.refs.format(d.ticket.id);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&d)?);
+    } else {
+        print_detail(&d);
+    }
+    Ok(0)
+}
+
+fn print_detail(d: &TicketDetail) {
+    let t = &d.ticket;
+    println!("{} {}", t.reference, t.subject);
+    println!("  status {}  priority {}  queue {}  owner {}", t.status, t.priority, t.queue, t.owner.as_deref().unwrap_or("-"));
+    println!("  requester {}  participants {}", t.requester, t.participants.join(", "));
+    if !t.tags.is_empty() {
+        println!("  tags {}", t.tags.join(", "));
+    }
+    println!("  created {}  updated {}", t.created_at, t.updated_at);
+    for a in &d.articles {
+        println!();
+        println!("--- #{} {} {} {} → {}  {}", a.id, a.direction.as_str(), a.kind.as_str(), a.from, a.to.join(", "), a.created_at);
+        println!("    Subject: {}", a.subject);
+        for att in &a.attachments {
+            println!("    Attachment: {} ({}, {} bytes)", att.name, att.content_type, att.size);
+        }
+        for line in a.body_text.lines().take(40) {
+            println!("    {line}");
+        }
+    }
+    if !d.events.is_empty() {
+        println!();
+        for e in &d.events {
+            println!("  [{}] {}: {}", e.created_at, e.kind, e.detail);
+        }
+    }
+}
+
+/// `postdesk rules test FILE.eml`: the whole pipeline against the real database, rolled back.
+pub fn rules_test(config: &Path, eml: &Path, mailbox: Option<&str>, json: bool) -> anyhow::Result<i32> {
+    let desk = Desk::load(config, KeyMode::ReadOnly).map_err(|p| anyhow::anyhow!("invalid configuration:\n{p}"))?;
+    let raw = std::fs::read(eml).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", eml.display()))?;
+    let mailbox = match mailbox {
+        Some(m) if desk.config.mailboxes.contains_key(m) => m.to_string(),
+        Some(m) => anyhow::bail!("no mailbox named `{m}` (known: {})", desk.config.mailboxes.keys().cloned().collect::<Vec<_>>().join(", ")),
+        None => desk.config.mailboxes.keys().next().cloned().unwrap_or_default(),
+    };
+    // Read the real history when the database exists; never create one for a dry run.
+    let store = if desk.config.desk.database.exists() { Store::open(&desk.config.desk.database)? } else { Store::open_in_memory()? };
+    let pipeline = Pipeline::new(Arc::new(store), clock());
+    let report = pipeline.dry_run(&desk, Delivery { mailbox: &mailbox, raw: &raw, cursor: None })?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(0);
+    }
+    println!("message:   <{}> from {}", report.message_id, if report.from.is_empty() { "(none)" } else { &report.from });
+    println!("subject:   {}", report.subject);
+    println!("mailbox:   {mailbox}");
+    match &report.verdict {
+        Some(v) => println!("guard:     {} (auto-reply {}) — {}", v.class.as_str(), if v.auto_reply_allowed { "allowed" } else { "suppressed" }, v.reasons.join("; ")),
+        None => println!("guard:     (not reached)"),
+    }
+    println!("threading: {}", report.threading.as_deref().unwrap_or("(not reached)"));
+    println!("rules:     (no rules file configured)");
+    println!("outcome:   {}", summary(&report, &desk));
+    for a in &report.actions {
+        println!("action:    {a}");
+    }
+    for m in &report.mails {
+        println!("would send {} to {}: {}", m.kind, m.to, m.subject);
+    }
+    if report.mails.is_empty() {
+        println!("would send nothing");
+    }
+    Ok(0)
+}

@@ -1,0 +1,117 @@
+//! Daemon: starts the store, the outbound worker and one intake task per mailbox; reloads the desk
+//! on SIGHUP (a broken config or template keeps the previous desk); shuts down in two phases —
+//! stop taking work, let the message in hand finish, abort at the deadline.
+
+use crate::clock::SharedClock;
+use crate::config::{Problems, Source};
+use crate::desk::{Desk, DeskHandle, KeyMode};
+use crate::outbound::{Transport, Worker};
+use crate::pipeline::Pipeline;
+use crate::shutdown::{self, Trigger};
+use crate::store::Store;
+use anyhow::Context;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::task::JoinSet;
+
+/// A started daemon; tests drive it in process, `run` drives it from signals.
+pub struct Running {
+    trigger: Trigger,
+    tasks: JoinSet<()>,
+    pub pipeline: Pipeline,
+    pub desk: DeskHandle,
+    config_path: PathBuf,
+    deadline: Duration,
+}
+
+/// Open the database, start the outbound worker and every intake.
+pub async fn start(desk: Desk, config_path: &Path, clock: SharedClock) -> anyhow::Result<Running> {
+    let cfg = &desk.config;
+    let store = Arc::new(Store::open(&cfg.desk.database).context("opening the database")?);
+    let transport = Arc::new(Transport::from_config(&cfg.outbound.transport)?);
+    let pipeline = Pipeline::new(store.clone(), clock.clone());
+    let (trigger, shutdown) = shutdown::channel();
+    let mut tasks = JoinSet::new();
+    let worker = Worker {
+        store,
+        transport,
+        retry: cfg.outbound.retry.clone(),
+        clock,
+        wake: pipeline.outbox_wake.clone(),
+        poll_interval: cfg.outbound.poll_interval,
+    };
+    tasks.spawn(worker.run(shutdown.clone()));
+    let mailboxes: Vec<String> = cfg.mailboxes.values().filter(|m| !matches!(m.source, Source::Pipe)).map(|m| m.name.clone()).collect();
+    let deadline = cfg.shutdown_timeout;
+    let handle = DeskHandle::new(desk);
+    for name in mailboxes {
+        tasks.spawn(crate::intake::run_mailbox(name, pipeline.clone(), handle.clone(), shutdown.clone()));
+    }
+    tracing::info!(database = %pipeline.store.path().display(), "postdesk started");
+    Ok(Running { trigger, tasks, pipeline, desk: handle, config_path: config_path.to_path_buf(), deadline })
+}
+
+impl Running {
+    /// Re-read config and templates through the start-up code; on any problem keep the current desk.
+    /// Mailbox and outbound changes need a restart (their tasks hold connections); they are reported.
+    pub fn reload(&self) -> Result<(), Problems> {
+        let new = Desk::load(&self.config_path, KeyMode::Persistent)?;
+        let old = self.desk.current();
+        if format!("{:?}", old.config.mailboxes) != format!("{:?}", new.config.mailboxes)
+            || format!("{:?}", old.config.outbound) != format!("{:?}", new.config.outbound)
+        {
+            tracing::warn!("mailbox or outbound settings changed: they take effect after a restart");
+        }
+        self.desk.replace(new);
+        tracing::info!("configuration and templates reloaded");
+        Ok(())
+    }
+
+    /// Stop: signal every task, wait up to the deadline, then abort what is left.
+    pub async fn stop(mut self) {
+        self.trigger.trigger();
+        let deadline = tokio::time::sleep(self.deadline);
+        tokio::pin!(deadline);
+        loop {
+            tokio::select! {
+                next = self.tasks.join_next() => if next.is_none() { break },
+                _ = &mut deadline => {
+                    tracing::warn!(remaining = self.tasks.len(), "shutdown deadline reached; aborting");
+                    self.tasks.abort_all();
+                    while self.tasks.join_next().await.is_some() {}
+                    break;
+                }
+            }
+        }
+        tracing::info!("postdesk stopped");
+    }
+}
+
+/// `postdesk run`: start, tell systemd we are ready, serve until SIGTERM/SIGINT, reload on SIGHUP.
+pub async fn run(config_path: &Path, clock: SharedClock) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let desk = Desk::load(config_path, KeyMode::Persistent).map_err(|p| anyhow::anyhow!("invalid configuration:\n{p}"))?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let running = start(desk, config_path, clock).await?;
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => {
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Reloading]);
+                if let Err(p) = running.reload() {
+                    tracing::error!("reload failed; keeping the previous configuration:\n{p}");
+                }
+                let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Ready]);
+            }
+        }
+    }
+    tracing::info!("shutting down");
+    let _ = sd_notify::notify(false, &[sd_notify::NotifyState::Stopping]);
+    running.stop().await;
+    Ok(())
+}

@@ -1,0 +1,109 @@
+//! Desk: one consistent, immutable snapshot of everything the pipeline consults besides the
+//! database — config, templates, signing key, identity. Built by the same code at start-up, on
+//! SIGHUP and for `check`/`rules test`; a reload that fails keeps the previous snapshot.
+
+use crate::config::{Config, Problem, Problems};
+use crate::guard::Identity;
+use crate::reference::RefFormat;
+use crate::render::Templates;
+use crate::token::Signer;
+use std::path::Path;
+use std::sync::{Arc, RwLock};
+
+/// Everything a message is evaluated against.
+#[derive(Debug)]
+pub struct Desk {
+    pub config: Config,
+    pub templates: Templates,
+    pub signer: Signer,
+    pub refs: RefFormat,
+    pub identity: Identity,
+}
+
+/// How to obtain the signing key when the config names none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyMode {
+    /// Read `data_dir/secret`, creating it on first start (the daemon, `deliver`).
+    Persistent,
+    /// Read it if present, else use a throwaway key (dry runs and checks write nothing).
+    ReadOnly,
+}
+
+impl Desk {
+    /// Load config, templates and key; every problem at once.
+    pub fn load(config_path: &Path, key_mode: KeyMode) -> Result<Desk, Problems> {
+        let config = crate::config::load(config_path)?;
+        Desk::from_config(config, key_mode)
+    }
+
+    pub fn from_config(config: Config, key_mode: KeyMode) -> Result<Desk, Problems> {
+        let mut problems = Vec::new();
+        let templates = match Templates::load(&config.desk.templates_dir) {
+            Ok(t) => Some(t),
+            Err(p) => {
+                problems.extend(p);
+                None
+            }
+        };
+        if let Some(t) = &templates {
+            for q in config.queues.values() {
+                if q.acknowledge && !t.has(&q.ack_template) {
+                    problems.push(Problem {
+                        file: config.file.clone(),
+                        line: None,
+                        key: format!("queues.{}.ack_template", q.name),
+                        message: format!("no template `{}` in {}", q.ack_template, config.desk.templates_dir.display()),
+                    });
+                }
+            }
+        }
+        let key = match (&config.desk.secret, key_mode) {
+            (Some(s), _) => Some(s.expose().as_bytes().to_vec()),
+            (None, KeyMode::Persistent) => match crate::token::load_or_create_key(None, &config.desk.data_dir) {
+                Ok(k) => Some(k),
+                Err(e) => {
+                    problems.push(Problem {
+                        file: config.desk.data_dir.join("secret"),
+                        line: None,
+                        key: "desk.secret_file".into(),
+                        message: format!("cannot read or create the signing key: {e}"),
+                    });
+                    None
+                }
+            },
+            (None, KeyMode::ReadOnly) => Some(
+                std::fs::read_to_string(config.desk.data_dir.join("secret"))
+                    .map(|s| s.trim().as_bytes().to_vec())
+                    .unwrap_or_else(|_| rand::random::<[u8; 32]>().to_vec()),
+            ),
+        };
+        match (templates, key) {
+            (Some(templates), Some(key)) if problems.is_empty() => Ok(Desk {
+                signer: Signer::new(&key, &config.desk.domain),
+                refs: RefFormat::new(&config.desk.ref_prefix),
+                identity: Identity { domain: config.desk.domain.clone(), own_addresses: config.own_addresses() },
+                templates,
+                config,
+            }),
+            _ => Err(Problems(problems)),
+        }
+    }
+}
+
+/// The current desk, swapped whole on reload; readers take an `Arc` and keep it for one message.
+#[derive(Debug, Clone)]
+pub struct DeskHandle(Arc<RwLock<Arc<Desk>>>);
+
+impl DeskHandle {
+    pub fn new(desk: Desk) -> Self {
+        DeskHandle(Arc::new(RwLock::new(Arc::new(desk))))
+    }
+
+    pub fn current(&self) -> Arc<Desk> {
+        self.0.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn replace(&self, desk: Desk) {
+        *self.0.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(desk);
+    }
+}

@@ -1,0 +1,274 @@
+//! IMAP intake for one mailbox: connect (implicit TLS / STARTTLS / plain when configured), log in,
+//! SELECT, fetch every UID above the stored cursor with `BODY.PEEK[]` in batches, hand each message
+//! to the pipeline (which stores the cursor in the same transaction), and only then mark it `\Seen`
+//! or move it. Waits with IDLE where the server has it, else polls. Reconnects with backoff.
+
+use super::Backoff;
+use crate::config::{AfterCommit, Endpoint, ImapSource, Tls};
+use crate::desk::DeskHandle;
+use crate::pipeline::Pipeline;
+use crate::shutdown::Shutdown;
+use crate::store::Cursor;
+use async_imap::extensions::idle::IdleResponse;
+use futures::TryStreamExt;
+use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+/// Any stream a session can run over: plain TCP, TLS, or TCP upgraded by STARTTLS.
+pub trait ImapStream: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send + std::fmt::Debug> ImapStream for T {}
+type Session = async_imap::Session<Box<dyn ImapStream>>;
+
+/// Why a session ended; every variant leads to a reconnect after backoff.
+#[derive(Debug, thiserror::Error)]
+pub enum ImapError {
+    #[error("connect to {0}: {1}")]
+    Connect(String, String),
+    #[error("login as {0} failed: {1}")]
+    Login(String, String),
+    #[error("IMAP: {0}")]
+    Protocol(#[from] async_imap::error::Error),
+    #[error("connection lost")]
+    Lost,
+    #[error("timed out: {0}")]
+    Timeout(&'static str),
+    #[error("cannot store message: {0}")]
+    Ingest(#[from] crate::pipeline::IngestError),
+    #[error("cannot read cursor: {0}")]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Run until shutdown, reconnecting after failures.
+pub async fn run(name: String, src: ImapSource, pipeline: Pipeline, desk: DeskHandle, shutdown: Shutdown) {
+    let span = tracing::info_span!("mailbox", mailbox = %name);
+    async move {
+        let mut backoff = Backoff::default();
+        loop {
+            let mut connected = false;
+            let result = session(&name, &src, &pipeline, &desk, &shutdown, &mut connected).await;
+            if shutdown.is_triggered() {
+                break;
+            }
+            if connected {
+                backoff.reset();
+            }
+            let delay = backoff.next_delay();
+            match result {
+                Ok(()) => {}
+                Err(e) => tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "IMAP session ended"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(delay) => {}
+                _ = shutdown.wait() => break,
+            }
+        }
+        tracing::info!("IMAP intake stopped");
+    }
+    .instrument(span)
+    .await
+}
+
+/// Open an authenticated session.
+pub async fn connect(e: &Endpoint) -> Result<Session, ImapError> {
+    let addr = format!("{}:{}", e.host, e.port);
+    let fut = async {
+        let tcp = TcpStream::connect(&addr).await.map_err(|err| ImapError::Connect(addr.clone(), err.to_string()))?;
+        let _ = tcp.set_nodelay(true);
+        let stream: Box<dyn ImapStream> = match e.tls {
+            Tls::None => Box::new(tcp),
+            Tls::Implicit => Box::new(tls(e, tcp).await?),
+            Tls::StartTls => {
+                let mut client = async_imap::Client::new(tcp);
+                client.read_response().await.map_err(|err| ImapError::Connect(addr.clone(), err.to_string()))?;
+                client.run_command_and_check_ok("STARTTLS", None).await?;
+                // After STARTTLS there is no second greeting (reading one would hang).
+                let tls = tls(e, client.into_inner()).await?;
+                let client = async_imap::Client::new(Box::new(tls) as Box<dyn ImapStream>);
+                return login(e, client).await;
+            }
+        };
+        let mut client = async_imap::Client::new(stream);
+        match client.read_response().await {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(ImapError::Connect(addr.clone(), "closed before greeting".into())),
+            Err(err) => return Err(ImapError::Connect(addr.clone(), err.to_string())),
+        }
+        login(e, client).await
+    };
+    tokio::time::timeout(e.connect_timeout, fut).await.map_err(|_| ImapError::Timeout("connect and login"))?
+}
+
+async fn tls(e: &Endpoint, tcp: TcpStream) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ImapError> {
+    let connector = super::tls::connector(e.ca_file.as_deref()).map_err(|err| ImapError::Connect(e.host.clone(), err))?;
+    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(e.host.clone()).map_err(|err| ImapError::Connect(e.host.clone(), err.to_string()))?;
+    connector.connect(name, tcp).await.map_err(|err| ImapError::Connect(e.host.clone(), format!("TLS: {err}")))
+}
+
+async fn login(e: &Endpoint, client: async_imap::Client<Box<dyn ImapStream>>) -> Result<Session, ImapError> {
+    let user = e.username.clone().unwrap_or_default();
+    let pass = e.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
+    client.login(&user, &pass).await.map_err(|(err, _)| ImapError::Login(user.clone(), err.to_string()))
+}
+
+async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskHandle, shutdown: &Shutdown, connected: &mut bool) -> Result<(), ImapError> {
+    let mut s = connect(&src.endpoint).await?;
+    *connected = true;
+    let caps = s.capabilities().await?;
+    let can_idle = src.idle && caps.has_str("IDLE");
+    let can_move = caps.has_str("MOVE");
+    if let AfterCommit::Move(folder) = &src.after {
+        // Creating an existing folder fails harmlessly.
+        let _ = s.create(folder).await;
+    }
+    tracing::info!(idle = can_idle, "IMAP connected");
+    let mut settled = false;
+    loop {
+        let mbox = s.select(&src.folder).await?;
+        let validity = mbox.uid_validity.unwrap_or(0);
+        let stored = pipeline.store.cursor(name)?;
+        let mut last = match stored {
+            Some(c) if c.uid_validity == validity => c.last_uid,
+            Some(c) => {
+                // RFC 3501 §2.3.1.1: a new UIDVALIDITY invalidates every UID. Start over; duplicate
+                // detection in the pipeline keeps already-stored messages from becoming tickets again.
+                tracing::warn!(old = c.uid_validity, new = validity, "UIDVALIDITY changed; rescanning the folder");
+                0
+            }
+            None => 0,
+        };
+        if !settled {
+            settle(&mut s, src, last, can_move).await?;
+            settled = true;
+        }
+        // Fetch everything above the cursor, batch by batch.
+        loop {
+            if shutdown.is_triggered() {
+                let _ = s.logout().await;
+                return Ok(());
+            }
+            let mut uids: Vec<u32> = s.uid_search(format!("UID {}:*", last + 1)).await?.into_iter().filter(|u| *u > last).collect();
+            if uids.is_empty() {
+                break;
+            }
+            uids.sort_unstable();
+            uids.truncate(src.batch_size as usize);
+            let set = uids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+            let mut fetched: Vec<(u32, Vec<u8>)> = tokio::time::timeout(Duration::from_secs(600), async {
+                let stream = s.uid_fetch(&set, "(UID BODY.PEEK[])").await?;
+                let items: Vec<_> = stream.try_collect().await?;
+                Ok::<_, async_imap::error::Error>(items.into_iter().filter_map(|f| Some((f.uid?, f.body()?.to_vec()))).collect())
+            })
+            .await
+            .map_err(|_| ImapError::Timeout("fetch"))??;
+            fetched.sort_by_key(|(u, _)| *u);
+            fetched.retain(|(u, _)| *u > last);
+            if fetched.is_empty() {
+                // Messages expunged between SEARCH and FETCH: skip past them.
+                last = *uids.last().unwrap_or(&last);
+                continue;
+            }
+            let mut done = Vec::new();
+            for (uid, raw) in fetched {
+                if shutdown.is_triggered() {
+                    break;
+                }
+                let cursor = Cursor { uid_validity: validity, last_uid: uid };
+                let size = raw.len();
+                let report = pipeline.ingest_async(desk.current(), name.to_string(), raw, Some(cursor)).await?;
+                tracing::info!(uid, size, message_id = %report.message_id, outcome = ?report.outcome, "message processed");
+                last = uid;
+                done.push(uid);
+            }
+            after_commit(&mut s, src, &done, can_move).await?;
+        }
+        if shutdown.is_triggered() {
+            let _ = s.logout().await;
+            return Ok(());
+        }
+        // Wait for news.
+        if can_idle {
+            let mut idle = s.idle();
+            idle.init().await?;
+            enum Wake {
+                Data,
+                Timer,
+                Stop,
+                Lost,
+            }
+            let wake = {
+                let (fut, _stop) = idle.wait_with_timeout(Duration::from_secs(29 * 60));
+                tokio::select! {
+                    r = fut => match r? {
+                        IdleResponse::NewData(_) => Wake::Data,
+                        IdleResponse::Timeout => Wake::Timer,
+                        // We never drop the StopSource first, so this is a dead connection (CRATE-FACTS).
+                        IdleResponse::ManualInterrupt => Wake::Lost,
+                    },
+                    _ = tokio::time::sleep(src.poll_interval.max(Duration::from_secs(5)).min(Duration::from_secs(25 * 60))) => Wake::Timer,
+                    _ = shutdown.wait() => Wake::Stop,
+                }
+            };
+            if let Wake::Lost = wake {
+                return Err(ImapError::Lost);
+            }
+            s = tokio::time::timeout(Duration::from_secs(30), idle.done()).await.map_err(|_| ImapError::Timeout("IDLE DONE"))??;
+            if let Wake::Stop = wake {
+                let _ = s.logout().await;
+                return Ok(());
+            }
+            let _ = matches!(wake, Wake::Data | Wake::Timer);
+        } else {
+            tokio::select! {
+                _ = tokio::time::sleep(src.poll_interval) => {}
+                _ = shutdown.wait() => {
+                    let _ = s.logout().await;
+                    return Ok(());
+                }
+            }
+            s.noop().await?;
+        }
+    }
+}
+
+/// Apply the after-commit action to messages already stored (UID ≤ cursor) that a crash left
+/// unmarked: idempotent, so it runs once per connection.
+async fn settle(s: &mut Session, src: &ImapSource, last: u32, can_move: bool) -> Result<(), ImapError> {
+    if last == 0 {
+        return Ok(());
+    }
+    let query = match src.after {
+        AfterCommit::Seen => format!("UID 1:{last} UNSEEN"),
+        AfterCommit::Move(_) => format!("UID 1:{last}"),
+    };
+    let uids: Vec<u32> = s.uid_search(query).await?.into_iter().filter(|u| *u <= last).collect();
+    if !uids.is_empty() {
+        tracing::info!(count = uids.len(), "marking messages stored before a restart");
+        after_commit(s, src, &uids, can_move).await?;
+    }
+    Ok(())
+}
+
+async fn after_commit(s: &mut Session, src: &ImapSource, uids: &[u32], can_move: bool) -> Result<(), ImapError> {
+    if uids.is_empty() {
+        return Ok(());
+    }
+    let set = uids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    match &src.after {
+        AfterCommit::Seen => {
+            let stream = s.uid_store(&set, "+FLAGS.SILENT (\\Seen)").await?;
+            let _: Vec<_> = stream.try_collect().await?;
+        }
+        AfterCommit::Move(folder) if can_move => s.uid_mv(&set, folder).await?,
+        AfterCommit::Move(folder) => {
+            // RFC 6851 absent: COPY, flag \Deleted, UID EXPUNGE (RFC 4315) only these UIDs.
+            s.uid_copy(&set, folder).await?;
+            let stream = s.uid_store(&set, "+FLAGS.SILENT (\\Deleted)").await?;
+            let _: Vec<_> = stream.try_collect().await?;
+            let stream = s.uid_expunge(&set).await?;
+            let _: Vec<_> = stream.try_collect().await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,69 @@
+//! Maildir intake: watches `PATH/new`, hands each file to the pipeline, and after the commit moves
+//! it to `PATH/cur` with the Seen flag. A crash between commit and rename is harmless: the
+//! pipeline recognises the second delivery as a duplicate.
+
+use crate::desk::DeskHandle;
+use crate::pipeline::Pipeline;
+use crate::shutdown::Shutdown;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tracing::Instrument;
+
+/// Run until shutdown.
+pub async fn run(name: String, path: PathBuf, poll: Duration, pipeline: Pipeline, desk: DeskHandle, shutdown: Shutdown) {
+    let span = tracing::info_span!("mailbox", mailbox = %name);
+    async move {
+        for sub in ["new", "cur", "tmp"] {
+            if let Err(e) = std::fs::create_dir_all(path.join(sub)) {
+                tracing::error!(path = %path.display(), error = %e, "cannot create Maildir");
+            }
+        }
+        tracing::info!(path = %path.display(), "watching Maildir");
+        loop {
+            if let Err(e) = scan(&name, &path, &pipeline, &desk, &shutdown).await {
+                tracing::warn!(error = %e, "Maildir scan failed; retrying");
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(poll) => {}
+                _ = shutdown.wait() => break,
+            }
+        }
+        tracing::info!("Maildir intake stopped");
+    }
+    .instrument(span)
+    .await
+}
+
+/// Process every file in `new/`, oldest name first. Returns how many were processed.
+pub async fn scan(name: &str, path: &Path, pipeline: &Pipeline, desk: &DeskHandle, shutdown: &Shutdown) -> Result<usize, String> {
+    let new = path.join("new");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&new)
+        .map_err(|e| format!("{}: {e}", new.display()))?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.is_file() && !p.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.')))
+        .collect();
+    files.sort();
+    let mut n = 0;
+    for file in files {
+        if shutdown.is_triggered() {
+            break;
+        }
+        let raw = match std::fs::read(&file) {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(file = %file.display(), error = %e, "cannot read");
+                continue;
+            }
+        };
+        let report = pipeline.ingest_async(desk.current(), name.to_string(), raw, None).await.map_err(|e| e.to_string())?;
+        tracing::info!(file = %file.display(), message_id = %report.message_id, outcome = ?report.outcome, "message processed");
+        let base = file.file_name().and_then(|n| n.to_str()).unwrap_or("msg").split(':').next().unwrap_or("msg").to_string();
+        let dest = path.join("cur").join(format!("{base}:2,S"));
+        if let Err(e) = std::fs::rename(&file, &dest) {
+            tracing::warn!(file = %file.display(), error = %e, "stored, but cannot move to cur/");
+        }
+        n += 1;
+    }
+    Ok(n)
+}

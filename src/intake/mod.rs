@@ -1,0 +1,51 @@
+//! Intake: where mail enters. One task per mailbox: IMAP (IDLE with poll fallback) or a watched
+//! Maildir; `postdesk deliver` is the third, synchronous entry (MTA pipe). Intakes only fetch and
+//! hand bytes to the pipeline; they never decide anything about a message, and never mark, move or
+//! delete server mail before the pipeline's transaction committed.
+
+pub mod imap;
+pub mod maildir;
+pub mod tls;
+
+use crate::config::Source;
+use crate::desk::DeskHandle;
+use crate::pipeline::Pipeline;
+use crate::shutdown::Shutdown;
+use std::time::Duration;
+
+/// Run the intake of mailbox `name` until shutdown.
+pub async fn run_mailbox(name: String, pipeline: Pipeline, desk: DeskHandle, shutdown: Shutdown) {
+    let source = match desk.current().config.mailboxes.get(&name) {
+        Some(m) => m.source.clone(),
+        None => return,
+    };
+    match source {
+        Source::Imap(imap) => imap::run(name, imap, pipeline, desk, shutdown).await,
+        Source::Maildir { path, poll_interval } => maildir::run(name, path, poll_interval, pipeline, desk, shutdown).await,
+        Source::Pipe => {}
+    }
+}
+
+/// Reconnect delays: 1 s doubling to 5 min, with ±20% jitter so many desks don't stampede a server.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff { next: Duration::from_secs(1) }
+    }
+}
+
+impl Backoff {
+    pub fn reset(&mut self) {
+        self.next = Duration::from_secs(1);
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let d = self.next.mul_f64(0.8 + rand::random::<f64>() * 0.4);
+        self.next = (self.next * 2).min(Duration::from_secs(300));
+        d
+    }
+}

@@ -1,0 +1,242 @@
+//! Render: handlebars templates from the templates folder → subject, text and optional HTML.
+//! Strict mode: a variable a template names but the context lacks is an error, and `postdesk
+//! check` renders every template against a sample context so such errors surface before mail
+//! goes out. Pure apart from loading the files.
+//!
+//! Files: `NAME.subject.hbs`, `NAME.txt.hbs`, optional `NAME.html.hbs`; a queue overrides any of
+//! them with `QUEUE/NAME.*.hbs`.
+
+use crate::config::Problem;
+use crate::reference::one_line;
+use handlebars::Handlebars;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+/// Templates every desk needs.
+pub const REQUIRED: &[&str] = &["acknowledgement"];
+
+/// A rendered mail body, ready to compose.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rendered {
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+}
+
+/// The loaded template set.
+pub struct Templates {
+    text: Handlebars<'static>,
+    html: Handlebars<'static>,
+    dir: PathBuf,
+    names: BTreeSet<String>,
+}
+
+impl std::fmt::Debug for Templates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Templates").field("dir", &self.dir).field("names", &self.names).finish()
+    }
+}
+
+/// Why a render failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    #[error("no template `{0}` (need {0}.subject.hbs and {0}.txt.hbs)")]
+    Missing(String),
+    #[error("template `{name}`: {source}")]
+    Render { name: String, source: Box<handlebars::RenderError> },
+}
+
+impl Templates {
+    /// Load and compile every `*.hbs` under `dir` (one level of queue folders). Returns every
+    /// problem found, each naming its file and line.
+    pub fn load(dir: &Path) -> Result<Templates, Vec<Problem>> {
+        let mut text = Handlebars::new();
+        text.set_strict_mode(true);
+        text.register_escape_fn(handlebars::no_escape);
+        let mut html = Handlebars::new();
+        html.set_strict_mode(true);
+        let mut problems = Vec::new();
+        let mut names = BTreeSet::new();
+
+        let mut files = Vec::new();
+        match std::fs::read_dir(dir) {
+            Ok(rd) => {
+                for e in rd.flatten() {
+                    let p = e.path();
+                    if p.is_dir() {
+                        if let Ok(sub) = std::fs::read_dir(&p) {
+                            files.extend(sub.flatten().map(|e| e.path()).filter(|p| p.is_file()));
+                        }
+                    } else {
+                        files.push(p);
+                    }
+                }
+            }
+            Err(e) => {
+                problems.push(Problem { file: dir.to_path_buf(), line: None, key: String::new(), message: format!("cannot read templates folder: {e}") });
+                return Err(problems);
+            }
+        }
+        files.sort();
+        for path in files {
+            let Some(fname) = path.file_name().and_then(|f| f.to_str()) else { continue };
+            let Some(stem) = fname.strip_suffix(".hbs") else { continue };
+            let prefix = match path.parent().filter(|p| *p != dir).and_then(|p| p.file_name()).and_then(|f| f.to_str()) {
+                Some(q) => format!("{q}/"),
+                None => String::new(),
+            };
+            let key = format!("{prefix}{stem}");
+            let (base, part) = match stem.rsplit_once('.') {
+                Some((b, p @ ("subject" | "txt" | "html"))) => (b, p),
+                _ => {
+                    problems.push(Problem { file: path.clone(), line: None, key: String::new(), message: "template names end in .subject.hbs, .txt.hbs or .html.hbs".into() });
+                    continue;
+                }
+            };
+            let src = match std::fs::read_to_string(&path) {
+                Ok(s) => s,
+                Err(e) => {
+                    problems.push(Problem { file: path.clone(), line: None, key: String::new(), message: format!("cannot read: {e}") });
+                    continue;
+                }
+            };
+            let reg = if part == "html" { &mut html } else { &mut text };
+            if let Err(e) = reg.register_template_string(&key, &src) {
+                let line = e.pos().map(|(line, _col)| line);
+                problems.push(Problem { file: path.clone(), line, key: String::new(), message: e.reason().to_string() });
+                continue;
+            }
+            if prefix.is_empty() {
+                names.insert(base.to_string());
+            }
+        }
+        let t = Templates { text, html, dir: dir.to_path_buf(), names };
+        for name in REQUIRED {
+            for part in ["subject", "txt"] {
+                if !t.text.has_template(&format!("{name}.{part}")) {
+                    problems.push(Problem {
+                        file: dir.join(format!("{name}.{part}.hbs")),
+                        line: None,
+                        key: String::new(),
+                        message: "required template is missing".into(),
+                    });
+                }
+            }
+        }
+        // Render each template against the documented variables, so strict-mode errors show now.
+        if problems.is_empty() {
+            let ctx = sample_context();
+            let mut keys: Vec<(String, bool)> = t.text.get_templates().keys().map(|k| (k.clone(), false)).collect();
+            keys.extend(t.html.get_templates().keys().map(|k| (k.clone(), true)));
+            for (key, is_html) in keys {
+                let reg = if is_html { &t.html } else { &t.text };
+                if let Err(e) = reg.render(&key, &ctx) {
+                    let part = if is_html { "html" } else { key.rsplit('.').next().unwrap_or("txt") };
+                    let stem = if is_html { key.clone() } else { key.rsplit_once('.').map(|(b, _)| b.to_string()).unwrap_or_default() };
+                    problems.push(Problem {
+                        file: dir.join(format!("{stem}.{part}.hbs")),
+                        line: e.line_no,
+                        key: String::new(),
+                        message: e.to_string(),
+                    });
+                }
+            }
+        }
+        if problems.is_empty() { Ok(t) } else { Err(problems) }
+    }
+
+    pub fn has(&self, name: &str) -> bool {
+        self.names.contains(name)
+    }
+
+    /// Render template `name` for `queue`, preferring the queue's override of each part.
+    pub fn render(&self, name: &str, queue: &str, ctx: &Value) -> Result<Rendered, RenderError> {
+        let pick = |reg: &Handlebars<'static>, part: &str| -> Option<String> {
+            let q = format!("{queue}/{name}.{part}");
+            if reg.has_template(&q) {
+                return Some(q);
+            }
+            let g = format!("{name}.{part}");
+            reg.has_template(&g).then_some(g)
+        };
+        let err = |k: &str, e: handlebars::RenderError| RenderError::Render { name: k.to_string(), source: Box::new(e) };
+        let subject_key = pick(&self.text, "subject").ok_or_else(|| RenderError::Missing(name.into()))?;
+        let text_key = pick(&self.text, "txt").ok_or_else(|| RenderError::Missing(name.into()))?;
+        let subject = one_line(&self.text.render(&subject_key, ctx).map_err(|e| err(&subject_key, e))?);
+        let text = normalize_newlines(&self.text.render(&text_key, ctx).map_err(|e| err(&text_key, e))?);
+        let html = match pick(&self.html, "html") {
+            Some(k) => Some(self.html.render(&k, ctx).map_err(|e| err(&k, e))?),
+            None => None,
+        };
+        Ok(Rendered { subject, text, html })
+    }
+}
+
+fn normalize_newlines(s: &str) -> String {
+    let s = s.replace("\r\n", "\n");
+    let trimmed = s.trim_matches('\n');
+    format!("{trimmed}\n")
+}
+
+/// The variables every template may use, with sample values. Documented in the README.
+pub fn sample_context() -> Value {
+    json!({
+        "desk": { "name": "Example Support" },
+        "queue": { "name": "support", "address": "support@example.com", "from_name": "Example Support" },
+        "ticket": {
+            "id": 1042, "ref": "PD-1042", "subject": "Printer on floor 3 is jammed",
+            "status": "new", "priority": "normal", "queue": "support",
+            "requester": "alice@example.org", "created_at": "2026-01-01T09:00:00Z"
+        },
+        "message": {
+            "from": "alice@example.org", "from_name": "Alice Example",
+            "subject": "Printer on floor 3 is jammed", "text": "The printer says PC LOAD LETTER."
+        },
+        "recipient": { "address": "alice@example.org", "name": "Alice Example" }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        for (n, c) in files {
+            let p = d.path().join(n);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, c).unwrap();
+        }
+        d
+    }
+
+    #[test]
+    fn renders_with_queue_override_and_no_html_escaping_in_text() {
+        let d = dir_with(&[
+            ("acknowledgement.subject.hbs", "Received: {{ticket.subject}}"),
+            ("acknowledgement.txt.hbs", "Hello {{message.from_name}} <{{message.from}}>"),
+            ("billing/acknowledgement.txt.hbs", "Billing got it"),
+        ]);
+        let t = Templates::load(d.path()).unwrap();
+        let r = t.render("acknowledgement", "support", &sample_context()).unwrap();
+        assert_eq!(r.subject, "Received: Printer on floor 3 is jammed");
+        assert_eq!(r.text, "Hello Alice Example <alice@example.org>\n");
+        assert_eq!(t.render("acknowledgement", "billing", &sample_context()).unwrap().text, "Billing got it\n");
+    }
+
+    #[test]
+    fn unknown_variables_and_syntax_errors_are_reported_with_file() {
+        let d = dir_with(&[
+            ("acknowledgement.subject.hbs", "{{ticket.nosuchfield}}"),
+            ("acknowledgement.txt.hbs", "line one\n{{#if x}}unclosed"),
+        ]);
+        let problems = Templates::load(d.path()).unwrap_err();
+        let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        assert!(text.iter().any(|p| p.contains("acknowledgement.txt.hbs")), "{text:?}");
+        let d = dir_with(&[("acknowledgement.subject.hbs", "{{ticket.nosuchfield}}"), ("acknowledgement.txt.hbs", "ok")]);
+        let problems = Templates::load(d.path()).unwrap_err();
+        assert!(problems[0].to_string().contains("acknowledgement.subject.hbs"), "{problems:?}");
+        assert!(problems[0].message.contains("nosuchfield"), "{problems:?}");
+    }
+}
