@@ -1,0 +1,284 @@
+//! The documented command-line interface, driven through the real binary on a Maildir + folder
+//! desk (no mail servers): check, deliver exit codes, tickets list/show JSON, rules test without
+//! side effects, and the daemon's Maildir loop, SIGHUP reload and SIGTERM shutdown.
+
+mod common;
+
+use common::clients;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_postdesk");
+
+const DESK: &str = r#"
+[desk]
+name = "Example Support"
+domain = "desk.example.test"
+data_dir = "var"
+templates_dir = "templates"
+
+[queues.support]
+address = "support@example.test"
+from_name = "Example Support"
+
+[mailboxes.support]
+kind = "maildir"
+path = "var/maildir/support"
+poll_interval = "100ms"
+
+[mailboxes.pipe]
+kind = "pipe"
+queue = "support"
+
+[outbound]
+transport = "folder"
+folder = "var/outbox"
+poll_interval = "200ms"
+"#;
+
+struct Desk {
+    dir: tempfile::TempDir,
+    config: PathBuf,
+}
+
+impl Desk {
+    fn new() -> Desk {
+        let dir = tempfile::tempdir().unwrap();
+        let config = common::write_config(dir.path(), DESK);
+        Desk { dir, config }
+    }
+
+    fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(BIN);
+        c.arg("--config").arg(&self.config).args(args).env_remove("POSTDESK_LOG");
+        c
+    }
+
+    fn run(&self, args: &[&str]) -> Output {
+        self.cmd(args).output().unwrap()
+    }
+
+    fn deliver(&self, raw: &[u8]) -> Output {
+        use std::io::Write;
+        let mut child = self.cmd(&["deliver", "--mailbox", "pipe"]).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        child.stdin.take().unwrap().write_all(raw).unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn json(&self, args: &[&str]) -> Value {
+        let out = self.run(args);
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    fn path(&self, p: &str) -> PathBuf {
+        self.dir.path().join(p)
+    }
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn shipped_configs_pass_check() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut configs = vec![root.join("config/postdesk.toml")];
+    for e in std::fs::read_dir(root.join("config/examples")).unwrap().flatten() {
+        if e.path().extension().is_some_and(|x| x == "toml") {
+            configs.push(e.path());
+        }
+    }
+    assert!(configs.len() >= 3);
+    for c in configs {
+        let out = Command::new(BIN).arg("--config").arg(&c).arg("check").output().unwrap();
+        assert!(out.status.success(), "{}: {}", c.display(), stderr(&out));
+    }
+}
+
+#[test]
+fn check_reports_every_problem_with_file_line_and_key() {
+    let d = Desk::new();
+    std::fs::write(
+        &d.config,
+        "[desk]\ndomain = \"desk.example.test\"\ntemplates_dir = \"templates\"\nfavourite = 1\n\n[queues.support]\naddress = \"nobody\"\n\n[mailboxes.support]\nkind = \"carrier-pigeon\"\n",
+    )
+    .unwrap();
+    std::fs::write(d.path("templates/acknowledgement.txt.hbs"), "Hi {{ticket.no_such_thing}}").unwrap();
+    let out = d.run(&["check"]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    let cfg = d.config.display().to_string();
+    assert!(err.contains(&format!("{cfg}:4: desk.favourite: unknown key")), "{err}");
+    assert!(err.contains(&format!("{cfg}:7: queues.support.address: `nobody` is not an email address")), "{err}");
+    assert!(err.contains(&format!("{cfg}:10: mailboxes.support.kind: unknown kind `carrier-pigeon`")), "{err}");
+    // The template is checked too (once the config itself is valid).
+    std::fs::write(&d.config, DESK).unwrap();
+    let err = stderr(&d.run(&["check"]));
+    assert!(err.contains("acknowledgement.txt.hbs") && err.contains("no_such_thing"), "{err}");
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let out = Command::new(BIN).arg("frobnicate").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn deliver_exit_codes_and_duplicates() {
+    let d = Desk::new();
+    let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "VPN drops every hour", "It disconnects at :00.");
+    let out = d.deliver(&m.raw);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("created PD-1"), "{}", stderr(&out));
+
+    // The same message again (an MTA retry, or a second copy): no second ticket.
+    let out = d.deliver(&m.raw);
+    assert_eq!(out.status.code(), Some(0));
+    assert!(stderr(&out).contains("duplicate"), "{}", stderr(&out));
+    assert_eq!(d.json(&["tickets", "list", "--json"]).as_array().unwrap().len(), 1);
+
+    // Not mail at all → EX_DATAERR.
+    assert_eq!(d.deliver(b"\x00\x01 this is not mail").status.code(), Some(65));
+    // Unknown mailbox or broken config → EX_TEMPFAIL so the MTA retries.
+    let out = d.cmd(&["deliver", "--mailbox", "nope"]).stdin(Stdio::null()).output().unwrap();
+    assert_eq!(out.status.code(), Some(75));
+    std::fs::write(&d.config, "[desk\n").unwrap();
+    assert_eq!(d.deliver(&m.raw).status.code(), Some(75));
+}
+
+#[test]
+fn tickets_json_follows_the_contract() {
+    let d = Desk::new();
+    let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "Printer jammed", "Floor 3.");
+    assert!(d.deliver(&m.raw).status.success());
+    let list = d.json(&["tickets", "list", "--json"]);
+    let t = &list[0];
+    for k in ["id", "ref", "subject", "status", "priority", "queue", "owner", "requester", "participants", "tags", "created_at", "updated_at"] {
+        assert!(t.get(k).is_some(), "missing {k} in {t}");
+    }
+    assert_eq!(t["ref"], "PD-1");
+    assert_eq!(t["status"], "new");
+    assert_eq!(t["owner"], Value::Null);
+    assert_eq!(t["requester"], "alice@example.org");
+    assert!(time::OffsetDateTime::parse(t["created_at"].as_str().unwrap(), &time::format_description::well_known::Rfc3339).is_ok());
+
+    let show = d.json(&["tickets", "show", "PD-1", "--json"]);
+    let arts = show["articles"].as_array().unwrap();
+    assert_eq!(arts.len(), 2, "{show}");
+    assert_eq!(arts[0]["direction"], "inbound");
+    assert_eq!(arts[0]["kind"], "customer");
+    assert_eq!(arts[0]["message_id"], m.message_id.as_str());
+    assert!(arts[0]["body_text"].as_str().unwrap().contains("Floor 3."));
+    assert_eq!(arts[1]["direction"], "outbound");
+    assert_eq!(arts[1]["kind"], "auto_reply");
+    assert!(arts[1]["subject"].as_str().unwrap().contains("[PD-1]"));
+    for k in ["id", "from", "to", "created_at", "attachments"] {
+        assert!(arts[0].get(k).is_some(), "missing {k}");
+    }
+    // by numeric id too, and filters
+    assert_eq!(d.json(&["tickets", "show", "1", "--json"])["id"], 1);
+    assert_eq!(d.json(&["tickets", "list", "--status", "closed", "--json"]).as_array().unwrap().len(), 0);
+    assert_eq!(d.json(&["tickets", "list", "--queue", "support", "--json"]).as_array().unwrap().len(), 1);
+    let out = d.run(&["tickets", "show", "PD-99"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no ticket PD-99"));
+}
+
+#[test]
+fn rules_test_is_a_dry_run() {
+    let d = Desk::new();
+    let first = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "Printer jammed", "Floor 3.");
+    assert!(d.deliver(&first.raw).status.success());
+    let eml = d.path("reply.eml");
+    let reply = clients::mutt_reply("alice@example.org", "support@example.test", "[PD-1] Printer jammed", &first.message_id, &[], "Still jammed.");
+    std::fs::write(&eml, &reply.raw).unwrap();
+    let out = d.run(&["rules", "test", eml.to_str().unwrap(), "--mailbox", "support"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("guard:     human"), "{text}");
+    assert!(text.contains("follow-up on PD-1"), "{text}");
+
+    let ooo = d.path("ooo.eml");
+    std::fs::write(&ooo, b"From: bob@example.org\r\nTo: support@example.test\r\nSubject: Out of office\r\nAuto-Submitted: auto-replied\r\nMessage-ID: <ooo1@example.org>\r\n\r\nAway.\r\n").unwrap();
+    let j = d.json(&["rules", "test", ooo.to_str().unwrap(), "--json"]);
+    assert_eq!(j["verdict"]["class"], "auto_reply");
+    assert_eq!(j["mails"].as_array().unwrap().len(), 0, "{j}");
+    assert_eq!(j["outcome"]["outcome"], "created");
+
+    // Nothing was written: still one ticket with its two articles.
+    assert_eq!(d.json(&["tickets", "list", "--json"]).as_array().unwrap().len(), 1);
+    assert_eq!(d.json(&["tickets", "show", "PD-1", "--json"])["articles"].as_array().unwrap().len(), 2);
+}
+
+fn outbox_files(d: &Desk) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(d.path("var/outbox"))
+        .map(|rd| rd.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "eml")).map(|e| std::fs::read_to_string(e.path()).unwrap()).collect())
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+fn signal(child: &std::process::Child, sig: &str) {
+    assert!(Command::new("kill").arg(format!("-{sig}")).arg(child.id().to_string()).status().unwrap().success());
+}
+
+#[test]
+fn daemon_maildir_loop_reload_and_shutdown() {
+    let d = Desk::new();
+    let log = std::fs::File::create(d.path("daemon.log")).unwrap();
+    let mut child = d.cmd(&["run"]).stderr(log).stdout(Stdio::null()).spawn().unwrap();
+    let newdir = d.path("var/maildir/support/new");
+    common::eventually(Duration::from_secs(10), "Maildir created", || newdir.is_dir().then_some(()));
+
+    let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "Printer jammed", "Floor 3.");
+    std::fs::write(d.dir.path().join("var/maildir/support/tmp/1.eml"), &m.raw).unwrap();
+    std::fs::rename(d.path("var/maildir/support/tmp/1.eml"), newdir.join("1700000000.1.host")).unwrap();
+    let ack = common::eventually(Duration::from_secs(10), "acknowledgement in the outbox", || outbox_files(&d).into_iter().next());
+    assert!(ack.contains("Subject: [PD-1] Printer jammed"), "{ack}");
+    assert!(ack.contains(&format!("In-Reply-To: <{}>", m.message_id)), "{ack}");
+    assert!(ack.contains("Auto-Submitted: auto-replied"), "{ack}");
+    assert!(newdir.read_dir().unwrap().next().is_none(), "processed file left new/");
+
+    // The customer answers the acknowledgement (Gmail): same ticket, no second acknowledgement.
+    let ack_id = common::header(&ack, "message-id").unwrap();
+    let ack_id = ack_id.trim_matches(['<', '>']);
+    let r = clients::gmail_reply("Alice Example", "alice@example.org", "support@example.test", "[PD-1] Printer jammed", ack_id, &[m.message_id.clone()], "Now it is on fire.");
+    std::fs::write(newdir.join("1700000001.2.host"), &r.raw).unwrap();
+    common::eventually(Duration::from_secs(10), "reply on PD-1", || {
+        (d.json(&["tickets", "show", "PD-1", "--json"])["articles"].as_array().unwrap().len() == 3).then_some(())
+    });
+    assert_eq!(d.json(&["tickets", "list", "--json"]).as_array().unwrap().len(), 1);
+
+    // SIGHUP with a broken template: the old templates stay active and the daemon says why.
+    std::fs::write(d.path("templates/acknowledgement.subject.hbs"), "{{#if}}").unwrap();
+    signal(&child, "HUP");
+    common::eventually(Duration::from_secs(10), "reload failure logged", || {
+        std::fs::read_to_string(d.path("daemon.log")).unwrap().contains("reload failed").then_some(())
+    });
+    let m2 = clients::thunderbird_new("Bob", "bob@example.org", "support@example.test", "Second", "x");
+    std::fs::write(newdir.join("1700000002.3.host"), &m2.raw).unwrap();
+    let acks = common::eventually(Duration::from_secs(10), "second acknowledgement", || {
+        let f = outbox_files(&d);
+        (f.len() == 2).then_some(f)
+    });
+    assert!(acks.iter().any(|a| a.contains("Subject: [PD-2] Second")), "{acks:?}");
+
+    // A good template after SIGHUP takes effect.
+    std::fs::write(d.path("templates/acknowledgement.subject.hbs"), "We got it: {{ticket.subject}}").unwrap();
+    signal(&child, "HUP");
+    common::eventually(Duration::from_secs(10), "reload logged", || {
+        std::fs::read_to_string(d.path("daemon.log")).unwrap().contains("reloaded").then_some(())
+    });
+    let m3 = clients::thunderbird_new("Carol", "carol@example.org", "support@example.test", "Third", "x");
+    std::fs::write(newdir.join("1700000003.4.host"), &m3.raw).unwrap();
+    common::eventually(Duration::from_secs(10), "third acknowledgement with the new template", || {
+        outbox_files(&d).iter().any(|a| a.contains("Subject: [PD-3] We got it: Third")).then_some(())
+    });
+
+    signal(&child, "TERM");
+    let status = common::eventually(Duration::from_secs(15), "daemon exit", || child.try_wait().unwrap());
+    assert!(status.success(), "exit status {status:?}");
+}

@@ -1,0 +1,159 @@
+//! Shared helpers for integration tests: a private Dovecot + Postfix started by
+//! `tests/harness/mailservers.sh`, mail clients that behave like real ones, and a desk config
+//! written into a temp folder.
+#![allow(dead_code)]
+
+pub mod clients;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// A running private Dovecot + Postfix pair; stopped on drop.
+pub struct MailServers {
+    pub dir: tempfile::TempDir,
+    pub env: HashMap<String, String>,
+}
+
+fn harness() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/harness/mailservers.sh")
+}
+
+impl MailServers {
+    pub fn start() -> MailServers {
+        let dir = tempfile::Builder::new().prefix("pd-mail-").tempdir().expect("tempdir");
+        let out = Command::new("bash").arg(harness()).arg("start").arg(dir.path()).output().expect("run mailservers.sh");
+        assert!(
+            out.status.success(),
+            "mail servers did not start:\n{}\n{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = std::fs::read_to_string(dir.path().join("env")).expect("env file");
+        let env = text
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+            .collect();
+        MailServers { dir, env }
+    }
+
+    pub fn port(&self, key: &str) -> u16 {
+        self.env[key].parse().unwrap_or_else(|_| panic!("{key} in env file"))
+    }
+
+    pub fn ca_file(&self) -> String {
+        self.env["CA_FILE"].clone()
+    }
+
+    pub fn password(&self) -> String {
+        self.env.get("PASSWORD").cloned().unwrap_or_else(|| "secret".into())
+    }
+
+    /// Send raw message bytes over SMTP (plain loopback port), like a mail client's submission.
+    pub fn send(&self, from: &str, to: &[&str], raw: &[u8]) {
+        smtp_send(self.port("SMTP_PORT"), from, to, raw).unwrap_or_else(|e| panic!("SMTP send failed: {e}"));
+    }
+
+    /// All messages in `user`'s INBOX (raw bytes), via IMAP with STARTTLS against the private CA.
+    pub fn fetch_all(&self, user: &str) -> Vec<Vec<u8>> {
+        imap_fetch_all(self, user, "INBOX")
+    }
+
+    /// Wait until `user`'s INBOX holds a message satisfying `pred`; returns it.
+    pub fn wait_for(&self, user: &str, timeout: Duration, pred: impl Fn(&str) -> bool) -> String {
+        let start = Instant::now();
+        loop {
+            for m in self.fetch_all(user) {
+                let s = String::from_utf8_lossy(&m).into_owned();
+                if pred(&s) {
+                    return s;
+                }
+            }
+            if start.elapsed() > timeout {
+                let all: Vec<String> = self.fetch_all(user).iter().map(|m| String::from_utf8_lossy(m).chars().take(600).collect()).collect();
+                panic!("no matching message for {user} within {timeout:?}; mailbox has {} message(s):\n{}", all.len(), all.join("\n-----\n"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Count messages in `user`'s INBOX matching `pred`.
+    pub fn count(&self, user: &str, pred: impl Fn(&str) -> bool) -> usize {
+        self.fetch_all(user).iter().filter(|m| pred(&String::from_utf8_lossy(m))).count()
+    }
+}
+
+impl Drop for MailServers {
+    fn drop(&mut self) {
+        let _ = Command::new("bash").arg(harness()).arg("stop").arg(self.dir.path()).output();
+    }
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap()
+}
+
+pub fn smtp_send(port: u16, from: &str, to: &[&str], raw: &[u8]) -> Result<(), String> {
+    use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor, address::Envelope};
+    let t = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1").port(port).build();
+    let env = Envelope::new(Some(from.parse().map_err(|e| format!("{e}"))?), to.iter().map(|t| t.parse().unwrap()).collect()).map_err(|e| e.to_string())?;
+    rt().block_on(t.send_raw(&env, raw)).map(|_| ()).map_err(|e| e.to_string())
+}
+
+fn imap_fetch_all(s: &MailServers, user: &str, folder: &str) -> Vec<Vec<u8>> {
+    use futures::TryStreamExt;
+    let endpoint = postdesk::config::Endpoint {
+        host: "localhost".into(),
+        port: s.port("IMAP_PORT"),
+        tls: postdesk::config::Tls::StartTls,
+        ca_file: Some(s.ca_file().into()),
+        username: Some(format!("{user}@example.test")),
+        password: Some(postdesk::config::Secret::new(s.password())),
+        connect_timeout: Duration::from_secs(10),
+    };
+    rt().block_on(async {
+        let mut session = postdesk::intake::imap::connect(&endpoint).await.expect("test IMAP login");
+        session.examine(folder).await.expect("examine");
+        let items: Vec<_> = match session.uid_fetch("1:*", "BODY.PEEK[]").await {
+            Ok(stream) => stream.try_collect().await.unwrap_or_default(),
+            Err(_) => Vec::new(),
+        };
+        let out = items.iter().filter_map(|f| f.body().map(|b| b.to_vec())).collect();
+        let _ = session.logout().await;
+        out
+    })
+}
+
+/// Header value from raw message text (first occurrence, unfolded).
+pub fn header(raw: &str, name: &str) -> Option<String> {
+    let p = postdesk::message::parse(raw.as_bytes()).ok()?;
+    p.header(name).map(str::to_string)
+}
+
+/// Write a desk config into `dir` (templates copied from the repo) and return its path.
+pub fn write_config(dir: &Path, body: &str) -> PathBuf {
+    let templates = dir.join("templates");
+    std::fs::create_dir_all(&templates).unwrap();
+    for e in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("templates")).unwrap().flatten() {
+        if e.path().is_file() {
+            std::fs::copy(e.path(), templates.join(e.file_name())).unwrap();
+        }
+    }
+    let path = dir.join("postdesk.toml");
+    std::fs::write(&path, body).unwrap();
+    path
+}
+
+/// Wait until `f` returns Some, polling every 50 ms.
+pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
