@@ -97,9 +97,12 @@ fn rt() -> tokio::runtime::Runtime {
 
 pub fn smtp_send(port: u16, from: &str, to: &[&str], raw: &[u8]) -> Result<(), String> {
     use lettre::{AsyncSmtpTransport, AsyncTransport, Tokio1Executor, address::Envelope};
-    let t = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1").port(port).build();
     let env = Envelope::new(Some(from.parse().map_err(|e| format!("{e}"))?), to.iter().map(|t| t.parse().unwrap()).collect()).map_err(|e| e.to_string())?;
-    rt().block_on(t.send_raw(&env, raw)).map(|_| ()).map_err(|e| e.to_string())
+    // lettre's connection pool spawns a task when built: build and drop it inside the runtime.
+    rt().block_on(async {
+        let t = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous("127.0.0.1").port(port).build();
+        t.send_raw(&env, raw).await.map(|_| ()).map_err(|e| e.to_string())
+    })
 }
 
 fn imap_fetch_all(s: &MailServers, user: &str, folder: &str) -> Vec<Vec<u8>> {
@@ -156,4 +159,81 @@ pub fn eventually<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Optio
         assert!(start.elapsed() < timeout, "timed out after {timeout:?} waiting for {what}");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Messages in another folder of `user`.
+pub fn imap_fetch_folder(s: &MailServers, user: &str, folder: &str) -> Vec<Vec<u8>> {
+    imap_fetch_all(s, user, folder)
+}
+
+/// How many messages in `user`'s INBOX lack `\Seen`.
+pub fn unseen(s: &MailServers, user: &str) -> usize {
+    let endpoint = postdesk::config::Endpoint {
+        host: "127.0.0.1".into(),
+        port: s.port("IMAP_PORT"),
+        tls: postdesk::config::Tls::None,
+        ca_file: None,
+        username: Some(format!("{user}@example.test")),
+        password: Some(postdesk::config::Secret::new(s.password())),
+        connect_timeout: Duration::from_secs(10),
+    };
+    rt().block_on(async {
+        let mut session = postdesk::intake::imap::connect(&endpoint).await.expect("test IMAP login");
+        session.examine("INBOX").await.expect("examine");
+        let n = session.uid_search("UNSEEN").await.expect("search").len();
+        let _ = session.logout().await;
+        n
+    })
+}
+
+/// Stop or start only Postfix of the running pair (an SMTP outage).
+pub fn postfix(s: &MailServers, action: &str) {
+    let etc = s.dir.path().join("postfix/etc");
+    let out = Command::new("postfix").arg("-c").arg(&etc).arg(action).output().expect("postfix");
+    assert!(out.status.success(), "postfix {action}: {}", String::from_utf8_lossy(&out.stderr));
+    if action == "start" {
+        // wait for the greeting
+        eventually(Duration::from_secs(15), "postfix greeting", || {
+            use std::io::Read;
+            let mut c = std::net::TcpStream::connect(("127.0.0.1", s.port("SMTP_PORT"))).ok()?;
+            c.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+            let mut buf = [0u8; 64];
+            let n = c.read(&mut buf).ok()?;
+            buf[..n].starts_with(b"220").then_some(())
+        });
+    }
+}
+
+/// Deliver straight into a mailbox over Dovecot's LMTP socket (bypassing Postfix).
+pub fn lmtp_deliver(s: &MailServers, rcpt: &str, raw: &[u8]) {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    let sock = UnixStream::connect(&s.env["LMTP_SOCKET"]).expect("LMTP socket");
+    let mut r = BufReader::new(sock.try_clone().unwrap());
+    let mut w = sock;
+    let mut line = String::new();
+    let mut expect = |r: &mut BufReader<UnixStream>, code: &str| loop {
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        assert!(line.starts_with(code), "LMTP: expected {code}, got {line}");
+        if line.as_bytes().get(3) == Some(&b' ') {
+            break;
+        }
+    };
+    expect(&mut r, "220");
+    for (cmd, code) in [("LHLO test\r\n".to_string(), "250"), ("MAIL FROM:<test@example.test>\r\n".into(), "250"), (format!("RCPT TO:<{rcpt}>\r\n"), "250"), ("DATA\r\n".into(), "354")] {
+        w.write_all(cmd.as_bytes()).unwrap();
+        expect(&mut r, code);
+    }
+    let text = String::from_utf8_lossy(raw).replace("\r\n", "\n");
+    for l in text.lines() {
+        if l.starts_with('.') {
+            w.write_all(b".").unwrap();
+        }
+        w.write_all(l.as_bytes()).unwrap();
+        w.write_all(b"\r\n").unwrap();
+    }
+    w.write_all(b".\r\n").unwrap();
+    expect(&mut r, "250");
+    w.write_all(b"QUIT\r\n").unwrap();
 }

@@ -1,0 +1,244 @@
+//! End-to-end against a real Dovecot and Postfix on 127.0.0.1 (started by tests/harness), the
+//! daemon running in process, customers and agents using mail clients' header conventions.
+//! Scenarios 1–3 of the product contract, over every TLS mode, plus restart and SMTP outage.
+
+mod common;
+
+use common::{MailServers, clients, header};
+use postdesk::clock::SystemClock;
+use postdesk::daemon::Running;
+use postdesk::desk::{Desk, KeyMode};
+use postdesk::store::{Store, TicketFilter};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+/// How the desk reaches the servers.
+struct Wiring {
+    imap_tls: &'static str,
+    smtp_tls: &'static str,
+    after: &'static str,
+}
+
+fn desk_toml(s: &MailServers, dir: &std::path::Path, w: &Wiring) -> String {
+    let imap_port = if w.imap_tls == "implicit" { s.port("IMAPS_PORT") } else { s.port("IMAP_PORT") };
+    let (smtp_port, smtp_auth) = if w.smtp_tls == "implicit" {
+        (s.port("SMTPS_PORT"), format!("username = \"support@example.test\"\npassword = \"{}\"\n", s.password()))
+    } else {
+        (s.port("SMTP_PORT"), String::new())
+    };
+    let after = if w.after == "move" { "after = \"move\"\nmove_to = \"Processed\"\n" } else { "" };
+    format!(
+        r#"
+[desk]
+name = "Example Support"
+domain = "desk.example.test"
+data_dir = "{data}"
+templates_dir = "templates"
+secret = "an-hmac-key-for-tests-only-0123456789"
+
+[queues.support]
+address = "support@example.test"
+from_name = "Example Support"
+
+[queues.billing]
+address = "billing@example.test"
+from_name = "Example Billing"
+
+[mailboxes.support]
+kind = "imap"
+host = "localhost"
+port = {imap_port}
+tls = "{imap_tls}"
+ca_file = "{ca}"
+username = "support@example.test"
+password = "{pw}"
+{after}
+[mailboxes.billing]
+kind = "imap"
+host = "localhost"
+port = {imap_port}
+tls = "{imap_tls}"
+ca_file = "{ca}"
+username = "billing@example.test"
+password = "{pw}"
+{after}
+[outbound]
+transport = "smtp"
+host = "localhost"
+port = {smtp_port}
+tls = "{smtp_tls}"
+ca_file = "{ca}"
+{smtp_auth}retry_initial = "1s"
+retry_max = "2s"
+poll_interval = "500ms"
+"#,
+        data = dir.join("var").display(),
+        imap_tls = w.imap_tls,
+        smtp_tls = w.smtp_tls,
+        ca = s.ca_file(),
+        pw = s.password(),
+    )
+}
+
+/// The daemon running in process on its own runtime.
+struct Daemon {
+    rt: tokio::runtime::Runtime,
+    running: Option<Running>,
+    config: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Daemon {
+    fn start(s: &MailServers, w: &Wiring) -> Daemon {
+        let dir = tempfile::tempdir().unwrap();
+        let config = common::write_config(dir.path(), &desk_toml(s, dir.path(), w));
+        Self::start_at(dir, config)
+    }
+
+    fn start_at(dir: tempfile::TempDir, config: PathBuf) -> Daemon {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let desk = Desk::load(&config, KeyMode::Persistent).unwrap_or_else(|p| panic!("{p}"));
+        let running = rt.block_on(postdesk::daemon::start(desk, &config, Arc::new(SystemClock))).unwrap();
+        Daemon { rt, running: Some(running), config, _dir: dir }
+    }
+
+    fn stop(mut self) -> (tempfile::TempDir, PathBuf) {
+        let running = self.running.take().unwrap();
+        self.rt.block_on(running.stop());
+        (self._dir, self.config)
+    }
+
+    fn store(&self) -> Arc<Store> {
+        self.running.as_ref().unwrap().pipeline.store.clone()
+    }
+
+    fn tickets(&self) -> Vec<postdesk::ticket::Ticket> {
+        let mut t = self.store().list_tickets(&TicketFilter::default()).unwrap();
+        t.reverse();
+        t
+    }
+
+    fn articles(&self, id: i64) -> Vec<postdesk::ticket::Article> {
+        self.store().ticket_detail(id).unwrap().unwrap().articles
+    }
+}
+
+fn id_of(raw: &str) -> String {
+    header(raw, "message-id").unwrap().trim().trim_matches(['<', '>']).to_string()
+}
+
+#[test]
+fn scenarios_1_2_3_over_implicit_tls() {
+    let s = MailServers::start();
+    let d = Daemon::start(&s, &Wiring { imap_tls: "implicit", smtp_tls: "implicit", after: "seen" });
+
+    // 1. A customer mails support@ → a ticket and an acknowledgement with its reference.
+    let first = clients::thunderbird_new("Alice Example", "alice@example.test", "support@example.test", "Printer on floor 3 is jammed", "It says PC LOAD LETTER.");
+    s.send("alice@example.test", &["support@example.test"], &first.raw);
+    let ack = s.wait_for("alice", WAIT, |m| m.contains("[PD-1]"));
+    assert_eq!(header(&ack, "subject").unwrap(), "[PD-1] Printer on floor 3 is jammed");
+    assert!(header(&ack, "from").unwrap().contains("support@example.test"), "{ack}");
+    assert_eq!(header(&ack, "in-reply-to").unwrap(), format!("<{}>", first.message_id));
+    assert!(header(&ack, "references").unwrap().contains(&first.message_id));
+    assert_eq!(header(&ack, "auto-submitted").unwrap(), "auto-replied");
+    assert!(id_of(&ack).ends_with("@desk.example.test"));
+    let t = d.tickets();
+    assert_eq!(t.len(), 1);
+    assert_eq!((t[0].requester.as_str(), t[0].queue.as_str()), ("alice@example.test", "support"));
+
+    // 2. Replies that carry In-Reply-To/References (Thunderbird, Gmail, mutt) join the ticket.
+    let ack_id = id_of(&ack);
+    let r1 = clients::thunderbird_reply("Alice Example", "alice@example.test", "support@example.test", "[PD-1] Printer on floor 3 is jammed", &ack_id, &[first.message_id.clone()], "Tried turning it off and on.");
+    s.send("alice@example.test", &["support@example.test"], &r1.raw);
+    let r2 = clients::gmail_reply("Alice Example", "alice@example.test", "support@example.test", "[PD-1] Printer on floor 3 is jammed", &r1.message_id, &[first.message_id.clone(), ack_id.clone()], "Still jammed.");
+    s.send("alice@example.test", &["support@example.test"], &r2.raw);
+    let r3 = clients::mutt_reply("alice@example.test", "support@example.test", "Printer on floor 3 is jammed", &first.message_id, &[], "Subject tag removed, still threads.");
+    s.send("alice@example.test", &["support@example.test"], &r3.raw);
+    common::eventually(WAIT, "three replies on PD-1", || (d.articles(1).iter().filter(|a| a.kind == postdesk::ticket::ArticleKind::Customer).count() == 4).then_some(()));
+    assert_eq!(d.tickets().len(), 1);
+
+    // 3. Outlook-style reply with only the subject tag, from the requester → same ticket.
+    let r4 = clients::outlook_subject_only_reply("Alice Example", "alice@example.test", "support@example.test", "[PD-1] Printer on floor 3 is jammed", "Any news?");
+    s.send("alice@example.test", &["support@example.test"], &r4.raw);
+    common::eventually(WAIT, "subject-tag reply on PD-1", || (d.articles(1).iter().any(|a| a.message_id == r4.message_id)).then_some(()));
+
+    //    The same tag from a stranger → a new ticket, linked; the stranger learns nothing of PD-1.
+    let evil = clients::outlook_subject_only_reply("Mallory", "mallory@example.test", "support@example.test", "[PD-1] Printer on floor 3 is jammed", "Please send me the details.");
+    s.send("mallory@example.test", &["support@example.test"], &evil.raw);
+    let mack = s.wait_for("mallory", WAIT, |m| m.contains("[PD-2]"));
+    assert!(!mack.contains("PC LOAD LETTER") && !mack.contains("Alice") && !mack.contains("[PD-1]"), "{mack}");
+    let t = d.tickets();
+    assert_eq!(t.len(), 2);
+    assert_eq!(t[1].requester, "mallory@example.test");
+    assert!(!d.articles(1).iter().any(|a| a.from == "mallory@example.test"));
+    assert!(!t[0].participants.contains(&"mallory@example.test".to_string()));
+    let events = d.store().ticket_detail(2).unwrap().unwrap().events;
+    assert!(events.iter().any(|e| e.kind == "possibly_related" && e.detail.contains("PD-1")), "{events:?}");
+
+    // Exactly one acknowledgement each; follow-ups are not acknowledged.
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(s.count("alice", |m| m.contains("Auto-Submitted: auto-replied")), 1);
+    assert_eq!(s.count("mallory", |m| m.contains("Auto-Submitted: auto-replied")), 1);
+    // Processed mail is flagged \Seen on the server (after the commit).
+    common::eventually(WAIT, "support INBOX all seen", || (common::unseen(&s, "support") == 0).then_some(()));
+    d.stop();
+}
+
+#[test]
+fn starttls_intake_plain_smtp_two_mailboxes_move_and_restart() {
+    let s = MailServers::start();
+    let d = Daemon::start(&s, &Wiring { imap_tls: "starttls", smtp_tls: "none", after: "move" });
+
+    let b = clients::thunderbird_new("Bob Example", "bob@example.test", "billing@example.test", "Invoice 2026-117 is wrong", "Charged twice.");
+    s.send("bob@example.test", &["billing@example.test"], &b.raw);
+    let ack = s.wait_for("bob", WAIT, |m| m.contains("[PD-1]"));
+    assert!(header(&ack, "from").unwrap().contains("Example Billing") && ack.contains("billing@example.test"), "{ack}");
+    assert_eq!(d.tickets()[0].queue, "billing");
+    // moved out of INBOX after the commit
+    common::eventually(WAIT, "billing INBOX empty", || s.fetch_all("billing").is_empty().then_some(()));
+    assert_eq!(common::imap_fetch_folder(&s, "billing", "Processed").len(), 1);
+
+    // Stop; mail arrives while the daemon is down; restart resumes at the cursor, no duplicates.
+    for i in 0..3 {
+        let m = clients::thunderbird_new("Carol", "carol@example.test", "support@example.test", &format!("Before stop {i}"), "x");
+        s.send("carol@example.test", &["support@example.test"], &m.raw);
+    }
+    common::eventually(WAIT, "carol's three acks", || (s.count("carol", |m| m.contains("Before stop")) == 3).then_some(()));
+    let (dir, config) = d.stop();
+    for i in 0..3 {
+        let m = clients::thunderbird_new("Carol", "carol@example.test", "support@example.test", &format!("While down {i}"), "x");
+        s.send("carol@example.test", &["support@example.test"], &m.raw);
+    }
+    common::eventually(WAIT, "mail waiting in support INBOX", || (s.fetch_all("support").len() == 3).then_some(()));
+    let d = Daemon::start_at(dir, config);
+    common::eventually(WAIT, "seven tickets", || (d.tickets().len() == 7).then_some(()));
+    common::eventually(WAIT, "six acks for carol", || (s.count("carol", |m| m.contains("Auto-Submitted: auto-replied")) == 6).then_some(()));
+    std::thread::sleep(Duration::from_millis(800));
+    assert_eq!(d.tickets().len(), 7);
+    assert_eq!(s.count("carol", |m| m.contains("Auto-Submitted: auto-replied")), 6);
+    d.stop();
+}
+
+#[test]
+fn smtp_outage_keeps_mail_queued_until_the_server_is_back() {
+    let s = MailServers::start();
+    let d = Daemon::start(&s, &Wiring { imap_tls: "starttls", smtp_tls: "none", after: "seen" });
+    // Deliver straight into support's mailbox (LMTP), then take Postfix down before the ack goes.
+    common::postfix(&s, "stop");
+    let m = clients::thunderbird_new("Alice Example", "alice@example.test", "support@example.test", "Email is down", "Help.");
+    common::lmtp_deliver(&s, "support@example.test", &m.raw);
+    let store = d.store();
+    common::eventually(WAIT, "ticket created", || (d.tickets().len() == 1).then_some(()));
+    common::eventually(WAIT, "a failed attempt recorded", || {
+        let c = store.outbox_counts().unwrap();
+        (c.queued == 1 && store.due_outbound("9999", 10).unwrap().first().is_some_and(|q| q.attempts >= 1)).then_some(())
+    });
+    common::postfix(&s, "start");
+    let ack = s.wait_for("alice", WAIT, |m| m.contains("[PD-1]"));
+    assert!(ack.contains("Email is down"));
+    common::eventually(WAIT, "outbox drained", || (store.outbox_counts().unwrap().sent == 1).then_some(()));
+    d.stop();
+}
