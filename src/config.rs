@@ -140,6 +140,53 @@ pub struct Queue {
     pub acknowledge: bool,
     /// Template used for the acknowledgement.
     pub ack_template: String,
+    /// What a customer's mail to a closed ticket does.
+    pub on_closed: OnClosed,
+    /// With `on_closed = "reopen"`: tickets closed longer ago than this get a new linked ticket.
+    pub reopen_within: Option<Duration>,
+    /// Put a signed token in our Reply-To (`support+TOKEN@…`) so replies thread even when a
+    /// client drops every threading header. Needs plus-addressing on the mail server.
+    pub plus_addressing: bool,
+}
+
+/// Per-queue policy for mail that arrives on a closed ticket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnClosed {
+    /// Reopen the ticket (within `reopen_within`, if set).
+    Reopen,
+    /// Open a new ticket linked to the closed one.
+    NewTicket,
+    /// Leave the ticket closed and tell the sender to write a new mail.
+    Reject,
+}
+
+/// A rate: at most `count` events per `window`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rate {
+    pub count: u32,
+    pub window: Duration,
+}
+
+/// What to do with a new ticket from a sender (or domain) above its rate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FloodAction {
+    /// Add the mail to the sender's latest open ticket instead.
+    Append,
+    /// Keep it in quarantine.
+    Quarantine,
+}
+
+/// Loop and flood protection.
+#[derive(Debug, Clone)]
+pub struct Guard {
+    /// Caps on ALL automatic mail (acknowledgements, notices, SLA mail) per recipient; a send
+    /// over any cap is suppressed and recorded on the ticket.
+    pub auto_mail_caps: Vec<Rate>,
+    /// New tickets per sender address.
+    pub sender_rate: Option<Rate>,
+    /// New tickets per sender domain.
+    pub domain_rate: Option<Rate>,
+    pub flood_action: FloodAction,
 }
 
 /// Outbound mail transport.
@@ -197,6 +244,7 @@ pub struct Config {
     pub mailboxes: BTreeMap<String, Mailbox>,
     pub outbound: Outbound,
     pub limits: Limits,
+    pub guard: Guard,
     pub log_level: String,
     /// Graceful shutdown deadline (finish the message in hand, then abort).
     pub shutdown_timeout: Duration,
@@ -243,6 +291,7 @@ struct RawConfig {
     mailboxes: BTreeMap<String, RawMailbox>,
     outbound: RawOutbound,
     limits: RawLimits,
+    guard: RawGuard,
     log: RawLog,
     daemon: RawDaemon,
 }
@@ -267,6 +316,18 @@ struct RawQueue {
     from_name: Option<String>,
     acknowledge: Option<bool>,
     ack_template: Option<String>,
+    on_closed: Option<String>,
+    reopen_within: Option<String>,
+    plus_addressing: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawGuard {
+    auto_mail_caps: Option<Vec<String>>,
+    new_tickets_per_sender: Option<String>,
+    new_tickets_per_domain: Option<String>,
+    flood_action: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -567,6 +628,16 @@ impl Validator {
             {
                 self.add(&format!("{key}.from_name"), "must be one line".into());
             }
+            let on_closed = match q.on_closed.as_deref().unwrap_or("reopen") {
+                "reopen" => OnClosed::Reopen,
+                "new_ticket" => OnClosed::NewTicket,
+                "reject" => OnClosed::Reject,
+                other => {
+                    self.add(&format!("{key}.on_closed"), format!("unknown value `{other}` (expected reopen, new_ticket or reject)"));
+                    OnClosed::Reopen
+                }
+            };
+            let reopen_within = q.reopen_within.as_ref().map(|_| self.duration(&format!("{key}.reopen_within"), &q.reopen_within, Duration::ZERO));
             queues.insert(
                 name.clone(),
                 Queue {
@@ -575,6 +646,9 @@ impl Validator {
                     from_name: q.from_name.clone().unwrap_or_else(|| desk.name.clone()),
                     acknowledge: q.acknowledge.unwrap_or(true),
                     ack_template: q.ack_template.clone().unwrap_or_else(|| "acknowledgement".into()),
+                    on_closed,
+                    reopen_within,
+                    plus_addressing: q.plus_addressing.unwrap_or(false),
                 },
             );
         }
@@ -718,6 +792,40 @@ impl Validator {
                 50 * 1024 * 1024
             }),
         };
+        let g = &raw.guard;
+        // Defaults after Zammad (10 in 10 min) and Znuny (40 per day per address).
+        let caps_raw = g.auto_mail_caps.clone().unwrap_or_else(|| vec!["10/10m".into(), "40/1d".into()]);
+        let mut auto_mail_caps = Vec::new();
+        for c in &caps_raw {
+            match parse_rate(c) {
+                Ok(r) => auto_mail_caps.push(r),
+                Err(e) => self.add("guard.auto_mail_caps", e),
+            }
+        }
+        let mut rate = |key: &str, raw: &Option<String>, default: &str| -> Option<Rate> {
+            match raw.as_deref().unwrap_or(default) {
+                "off" | "none" => None,
+                s => match parse_rate(s) {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        self.add(key, e);
+                        None
+                    }
+                },
+            }
+        };
+        let sender_rate = rate("guard.new_tickets_per_sender", &g.new_tickets_per_sender, "20/1h");
+        let domain_rate = rate("guard.new_tickets_per_domain", &g.new_tickets_per_domain, "200/1h");
+        let flood_action = match g.flood_action.as_deref().unwrap_or("append") {
+            "append" => FloodAction::Append,
+            "quarantine" => FloodAction::Quarantine,
+            other => {
+                self.add("guard.flood_action", format!("unknown value `{other}` (expected append or quarantine)"));
+                FloodAction::Append
+            }
+        };
+        let guard = Guard { auto_mail_caps, sender_rate, domain_rate, flood_action };
+
         let log_level = raw.log.level.clone().unwrap_or_else(|| "info".into());
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
             self.add("log.level", format!("`{log_level}` is not a log level or filter"));
@@ -731,6 +839,7 @@ impl Validator {
             mailboxes,
             outbound,
             limits: Limits { max_message_size },
+            guard,
             log_level,
             shutdown_timeout,
         }
@@ -768,6 +877,18 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("`{s}` is not a duration (use e.g. 45s, 2m, 4h, 3d)")),
     };
     Ok(Duration::from_secs(secs))
+}
+
+/// Parse a rate `N/DURATION`, e.g. `40/1d`.
+pub fn parse_rate(s: &str) -> Result<Rate, String> {
+    let err = || format!("`{s}` is not a rate (use COUNT/DURATION, e.g. 40/1d)");
+    let (n, d) = s.split_once('/').ok_or_else(err)?;
+    let count: u32 = n.trim().parse().map_err(|_| err())?;
+    let window = parse_duration(d).map_err(|_| err())?;
+    if window.is_zero() {
+        return Err(err());
+    }
+    Ok(Rate { count, window })
 }
 
 /// Parse `25MB`, `512KB`, `1GB` (binary multiples) or a bare byte count.
@@ -881,5 +1002,7 @@ password_file = "pw"
         assert!(parse_duration("soon").is_err());
         assert_eq!(parse_size("25MB").unwrap(), 25 * 1024 * 1024);
         assert!(parse_size("big").is_err());
+        assert_eq!(parse_rate("40/1d").unwrap(), Rate { count: 40, window: Duration::from_secs(86400) });
+        assert!(parse_rate("40").is_err());
     }
 }

@@ -47,6 +47,14 @@ impl Desk {
         };
         if let Some(t) = &templates {
             for q in config.queues.values() {
+                if q.on_closed == crate::config::OnClosed::Reject && !t.has("closed_notice") {
+                    problems.push(Problem {
+                        file: config.file.clone(),
+                        line: None,
+                        key: format!("queues.{}.on_closed", q.name),
+                        message: format!("on_closed = \"reject\" needs the template `closed_notice` in {}", config.desk.templates_dir.display()),
+                    });
+                }
                 if q.acknowledge && !t.has(&q.ack_template) {
                     problems.push(Problem {
                         file: config.file.clone(),

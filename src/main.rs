@@ -72,9 +72,13 @@ enum RulesCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let config = cli.config.clone().unwrap_or_else(postdesk::config::default_path);
-    let level = if matches!(cli.command, Command::Run) { "info" } else { "warn" };
+    // `run` logs at the config's log.level; other commands only warn.
+    let level = match cli.command {
+        Command::Run => postdesk::config::load(&config).map(|c| c.log_level).unwrap_or_else(|_| "info".into()),
+        _ => "warn".into(),
+    };
     let filter = tracing_subscriber::EnvFilter::try_from_env("POSTDESK_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 

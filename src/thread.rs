@@ -75,8 +75,10 @@ impl Decision {
 }
 
 /// Decide the ticket for a message from `sender` with the given ancestors and subject.
+/// `tokens` are extra token candidates (from plus-addressed recipients, in Message-ID form).
 pub fn decide(
     sender: &str,
+    tokens: &[String],
     ancestors: &[&str],
     subject: &str,
     history: &mut dyn History,
@@ -84,7 +86,7 @@ pub fn decide(
     refs: &RefFormat,
 ) -> Result<Decision, StoreError> {
     // 1. Signed token verified for this sender.
-    for id in ancestors {
+    for id in tokens.iter().map(String::as_str).chain(ancestors.iter().copied()) {
         if let Some(v) = signer.verify(id, sender)
             && history.ticket_summary(v.ticket)?.is_some()
         {
@@ -141,27 +143,37 @@ mod tests {
     fn threading_order() {
         let (mut h, s, r) = setup();
         let token = s.message_id(7, "alice@example.org");
-        let d = decide("alice@example.org", &[&token], "whatever", &mut h, &s, &r).unwrap();
+        let d = decide("alice@example.org", &[], &[&token], "whatever", &mut h, &s, &r).unwrap();
         assert!(matches!(d, Decision::FollowUp { ticket: 7, via: Via::Token { .. } }));
 
-        let d = decide("bob@example.org", &["orig@example.org"], "x", &mut h, &s, &r).unwrap();
+        let d = decide("bob@example.org", &[], &["orig@example.org"], "x", &mut h, &s, &r).unwrap();
         assert!(matches!(d, Decision::FollowUp { ticket: 7, via: Via::MessageId { .. } }));
 
-        let d = decide("alice@example.org", &[], "RE: [PD-7] printer", &mut h, &s, &r).unwrap();
+        let d = decide("alice@example.org", &[], &[], "RE: [PD-7] printer", &mut h, &s, &r).unwrap();
         assert_eq!(d, Decision::FollowUp { ticket: 7, via: Via::SubjectTag });
     }
 
     #[test]
     fn strangers_with_a_tag_get_a_new_linked_ticket() {
         let (mut h, s, r) = setup();
-        let d = decide("mallory@example.net", &[], "Re: [PD-7] printer", &mut h, &s, &r).unwrap();
+        let d = decide("mallory@example.net", &[], &[], "Re: [PD-7] printer", &mut h, &s, &r).unwrap();
         assert_eq!(d, Decision::New { possibly_related: Some(7) });
         // a token issued to alice does not verify for mallory, and is not a known id
         let token = s.message_id(7, "alice@example.org");
-        let d = decide("mallory@example.net", &[&token], "hi", &mut h, &s, &r).unwrap();
+        let d = decide("mallory@example.net", &[], &[&token], "hi", &mut h, &s, &r).unwrap();
         assert_eq!(d, Decision::New { possibly_related: None });
         // unknown ticket numbers are just text
-        let d = decide("alice@example.org", &[], "[PD-999] x", &mut h, &s, &r).unwrap();
+        let d = decide("alice@example.org", &[], &[], "[PD-999] x", &mut h, &s, &r).unwrap();
+        assert_eq!(d, Decision::New { possibly_related: None });
+    }
+
+    #[test]
+    fn plus_address_tokens_thread_without_headers() {
+        let (mut h, s, r) = setup();
+        let token = s.message_id(7, "alice@example.org");
+        let d = decide("alice@example.org", &[token.clone()], &[], "no tag", &mut h, &s, &r).unwrap();
+        assert!(matches!(d, Decision::FollowUp { ticket: 7, via: Via::Token { .. } }));
+        let d = decide("mallory@example.net", &[token], &[], "no tag", &mut h, &s, &r).unwrap();
         assert_eq!(d, Decision::New { possibly_related: None });
     }
 }

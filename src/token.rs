@@ -51,6 +51,23 @@ impl Signer {
         format!("{PREFIX}.{ticket}.{nonce}.{}@{}", self.sig(ticket, &nonce, recipient), self.domain)
     }
 
+    /// The token a plus-addressed recipient carries (`support+pd.1.n.s@example.com`), in
+    /// Message-ID form so [`verify`](Self::verify) can check it.
+    pub fn token_from_address(&self, addr: &str) -> Option<String> {
+        let (local, _) = addr.rsplit_once('@')?;
+        let (_, tag) = local.split_once('+')?;
+        let id = format!("{tag}@{}", self.domain);
+        let ok = split(&id, &self.domain).is_some();
+        ok.then_some(id)
+    }
+
+    /// `support+pd.1.n.s@example.com`: a Reply-To carrying the token of `message_id`.
+    pub fn reply_address(&self, queue_address: &str, message_id: &str) -> Option<String> {
+        let (local, dom) = queue_address.rsplit_once('@')?;
+        let (token, _) = message_id.rsplit_once('@')?;
+        Some(format!("{local}+{token}@{dom}"))
+    }
+
     /// Whether `id` is one of ours in form (right prefix and domain), whoever it was sent to.
     pub fn is_ours(&self, id: &str) -> bool {
         split(id, &self.domain).is_some()
@@ -137,5 +154,9 @@ mod tests {
         assert_eq!(s.verify(&forged, "alice@example.org"), None);
         assert_eq!(s.ticket_of(&id), Some(42));
         assert!(!s.is_ours("pd.42.x.y@elsewhere.example"));
+        let reply = s.reply_address("support@example.com", &id).unwrap();
+        assert!(reply.starts_with("support+pd.42."), "{reply}");
+        assert_eq!(s.token_from_address(&reply).as_deref(), Some(id.as_str()));
+        assert_eq!(s.token_from_address("support+other@example.com"), None);
     }
 }

@@ -24,6 +24,8 @@ pub struct Outgoing<'a> {
     pub from_address: &'a str,
     pub to_name: Option<&'a str>,
     pub to_address: &'a str,
+    /// A Reply-To of our own (plus-addressed token), if any.
+    pub reply_to: Option<&'a str>,
     pub message_id: &'a str,
     pub in_reply_to: Option<&'a str>,
     pub references: &'a [String],
@@ -52,6 +54,10 @@ pub fn compose(o: &Outgoing<'_>) -> Result<Vec<u8>, ComposeError> {
         .subject(one_line(&o.rendered.subject))
         .date(o.date)
         .message_id(Some(format!("<{}>", o.message_id)));
+    if let Some(rt) = o.reply_to {
+        let addr = rt.parse().map_err(|e| ComposeError(format!("reply-to <{rt}>: {e}")))?;
+        b = b.reply_to(Mailbox::new(Some(one_line(o.from_name)).filter(|n| !n.is_empty()), addr));
+    }
     if let Some(irt) = o.in_reply_to {
         b = b.in_reply_to(format!("<{}>", safe_id(irt)));
     }
@@ -106,6 +112,7 @@ mod tests {
             from_address: "support@example.com",
             to_name: Some("Mallory\r\nBcc: x@y.z"),
             to_address: "alice@example.org",
+            reply_to: None,
             message_id: "pd.1.aa.bb@desk.example.com",
             in_reply_to: Some("orig@example.org"),
             references: &["orig@example.org".to_string()],

@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Numbered migrations, applied in order at open; `PRAGMA user_version` records the last one.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql"), include_str!("migrations/0002_guard.sql")];
 
 /// A storage failure. `is_transient` tells callers whether retrying later can help.
 #[derive(Debug, thiserror::Error)]
@@ -409,9 +409,9 @@ impl Tx<'_> {
 
     pub fn create_ticket(&mut self, t: &NewTicket<'_>) -> Result<TicketId> {
         let id = self.conn.query_row(
-            "INSERT INTO tickets (subject, status, priority, queue, requester, related_to, created_at, updated_at)
-             VALUES (?1, 'new', ?2, ?3, ?4, ?5, ?6, ?6) RETURNING id",
-            params![t.subject, t.priority.as_str(), t.queue, t.requester, t.related_to, t.now],
+            "INSERT INTO tickets (subject, status, priority, queue, requester, requester_domain, related_to, created_at, updated_at)
+             VALUES (?1, 'new', ?2, ?3, ?4, ?5, ?6, ?7, ?7) RETURNING id",
+            params![t.subject, t.priority.as_str(), t.queue, t.requester, domain_of(t.requester), t.related_to, t.now],
             |r| r.get(0),
         )?;
         if !t.requester.is_empty() {
@@ -514,6 +514,58 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// Tickets `requester` opened since `since`.
+    pub fn tickets_opened_by(&self, requester: &str, since: &str) -> Result<u64> {
+        Ok(self.conn.prepare_cached("SELECT COUNT(*) FROM tickets WHERE requester = ? AND created_at >= ?")?.query_row(params![requester, since], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// Tickets opened from `domain` since `since`.
+    pub fn tickets_opened_from_domain(&self, domain: &str, since: &str) -> Result<u64> {
+        Ok(self.conn.prepare_cached("SELECT COUNT(*) FROM tickets WHERE requester_domain = ? AND created_at >= ?")?.query_row(params![domain, since], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// The most recently updated ticket of `requester` that is still active.
+    pub fn latest_active_ticket(&self, requester: &str) -> Result<Option<TicketId>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT id FROM tickets WHERE requester = ? AND status IN ('new','open','pending') ORDER BY updated_at DESC, id DESC LIMIT 1")?
+            .query_row([requester], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// The queue a ticket is in.
+    pub fn ticket_queue(&self, ticket: TicketId) -> Result<Option<String>> {
+        Ok(self.conn.prepare_cached("SELECT queue FROM tickets WHERE id = ?")?.query_row([ticket], |r| r.get(0)).optional()?)
+    }
+
+    /// When the ticket last changed (RFC 3339).
+    pub fn ticket_updated_at(&self, ticket: TicketId) -> Result<Option<String>> {
+        Ok(self.conn.prepare_cached("SELECT updated_at FROM tickets WHERE id = ?")?.query_row([ticket], |r| r.get(0)).optional()?)
+    }
+
+    /// Automatic mails queued to `recipient` since `since`.
+    pub fn auto_mail_count(&self, recipient: &str, since: &str) -> Result<u64> {
+        Ok(self.conn.prepare_cached("SELECT COUNT(*) FROM auto_mail_log WHERE recipient = ? AND created_at >= ?")?.query_row(params![recipient, since], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    pub fn log_auto_mail(&mut self, recipient: &str, ticket: Option<TicketId>, now: &str) -> Result<()> {
+        self.conn.prepare_cached("INSERT INTO auto_mail_log (recipient, ticket_id, created_at) VALUES (?, ?, ?)")?.execute(params![recipient, ticket, now])?;
+        Ok(())
+    }
+
+    /// Why an address must not be mailed (it bounced permanently), if so.
+    pub fn undeliverable(&self, address: &str) -> Result<Option<String>> {
+        Ok(self.conn.prepare_cached("SELECT reason FROM undeliverable WHERE address = ?")?.query_row([address], |r| r.get(0)).optional()?)
+    }
+
+    pub fn mark_undeliverable(&mut self, address: &str, reason: &str, now: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT INTO undeliverable (address, reason, since) VALUES (?1, ?2, ?3) ON CONFLICT(address) DO UPDATE SET reason = ?2",
+            params![address, reason, now],
+        )?;
+        Ok(())
+    }
+
     /// The references (In-Reply-To chain) for mail we send on a ticket: its first and latest inbound Message-IDs.
     pub fn thread_ids(&self, ticket: TicketId) -> Result<Vec<String>> {
         let mut stmt = self.conn.prepare_cached(
@@ -577,6 +629,10 @@ fn cursor(conn: &Connection, mailbox: &str) -> Result<Option<Cursor>> {
         .prepare_cached("SELECT uid_validity, last_uid FROM mailbox_cursors WHERE mailbox = ?")?
         .query_row([mailbox], |r| Ok(Cursor { uid_validity: r.get(0)?, last_uid: r.get(1)? }))
         .optional()?)
+}
+
+fn domain_of(addr: &str) -> String {
+    addr.rsplit_once('@').map(|(_, d)| d.to_ascii_lowercase()).unwrap_or_default()
 }
 
 fn lines(s: &str) -> Vec<String> {

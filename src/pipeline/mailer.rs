@@ -1,0 +1,132 @@
+//! Mailer: the single path by which the pipeline queues automatic mail (acknowledgements,
+//! notices, notifications). It refuses system and undeliverable addresses, applies the caps on
+//! automatic mail per recipient (loop protection), renders, composes, records the outgoing article
+//! and queues the bytes — all inside the caller's transaction.
+
+use super::{Now, PlannedMail};
+use crate::config::Queue;
+use crate::desk::Desk;
+use crate::guard;
+use crate::outbound::compose::{AutoSubmitted, Outgoing, compose};
+use crate::store::{NewArticle, NewOutbound, StoreError, Tx};
+use crate::ticket::{ArticleKind, Direction, TicketId};
+
+/// One automatic mail to queue.
+pub struct AutoMail<'a> {
+    pub ticket: TicketId,
+    pub kind: ArticleKind,
+    /// Short name for reports and logs ("acknowledgement").
+    pub label: &'static str,
+    pub template: &'a str,
+    pub queue: &'a Queue,
+    pub to: &'a str,
+    pub to_name: Option<&'a str>,
+    pub ctx: serde_json::Value,
+    pub in_reply_to: Option<&'a str>,
+    pub references: Vec<String>,
+    pub auto: AutoSubmitted,
+}
+
+/// What became of an automatic mail.
+pub enum Sent {
+    Queued(PlannedMail),
+    /// Not sent, with the reason (already recorded on the ticket).
+    Suppressed(String),
+}
+
+/// Queue `m` unless a rule of loop protection forbids it; every suppression is recorded.
+pub fn send_auto(tx: &mut Tx<'_>, desk: &Desk, now: &Now, m: AutoMail<'_>) -> Result<Sent, StoreError> {
+    match blocked(tx, desk, now, m.to)? {
+        Some(why) => {
+            tx.event(m.ticket, "auto_mail_suppressed", &format!("{} to {} not sent: {why}", m.label, m.to), &now.s)?;
+            tracing::info!(ticket = m.ticket, to = m.to, what = m.label, why, "automatic mail suppressed");
+            Ok(Sent::Suppressed(why))
+        }
+        None => match queue(tx, desk, now, &m)? {
+            Ok(p) => {
+                tx.log_auto_mail(m.to, Some(m.ticket), &now.s)?;
+                Ok(Sent::Queued(p))
+            }
+            Err(why) => {
+                tx.event(m.ticket, "auto_mail_failed", &format!("{} to {}: {why}", m.label, m.to), &now.s)?;
+                tracing::error!(ticket = m.ticket, to = m.to, what = m.label, error = %why, "automatic mail not queued");
+                Ok(Sent::Suppressed(why))
+            }
+        },
+    }
+}
+
+fn blocked(tx: &Tx<'_>, desk: &Desk, now: &Now, to: &str) -> Result<Option<String>, StoreError> {
+    if to.is_empty() || guard::is_system_address(to) {
+        return Ok(Some(format!("<{to}> is a system or no-reply address")));
+    }
+    if desk.identity.own_addresses.iter().any(|a| a == to) {
+        return Ok(Some(format!("<{to}> is one of our own addresses")));
+    }
+    if let Some(reason) = tx.undeliverable(to)? {
+        return Ok(Some(format!("<{to}> is undeliverable ({reason})")));
+    }
+    for cap in &desk.config.guard.auto_mail_caps {
+        let since = now.minus(cap.window);
+        let n = tx.auto_mail_count(to, &since)?;
+        if n >= cap.count as u64 {
+            return Ok(Some(format!("cap of {} automatic mails per {}s reached", cap.count, cap.window.as_secs())));
+        }
+    }
+    Ok(None)
+}
+
+/// Render, compose, record and queue. `Ok(Err(why))` when the template or address is unusable.
+fn queue(tx: &mut Tx<'_>, desk: &Desk, now: &Now, m: &AutoMail<'_>) -> Result<Result<PlannedMail, String>, StoreError> {
+    let mut rendered = match desk.templates.render(m.template, &m.queue.name, &m.ctx) {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    rendered.subject = desk.refs.tagged_subject(m.ticket, &rendered.subject);
+    let message_id = desk.signer.message_id(m.ticket, m.to);
+    let reply_to = if m.queue.plus_addressing { desk.signer.reply_address(&m.queue.address, &message_id) } else { None };
+    let raw = match compose(&Outgoing {
+        from_name: &m.queue.from_name,
+        from_address: &m.queue.address,
+        to_name: m.to_name,
+        to_address: m.to,
+        reply_to: reply_to.as_deref(),
+        message_id: &message_id,
+        in_reply_to: m.in_reply_to,
+        references: &m.references,
+        auto: Some(m.auto),
+        domain: &desk.config.desk.domain,
+        rendered: &rendered,
+        date: now.system(),
+    }) {
+        Ok(r) => r,
+        Err(e) => return Ok(Err(e.to_string())),
+    };
+    let recipients = [m.to.to_string()];
+    let article = tx.add_article(&NewArticle {
+        ticket: m.ticket,
+        direction: Direction::Outbound,
+        kind: m.kind,
+        from: &m.queue.address,
+        to: &recipients,
+        subject: &rendered.subject,
+        message_id: &message_id,
+        body_text: &rendered.text,
+        mailbox: None,
+        guard_class: None,
+        raw: None,
+        attachments: &[],
+        now: &now.s,
+    })?;
+    tx.enqueue(&NewOutbound {
+        ticket: Some(m.ticket),
+        article: Some(article),
+        kind: m.kind,
+        message_id: &message_id,
+        envelope_from: &m.queue.address,
+        recipients: &recipients,
+        raw: &raw,
+        now: &now.s,
+    })?;
+    Ok(Ok(PlannedMail { kind: m.label, to: m.to.to_string(), subject: rendered.subject, message_id }))
+}

@@ -1,0 +1,522 @@
+//! Pipeline: one inbound message → parse → guard → thread → decide → ONE store transaction
+//! (article, ticket changes, outbox rows, mailbox cursor). The same code serves every intake and
+//! the dry run (which runs the transaction and rolls it back), so `rules test` shows exactly what
+//! the daemon would do.
+
+pub mod mailer;
+
+use crate::clock::{SharedClock, rfc3339};
+use crate::config::{FloodAction, OnClosed, Queue};
+use crate::desk::Desk;
+use crate::guard::{self, Class, Verdict};
+use crate::message::{self, Parsed};
+use crate::outbound::compose::AutoSubmitted;
+use crate::reference::normalize_subject;
+use crate::store::{Cursor, NewArticle, NewTicket, Store, StoreError, Tx};
+use crate::thread::{self, Decision, History};
+use crate::ticket::{ArticleKind, Direction, Priority, Status, TicketId};
+use mailer::{AutoMail, Sent};
+use serde::Serialize;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use std::sync::Arc;
+use time::OffsetDateTime;
+
+/// One message handed to the pipeline by an intake.
+#[derive(Debug, Clone, Copy)]
+pub struct Delivery<'a> {
+    pub mailbox: &'a str,
+    pub raw: &'a [u8],
+    /// For IMAP: the cursor to store with this message (its UIDVALIDITY and UID).
+    pub cursor: Option<Cursor>,
+}
+
+/// What became of a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "outcome", rename_all = "snake_case")]
+pub enum Outcome {
+    /// A new ticket was opened.
+    Created { ticket: TicketId },
+    /// The message was added to an existing ticket.
+    FollowUp { ticket: TicketId },
+    /// The same message was stored before; nothing changed.
+    Duplicate { ticket: Option<TicketId> },
+    /// Deliberately not made into a ticket (our own mail coming back); kept in quarantine.
+    Dropped { reason: String },
+    /// Could not be processed; kept in quarantine with the reason.
+    Quarantined { reason: String },
+}
+
+/// A mail the pipeline queued (or, in a dry run, would queue).
+#[derive(Debug, Clone, Serialize)]
+pub struct PlannedMail {
+    pub kind: &'static str,
+    pub to: String,
+    pub subject: String,
+    pub message_id: String,
+}
+
+/// The full account of one message's trip through the pipeline (logs, dry run).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub message_id: String,
+    pub from: String,
+    pub subject: String,
+    pub verdict: Option<Verdict>,
+    pub threading: Option<String>,
+    pub outcome: Outcome,
+    pub actions: Vec<String>,
+    pub mails: Vec<PlannedMail>,
+}
+
+/// Why a message could not be handled *now*; intake must not advance past it.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Only from [`Pipeline::ingest_strict`]: the input is not mail at all.
+    #[error(transparent)]
+    NotMail(#[from] message::NotMail),
+}
+
+impl IngestError {
+    pub fn is_transient(&self) -> bool {
+        match self {
+            IngestError::Store(e) => e.is_transient(),
+            IngestError::NotMail(_) => false,
+        }
+    }
+}
+
+/// "Now" for one message: the instant, and its stored form.
+#[derive(Debug, Clone)]
+pub struct Now {
+    pub t: OffsetDateTime,
+    pub s: String,
+}
+
+impl Now {
+    pub fn at(t: OffsetDateTime) -> Now {
+        Now { t, s: rfc3339(t) }
+    }
+    /// The stored form of `now - d`, for window queries.
+    pub fn minus(&self, d: std::time::Duration) -> String {
+        rfc3339(self.t - time::Duration::try_from(d).unwrap_or(time::Duration::DAY * 3650))
+    }
+    pub fn system(&self) -> std::time::SystemTime {
+        std::time::SystemTime::from(self.t)
+    }
+}
+
+/// Runs messages through the desk. Cheap to clone; shared by every intake task.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    pub store: Arc<Store>,
+    pub clock: SharedClock,
+    /// Poked after a commit that queued mail, so the outbound worker wakes at once.
+    pub outbox_wake: Arc<tokio::sync::Notify>,
+}
+
+impl Pipeline {
+    pub fn new(store: Arc<Store>, clock: SharedClock) -> Self {
+        Pipeline { store, clock, outbox_wake: Arc::new(tokio::sync::Notify::new()) }
+    }
+
+    /// Store one message for good. Non-mail and unprocessable input is quarantined (and the
+    /// cursor still advances); only a storage failure returns an error.
+    pub fn ingest(&self, desk: &Desk, d: Delivery<'_>) -> Result<Report, IngestError> {
+        self.run(desk, d, false, true)
+    }
+
+    /// Like [`ingest`](Self::ingest) but input that is not mail is refused, not quarantined
+    /// (`postdesk deliver` answers EX_DATAERR so the MTA bounces it).
+    pub fn ingest_strict(&self, desk: &Desk, d: Delivery<'_>) -> Result<Report, IngestError> {
+        self.run(desk, d, false, false)
+    }
+
+    /// Everything `ingest` would do, then roll back: no side effects.
+    pub fn dry_run(&self, desk: &Desk, d: Delivery<'_>) -> Result<Report, IngestError> {
+        self.run(desk, d, true, true)
+    }
+
+    /// [`ingest`](Self::ingest) on the blocking pool, for async intakes (SQLite and parsing block).
+    pub async fn ingest_async(&self, desk: Arc<Desk>, mailbox: String, raw: Vec<u8>, cursor: Option<Cursor>) -> Result<Report, IngestError> {
+        let p = self.clone();
+        match tokio::task::spawn_blocking(move || p.ingest(&desk, Delivery { mailbox: &mailbox, raw: &raw, cursor })).await {
+            Ok(r) => r,
+            // A panic outside the guarded parse: the transaction rolled back; report it as a store fault.
+            Err(e) => Err(IngestError::Store(StoreError::Io { path: "ingest task".into(), source: std::io::Error::other(e.to_string()) })),
+        }
+    }
+
+    fn run(&self, desk: &Desk, d: Delivery<'_>, dry: bool, quarantine_non_mail: bool) -> Result<Report, IngestError> {
+        let now = Now::at(self.clock.now());
+        // The pure stages run under catch_unwind: a bug on hostile input quarantines one message
+        // instead of killing the daemon.
+        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            message::parse(d.raw).map(|p| {
+                let v = guard::classify(&p, &desk.identity);
+                (p, v)
+            })
+        }));
+        let mut tx = self.store.begin()?;
+        let report = match parsed {
+            Ok(Ok((p, verdict))) => {
+                if d.raw.len() as u64 > desk.config.limits.max_message_size {
+                    let reason = format!("message of {} bytes exceeds limits.max_message_size", d.raw.len());
+                    quarantine(&mut tx, d, "too_large", &reason, &now)?;
+                    Report::new(&p, Some(verdict), None, Outcome::Quarantined { reason })
+                } else {
+                    process(&mut tx, desk, d, p, verdict, &now)?
+                }
+            }
+            Ok(Err(not_mail)) => {
+                if !quarantine_non_mail {
+                    return Err(not_mail.into());
+                }
+                let reason = not_mail.to_string();
+                quarantine(&mut tx, d, "not_mail", &reason, &now)?;
+                Report::bare(Outcome::Quarantined { reason })
+            }
+            Err(panic) => {
+                let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+                let reason = format!("internal error while parsing: {what}");
+                quarantine(&mut tx, d, "internal_error", &reason, &now)?;
+                Report::bare(Outcome::Quarantined { reason })
+            }
+        };
+        if let Some(c) = d.cursor {
+            tx.advance_cursor(d.mailbox, c, &now.s)?;
+        }
+        if dry {
+            drop(tx); // rolls back
+        } else {
+            tx.commit()?;
+            if !report.mails.is_empty() {
+                self.outbox_wake.notify_one();
+            }
+        }
+        Ok(report)
+    }
+}
+
+impl Report {
+    fn bare(outcome: Outcome) -> Report {
+        Report { message_id: String::new(), from: String::new(), subject: String::new(), verdict: None, threading: None, outcome, actions: Vec::new(), mails: Vec::new() }
+    }
+
+    fn new(p: &Parsed, verdict: Option<Verdict>, threading: Option<String>, outcome: Outcome) -> Report {
+        Report {
+            message_id: p.message_id.clone(),
+            from: p.from_address().to_string(),
+            subject: p.subject.clone(),
+            verdict,
+            threading,
+            outcome,
+            actions: Vec::new(),
+            mails: Vec::new(),
+        }
+    }
+}
+
+fn quarantine(tx: &mut Tx<'_>, d: Delivery<'_>, reason: &str, detail: &str, now: &Now) -> Result<(), StoreError> {
+    let sha = hex::encode(Sha256::digest(d.raw));
+    tx.quarantine(d.mailbox, reason, detail, &sha, d.raw, &now.s)?;
+    tracing::warn!(mailbox = d.mailbox, reason, detail, sha256 = %sha, "message quarantined");
+    Ok(())
+}
+
+/// Identity of a message for duplicate detection: the same Message-ID and content, whatever
+/// envelope headers (Received, Delivered-To) the copies picked up.
+fn dedupe_key(p: &Parsed) -> String {
+    let mut h = Sha256::new();
+    for part in [p.message_id.as_str(), p.from_address(), p.subject.as_str(), p.body_text.as_str()] {
+        h.update(part.as_bytes());
+        h.update([0]);
+    }
+    hex::encode(h.finalize())
+}
+
+/// Where the message goes, after threading and the desk's policies.
+enum Placement {
+    /// Onto an existing ticket; `reopen` when a customer's reply should reopen it.
+    Existing { ticket: TicketId, status: Status },
+    /// A new ticket, optionally linked to another.
+    New { related: Option<TicketId> },
+    /// Not onto any ticket: quarantined with this reason.
+    Quarantine { reason: String },
+    /// Closed ticket with the `reject` policy: a notice to the sender, nothing stored on the ticket.
+    Rejected { ticket: TicketId },
+}
+
+fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: Parsed, verdict: Verdict, now: &Now) -> Result<Report, StoreError> {
+    let key = dedupe_key(&p);
+    if let Some(prior) = tx.prior_delivery(&key)? {
+        let mut r = Report::new(&p, Some(verdict), None, Outcome::Duplicate { ticket: prior.ticket });
+        r.actions.push(format!("already stored ({}); nothing to do", prior.outcome));
+        return Ok(r);
+    }
+
+    if verdict.class == Class::OwnLoop {
+        let reason = format!("our own mail came back: {}", verdict.reasons.join("; "));
+        quarantine(tx, d, "own_mail", &reason, now)?;
+        tx.record_delivery(&key, None, "dropped", &now.s)?;
+        let mut r = Report::new(&p, Some(verdict), None, Outcome::Dropped { reason });
+        r.actions.push("dropped (kept in quarantine)".into());
+        return Ok(r);
+    }
+
+    let sender = p.from_address().to_string();
+    let queue = desk.config.queue_of(d.mailbox).or_else(|| desk.config.queues.values().next()).expect("validated config has a queue");
+    let tokens: Vec<String> = p.to.iter().chain(p.cc.iter()).filter_map(|m| desk.signer.token_from_address(&m.address)).collect();
+    let ancestors = p.ancestors();
+    let decision = thread::decide(&sender, &tokens, &ancestors, &p.subject, tx, &desk.signer, &desk.refs)?;
+    let threading = decision.describe(&desk.refs);
+    let mut actions = Vec::new();
+    let mut mails = Vec::new();
+
+    let placement = place(tx, desk, queue, &decision, &sender, &verdict, now, &mut actions)?;
+    let (ticket, outcome) = match placement {
+        Placement::Quarantine { reason } => {
+            quarantine(tx, d, "flood", &reason, now)?;
+            tx.record_delivery(&key, None, "quarantined", &now.s)?;
+            let mut r = Report::new(&p, Some(verdict), Some(threading), Outcome::Quarantined { reason });
+            r.actions = actions;
+            return Ok(r);
+        }
+        Placement::Rejected { ticket } => {
+            quarantine(tx, d, "closed_ticket", &format!("reply to closed {} rejected by queue policy", desk.refs.format(ticket)), now)?;
+            tx.record_delivery(&key, None, "rejected", &now.s)?;
+            if verdict.auto_reply_allowed {
+                let ctx = context(desk, queue, ticket, &p, "closed", &sender, now);
+                let sent = mailer::send_auto(tx, desk, now, AutoMail {
+                    ticket,
+                    kind: ArticleKind::AutoReply,
+                    label: "closed_notice",
+                    template: "closed_notice",
+                    queue,
+                    to: &sender,
+                    to_name: p.from.as_ref().and_then(|m| m.name.as_deref()),
+                    ctx,
+                    in_reply_to: Some(&p.message_id),
+                    references: with_parent(&p),
+                    auto: AutoSubmitted::AutoReplied,
+                })?;
+                record_sent(sent, &mut actions, &mut mails);
+            }
+            let mut r = Report::new(&p, Some(verdict), Some(threading), Outcome::Quarantined { reason: "ticket is closed".into() });
+            r.actions = actions;
+            r.mails = mails;
+            return Ok(r);
+        }
+        Placement::Existing { ticket, status } => {
+            follow_up(tx, desk, ticket, status, &sender, &verdict, now, &mut actions)?;
+            (ticket, Outcome::FollowUp { ticket })
+        }
+        Placement::New { related } => {
+            let ticket = open_ticket(tx, desk, queue, &p, &sender, related, now, &mut actions)?;
+            (ticket, Outcome::Created { ticket })
+        }
+    };
+
+    let to_list: Vec<String> = p.to.iter().chain(p.cc.iter()).map(|m| m.address.clone()).filter(|a| !a.is_empty()).collect();
+    let article = tx.add_article(&NewArticle {
+        ticket,
+        direction: Direction::Inbound,
+        kind: ArticleKind::Customer,
+        from: &sender,
+        to: &to_list,
+        subject: &p.subject,
+        message_id: &p.message_id,
+        body_text: &p.body_text,
+        mailbox: Some(d.mailbox),
+        guard_class: Some(verdict.class.as_str()),
+        raw: Some(d.raw),
+        attachments: &p.attachments,
+        now: &now.s,
+    })?;
+    if verdict.class != Class::Human {
+        tx.event(ticket, "guard", &format!("{}: {}", verdict.class.as_str(), verdict.reasons.join("; ")), &now.s)?;
+    }
+
+    if let Outcome::Created { .. } = outcome {
+        acknowledge(tx, desk, queue, ticket, &p, &verdict, now, &mut actions, &mut mails)?;
+    }
+
+    tx.record_delivery(&key, Some(article), if matches!(outcome, Outcome::Created { .. }) { "created" } else { "follow_up" }, &now.s)?;
+    let mut r = Report::new(&p, Some(verdict), Some(threading), outcome);
+    r.actions = actions;
+    r.mails = mails;
+    Ok(r)
+}
+
+/// Apply the closed-ticket policy and flood control to the threading decision.
+#[allow(clippy::too_many_arguments)]
+fn place(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, decision: &Decision, sender: &str, verdict: &Verdict, now: &Now, actions: &mut Vec<String>) -> Result<Placement, StoreError> {
+    match decision {
+        Decision::FollowUp { ticket, .. } => {
+            let (status, _) = tx.ticket_summary(*ticket)?.unwrap_or((Status::Open, Vec::new()));
+            if status != Status::Closed || verdict.class != Class::Human {
+                return Ok(Placement::Existing { ticket: *ticket, status });
+            }
+            let ticket_queue = desk.config.queues.get(&tx.ticket_queue(*ticket)?.unwrap_or_default()).unwrap_or(queue);
+            match ticket_queue.on_closed {
+                OnClosed::Reopen => {
+                    let too_old = match (ticket_queue.reopen_within, tx.ticket_updated_at(*ticket)?) {
+                        (Some(within), Some(updated)) => updated < now.minus(within),
+                        _ => false,
+                    };
+                    if too_old {
+                        actions.push(format!("{} was closed too long ago to reopen; opening a new linked ticket", desk.refs.format(*ticket)));
+                        Ok(Placement::New { related: Some(*ticket) })
+                    } else {
+                        Ok(Placement::Existing { ticket: *ticket, status })
+                    }
+                }
+                OnClosed::NewTicket => {
+                    actions.push(format!("{} is closed; opening a new linked ticket (queue policy)", desk.refs.format(*ticket)));
+                    Ok(Placement::New { related: Some(*ticket) })
+                }
+                OnClosed::Reject => {
+                    actions.push(format!("{} is closed; rejected with a notice (queue policy)", desk.refs.format(*ticket)));
+                    Ok(Placement::Rejected { ticket: *ticket })
+                }
+            }
+        }
+        Decision::New { possibly_related } => {
+            if sender.is_empty() {
+                return Ok(Placement::New { related: *possibly_related });
+            }
+            let g = &desk.config.guard;
+            let domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+            let over = if let Some(r) = g.sender_rate.filter(|r| tx.tickets_opened_by(sender, &now.minus(r.window)).is_ok_and(|n| n >= r.count as u64)) {
+                Some(format!("{sender} opened {} or more tickets within {}s", r.count, r.window.as_secs()))
+            } else if let Some(r) = g.domain_rate.filter(|r| !domain.is_empty() && tx.tickets_opened_from_domain(domain, &now.minus(r.window)).is_ok_and(|n| n >= r.count as u64)) {
+                Some(format!("{domain} opened {} or more tickets within {}s", r.count, r.window.as_secs()))
+            } else {
+                None
+            };
+            let Some(why) = over else { return Ok(Placement::New { related: *possibly_related }) };
+            tracing::warn!(sender, why, "new-ticket flood");
+            match (g.flood_action, tx.latest_active_ticket(sender)?) {
+                (FloodAction::Append, Some(t)) => {
+                    tx.event(t, "flood", &format!("appended instead of opening a new ticket: {why}"), &now.s)?;
+                    actions.push(format!("flood control: {why}; appended to {}", desk.refs.format(t)));
+                    let (status, _) = tx.ticket_summary(t)?.unwrap_or((Status::Open, Vec::new()));
+                    Ok(Placement::Existing { ticket: t, status })
+                }
+                _ => {
+                    actions.push(format!("flood control: {why}; quarantined"));
+                    Ok(Placement::Quarantine { reason: format!("flood control: {why}") })
+                }
+            }
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn follow_up(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, status: Status, sender: &str, verdict: &Verdict, now: &Now, actions: &mut Vec<String>) -> Result<(), StoreError> {
+    let (_, participants) = tx.ticket_summary(ticket)?.unwrap_or((status, Vec::new()));
+    if !sender.is_empty() && !participants.iter().any(|p| p == sender) {
+        tx.add_participant(ticket, sender, "cc")?;
+        actions.push(format!("added {sender} as a participant"));
+    }
+    // Automatic mail (out-of-office, bounces) never changes a ticket's state.
+    if verdict.class == Class::Human && matches!(status, Status::Pending | Status::Resolved | Status::Closed) {
+        tx.set_status(ticket, Status::Open, &now.s)?;
+        tx.event(ticket, "status", &format!("{status} → open (customer replied)"), &now.s)?;
+        actions.push(format!("status {status} → open"));
+    } else {
+        tx.touch(ticket, &now.s)?;
+    }
+    actions.push(format!("added to {}", desk.refs.format(ticket)));
+    Ok(())
+}
+
+#[allow(clippy::too_many_arguments)]
+fn open_ticket(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, p: &Parsed, sender: &str, related: Option<TicketId>, now: &Now, actions: &mut Vec<String>) -> Result<TicketId, StoreError> {
+    let subject = normalize_subject(&p.subject);
+    let subject = if subject.is_empty() { "(no subject)".to_string() } else { subject };
+    let requester = if sender.is_empty() { "unknown@invalid" } else { sender };
+    let ticket = tx.create_ticket(&NewTicket { subject: &subject, queue: &queue.name, priority: Priority::Normal, requester, related_to: related, now: &now.s })?;
+    actions.push(format!("created ticket {} in queue {}", desk.refs.format(ticket), queue.name));
+    // People the customer copied take part in the conversation (RT's Cc watchers).
+    for m in p.cc.iter().chain(p.to.iter()) {
+        if !m.address.is_empty() && m.address != requester && !desk.identity.own_addresses.contains(&m.address) && desk.signer.token_from_address(&m.address).is_none() && !guard::is_system_address(&m.address) {
+            tx.add_participant(ticket, &m.address, "cc")?;
+        }
+    }
+    if let Some(rel) = related {
+        let note = format!("linked to {} (possibly related)", desk.refs.format(rel));
+        tx.event(ticket, "possibly_related", &note, &now.s)?;
+        tx.event(rel, "possibly_related", &format!("{requester} wrote about this ticket; see {}", desk.refs.format(ticket)), &now.s)?;
+        actions.push(note);
+    }
+    Ok(ticket)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn acknowledge(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, ticket: TicketId, p: &Parsed, verdict: &Verdict, now: &Now, actions: &mut Vec<String>, mails: &mut Vec<PlannedMail>) -> Result<(), StoreError> {
+    let blocked = if !queue.acknowledge {
+        Some("queue has acknowledge = false".to_string())
+    } else if !verdict.auto_reply_allowed {
+        Some(format!("guard: {} ({})", verdict.class.as_str(), verdict.reasons.join("; ")))
+    } else {
+        None
+    };
+    if let Some(why) = blocked {
+        tx.event(ticket, "ack_suppressed", &why, &now.s)?;
+        actions.push(format!("no acknowledgement: {why}"));
+        return Ok(());
+    }
+    let to = p.from_address().to_string();
+    let ctx = context(desk, queue, ticket, p, "new", &to, now);
+    let sent = mailer::send_auto(tx, desk, now, AutoMail {
+        ticket,
+        kind: ArticleKind::AutoReply,
+        label: "acknowledgement",
+        template: &queue.ack_template,
+        queue,
+        to: &to,
+        to_name: p.from.as_ref().and_then(|m| m.name.as_deref()),
+        ctx,
+        in_reply_to: Some(&p.message_id),
+        references: with_parent(p),
+        auto: AutoSubmitted::AutoReplied,
+    })?;
+    record_sent(sent, actions, mails);
+    Ok(())
+}
+
+fn record_sent(sent: Sent, actions: &mut Vec<String>, mails: &mut Vec<PlannedMail>) {
+    match sent {
+        Sent::Queued(m) => {
+            actions.push(format!("{} queued to {}", m.kind, m.to));
+            mails.push(m);
+        }
+        Sent::Suppressed(why) => actions.push(format!("automatic mail suppressed: {why}")),
+    }
+}
+
+/// References for a reply to `p`: its own References plus its Message-ID (RFC 5322 §3.6.4).
+fn with_parent(p: &Parsed) -> Vec<String> {
+    let mut r = p.references.clone();
+    r.push(p.message_id.clone());
+    r
+}
+
+/// The template variables (documented in the README and `render::sample_context`).
+fn context(desk: &Desk, queue: &Queue, ticket: TicketId, p: &Parsed, status: &str, to: &str, now: &Now) -> serde_json::Value {
+    let name = p.from.as_ref().and_then(|m| m.name.clone()).unwrap_or_default();
+    json!({
+        "desk": { "name": desk.config.desk.name },
+        "queue": { "name": queue.name, "address": queue.address, "from_name": queue.from_name },
+        "ticket": {
+            "id": ticket, "ref": desk.refs.format(ticket), "subject": normalize_subject(&p.subject),
+            "status": status, "priority": "normal", "queue": queue.name,
+            "requester": p.from_address(), "created_at": now.s
+        },
+        "message": { "from": p.from_address(), "from_name": name, "subject": p.subject, "text": p.body_text },
+        "recipient": { "address": to, "name": name }
+    })
+}

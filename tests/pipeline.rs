@@ -1,0 +1,270 @@
+//! The pipeline's decisions, driven through the library with a real SQLite file and a manual
+//! clock (no mail servers): duplicates, loops, flood control, caps on automatic mail, the
+//! closed-ticket policies and plus-addressed reply tokens.
+
+mod common;
+
+use common::clients;
+use postdesk::clock::ManualClock;
+use postdesk::desk::{Desk, KeyMode};
+use postdesk::pipeline::{Delivery, Outcome, Pipeline, Report};
+use postdesk::store::{Store, TicketFilter};
+use postdesk::ticket::Status;
+use std::sync::Arc;
+use time::macros::datetime;
+
+struct Bench {
+    _dir: tempfile::TempDir,
+    desk: Desk,
+    pipeline: Pipeline,
+    clock: ManualClock,
+}
+
+fn bench(extra: &str) -> Bench {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = format!(
+        r#"
+[desk]
+domain = "desk.example.test"
+data_dir = "var"
+templates_dir = "templates"
+secret = "pipeline-test-secret-0123456789"
+
+[queues.support]
+address = "support@example.test"
+from_name = "Example Support"
+{extra}
+
+[queues.billing]
+address = "billing@example.test"
+
+[mailboxes.support]
+kind = "pipe"
+
+[mailboxes.billing]
+kind = "pipe"
+"#
+    );
+    let path = common::write_config(dir.path(), &cfg);
+    let desk = Desk::load(&path, KeyMode::Persistent).unwrap_or_else(|p| panic!("{p}"));
+    let store = Arc::new(Store::open(&desk.config.desk.database).unwrap());
+    let clock = ManualClock::new(datetime!(2026-11-30 09:00 UTC));
+    let pipeline = Pipeline::new(store, Arc::new(clock.clone()));
+    Bench { _dir: dir, desk, pipeline, clock }
+}
+
+impl Bench {
+    fn ingest_to(&self, mailbox: &str, raw: &[u8]) -> Report {
+        self.pipeline.ingest(&self.desk, Delivery { mailbox, raw, cursor: None }).unwrap()
+    }
+    fn ingest(&self, raw: &[u8]) -> Report {
+        self.ingest_to("support", raw)
+    }
+    fn store(&self) -> &Store {
+        &self.pipeline.store
+    }
+    fn tickets(&self) -> usize {
+        self.store().list_tickets(&TicketFilter::default()).unwrap().len()
+    }
+    fn queued(&self) -> Vec<String> {
+        self.store().due_outbound("9999", 1000).unwrap().into_iter().map(|m| String::from_utf8(m.raw).unwrap()).collect()
+    }
+    fn set_status(&self, ticket: i64, s: Status) {
+        let mut tx = self.store().begin().unwrap();
+        tx.set_status(ticket, s, "2026-11-30T09:00:00Z").unwrap();
+        tx.commit().unwrap();
+    }
+    fn status(&self, ticket: i64) -> Status {
+        self.store().ticket_detail(ticket).unwrap().unwrap().ticket.status
+    }
+}
+
+fn new_mail(from: &str, subject: &str) -> clients::Mail {
+    clients::thunderbird_new("Customer", from, "support@example.test", subject, "Body text.")
+}
+
+fn header_of(raw: &str, name: &str) -> String {
+    common::header(raw, name).unwrap_or_default()
+}
+
+#[test]
+fn duplicates_and_copies_to_two_mailboxes_make_one_ticket() {
+    let b = bench("");
+    let m = clients::thunderbird_new("Alice", "alice@example.org", "support@example.test, billing@example.test", "Both of you", "x");
+    assert!(matches!(b.ingest_to("support", &m.raw).outcome, Outcome::Created { ticket: 1 }));
+    // the copy that reached billing@ picked up its own Received header
+    let mut copy = b"Received: from mx by billing; Mon, 30 Nov 2026 10:00:01 +0100\r\n".to_vec();
+    copy.extend_from_slice(&m.raw);
+    assert_eq!(b.ingest_to("billing", &copy).outcome, Outcome::Duplicate { ticket: Some(1) });
+    assert_eq!(b.ingest_to("support", &m.raw).outcome, Outcome::Duplicate { ticket: Some(1) });
+    assert_eq!(b.tickets(), 1);
+    assert_eq!(b.queued().len(), 1);
+}
+
+#[test]
+fn automatic_mail_never_gets_an_acknowledgement() {
+    let b = bench("");
+    let first = new_mail("alice@example.org", "Printer");
+    b.ingest(&first.raw);
+    let ack = b.queued().remove(0);
+    let ack_id = header_of(&ack, "message-id");
+    let ack_id = ack_id.trim_matches(['<', '>']);
+
+    // Out-of-office answer to our acknowledgement: joins the ticket, changes nothing, no mail.
+    let ooo = format!("From: alice@example.org\r\nTo: support@example.test\r\nSubject: Automatic reply: [PD-1] Printer\r\nAuto-Submitted: auto-replied\r\nIn-Reply-To: <{ack_id}>\r\nMessage-ID: <ooo-1@example.org>\r\n\r\nI am away.\r\n");
+    b.set_status(1, Status::Pending);
+    let r = b.ingest(ooo.as_bytes());
+    assert_eq!(r.outcome, Outcome::FollowUp { ticket: 1 });
+    assert_eq!(b.status(1), Status::Pending, "an out-of-office must not reopen");
+
+    // List mail and no-reply senders open tickets but are never answered.
+    let list = b"From: announce@lists.example.org\r\nTo: support@example.test\r\nSubject: Newsletter\r\nList-Id: <announce.lists.example.org>\r\nMessage-ID: <l1@example.org>\r\n\r\nNews.\r\n";
+    assert!(matches!(b.ingest(list).outcome, Outcome::Created { .. }));
+    let noreply = b"From: no-reply@shop.example.org\r\nTo: support@example.test\r\nSubject: Your order\r\nMessage-ID: <n1@example.org>\r\n\r\nShipped.\r\n";
+    assert!(matches!(b.ingest(noreply).outcome, Outcome::Created { .. }));
+    // Our own mail coming back is dropped.
+    assert!(matches!(b.ingest(ack.as_bytes()).outcome, Outcome::Dropped { .. }));
+    assert_eq!(b.queued().len(), 1, "only the first acknowledgement");
+}
+
+#[test]
+fn caps_on_automatic_mail_per_recipient() {
+    let b = bench("");
+    // Caps apply per recipient over several windows (default 10 per 10 min, 40 per day).
+    let mut acks = 0;
+    for i in 0..60 {
+        let r = b.ingest(&new_mail("robot@example.org", &format!("Alert {i}")).raw);
+        acks += r.mails.len();
+        if i % 5 == 4 {
+            b.clock.advance(time::Duration::minutes(11));
+        }
+    }
+    assert_eq!(acks, 40, "40 per day");
+    let tickets = b.store().list_tickets(&TicketFilter::default()).unwrap();
+    let suppressed = tickets.iter().flat_map(|t| b.store().ticket_detail(t.id).unwrap().unwrap().events).filter(|e| e.kind == "auto_mail_suppressed" && e.detail.contains("cap of 40")).count();
+    assert!(suppressed > 0, "every suppressed send is recorded on its ticket");
+    b.clock.advance(time::Duration::days(1));
+    assert_eq!(b.ingest(&new_mail("robot@example.org", "Next day").raw).mails.len(), 1);
+}
+
+#[test]
+fn ten_in_ten_minutes_cap() {
+    let b = bench("");
+    let acks: usize = (0..15).map(|i| b.ingest(&new_mail(&format!("user{i}@example.org"), "x").raw).mails.len()).sum();
+    assert_eq!(acks, 15, "different recipients are not capped together");
+    let acks: usize = (0..15).map(|i| b.ingest(&new_mail("same@example.org", &format!("y{i}")).raw).mails.len()).sum();
+    assert_eq!(acks, 10);
+}
+
+#[test]
+fn flood_control_appends_or_quarantines() {
+    let b = bench("");
+    // default: 20 new tickets per sender per hour, then mail goes onto the latest open ticket
+    for i in 0..25 {
+        b.ingest(&new_mail("flood@example.org", &format!("Spam {i}")).raw);
+    }
+    assert_eq!(b.tickets(), 20);
+    let d = b.store().ticket_detail(20).unwrap().unwrap();
+    assert_eq!(d.articles.iter().filter(|a| a.direction == postdesk::ticket::Direction::Inbound).count(), 6);
+    assert!(d.events.iter().any(|e| e.kind == "flood"));
+    // an hour later the sender may open tickets again
+    b.clock.advance(time::Duration::minutes(61));
+    assert!(matches!(b.ingest(&new_mail("flood@example.org", "Later").raw).outcome, Outcome::Created { ticket: 21 }));
+}
+
+#[test]
+fn flood_control_quarantine_action_and_domain_rate() {
+    let dir_cfg = "";
+    let b = bench(dir_cfg);
+    drop(b);
+    let dir = tempfile::tempdir().unwrap();
+    let path = common::write_config(
+        dir.path(),
+        r#"
+[desk]
+domain = "desk.example.test"
+data_dir = "var"
+templates_dir = "templates"
+[queues.support]
+address = "support@example.test"
+[mailboxes.support]
+kind = "pipe"
+[guard]
+new_tickets_per_sender = "off"
+new_tickets_per_domain = "3/1h"
+flood_action = "quarantine"
+"#,
+    );
+    let desk = Desk::load(&path, KeyMode::Persistent).unwrap();
+    let p = Pipeline::new(Arc::new(Store::open(&desk.config.desk.database).unwrap()), Arc::new(ManualClock::new(datetime!(2026-11-30 09:00 UTC))));
+    let outcomes: Vec<Outcome> =
+        (0..5).map(|i| p.ingest(&desk, Delivery { mailbox: "support", raw: &new_mail(&format!("u{i}@bulk.example.org"), "x").raw, cursor: None }).unwrap().outcome).collect();
+    assert_eq!(outcomes.iter().filter(|o| matches!(o, Outcome::Created { .. })).count(), 3);
+    assert!(matches!(&outcomes[4], Outcome::Quarantined { reason } if reason.contains("bulk.example.org")), "{outcomes:?}");
+    assert_eq!(p.store.quarantine_counts().unwrap(), vec![("flood".to_string(), 2)]);
+}
+
+fn reply_to_ack(b: &Bench, from: &str) -> Vec<u8> {
+    let ack = b.queued().remove(0);
+    clients::outlook_subject_only_reply("Customer", from, "support@example.test", &header_of(&ack, "subject"), "More.").raw
+}
+
+#[test]
+fn closed_ticket_policies() {
+    // reopen (default)
+    let b = bench("");
+    b.ingest(&new_mail("alice@example.org", "Printer").raw);
+    b.set_status(1, Status::Closed);
+    assert_eq!(b.ingest(&reply_to_ack(&b, "alice@example.org")).outcome, Outcome::FollowUp { ticket: 1 });
+    assert_eq!(b.status(1), Status::Open);
+
+    // new_ticket: linked
+    let b = bench("on_closed = \"new_ticket\"");
+    b.ingest(&new_mail("alice@example.org", "Printer").raw);
+    b.set_status(1, Status::Closed);
+    assert_eq!(b.ingest(&reply_to_ack(&b, "alice@example.org")).outcome, Outcome::Created { ticket: 2 });
+    assert_eq!(b.status(1), Status::Closed);
+
+    // reject: the ticket stays closed, the sender gets a notice
+    let b = bench("on_closed = \"reject\"");
+    b.ingest(&new_mail("alice@example.org", "Printer").raw);
+    b.set_status(1, Status::Closed);
+    let r = b.ingest(&reply_to_ack(&b, "alice@example.org"));
+    assert!(matches!(r.outcome, Outcome::Quarantined { .. }));
+    assert_eq!(r.mails.len(), 1);
+    assert!(b.queued()[1].contains("is closed"), "{}", b.queued()[1]);
+    assert_eq!(b.status(1), Status::Closed);
+    assert_eq!(b.tickets(), 1);
+
+    // reopen_within: old closed tickets get a new linked one
+    let b = bench("reopen_within = \"7d\"");
+    b.ingest(&new_mail("alice@example.org", "Printer").raw);
+    b.set_status(1, Status::Closed);
+    b.clock.advance(time::Duration::days(8));
+    assert_eq!(b.ingest(&reply_to_ack(&b, "alice@example.org")).outcome, Outcome::Created { ticket: 2 });
+}
+
+#[test]
+fn plus_addressed_reply_tokens() {
+    let b = bench("plus_addressing = true");
+    b.ingest(&new_mail("alice@example.org", "Printer").raw);
+    let ack = b.queued().remove(0);
+    let reply_to = header_of(&ack, "reply-to");
+    let addr = reply_to.rsplit_once('<').map(|(_, a)| a.trim_end_matches('>')).unwrap_or(&reply_to).to_string();
+    assert!(addr.starts_with("support+pd.1."), "{reply_to}");
+    // A client that drops every header and the subject tag still threads via the address.
+    let bare = format!("From: alice@example.org\r\nTo: {addr}\r\nSubject: hello again\r\nMessage-ID: <bare@example.org>\r\n\r\nx\r\n");
+    assert_eq!(b.ingest(bare.as_bytes()).outcome, Outcome::FollowUp { ticket: 1 });
+    // The same address used by someone else does not join the ticket.
+    let evil = format!("From: mallory@example.net\r\nTo: {addr}\r\nSubject: hello\r\nMessage-ID: <evil@example.net>\r\n\r\nx\r\n");
+    assert!(matches!(b.ingest(evil.as_bytes()).outcome, Outcome::Created { .. }));
+}
+
+#[test]
+fn unprocessable_input_is_quarantined_and_intake_moves_on() {
+    let b = bench("");
+    let r = b.pipeline.ingest(&b.desk, Delivery { mailbox: "support", raw: b"\x00\x01binary", cursor: Some(postdesk::store::Cursor { uid_validity: 7, last_uid: 3 }) }).unwrap();
+    assert!(matches!(r.outcome, Outcome::Quarantined { .. }));
+    assert_eq!(b.store().cursor("support").unwrap().unwrap().last_uid, 3, "the cursor moves past it");
+    assert_eq!(b.store().quarantine_counts().unwrap(), vec![("not_mail".to_string(), 1)]);
+}
