@@ -21,6 +21,10 @@ struct Bench {
 }
 
 fn bench(extra: &str) -> Bench {
+    bench_with(extra, "")
+}
+
+fn bench_with(extra: &str, guard: &str) -> Bench {
     let dir = tempfile::tempdir().unwrap();
     let cfg = format!(
         r#"
@@ -43,6 +47,9 @@ kind = "pipe"
 
 [mailboxes.billing]
 kind = "pipe"
+
+[guard]
+{guard}
 "#
     );
     let path = common::write_config(dir.path(), &cfg);
@@ -129,7 +136,7 @@ fn automatic_mail_never_gets_an_acknowledgement() {
 
 #[test]
 fn caps_on_automatic_mail_per_recipient() {
-    let b = bench("");
+    let b = bench_with("", "new_tickets_per_sender = \"off\"");
     // Caps apply per recipient over several windows (default 10 per 10 min, 40 per day).
     let mut acks = 0;
     for i in 0..60 {
@@ -149,7 +156,7 @@ fn caps_on_automatic_mail_per_recipient() {
 
 #[test]
 fn ten_in_ten_minutes_cap() {
-    let b = bench("");
+    let b = bench_with("", "new_tickets_per_sender = \"off\"");
     let acks: usize = (0..15).map(|i| b.ingest(&new_mail(&format!("user{i}@example.org"), "x").raw).mails.len()).sum();
     assert_eq!(acks, 15, "different recipients are not capped together");
     let acks: usize = (0..15).map(|i| b.ingest(&new_mail("same@example.org", &format!("y{i}")).raw).mails.len()).sum();
