@@ -147,6 +147,8 @@ pub struct Queue {
     /// Put a signed token in our Reply-To (`support+TOKEN@…`) so replies thread even when a
     /// client drops every threading header. Needs plus-addressing on the mail server.
     pub plus_addressing: bool,
+    /// `/escalate` moves tickets of this queue here (tier 2); `None` keeps the queue.
+    pub escalate_to: Option<String>,
 }
 
 /// Per-queue policy for mail that arrives on a closed ticket.
@@ -187,6 +189,36 @@ pub struct Guard {
     /// New tickets per sender domain.
     pub domain_rate: Option<Rate>,
     pub flood_action: FloodAction,
+}
+
+/// An agent: works tickets from their own mail client.
+#[derive(Debug, Clone)]
+pub struct Agent {
+    pub key: String,
+    pub name: String,
+    /// Lower-case address their mail comes from and notifications go to.
+    pub email: String,
+    /// Queues they work; empty = every queue.
+    pub queues: Vec<String>,
+    /// 1 = first line, 2 = escalation tier.
+    pub tier: u8,
+    /// Mail them about every new ticket in their queues.
+    pub notify_new: bool,
+}
+
+impl Agent {
+    pub fn works(&self, queue: &str) -> bool {
+        self.queues.is_empty() || self.queues.iter().any(|q| q == queue)
+    }
+}
+
+/// How agents' mail is authenticated beyond the signed reply token.
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// Also require `Authentication-Results: dkim=pass` or `dmarc=pass` for the From domain,
+    /// from one of `trusted_authserv_ids` (RFC 8601 §5: only trust results our own MTA added).
+    pub require_dkim: bool,
+    pub trusted_authserv_ids: Vec<String>,
 }
 
 /// Outbound mail transport.
@@ -245,6 +277,9 @@ pub struct Config {
     pub outbound: Outbound,
     pub limits: Limits,
     pub guard: Guard,
+    /// Agents by key; see [`Agent`].
+    pub agents: BTreeMap<String, Agent>,
+    pub security: Security,
     pub log_level: String,
     /// Graceful shutdown deadline (finish the message in hand, then abort).
     pub shutdown_timeout: Duration,
@@ -254,6 +289,17 @@ impl Config {
     /// The queue that owns a mailbox. Validation guarantees it exists.
     pub fn queue_of(&self, mailbox: &str) -> Option<&Queue> {
         self.mailboxes.get(mailbox).and_then(|m| self.queues.get(&m.queue))
+    }
+
+    /// The agent with this address, if any.
+    pub fn agent_by_email(&self, email: &str) -> Option<&Agent> {
+        self.agents.values().find(|a| a.email == email)
+    }
+
+    /// An agent named by key, name or address (as typed in `/assign`).
+    pub fn find_agent(&self, who: &str) -> Option<&Agent> {
+        let w = who.trim().to_ascii_lowercase();
+        self.agents.values().find(|a| a.email == w || a.key.to_ascii_lowercase() == w || a.name.to_ascii_lowercase() == w)
     }
 
     /// Every address the desk sends from or receives at (loop protection).
@@ -292,6 +338,8 @@ struct RawConfig {
     outbound: RawOutbound,
     limits: RawLimits,
     guard: RawGuard,
+    agents: BTreeMap<String, RawAgent>,
+    security: RawSecurity,
     log: RawLog,
     daemon: RawDaemon,
 }
@@ -319,6 +367,24 @@ struct RawQueue {
     on_closed: Option<String>,
     reopen_within: Option<String>,
     plus_addressing: Option<bool>,
+    escalate_to: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawAgent {
+    name: Option<String>,
+    email: Option<String>,
+    queues: Option<Vec<String>>,
+    tier: Option<u8>,
+    notify_new: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawSecurity {
+    require_dkim: Option<bool>,
+    trusted_authserv_ids: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -649,8 +715,17 @@ impl Validator {
                     on_closed,
                     reopen_within,
                     plus_addressing: q.plus_addressing.unwrap_or(false),
+                    escalate_to: q.escalate_to.clone(),
                 },
             );
+        }
+
+        for q in queues.values() {
+            if let Some(e) = &q.escalate_to
+                && !queues.contains_key(e)
+            {
+                self.add(&format!("queues.{}.escalate_to", q.name), format!("no queue named `{e}`"));
+            }
         }
 
         // [mailboxes.*]
@@ -826,6 +901,51 @@ impl Validator {
         };
         let guard = Guard { auto_mail_caps, sender_rate, domain_rate, flood_action };
 
+        // [agents.*]
+        let mut agents = BTreeMap::new();
+        let mut seen_emails = std::collections::HashSet::new();
+        for (key, a) in &raw.agents {
+            let k = format!("agents.{key}");
+            let email = match &a.email {
+                Some(e) if looks_like_address(e) => e.trim().to_ascii_lowercase(),
+                Some(e) => {
+                    self.add(&format!("{k}.email"), format!("`{e}` is not an email address"));
+                    continue;
+                }
+                None => {
+                    self.add(&format!("{k}.email"), "is required".into());
+                    continue;
+                }
+            };
+            if !seen_emails.insert(email.clone()) {
+                self.add(&format!("{k}.email"), format!("{email} belongs to another agent too"));
+            }
+            if queues.values().any(|q| q.address == email) {
+                self.add(&format!("{k}.email"), format!("{email} is a queue address; agents need their own address"));
+            }
+            let aq = a.queues.clone().unwrap_or_default();
+            for q in &aq {
+                if !queues.contains_key(q) {
+                    self.add(&format!("{k}.queues"), format!("no queue named `{q}`"));
+                }
+            }
+            let tier = a.tier.unwrap_or(1);
+            if !(1..=2).contains(&tier) {
+                self.add(&format!("{k}.tier"), "must be 1 or 2".into());
+            }
+            agents.insert(
+                key.clone(),
+                Agent { key: key.clone(), name: a.name.clone().unwrap_or_else(|| key.clone()), email, queues: aq, tier, notify_new: a.notify_new.unwrap_or(true) },
+            );
+        }
+        let security = Security {
+            require_dkim: raw.security.require_dkim.unwrap_or(false),
+            trusted_authserv_ids: raw.security.trusted_authserv_ids.clone().unwrap_or_default().into_iter().map(|s| s.to_ascii_lowercase()).collect(),
+        };
+        if security.require_dkim && security.trusted_authserv_ids.is_empty() {
+            self.add("security.trusted_authserv_ids", "require_dkim needs the authserv-id(s) of your own MTA".into());
+        }
+
         let log_level = raw.log.level.clone().unwrap_or_else(|| "info".into());
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
             self.add("log.level", format!("`{log_level}` is not a log level or filter"));
@@ -840,6 +960,8 @@ impl Validator {
             outbound,
             limits: Limits { max_message_size },
             guard,
+            agents,
+            security,
             log_level,
             shutdown_timeout,
         }

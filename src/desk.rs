@@ -46,6 +46,9 @@ impl Desk {
             }
         };
         if let Some(t) = &templates {
+            if !config.agents.is_empty() {
+                problems.extend(t.require(crate::render::AGENT_TEMPLATES));
+            }
             for q in config.queues.values() {
                 if q.on_closed == crate::config::OnClosed::Reject && !t.has("closed_notice") {
                     problems.push(Problem {

@@ -25,3 +25,5 @@ pub mod shutdown;
 pub mod intake;
 pub mod commands;
 pub mod daemon;
+pub mod command;
+pub mod authres;

@@ -16,6 +16,10 @@ use std::path::{Path, PathBuf};
 /// Templates every desk needs.
 pub const REQUIRED: &[&str] = &["acknowledgement"];
 
+/// Templates a desk with agents needs.
+pub const AGENT_TEMPLATES: &[&str] =
+    &["agent_new_ticket", "agent_customer_reply", "agent_assigned", "agent_escalated", "agent_note", "agent_command_errors", "agent_reply"];
+
 /// A rendered mail body, ready to compose.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rendered {
@@ -64,7 +68,25 @@ impl Templates {
             Ok(rd) => {
                 for e in rd.flatten() {
                     let p = e.path();
-                    if p.is_dir() {
+                    if p.is_dir() && p.file_name().is_some_and(|n| n == "partials") {
+                        // `partials/NAME.hbs`: shared snippets, `{{> NAME}}` in any template.
+                        if let Ok(sub) = std::fs::read_dir(&p) {
+                            for f in sub.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "hbs")) {
+                                let name = f.file_stem().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+                                match std::fs::read_to_string(&f) {
+                                    Ok(src) => {
+                                        for reg in [&mut text, &mut html] {
+                                            if let Err(e) = reg.register_partial(&name, &src) {
+                                                problems.push(Problem { file: f.clone(), line: e.pos().map(|(l, _)| l), key: String::new(), message: e.reason().to_string() });
+                                                break;
+                                            }
+                                        }
+                                    }
+                                    Err(e) => problems.push(Problem { file: f.clone(), line: None, key: String::new(), message: format!("cannot read: {e}") }),
+                                }
+                            }
+                        }
+                    } else if p.is_dir() {
                         if let Ok(sub) = std::fs::read_dir(&p) {
                             files.extend(sub.flatten().map(|e| e.path()).filter(|p| p.is_file()));
                         }
@@ -112,11 +134,24 @@ impl Templates {
             }
         }
         let t = Templates { text, html, dir: dir.to_path_buf(), names };
-        for name in REQUIRED {
+        if !problems.is_empty() {
+            return Err(problems);
+        }
+        let mut problems = t.require(REQUIRED);
+        if problems.is_empty() {
+            problems = t.check();
+        }
+        if problems.is_empty() { Ok(t) } else { Err(problems) }
+    }
+
+    /// Check that `names` exist (subject and text part each).
+    pub fn require(&self, names: &[&str]) -> Vec<Problem> {
+        let mut problems = Vec::new();
+        for name in names {
             for part in ["subject", "txt"] {
-                if !t.text.has_template(&format!("{name}.{part}")) {
+                if !self.text.has_template(&format!("{name}.{part}")) {
                     problems.push(Problem {
-                        file: dir.join(format!("{name}.{part}.hbs")),
+                        file: self.dir.join(format!("{name}.{part}.hbs")),
                         line: None,
                         key: String::new(),
                         message: "required template is missing".into(),
@@ -124,8 +159,14 @@ impl Templates {
                 }
             }
         }
-        // Render each template against the documented variables, so strict-mode errors show now.
-        if problems.is_empty() {
+        problems
+    }
+
+    /// Render each template against the documented variables, so strict-mode errors show now.
+    pub fn check(&self) -> Vec<Problem> {
+        let (t, dir) = (self, &self.dir);
+        let mut problems = Vec::new();
+        {
             let ctx = sample_context();
             let mut keys: Vec<(String, bool)> = t.text.get_templates().keys().map(|k| (k.clone(), false)).collect();
             keys.extend(t.html.get_templates().keys().map(|k| (k.clone(), true)));
@@ -143,7 +184,7 @@ impl Templates {
                 }
             }
         }
-        if problems.is_empty() { Ok(t) } else { Err(problems) }
+        problems
     }
 
     pub fn has(&self, name: &str) -> bool {
@@ -186,14 +227,17 @@ pub fn sample_context() -> Value {
         "queue": { "name": "support", "address": "support@example.com", "from_name": "Example Support" },
         "ticket": {
             "id": 1042, "ref": "PD-1042", "subject": "Printer on floor 3 is jammed",
-            "status": "new", "priority": "normal", "queue": "support",
+            "status": "new", "priority": "normal", "queue": "support", "owner": "bob@example.com", "tier": 1,
             "requester": "alice@example.org", "created_at": "2026-01-01T09:00:00Z"
         },
         "message": {
             "from": "alice@example.org", "from_name": "Alice Example",
             "subject": "Printer on floor 3 is jammed", "text": "The printer says PC LOAD LETTER."
         },
-        "recipient": { "address": "alice@example.org", "name": "Alice Example" }
+        "recipient": { "address": "alice@example.org", "name": "Alice Example" },
+        "agent": { "name": "Bob Agent", "email": "bob@example.com" },
+        "reply": { "text": "I have ordered a new fuser unit." },
+        "errors": ["/priority whenever: unknown priority `whenever`"]
     })
 }
 

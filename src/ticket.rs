@@ -179,6 +179,10 @@ pub struct Ticket {
     pub tags: Vec<String>,
     pub created_at: String,
     pub updated_at: String,
+    /// Escalation tier (1 first line, 2 after `/escalate`).
+    pub tier: u8,
+    /// When an agent first answered the customer (RFC 3339), if yet.
+    pub first_response_at: Option<String>,
 }
 
 /// One attachment's metadata as shown on an article.

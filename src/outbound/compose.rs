@@ -24,6 +24,8 @@ pub struct Outgoing<'a> {
     pub from_address: &'a str,
     pub to_name: Option<&'a str>,
     pub to_address: &'a str,
+    /// Further visible recipients (other participants of a ticket).
+    pub cc: &'a [String],
     /// A Reply-To of our own (plus-addressed token), if any.
     pub reply_to: Option<&'a str>,
     pub message_id: &'a str,
@@ -54,6 +56,9 @@ pub fn compose(o: &Outgoing<'_>) -> Result<Vec<u8>, ComposeError> {
         .subject(one_line(&o.rendered.subject))
         .date(o.date)
         .message_id(Some(format!("<{}>", o.message_id)));
+    for c in o.cc {
+        b = b.cc(Mailbox::new(None, c.parse().map_err(|e| ComposeError(format!("cc <{c}>: {e}")))?));
+    }
     if let Some(rt) = o.reply_to {
         let addr = rt.parse().map_err(|e| ComposeError(format!("reply-to <{rt}>: {e}")))?;
         b = b.reply_to(Mailbox::new(Some(one_line(o.from_name)).filter(|n| !n.is_empty()), addr));
@@ -112,6 +117,7 @@ mod tests {
             from_address: "support@example.com",
             to_name: Some("Mallory\r\nBcc: x@y.z"),
             to_address: "alice@example.org",
+            cc: &[],
             reply_to: None,
             message_id: "pd.1.aa.bb@desk.example.com",
             in_reply_to: Some("orig@example.org"),

@@ -1,7 +1,8 @@
-//! Mailer: the single path by which the pipeline queues automatic mail (acknowledgements,
-//! notices, notifications). It refuses system and undeliverable addresses, applies the caps on
-//! automatic mail per recipient (loop protection), renders, composes, records the outgoing article
-//! and queues the bytes — all inside the caller's transaction.
+//! Mailer: the single path by which the pipeline queues mail (acknowledgements, notices,
+//! notifications, agents' replies). It refuses system and undeliverable addresses, applies the
+//! caps on automatic mail per recipient (loop protection; agents are exempt, their own automatic
+//! answers are never answered), renders, composes, records the outgoing article and queues the
+//! bytes — all inside the caller's transaction.
 
 use super::{Now, PlannedMail};
 use crate::config::Queue;
@@ -21,10 +22,15 @@ pub struct AutoMail<'a> {
     pub queue: &'a Queue,
     pub to: &'a str,
     pub to_name: Option<&'a str>,
+    /// Further recipients (each checked like `to`; refused ones are left out and recorded).
+    pub cc: Vec<String>,
+    /// Display name on From; the queue's when `None` ("Alice via Support" for agent replies).
+    pub from_name: Option<String>,
     pub ctx: serde_json::Value,
     pub in_reply_to: Option<&'a str>,
     pub references: Vec<String>,
-    pub auto: AutoSubmitted,
+    /// `None` for mail a person wrote (agent replies): no Auto-Submitted, no caps.
+    pub auto: Option<AutoSubmitted>,
 }
 
 /// What became of an automatic mail.
@@ -35,8 +41,16 @@ pub enum Sent {
 }
 
 /// Queue `m` unless a rule of loop protection forbids it; every suppression is recorded.
-pub fn send_auto(tx: &mut Tx<'_>, desk: &Desk, now: &Now, m: AutoMail<'_>) -> Result<Sent, StoreError> {
-    match blocked(tx, desk, now, m.to)? {
+pub fn send_auto(tx: &mut Tx<'_>, desk: &Desk, now: &Now, mut m: AutoMail<'_>) -> Result<Sent, StoreError> {
+    let mut cc = Vec::new();
+    for c in std::mem::take(&mut m.cc) {
+        match blocked(tx, desk, now, &c, m.auto.is_some())? {
+            Some(why) => tx.event(m.ticket, "auto_mail_suppressed", &format!("{} not copied to {c}: {why}", m.label), &now.s)?,
+            None => cc.push(c),
+        }
+    }
+    m.cc = cc;
+    match blocked(tx, desk, now, m.to, m.auto.is_some())? {
         Some(why) => {
             tx.event(m.ticket, "auto_mail_suppressed", &format!("{} to {} not sent: {why}", m.label, m.to), &now.s)?;
             tracing::info!(ticket = m.ticket, to = m.to, what = m.label, why, "automatic mail suppressed");
@@ -44,7 +58,9 @@ pub fn send_auto(tx: &mut Tx<'_>, desk: &Desk, now: &Now, m: AutoMail<'_>) -> Re
         }
         None => match queue(tx, desk, now, &m)? {
             Ok(p) => {
-                tx.log_auto_mail(m.to, Some(m.ticket), &now.s)?;
+                if m.auto.is_some() {
+                    tx.log_auto_mail(m.to, Some(m.ticket), &now.s)?;
+                }
                 Ok(Sent::Queued(p))
             }
             Err(why) => {
@@ -56,7 +72,7 @@ pub fn send_auto(tx: &mut Tx<'_>, desk: &Desk, now: &Now, m: AutoMail<'_>) -> Re
     }
 }
 
-fn blocked(tx: &Tx<'_>, desk: &Desk, now: &Now, to: &str) -> Result<Option<String>, StoreError> {
+fn blocked(tx: &Tx<'_>, desk: &Desk, now: &Now, to: &str, automatic: bool) -> Result<Option<String>, StoreError> {
     if to.is_empty() || guard::is_system_address(to) {
         return Ok(Some(format!("<{to}> is a system or no-reply address")));
     }
@@ -65,6 +81,9 @@ fn blocked(tx: &Tx<'_>, desk: &Desk, now: &Now, to: &str) -> Result<Option<Strin
     }
     if let Some(reason) = tx.undeliverable(to)? {
         return Ok(Some(format!("<{to}> is undeliverable ({reason})")));
+    }
+    if !automatic || desk.config.agent_by_email(to).is_some() {
+        return Ok(None);
     }
     for cap in &desk.config.guard.auto_mail_caps {
         let since = now.minus(cap.window);
@@ -85,16 +104,18 @@ fn queue(tx: &mut Tx<'_>, desk: &Desk, now: &Now, m: &AutoMail<'_>) -> Result<Re
     rendered.subject = desk.refs.tagged_subject(m.ticket, &rendered.subject);
     let message_id = desk.signer.message_id(m.ticket, m.to);
     let reply_to = if m.queue.plus_addressing { desk.signer.reply_address(&m.queue.address, &message_id) } else { None };
+    let from_name = m.from_name.clone().unwrap_or_else(|| m.queue.from_name.clone());
     let raw = match compose(&Outgoing {
-        from_name: &m.queue.from_name,
+        from_name: &from_name,
         from_address: &m.queue.address,
         to_name: m.to_name,
         to_address: m.to,
+        cc: &m.cc,
         reply_to: reply_to.as_deref(),
         message_id: &message_id,
         in_reply_to: m.in_reply_to,
         references: &m.references,
-        auto: Some(m.auto),
+        auto: m.auto,
         domain: &desk.config.desk.domain,
         rendered: &rendered,
         date: now.system(),
@@ -102,7 +123,7 @@ fn queue(tx: &mut Tx<'_>, desk: &Desk, now: &Now, m: &AutoMail<'_>) -> Result<Re
         Ok(r) => r,
         Err(e) => return Ok(Err(e.to_string())),
     };
-    let recipients = [m.to.to_string()];
+    let recipients: Vec<String> = std::iter::once(m.to.to_string()).chain(m.cc.iter().cloned()).collect();
     let article = tx.add_article(&NewArticle {
         ticket: m.ticket,
         direction: Direction::Outbound,

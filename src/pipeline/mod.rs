@@ -3,7 +3,10 @@
 //! the dry run (which runs the transaction and rolls it back), so `rules test` shows exactly what
 //! the daemon would do.
 
+mod agent;
+mod context;
 pub mod mailer;
+mod notify;
 
 use crate::clock::{SharedClock, rfc3339};
 use crate::config::{FloodAction, OnClosed, Queue};
@@ -13,7 +16,7 @@ use crate::message::{self, Parsed};
 use crate::outbound::compose::AutoSubmitted;
 use crate::reference::normalize_subject;
 use crate::store::{Cursor, NewArticle, NewTicket, Store, StoreError, Tx};
-use crate::thread::{self, Decision, History};
+use crate::thread::{self, Decision, History, Via};
 use crate::ticket::{ArticleKind, Direction, Priority, Status, TicketId};
 use mailer::{AutoMail, Sent};
 use serde::Serialize;
@@ -275,6 +278,26 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: Parsed, verdict: Ve
     let mut actions = Vec::new();
     let mut mails = Vec::new();
 
+    // An agent's mail runs commands and posts replies only when it answers a notification sent to
+    // that agent (a token signed for their address) and, if configured, passed DKIM/DMARC.
+    let agent = desk.config.agent_by_email(&sender);
+    if let Some(agent) = agent {
+        match (&decision, verdict.class) {
+            (Decision::FollowUp { ticket, via: Via::Token { .. } }, Class::Human) => {
+                let domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+                let sec = &desk.config.security;
+                if !sec.require_dkim || crate::authres::passes(p.header_all("authentication-results"), &sec.trusted_authserv_ids, domain) {
+                    let ticket = *ticket;
+                    let r = agent::handle(tx, desk, d, &p, verdict, agent, ticket, threading, now)?;
+                    tx.record_delivery(&key, None, "agent", &now.s)?;
+                    return Ok(r);
+                }
+                actions.push(format!("mail from agent {sender} failed the DKIM/DMARC requirement: handled as a customer message, no commands run"));
+            }
+            _ => actions.push(format!("mail from agent address {sender} without a valid reply token: handled as a customer message, no commands run")),
+        }
+    }
+
     let placement = place(tx, desk, queue, &decision, &sender, &verdict, now, &mut actions)?;
     let (ticket, outcome) = match placement {
         Placement::Quarantine { reason } => {
@@ -297,10 +320,12 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: Parsed, verdict: Ve
                     queue,
                     to: &sender,
                     to_name: p.from.as_ref().and_then(|m| m.name.as_deref()),
+                    cc: Vec::new(),
+                    from_name: None,
                     ctx,
                     in_reply_to: Some(&p.message_id),
                     references: with_parent(&p),
-                    auto: AutoSubmitted::AutoReplied,
+                    auto: Some(AutoSubmitted::AutoReplied),
                 })?;
                 record_sent(sent, &mut actions, &mut mails);
             }
@@ -320,6 +345,10 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: Parsed, verdict: Ve
     };
 
     let to_list: Vec<String> = p.to.iter().chain(p.cc.iter()).map(|m| m.address.clone()).filter(|a| !a.is_empty()).collect();
+    if agent.is_some() {
+        tx.event(ticket, "unauthenticated_agent", actions.last().map(String::as_str).unwrap_or(""), &now.s)?;
+        tracing::warn!(ticket, sender, "mail with an agent's address but no valid token");
+    }
     let article = tx.add_article(&NewArticle {
         ticket,
         direction: Direction::Inbound,
@@ -341,6 +370,22 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: Parsed, verdict: Ve
 
     if let Outcome::Created { .. } = outcome {
         acknowledge(tx, desk, queue, ticket, &p, &verdict, now, &mut actions, &mut mails)?;
+    }
+    // Agents hear about people's mail, never about automatic mail.
+    if verdict.class == Class::Human
+        && let Some(t) = tx.ticket(ticket)?
+    {
+        let from_name = p.from.as_ref().and_then(|m| m.name.clone()).unwrap_or_default();
+        let text = agent::visible(&p.body_text);
+        let about = context::About { from: &sender, from_name: &from_name, subject: &p.subject, text: &text, ..Default::default() };
+        let (template, to) = match outcome {
+            Outcome::Created { .. } => ("agent_new_ticket", notify::for_new_ticket(desk, &t)),
+            _ => ("agent_customer_reply", notify::for_customer_reply(tx, desk, &t)?),
+        };
+        if !to.is_empty() {
+            let sent = notify::agents(tx, desk, now, &t, template, &to, Some(&sender), &about, Some(&p.message_id))?;
+            notify::record(sent, &mut actions, &mut mails);
+        }
     }
 
     tx.record_delivery(&key, Some(article), if matches!(outcome, Outcome::Created { .. }) { "created" } else { "follow_up" }, &now.s)?;
@@ -479,10 +524,12 @@ fn acknowledge(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, ticket: TicketId, p:
         queue,
         to: &to,
         to_name: p.from.as_ref().and_then(|m| m.name.as_deref()),
+        cc: Vec::new(),
+        from_name: None,
         ctx,
         in_reply_to: Some(&p.message_id),
         references: with_parent(p),
-        auto: AutoSubmitted::AutoReplied,
+        auto: Some(AutoSubmitted::AutoReplied),
     })?;
     record_sent(sent, actions, mails);
     Ok(())

@@ -12,7 +12,7 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Numbered migrations, applied in order at open; `PRAGMA user_version` records the last one.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql"), include_str!("migrations/0002_guard.sql")];
+const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql"), include_str!("migrations/0002_guard.sql"), include_str!("migrations/0003_agents.sql")];
 
 /// A storage failure. `is_transient` tells callers whether retrying later can help.
 #[derive(Debug, thiserror::Error)]
@@ -566,6 +566,81 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// The whole ticket as listed (participants and tags included).
+    pub fn ticket(&self, ticket: TicketId) -> Result<Option<Ticket>> {
+        let t = self.conn.query_row(&format!("{TICKET_SELECT} WHERE id = ?"), [ticket], ticket_row).optional()?;
+        t.map(|t| complete_ticket(&self.conn, t)).transpose()
+    }
+
+    pub fn set_owner(&mut self, ticket: TicketId, owner: Option<&str>, now: &str) -> Result<()> {
+        self.conn.execute("UPDATE tickets SET owner = ?2, updated_at = ?3 WHERE id = ?1", params![ticket, owner, now])?;
+        Ok(())
+    }
+
+    pub fn set_priority(&mut self, ticket: TicketId, p: Priority, now: &str) -> Result<()> {
+        self.conn.execute("UPDATE tickets SET priority = ?2, updated_at = ?3 WHERE id = ?1", params![ticket, p.as_str(), now])?;
+        Ok(())
+    }
+
+    pub fn set_queue(&mut self, ticket: TicketId, queue: &str, now: &str) -> Result<()> {
+        self.conn.execute("UPDATE tickets SET queue = ?2, updated_at = ?3 WHERE id = ?1", params![ticket, queue, now])?;
+        Ok(())
+    }
+
+    pub fn set_tier(&mut self, ticket: TicketId, tier: u8, now: &str) -> Result<()> {
+        self.conn.execute("UPDATE tickets SET tier = ?2, updated_at = ?3 WHERE id = ?1", params![ticket, tier, now])?;
+        Ok(())
+    }
+
+    pub fn add_tag(&mut self, ticket: TicketId, tag: &str) -> Result<()> {
+        self.conn.execute("INSERT OR IGNORE INTO tags (ticket_id, tag) VALUES (?, ?)", params![ticket, tag])?;
+        Ok(())
+    }
+
+    pub fn remove_tag(&mut self, ticket: TicketId, tag: &str) -> Result<()> {
+        self.conn.execute("DELETE FROM tags WHERE ticket_id = ? AND tag = ?", params![ticket, tag])?;
+        Ok(())
+    }
+
+    /// Record the first agent response (only the first one counts).
+    pub fn mark_first_response(&mut self, ticket: TicketId, now: &str) -> Result<()> {
+        self.conn.execute("UPDATE tickets SET first_response_at = ?2 WHERE id = ?1 AND first_response_at IS NULL", params![ticket, now])?;
+        Ok(())
+    }
+
+    /// Remember that an agent worked this ticket.
+    pub fn add_ticket_agent(&mut self, ticket: TicketId, email: &str) -> Result<()> {
+        self.conn.execute("INSERT OR IGNORE INTO ticket_agents (ticket_id, email) VALUES (?, ?)", params![ticket, email])?;
+        Ok(())
+    }
+
+    /// Agents who worked this ticket.
+    pub fn ticket_agents(&self, ticket: TicketId) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached("SELECT email FROM ticket_agents WHERE ticket_id = ? ORDER BY email")?;
+        let v = stmt.query_map([ticket], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(v)
+    }
+
+    /// Message-IDs of the customer-facing conversation, oldest first: what the customer sent and
+    /// what we sent to customers. Agent notifications and notes are not part of it.
+    pub fn customer_thread(&self, ticket: TicketId) -> Result<Vec<String>> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT message_id FROM articles WHERE ticket_id = ? AND message_id != ''
+             AND (kind = 'customer' OR (direction = 'outbound' AND kind IN ('auto_reply', 'agent_reply'))) ORDER BY id",
+        )?;
+        let v = stmt.query_map([ticket], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(v)
+    }
+
+    /// The newest text the customer wrote on a ticket.
+    pub fn latest_customer_text(&self, ticket: TicketId) -> Result<Option<String>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT body_text FROM articles WHERE ticket_id = ? AND kind = 'customer' ORDER BY id DESC LIMIT 1")?
+            .query_row([ticket], |r| r.get(0))
+            .optional()?)
+    }
+
     /// The references (In-Reply-To chain) for mail we send on a ticket: its first and latest inbound Message-IDs.
     pub fn thread_ids(&self, ticket: TicketId) -> Result<Vec<String>> {
         let mut stmt = self.conn.prepare_cached(
@@ -593,7 +668,7 @@ impl crate::thread::History for Tx<'_> {
     }
 }
 
-const TICKET_SELECT: &str = "SELECT id, subject, status, priority, queue, owner, requester, created_at, updated_at FROM tickets";
+const TICKET_SELECT: &str = "SELECT id, subject, status, priority, queue, owner, requester, created_at, updated_at, tier, first_response_at FROM tickets";
 
 fn ticket_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Ticket> {
     Ok(Ticket {
@@ -609,6 +684,8 @@ fn ticket_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Ticket> {
         tags: Vec::new(),
         created_at: r.get(7)?,
         updated_at: r.get(8)?,
+        tier: r.get(9)?,
+        first_response_at: r.get(10)?,
     })
 }
 

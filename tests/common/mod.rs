@@ -137,16 +137,22 @@ pub fn header(raw: &str, name: &str) -> Option<String> {
 
 /// Write a desk config into `dir` (templates copied from the repo) and return its path.
 pub fn write_config(dir: &Path, body: &str) -> PathBuf {
-    let templates = dir.join("templates");
-    std::fs::create_dir_all(&templates).unwrap();
-    for e in std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("templates")).unwrap().flatten() {
-        if e.path().is_file() {
-            std::fs::copy(e.path(), templates.join(e.file_name())).unwrap();
-        }
-    }
+    copy_tree(&Path::new(env!("CARGO_MANIFEST_DIR")).join("templates"), &dir.join("templates"));
     let path = dir.join("postdesk.toml");
     std::fs::write(&path, body).unwrap();
     path
+}
+
+/// Copy a folder recursively.
+pub fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        if e.path().is_dir() {
+            copy_tree(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
 }
 
 /// Wait until `f` returns Some, polling every 50 ms.

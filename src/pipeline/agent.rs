@@ -1,0 +1,264 @@
+//! Agent mail: what an authenticated agent's reply does — commands first (all or nothing), then
+//! either an internal note or a public reply that reaches the customer from the queue's address,
+//! threaded into the customer's conversation, without the agent's own address.
+
+use super::context::{self, About};
+use super::mailer::{self, AutoMail};
+use super::{Delivery, Now, Outcome, Report, notify};
+use crate::command::{self, Command};
+use crate::config::Agent;
+use crate::desk::Desk;
+use crate::guard::Verdict;
+use crate::message::Parsed;
+use crate::store::{NewArticle, StoreError, Tx};
+use crate::ticket::{ArticleKind, Direction, Status, Ticket, TicketId};
+
+/// The agent's own words: the body without quoted history and signature.
+/// FIXME: switch to `crate::quote::visible_text` once it lands; this only cuts at the usual
+/// quote headers and `>` lines.
+pub(super) fn visible(body: &str) -> String {
+    reply_text(body)
+}
+
+fn reply_text(body: &str) -> String {
+    let mut out = Vec::new();
+    for line in body.lines() {
+        let t = line.trim();
+        let is_quote_header = t.starts_with('>')
+            || t == "-- "
+            || line == "-- "
+            || t.starts_with("-----Original Message-----")
+            || (t.starts_with("On ") && t.ends_with("wrote:"))
+            || (t.starts_with("Am ") && t.ends_with("schrieb:"))
+            || (t.starts_with("Le ") && t.ends_with("a écrit :"))
+            || t.starts_with("From: ") && out.iter().any(|l: &&str| l.trim().is_empty());
+        if is_quote_header {
+            break;
+        }
+        out.push(line);
+    }
+    out.join("\n").trim().to_string()
+}
+
+/// Check every command against the desk before anything is applied.
+fn validate(desk: &Desk, cmds: &[Command]) -> Vec<String> {
+    let mut errors = Vec::new();
+    for c in cmds {
+        match c {
+            Command::Assign { who } | Command::Escalate { to: Some(who) } if desk.config.find_agent(who).is_none() => {
+                errors.push(format!("{}: no agent `{who}` (known: {})", c.describe(), desk.config.agents.values().map(|a| a.key.as_str()).collect::<Vec<_>>().join(", ")));
+            }
+            Command::Queue { queue } if !desk.config.queues.contains_key(queue) => {
+                errors.push(format!("{}: no queue `{queue}` (known: {})", c.describe(), desk.config.queues.keys().cloned().collect::<Vec<_>>().join(", ")));
+            }
+            _ => {}
+        }
+    }
+    errors
+}
+
+/// What applying the commands changed, for notifications.
+#[derive(Default)]
+struct Changes<'d> {
+    status: Option<Status>,
+    assigned: Option<&'d Agent>,
+    escalated: Option<Option<&'d Agent>>,
+    lines: Vec<String>,
+}
+
+fn apply<'d>(tx: &mut Tx<'_>, desk: &'d Desk, actor: &Agent, t: &Ticket, cmds: &[Command], now: &Now) -> Result<Changes<'d>, StoreError> {
+    let mut ch = Changes::default();
+    let id = t.id;
+    let mut status = t.status;
+    for c in cmds {
+        let line = match c {
+            Command::Status { status: s } => {
+                tx.set_status(id, *s, &now.s)?;
+                ch.status = (*s != status).then_some(*s).or(ch.status);
+                let l = format!("status {status} → {s}");
+                status = *s;
+                l
+            }
+            Command::Assign { who } => {
+                let a = desk.config.find_agent(who).expect("validated");
+                tx.set_owner(id, Some(&a.email), &now.s)?;
+                ch.assigned = Some(a);
+                format!("owner → {}", a.email)
+            }
+            Command::Take => {
+                tx.set_owner(id, Some(&actor.email), &now.s)?;
+                format!("owner → {} (took it)", actor.email)
+            }
+            Command::Unassign => {
+                tx.set_owner(id, None, &now.s)?;
+                "owner → nobody".to_string()
+            }
+            Command::Priority { priority } => {
+                tx.set_priority(id, *priority, &now.s)?;
+                format!("priority {} → {priority}", t.priority)
+            }
+            Command::Queue { queue } => {
+                tx.set_queue(id, queue, &now.s)?;
+                format!("queue {} → {queue}", t.queue)
+            }
+            Command::Tag { tags } => {
+                for tag in tags {
+                    tx.add_tag(id, tag)?;
+                }
+                format!("tagged {}", tags.join(", "))
+            }
+            Command::Untag { tags } => {
+                for tag in tags {
+                    tx.remove_tag(id, tag)?;
+                }
+                format!("untagged {}", tags.join(", "))
+            }
+            Command::Escalate { to } => {
+                let target = to.as_deref().and_then(|w| desk.config.find_agent(w));
+                let queue = desk.config.queues.get(&t.queue).and_then(|q| q.escalate_to.clone()).unwrap_or_else(|| t.queue.clone());
+                tx.set_tier(id, 2, &now.s)?;
+                tx.set_queue(id, &queue, &now.s)?;
+                // Ownership moves: to the named agent, else to nobody until tier 2 takes it.
+                tx.set_owner(id, target.map(|a| a.email.as_str()), &now.s)?;
+                ch.escalated = Some(target);
+                format!("escalated to tier 2 (queue {queue}, owner {})", target.map(|a| a.email.as_str()).unwrap_or("nobody"))
+            }
+            Command::Cc { addresses } => {
+                for a in addresses {
+                    tx.add_participant(id, a, "cc")?;
+                }
+                format!("added {} to the conversation", addresses.join(", "))
+            }
+            Command::Note => continue,
+        };
+        tx.event(id, "command", &format!("{} by {}: {line}", c.describe(), actor.email), &now.s)?;
+        ch.lines.push(line);
+    }
+    Ok(ch)
+}
+
+/// Handle a verified agent's mail on `ticket`.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn handle(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, verdict: Verdict, agent: &Agent, ticket: TicketId, threading: String, now: &Now) -> Result<Report, StoreError> {
+    let mut r = Report::new(p, Some(verdict), Some(threading), Outcome::FollowUp { ticket });
+    let Some(t) = tx.ticket(ticket)? else { return Ok(r) };
+    let parsed = command::parse(&reply_text(&p.body_text));
+    let mut errors: Vec<String> = parsed.errors.iter().map(|e| format!("{}: {}", e.line, e.error)).collect();
+    errors.extend(validate(desk, &parsed.commands));
+    tx.add_ticket_agent(ticket, &agent.email)?;
+
+    let article = |tx: &mut Tx<'_>, kind: ArticleKind, body: &str| {
+        tx.add_article(&NewArticle {
+            ticket,
+            direction: Direction::Inbound,
+            kind,
+            from: &agent.email,
+            to: &[],
+            subject: &p.subject,
+            message_id: &p.message_id,
+            body_text: body,
+            mailbox: Some(d.mailbox),
+            guard_class: Some("human"),
+            raw: Some(d.raw),
+            attachments: &p.attachments,
+            now: &now.s,
+        })
+    };
+
+    if !errors.is_empty() {
+        // Nothing half-done: keep the mail as an internal note, apply nothing, tell the agent.
+        article(tx, ArticleKind::Note, &p.body_text)?;
+        tx.event(ticket, "commands_rejected", &format!("{}: {}", agent.email, errors.join("; ")), &now.s)?;
+        r.actions.push(format!("commands rejected: {}", errors.join("; ")));
+        let about = About { agent: Some(agent), errors: &errors, ..Default::default() };
+        let sent = notify::agents(tx, desk, now, &t, "agent_command_errors", &[agent], None, &about, Some(&p.message_id))?;
+        notify::record(sent, &mut r.actions, &mut r.mails);
+        return Ok(r);
+    }
+
+    let changes = apply(tx, desk, agent, &t, &parsed.commands, now)?;
+    r.actions.extend(changes.lines.iter().cloned());
+    let text = parsed.text.clone();
+    let public = !parsed.is_note() && !text.is_empty();
+    let kind = if public { ArticleKind::AgentReply } else { ArticleKind::Note };
+    let body = if text.is_empty() { changes.lines.join("\n") } else { text.clone() };
+    article(tx, kind, &body)?;
+    let t = tx.ticket(ticket)?.unwrap_or(t);
+    let customer_text = tx.latest_customer_text(ticket)?.unwrap_or_default();
+    let customer_text = reply_text(&customer_text);
+
+    if public {
+        let queue = desk.config.queues.get(&t.queue).or_else(|| desk.config.queues.values().next()).expect("validated config has a queue");
+        let thread = tx.customer_thread(ticket)?;
+        let cc: Vec<String> = t.participants.iter().filter(|e| **e != t.requester && desk.config.agent_by_email(e).is_none()).cloned().collect();
+        let about = About { agent: Some(agent), reply: &text, ..Default::default() };
+        let ctx = context::build(desk, queue, &t, &about, &t.requester, "");
+        let sent = mailer::send_auto(tx, desk, now, AutoMail {
+            ticket,
+            kind: ArticleKind::AgentReply,
+            label: "agent_reply",
+            template: "agent_reply",
+            queue,
+            to: &t.requester,
+            to_name: None,
+            cc,
+            from_name: Some(format!("{} via {}", agent.name, queue.from_name)),
+            ctx,
+            in_reply_to: thread.last().map(String::as_str),
+            references: thread.clone(),
+            auto: None,
+        })?;
+        notify::record(vec![sent], &mut r.actions, &mut r.mails);
+        tx.mark_first_response(ticket, &now.s)?;
+        if t.status == Status::New && changes.status.is_none() {
+            tx.set_status(ticket, Status::Open, &now.s)?;
+            r.actions.push("status new → open (first agent reply)".into());
+        }
+    } else if parsed.is_note() && !text.is_empty() {
+        let mut to: Vec<&Agent> = t.owner.as_deref().and_then(|o| desk.config.agent_by_email(o)).into_iter().collect();
+        for e in tx.ticket_agents(ticket)? {
+            if let Some(a) = desk.config.agent_by_email(&e)
+                && !to.iter().any(|x| x.email == a.email)
+            {
+                to.push(a);
+            }
+        }
+        let about = About { agent: Some(agent), reply: &text, ..Default::default() };
+        let sent = notify::agents(tx, desk, now, &t, "agent_note", &to, Some(&agent.email), &about, Some(&p.message_id))?;
+        r.actions.push("internal note added".into());
+        notify::record(sent, &mut r.actions, &mut r.mails);
+    }
+
+    let t = tx.ticket(ticket)?.unwrap_or(t);
+    let about = About { from: &t.requester, text: &customer_text, agent: Some(agent), reply: &text, ..Default::default() };
+    if let Some(a) = changes.assigned {
+        let sent = notify::agents(tx, desk, now, &t, "agent_assigned", &[a], Some(&agent.email), &about, None)?;
+        notify::record(sent, &mut r.actions, &mut r.mails);
+    }
+    if let Some(target) = changes.escalated {
+        let to: Vec<&Agent> = match target {
+            Some(a) => vec![a],
+            None => desk.config.agents.values().filter(|a| a.tier == 2 && a.works(&t.queue)).collect(),
+        };
+        let sent = notify::agents(tx, desk, now, &t, "agent_escalated", &to, Some(&agent.email), &about, None)?;
+        notify::record(sent, &mut r.actions, &mut r.mails);
+    }
+    // The customer hears of a status change from its template, unless the reply itself told them.
+    if changes.status.is_some() && !public
+        && let Some(sent) = notify::customer_status(tx, desk, now, &t)?
+    {
+        notify::record(vec![sent], &mut r.actions, &mut r.mails);
+    }
+    Ok(r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::reply_text;
+
+    #[test]
+    fn quoted_history_is_cut() {
+        assert_eq!(reply_text("/take\nOn it.\n\nOn Mon, 30 Nov 2026 at 10:00, Support wrote:\n> old"), "/take\nOn it.");
+        assert_eq!(reply_text("Thanks\n> quoted\nmore"), "Thanks");
+    }
+}

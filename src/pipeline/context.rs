@@ -1,0 +1,41 @@
+//! Template variables: one builder for every mail the pipeline writes, so all templates see the
+//! same names (documented in the README and checked against `render::sample_context`).
+
+use crate::config::{Agent, Queue};
+use crate::desk::Desk;
+use crate::ticket::Ticket;
+use serde_json::{Value, json};
+
+/// What the mail is about besides the ticket.
+#[derive(Debug, Default, Clone)]
+pub struct About<'a> {
+    /// The message that triggered the mail (customer text, quote-stripped).
+    pub from: &'a str,
+    pub from_name: &'a str,
+    pub subject: &'a str,
+    pub text: &'a str,
+    /// The acting agent, for assignment/escalation/note mails.
+    pub agent: Option<&'a Agent>,
+    /// The agent's own words (reply or note).
+    pub reply: &'a str,
+    pub errors: &'a [String],
+}
+
+/// Build the context for one recipient.
+pub fn build(desk: &Desk, queue: &Queue, t: &Ticket, about: &About<'_>, to: &str, to_name: &str) -> Value {
+    json!({
+        "desk": { "name": desk.config.desk.name },
+        "queue": { "name": queue.name, "address": queue.address, "from_name": queue.from_name },
+        "ticket": {
+            "id": t.id, "ref": desk.refs.format(t.id), "subject": t.subject,
+            "status": t.status.as_str(), "priority": t.priority.as_str(), "queue": t.queue,
+            "owner": t.owner.clone().unwrap_or_default(), "tier": t.tier,
+            "requester": t.requester, "created_at": t.created_at
+        },
+        "message": { "from": about.from, "from_name": about.from_name, "subject": about.subject, "text": about.text },
+        "recipient": { "address": to, "name": to_name },
+        "agent": { "name": about.agent.map(|a| a.name.as_str()).unwrap_or(""), "email": about.agent.map(|a| a.email.as_str()).unwrap_or("") },
+        "reply": { "text": about.reply },
+        "errors": about.errors
+    })
+}

@@ -1,0 +1,260 @@
+//! Agents by mail, through the library with a real SQLite file (no servers): notifications,
+//! replies that reach the customer anonymised and threaded, commands (all or nothing), notes,
+//! escalation, and the refusal of mail that merely claims an agent's address.
+
+mod common;
+
+use common::clients;
+use postdesk::clock::ManualClock;
+use postdesk::desk::{Desk, KeyMode};
+use postdesk::pipeline::{Delivery, Outcome, Pipeline, Report};
+use postdesk::store::Store;
+use postdesk::ticket::{ArticleKind, Priority, Status};
+use std::sync::Arc;
+use time::macros::datetime;
+
+const DESK: &str = r#"
+[desk]
+name = "Example Support"
+domain = "desk.example.test"
+data_dir = "var"
+templates_dir = "templates"
+secret = "agents-test-secret-0123456789"
+
+[queues.support]
+address = "support@example.test"
+from_name = "Example Support"
+escalate_to = "second"
+
+[queues.second]
+address = "second@example.test"
+from_name = "Example Support (tier 2)"
+
+[mailboxes.support]
+kind = "pipe"
+
+[agents.alice]
+name = "Alice Agent"
+email = "alice@agents.example.test"
+queues = ["support"]
+
+[agents.carol]
+name = "Carol Agent"
+email = "carol@agents.example.test"
+queues = ["support"]
+
+[agents.bob]
+name = "Bob Expert"
+email = "bob@agents.example.test"
+tier = 2
+"#;
+
+struct Desk2 {
+    _dir: tempfile::TempDir,
+    desk: Desk,
+    p: Pipeline,
+    sent: std::cell::Cell<usize>,
+}
+
+fn setup(extra: &str) -> Desk2 {
+    let dir = tempfile::tempdir().unwrap();
+    let path = common::write_config(dir.path(), &format!("{DESK}\n{extra}"));
+    let desk = Desk::load(&path, KeyMode::Persistent).unwrap_or_else(|p| panic!("{p}"));
+    let store = Arc::new(Store::open(&desk.config.desk.database).unwrap());
+    let p = Pipeline::new(store, Arc::new(ManualClock::new(datetime!(2026-11-30 09:00 UTC))));
+    Desk2 { _dir: dir, desk, p, sent: std::cell::Cell::new(0) }
+}
+
+/// A queued mail, parsed.
+struct Out {
+    to: Vec<String>,
+    raw: String,
+}
+
+impl Out {
+    fn h(&self, name: &str) -> String {
+        common::header(&self.raw, name).unwrap_or_default()
+    }
+    fn id(&self) -> String {
+        self.h("message-id").trim_matches(['<', '>']).to_string()
+    }
+}
+
+impl Desk2 {
+    fn ingest(&self, raw: &[u8]) -> Report {
+        self.p.ingest(&self.desk, Delivery { mailbox: "support", raw, cursor: None }).unwrap()
+    }
+    /// Mail queued since the last call.
+    fn new_mail(&self) -> Vec<Out> {
+        let all = self.p.store.due_outbound("9999", 10_000).unwrap();
+        let new: Vec<Out> = all.iter().skip(self.sent.get()).map(|m| Out { to: m.recipients.clone(), raw: String::from_utf8(m.raw.clone()).unwrap() }).collect();
+        self.sent.set(all.len());
+        new
+    }
+    fn ticket(&self) -> postdesk::ticket::TicketDetail {
+        self.p.store.ticket_detail(1).unwrap().unwrap()
+    }
+}
+
+fn to<'a>(mails: &'a [Out], who: &str) -> Vec<&'a Out> {
+    mails.iter().filter(|m| m.to.iter().any(|t| t == who)).collect()
+}
+
+/// An agent answering a notification from Thunderbird.
+fn agent_reply(agent: &str, notification: &Out, body: &str) -> Vec<u8> {
+    clients::thunderbird_reply("Agent", agent, "support@example.test", &notification.h("subject"), &notification.id(), &[], body).raw
+}
+
+fn open_ticket(d: &Desk2) -> (Out, Out) {
+    let m = clients::thunderbird_new("Dana Customer", "dana@example.org", "support@example.test", "VPN broken", "The VPN drops every hour.");
+    assert!(matches!(d.ingest(&m.raw).outcome, Outcome::Created { ticket: 1 }));
+    let mut mails = d.new_mail();
+    assert_eq!(mails.len(), 3, "ack + two tier-1 notifications");
+    let ack = mails.remove(mails.iter().position(|m| m.to == ["dana@example.org"]).unwrap());
+    assert!(to(&mails, "bob@agents.example.test").is_empty(), "tier 2 is not told of new tickets");
+    let n = mails.into_iter().find(|m| m.to == ["alice@agents.example.test"]).unwrap();
+    assert!(n.h("subject").contains("[PD-1]") && n.raw.contains("The VPN drops every hour."), "{}", n.raw);
+    assert_eq!(n.h("auto-submitted"), "auto-generated");
+    (ack, n)
+}
+
+#[test]
+fn agent_reply_reaches_the_customer_anonymised_and_threaded() {
+    let d = setup("");
+    let (ack, n) = open_ticket(&d);
+    let r = d.ingest(&agent_reply("alice@agents.example.test", &n, "/take\nHello Dana, please update the VPN client to 5.2."));
+    assert_eq!(r.outcome, Outcome::FollowUp { ticket: 1 });
+    let mails = d.new_mail();
+    let reply = to(&mails, "dana@example.org");
+    assert_eq!(reply.len(), 1, "{:?}", r.actions);
+    let reply = reply[0];
+    assert!(reply.h("from").contains("Alice Agent via Example Support") && reply.h("from").contains("<support@example.test>"), "{}", reply.h("from"));
+    assert!(!reply.raw.contains("alice@agents.example.test"), "agent address leaked:\n{}", reply.raw);
+    assert!(reply.raw.contains("please update the VPN client"));
+    assert!(!reply.raw.contains("/take"), "commands are removed from what the customer sees");
+    assert!(reply.h("subject").contains("[PD-1]"));
+    assert_eq!(reply.h("in-reply-to"), format!("<{}>", ack.id()), "threads under our last mail to the customer");
+    assert!(reply.h("auto-submitted").is_empty(), "a person's reply is not automatic");
+    let t = d.ticket();
+    assert_eq!(t.ticket.owner.as_deref(), Some("alice@agents.example.test"));
+    assert_eq!(t.ticket.status, Status::Open);
+    assert!(t.ticket.first_response_at.is_some());
+    assert!(t.articles.iter().any(|a| a.kind == ArticleKind::AgentReply && a.direction == postdesk::ticket::Direction::Outbound));
+
+    // The customer answers the agent: the owner is told, with the customer's new text.
+    let dana = clients::gmail_reply("Dana", "dana@example.org", "support@example.test", &reply.h("subject"), &reply.id(), &[], "Updated, still broken.");
+    assert_eq!(d.ingest(&dana.raw).outcome, Outcome::FollowUp { ticket: 1 });
+    let mails = d.new_mail();
+    let told = to(&mails, "alice@agents.example.test");
+    assert_eq!(told.len(), 1);
+    assert!(told[0].raw.contains("Updated, still broken.") && !told[0].raw.contains("Thank you for writing"), "quote-stripped: {}", told[0].raw);
+    assert!(to(&mails, "carol@agents.example.test").is_empty(), "owned tickets only go to the owner");
+}
+
+#[test]
+fn commands_only_notes_and_status_notices() {
+    let d = setup("");
+    let (_, n) = open_ticket(&d);
+    d.ingest(&agent_reply("alice@agents.example.test", &n, "/status pending\n/priority high\n/tag vpn, network"));
+    let mails = d.new_mail();
+    let t = d.ticket().ticket;
+    assert_eq!((t.status, t.priority), (Status::Pending, Priority::High));
+    assert_eq!(t.tags, vec!["network".to_string(), "vpn".to_string()]);
+    let notice = to(&mails, "dana@example.org");
+    assert_eq!(notice.len(), 1, "commands only: the customer gets the pending notice, no reply");
+    assert!(notice[0].h("subject").contains("We need your reply"), "{}", notice[0].raw);
+
+    // A note stays internal; other agents on the ticket hear of it.
+    d.ingest(&agent_reply("carol@agents.example.test", &to(&d_notifications(&d, &n), "carol@agents.example.test")[0].clone_out(), "/note\nVendor says a fix ships Friday."));
+    let mails = d.new_mail();
+    assert!(to(&mails, "dana@example.org").is_empty(), "notes never reach the customer");
+    let alice = to(&mails, "alice@agents.example.test");
+    assert_eq!(alice.len(), 1);
+    assert!(alice[0].raw.contains("Vendor says a fix ships Friday."));
+    assert!(d.ticket().articles.iter().any(|a| a.kind == ArticleKind::Note && a.body_text.contains("Friday")));
+}
+
+/// The notification carol got for ticket 1 (re-read from the outbox).
+fn d_notifications(d: &Desk2, _n: &Out) -> Vec<Out> {
+    d.p.store.due_outbound("9999", 10_000).unwrap().into_iter().map(|m| Out { to: m.recipients, raw: String::from_utf8(m.raw).unwrap() }).filter(|o| o.h("subject").contains("New ticket")).collect()
+}
+
+trait CloneOut {
+    fn clone_out(&self) -> Out;
+}
+impl CloneOut for &Out {
+    fn clone_out(&self) -> Out {
+        Out { to: self.to.clone(), raw: self.raw.clone() }
+    }
+}
+
+#[test]
+fn a_failed_command_applies_nothing_and_tells_the_agent() {
+    let d = setup("");
+    let (_, n) = open_ticket(&d);
+    d.ingest(&agent_reply("alice@agents.example.test", &n, "/take\n/priority whenever\n/assign nobody-here\nDear Dana, fixed."));
+    let mails = d.new_mail();
+    assert!(to(&mails, "dana@example.org").is_empty(), "nothing half-done: no reply sent");
+    let back = to(&mails, "alice@agents.example.test");
+    assert_eq!(back.len(), 1);
+    assert!(back[0].raw.contains("unknown priority") && back[0].raw.contains("no agent `nobody-here`"), "{}", back[0].raw);
+    let t = d.ticket().ticket;
+    assert_eq!(t.owner, None, "/take was not applied either");
+    assert_eq!(t.priority, Priority::Normal);
+}
+
+#[test]
+fn spoofed_agent_mail_cannot_run_commands_or_post() {
+    let d = setup("");
+    let (ack, n) = open_ticket(&d);
+    // Right From, no token (a new mail with the subject tag): handled as customer mail.
+    let spoof = clients::outlook_subject_only_reply("Alice", "alice@agents.example.test", "support@example.test", &n.h("subject"), "/close\nClosing this.");
+    d.ingest(&spoof.raw);
+    // A real token, but issued to another address (the customer's ack), with an agent's From.
+    let stolen = clients::thunderbird_reply("Alice", "alice@agents.example.test", "support@example.test", &ack.h("subject"), &ack.id(), &[], "/status resolved\nDone.");
+    d.ingest(&stolen.raw);
+    // An agent's token replayed by someone else.
+    let replay = agent_reply("mallory@example.net", &n, "/assign alice\nHi");
+    d.ingest(&replay);
+    let t = d.ticket();
+    assert_eq!(t.ticket.status, Status::New);
+    assert_eq!(t.ticket.owner, None);
+    assert!(d.new_mail().iter().all(|m| !m.raw.contains("Closing this.") && !m.raw.contains("Done.") || m.to.iter().all(|t| t.ends_with("agents.example.test"))), "nothing was posted to the customer as the agent");
+    assert!(t.events.iter().any(|e| e.kind == "unauthenticated_agent"), "{:?}", t.events);
+    assert!(t.articles.iter().all(|a| a.kind != ArticleKind::AgentReply));
+}
+
+#[test]
+fn escalation_moves_ownership_to_tier_two() {
+    let d = setup("");
+    let (_, n) = open_ticket(&d);
+    d.ingest(&agent_reply("alice@agents.example.test", &n, "/take\n/escalate\n/note\nNeeds someone who knows the VPN concentrator."));
+    let mails = d.new_mail();
+    let t = d.ticket().ticket;
+    assert_eq!((t.tier, t.queue.as_str(), t.owner.as_deref()), (2, "second", None));
+    let bob = to(&mails, "bob@agents.example.test");
+    assert_eq!(bob.len(), 1, "tier 2 is told");
+    assert!(bob[0].h("subject").contains("Escalated") && bob[0].raw.contains("VPN concentrator") && bob[0].raw.contains("The VPN drops every hour."), "{}", bob[0].raw);
+    // Bob takes it from his notification.
+    d.ingest(&agent_reply("bob@agents.example.test", bob[0], "/take\nDana, I am looking into it."));
+    assert_eq!(d.ticket().ticket.owner.as_deref(), Some("bob@agents.example.test"));
+    assert_eq!(to(&d.new_mail(), "dana@example.org").len(), 1);
+    // /assign hands it back to a named agent who is told.
+    let bob_n = d.p.store.due_outbound("9999", 10_000).unwrap().into_iter().find(|m| m.recipients == ["bob@agents.example.test"]).unwrap();
+    let bob_n = Out { to: bob_n.recipients, raw: String::from_utf8(bob_n.raw).unwrap() };
+    d.ingest(&agent_reply("bob@agents.example.test", &bob_n, "/assign carol"));
+    assert_eq!(d.ticket().ticket.owner.as_deref(), Some("carol@agents.example.test"));
+    assert_eq!(to(&d.new_mail(), "carol@agents.example.test").len(), 1);
+}
+
+#[test]
+fn dkim_requirement_for_agents() {
+    let d = setup("[security]\nrequire_dkim = true\ntrusted_authserv_ids = [\"mx.example.test\"]\n");
+    let (_, n) = open_ticket(&d);
+    d.ingest(&agent_reply("alice@agents.example.test", &n, "/take\nHi"));
+    assert_eq!(d.ticket().ticket.owner, None, "no Authentication-Results: refused");
+    let mut signed = b"Authentication-Results: mx.example.test; dkim=pass header.d=agents.example.test header.s=s1\r\n".to_vec();
+    signed.extend(agent_reply("alice@agents.example.test", &n, "/take\nHi again"));
+    d.ingest(&signed);
+    assert_eq!(d.ticket().ticket.owner.as_deref(), Some("alice@agents.example.test"));
+}
