@@ -20,6 +20,8 @@ struct Wiring {
     imap_tls: &'static str,
     smtp_tls: &'static str,
     after: &'static str,
+    /// Extra config sections (agents, guard, …).
+    extra: &'static str,
 }
 
 fn desk_toml(s: &MailServers, dir: &std::path::Path, w: &Wiring) -> String {
@@ -74,7 +76,9 @@ ca_file = "{ca}"
 {smtp_auth}retry_initial = "1s"
 retry_max = "2s"
 poll_interval = "500ms"
+{extra}
 "#,
+        extra = w.extra,
         data = dir.join("var").display(),
         imap_tls = w.imap_tls,
         smtp_tls = w.smtp_tls,
@@ -133,7 +137,7 @@ fn id_of(raw: &str) -> String {
 #[test]
 fn scenarios_1_2_3_over_implicit_tls() {
     let s = MailServers::start();
-    let d = Daemon::start(&s, &Wiring { imap_tls: "implicit", smtp_tls: "implicit", after: "seen" });
+    let d = Daemon::start(&s, &Wiring { imap_tls: "implicit", smtp_tls: "implicit", after: "seen", extra: "" });
 
     // 1. A customer mails support@ → a ticket and an acknowledgement with its reference.
     let first = clients::thunderbird_new("Alice Example", "alice@example.test", "support@example.test", "Printer on floor 3 is jammed", "It says PC LOAD LETTER.");
@@ -190,7 +194,7 @@ fn scenarios_1_2_3_over_implicit_tls() {
 #[test]
 fn starttls_intake_plain_smtp_two_mailboxes_move_and_restart() {
     let s = MailServers::start();
-    let d = Daemon::start(&s, &Wiring { imap_tls: "starttls", smtp_tls: "none", after: "move" });
+    let d = Daemon::start(&s, &Wiring { imap_tls: "starttls", smtp_tls: "none", after: "move", extra: "" });
 
     let b = clients::thunderbird_new("Bob Example", "bob@example.test", "billing@example.test", "Invoice 2026-117 is wrong", "Charged twice.");
     s.send("bob@example.test", &["billing@example.test"], &b.raw);
@@ -225,7 +229,7 @@ fn starttls_intake_plain_smtp_two_mailboxes_move_and_restart() {
 #[test]
 fn smtp_outage_keeps_mail_queued_until_the_server_is_back() {
     let s = MailServers::start();
-    let d = Daemon::start(&s, &Wiring { imap_tls: "starttls", smtp_tls: "none", after: "seen" });
+    let d = Daemon::start(&s, &Wiring { imap_tls: "starttls", smtp_tls: "none", after: "seen", extra: "" });
     // Deliver straight into support's mailbox (LMTP), then take Postfix down before the ack goes.
     common::postfix(&s, "stop");
     let m = clients::thunderbird_new("Alice Example", "alice@example.test", "support@example.test", "Email is down", "Help.");
@@ -240,5 +244,87 @@ fn smtp_outage_keeps_mail_queued_until_the_server_is_back() {
     let ack = s.wait_for("alice", WAIT, |m| m.contains("[PD-1]"));
     assert!(ack.contains("Email is down"));
     common::eventually(WAIT, "outbox drained", || (store.outbox_counts().unwrap().sent == 1).then_some(()));
+    d.stop();
+}
+
+const AGENTS: &str = r#"
+[agents.agent]
+name = "Andy Agent"
+email = "agent@example.test"
+queues = ["support"]
+
+[agents.agent2]
+name = "Tess Tier-Two"
+email = "agent2@example.test"
+tier = 2
+"#;
+
+#[test]
+fn scenarios_4_5_6_agents_work_from_their_mail_clients() {
+    let s = MailServers::start();
+    let d = Daemon::start(&s, &Wiring { imap_tls: "starttls", smtp_tls: "none", after: "seen", extra: AGENTS });
+    let first = clients::thunderbird_new("Alice Example", "alice@example.test", "support@example.test", "Toner empty on floor 2", "The printer says toner empty.");
+    s.send("alice@example.test", &["support@example.test"], &first.raw);
+    let ack = s.wait_for("alice", WAIT, |m| m.contains("[PD-1]"));
+    // 4. The agent of the queue is notified.
+    let note = s.wait_for("agent", WAIT, |m| m.contains("[PD-1]") && m.contains("New ticket"));
+    assert!(note.contains("The printer says toner empty."), "{note}");
+    assert_eq!(s.count("agent2", |_| true), 0, "tier 2 hears nothing yet");
+
+    //    The agent answers from mutt: the customer gets it from support@, threaded, anonymised.
+    common::mutt_reply(&s, "agent", "PD-1", "/take\nHello Alice, a new toner cartridge is on its way.");
+    let reply = s.wait_for("alice", WAIT, |m| m.contains("toner cartridge is on its way"));
+    let from = header(&reply, "from").unwrap();
+    assert!(from.contains("Andy Agent via Example Support") && from.contains("support@example.test"), "{from}");
+    assert!(!reply.contains("agent@example.test"), "the agent's address leaked:\n{reply}");
+    assert!(!reply.contains("/take"));
+    assert!(header(&reply, "subject").unwrap().contains("[PD-1]"));
+    assert_eq!(header(&reply, "in-reply-to").unwrap(), format!("<{}>", id_of(&ack)));
+    assert!(header(&reply, "references").unwrap().contains(&first.message_id));
+    common::eventually(WAIT, "owner set by /take", || (d.tickets()[0].owner.as_deref() == Some("agent@example.test")).then_some(()));
+    let t = &d.tickets()[0];
+    assert_eq!(t.status, postdesk::ticket::Status::Open);
+    assert!(d.articles(1).iter().any(|a| a.kind == postdesk::ticket::ArticleKind::AgentReply && a.direction == postdesk::ticket::Direction::Outbound));
+
+    // 5. Commands and an internal note, from a Gmail-style client answering the notification.
+    let nid = id_of(&note);
+    let nsub = header(&note, "subject").unwrap();
+    let cmds = clients::gmail_reply("Andy", "agent@example.test", "support@example.test", &nsub, &nid, &[], "/status pending\n/priority high\n/tag printer");
+    s.send("agent@example.test", &["support@example.test"], &cmds.raw);
+    let pending = s.wait_for("alice", WAIT, |m| m.contains("We need your reply"));
+    assert!(header(&pending, "subject").unwrap().contains("[PD-1]"));
+    let t = d.tickets().remove(0);
+    assert_eq!((t.status, t.priority, t.tags.clone()), (postdesk::ticket::Status::Pending, postdesk::ticket::Priority::High, vec!["printer".to_string()]));
+    let secret = clients::thunderbird_reply("Andy", "agent@example.test", "support@example.test", &nsub, &nid, &[], "/note\nThe cartridge is on back order until Friday.");
+    s.send("agent@example.test", &["support@example.test"], &secret.raw);
+    common::eventually(WAIT, "note stored", || d.articles(1).iter().any(|a| a.kind == postdesk::ticket::ArticleKind::Note && a.body_text.contains("back order")).then_some(()));
+
+    //    A command error gets a short answer to the agent, and nothing is done.
+    let bad = clients::gmail_reply("Andy", "agent@example.test", "support@example.test", &nsub, &nid, &[], "/status someday\nAlice, fixed!");
+    s.send("agent@example.test", &["support@example.test"], &bad.raw);
+    let err = s.wait_for("agent", WAIT, |m| m.contains("Not applied"));
+    assert!(err.contains("unknown status"), "{err}");
+
+    // 6. The agent's From without a reply token (Outlook keeping only the subject) cannot act.
+    let spoof = clients::outlook_subject_only_reply("Andy", "agent@example.test", "support@example.test", &nsub, "/close\nAlice, all done, closing.");
+    s.send("mallory@example.test", &["support@example.test"], &spoof.raw);
+    common::eventually(WAIT, "spoof recorded", || {
+        d.store().ticket_detail(1).unwrap().unwrap().events.iter().any(|e| e.kind == "possibly_related" && e.detail.contains("agent@example.test")).then_some(())
+    });
+
+    //    /escalate: tier 2 is told with the full context, and owns it after /take.
+    let esc = clients::thunderbird_reply("Andy", "agent@example.test", "support@example.test", &nsub, &nid, &[], "/escalate\n/note\nNeeds the printer vendor contract.");
+    s.send("agent@example.test", &["support@example.test"], &esc.raw);
+    let t2 = s.wait_for("agent2", WAIT, |m| m.contains("Escalated"));
+    assert!(t2.contains("printer vendor contract") && t2.contains("The printer says toner empty."), "{t2}");
+    common::mutt_reply(&s, "agent2", "Escalated", "/take\nAlice, I will call the vendor today.");
+    s.wait_for("alice", WAIT, |m| m.contains("call the vendor today"));
+    common::eventually(WAIT, "tier 2 owns it", || (d.tickets()[0].owner.as_deref() == Some("agent2@example.test")).then_some(()));
+
+    // Notes and command errors never reached the customer; the spoof changed nothing.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.count("alice", |m| m.contains("back order") || m.contains("all done, closing") || m.contains("fixed!")), 0);
+    let t = d.tickets().remove(0);
+    assert_eq!((t.tier, t.status), (2, postdesk::ticket::Status::Pending));
     d.stop();
 }

@@ -243,3 +243,43 @@ pub fn lmtp_deliver(s: &MailServers, rcpt: &str, raw: &[u8]) {
     expect(&mut r, "250");
     w.write_all(b"QUIT\r\n").unwrap();
 }
+
+/// Reply with Debian's real mutt, as `user` would: open the user's Maildir, pick the newest
+/// message whose subject matches `subject_pattern`, `<reply>` with quoting, type `body` above the
+/// quote, send over SMTP to the test Postfix. mutt sets In-Reply-To/References itself.
+pub fn mutt_reply(s: &MailServers, user: &str, subject_pattern: &str, body: &str) {
+    let work = s.dir.path().join(format!("mutt-{user}-{}", std::process::id()));
+    std::fs::create_dir_all(&work).unwrap();
+    let body_file = work.join("body.txt");
+    std::fs::write(&body_file, format!("{body}\n\n")).unwrap();
+    // The "editor": put the agent's text above the quoted message mutt prepared.
+    let editor = work.join("editor.sh");
+    std::fs::write(&editor, format!("#!/bin/sh\ncat '{}' \"$1\" > \"$1.new\" && mv \"$1.new\" \"$1\"\n", body_file.display())).unwrap();
+    Command::new("chmod").arg("+x").arg(&editor).status().unwrap();
+    let maildir = format!("{}/{user}/Maildir", s.env["MAILDIR_ROOT"]);
+    let rc = work.join("muttrc");
+    std::fs::write(
+        &rc,
+        format!(
+            "set from = \"{user}@example.test\"\nset realname = \"{user}\"\nset use_from = yes\nset smtp_url = \"smtp://127.0.0.1:{port}/\"\nset editor = \"{editor}\"\nset edit_headers = no\nset fast_reply = yes\nset include = yes\nset askcc = no\nset askbcc = no\nset confirmappend = no\nset quit = yes\nset record = \"\"\nset postpone = no\nset move = no\nset mbox_type = Maildir\nset folder = \"{maildir}\"\nset spoolfile = \"{maildir}\"\nset sort = date-received\nset charset = utf-8\nset send_charset = utf-8\nset abort_unmodified = no\nset ssl_ca_certificates_file = \"{ca}\"\n",
+            port = s.port("SMTP_PORT"),
+            editor = editor.display(),
+            ca = s.ca_file()
+        ),
+    )
+    .unwrap();
+    let keys = format!("push '<limit>~s {subject_pattern}<enter><last-entry><reply><send-message><quit>'");
+    let cmd = format!("mutt -n -F '{}' -f '{maildir}' -e \"{keys}\"", rc.display());
+    // script(1) gives mutt the terminal it insists on; the timeout keeps a stuck prompt from
+    // hanging the suite.
+    let out = Command::new("timeout")
+        .arg("60")
+        .arg("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("TERM", "xterm")
+        .env("HOME", &work)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run mutt under script(1)");
+    assert!(out.status.success(), "mutt failed: {}\n{}", String::from_utf8_lossy(&out.stdout).chars().rev().take(2000).collect::<String>().chars().rev().collect::<String>(), String::from_utf8_lossy(&out.stderr));
+}
