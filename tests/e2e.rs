@@ -244,6 +244,13 @@ fn smtp_outage_keeps_mail_queued_until_the_server_is_back() {
     let ack = s.wait_for("alice", WAIT, |m| m.contains("[PD-1]"));
     assert!(ack.contains("Email is down"));
     common::eventually(WAIT, "outbox drained", || (store.outbox_counts().unwrap().sent == 1).then_some(()));
+
+    // Both servers restart under the daemon: it reconnects (IDLE session lost) and carries on.
+    s.restart();
+    let m2 = clients::thunderbird_new("Alice Example", "alice@example.test", "support@example.test", "After the restart", "Still there?");
+    s.send("alice@example.test", &["support@example.test"], &m2.raw);
+    s.wait_for("alice", Duration::from_secs(40), |m| m.contains("[PD-2]"));
+    assert_eq!(d.tickets().len(), 2);
     d.stop();
 }
 

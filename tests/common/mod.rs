@@ -39,6 +39,15 @@ impl MailServers {
         MailServers { dir, env }
     }
 
+    /// Stop and start both servers on the same folder (same ports, same mail).
+    pub fn restart(&self) {
+        let out = Command::new("bash").arg(harness()).arg("stop").arg(self.dir.path()).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        std::thread::sleep(Duration::from_millis(1500));
+        let out = Command::new("bash").arg(harness()).arg("start").arg(self.dir.path()).output().unwrap();
+        assert!(out.status.success(), "restart: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
     pub fn port(&self, key: &str) -> u16 {
         self.env[key].parse().unwrap_or_else(|_| panic!("{key} in env file"))
     }
