@@ -4,6 +4,7 @@
 //! ones on the ticket. It never renders or changes a message.
 
 pub mod compose;
+pub mod smtp;
 pub mod transport;
 
 use crate::clock::{SharedClock, rfc3339};
@@ -50,6 +51,9 @@ impl Worker {
             if full {
                 continue;
             }
+            if let Err(e) = self.store.fold_sent() {
+                tracing::warn!(error = %e, "cannot fold sent marks into the outbox");
+            }
             tokio::select! {
                 _ = self.wake.notified() => {}
                 _ = tokio::time::sleep(self.poll_interval) => {}
@@ -61,12 +65,25 @@ impl Worker {
 
     /// Try one queued mail once and record the result.
     pub async fn deliver(&self, mail: &QueuedMail) {
-        let result = self.transport.send(mail).await;
+        let mut marked: Option<Result<(), crate::store::StoreError>> = None;
+        let sent_at = rfc3339(self.clock.now());
+        let mut commit = || marked = Some(self.store.mark_sent(mail.id, &sent_at));
+        let result = self.transport.send(mail, &mut commit).await;
         let now = self.clock.now();
+        if result.is_err() && matches!(marked, Some(Ok(()))) {
+            // The server refused after all: take the mark back so the mail is retried or failed.
+            if let Err(e) = self.store.unmark_sent(mail.id) {
+                tracing::error!(outbox = mail.id, error = %e, "cannot take back a send mark");
+            }
+        }
         let record = match result {
             Ok(()) => {
                 tracing::info!(outbox = mail.id, ticket = mail.ticket, message_id = %mail.message_id, to = %mail.recipients.join(","), "mail sent");
-                self.store.mark_sent(mail.id, &rfc3339(now))
+                match marked {
+                    Some(Ok(())) => self.store.confirm_sent(mail.id),
+                    Some(Err(e)) => Err(e),
+                    None => self.store.mark_sent(mail.id, &rfc3339(now)).and_then(|_| self.store.confirm_sent(mail.id)),
+                }
             }
             Err(e) if e.transient && mail.attempts + 1 < self.retry.max_attempts => {
                 let delay = backoff(&self.retry, mail.attempts);

@@ -1,12 +1,11 @@
 //! Transport: the two ways a stored mail leaves — SMTP (lettre; implicit TLS, STARTTLS, or plain
 //! for loopback) or a folder of `.eml` files (embedded default). Errors say whether retrying helps.
 
-use crate::config::{Endpoint, Tls};
+use crate::config::Tls;
 use crate::store::QueuedMail;
+use super::smtp::SmtpSender;
 use lettre::address::Envelope;
-use lettre::transport::smtp::authentication::Credentials;
-use lettre::transport::smtp::client::{Certificate, Tls as LTls, TlsParameters};
-use lettre::{AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Tokio1Executor};
+use lettre::{AsyncFileTransport, AsyncTransport, Tokio1Executor};
 use std::path::PathBuf;
 
 /// A send failure; `transient` says whether a later retry can succeed.
@@ -19,7 +18,7 @@ pub struct SendError {
 
 /// Where outgoing mail goes.
 pub enum Transport {
-    Smtp { inner: AsyncSmtpTransport<Tokio1Executor>, describe: String },
+    Smtp { inner: SmtpSender, describe: String },
     Folder { inner: AsyncFileTransport<Tokio1Executor>, path: PathBuf },
 }
 
@@ -41,7 +40,15 @@ impl Transport {
                 std::fs::create_dir_all(path).map_err(|e| TransportSetupError(format!("cannot create {}: {e}", path.display())))?;
                 Ok(Transport::Folder { inner: AsyncFileTransport::new(path), path: path.clone() })
             }
-            crate::config::Transport::Smtp(e) => smtp(e),
+            crate::config::Transport::Smtp(e) => {
+                let tls = match e.tls {
+                    Tls::Implicit => "tls",
+                    Tls::StartTls => "starttls",
+                    Tls::None => "plain",
+                };
+                let inner = SmtpSender::new(e).map_err(|err| TransportSetupError(err.to_string()))?;
+                Ok(Transport::Smtp { inner, describe: format!("smtp {}:{} ({tls})", e.host, e.port) })
+            }
         }
     }
 
@@ -52,8 +59,12 @@ impl Transport {
         }
     }
 
-    /// Hand the stored bytes to the transport, unchanged.
-    pub async fn send(&self, mail: &QueuedMail) -> Result<(), SendError> {
+    /// Hand the stored bytes to the transport, unchanged. `commit` records the send; it runs at
+    /// the moment after which the mail counts as handed over (see `smtp`), at most once.
+    pub async fn send(&self, mail: &QueuedMail, commit: &mut (dyn FnMut() + Send)) -> Result<(), SendError> {
+        if let Transport::Smtp { inner, .. } = self {
+            return inner.send(mail, commit).await;
+        }
         let from = mail.envelope_from.parse().map_err(|e| SendError { transient: false, message: format!("envelope sender <{}>: {e}", mail.envelope_from) })?;
         let to = mail
             .recipients
@@ -63,43 +74,14 @@ impl Transport {
             .map_err(|e| SendError { transient: false, message: format!("recipient: {e}") })?;
         let envelope = Envelope::new(Some(from), to).map_err(|e| SendError { transient: false, message: e.to_string() })?;
         match self {
-            Transport::Smtp { inner, .. } => inner.send_raw(&envelope, &mail.raw).await.map(|_| ()).map_err(|e| SendError {
-                // Only an explicit 5xx is permanent; refused connections, timeouts and 4xx retry.
-                transient: !e.is_permanent(),
-                message: error_chain(&e),
-            }),
+            Transport::Smtp { .. } => unreachable!("handled above"),
             Transport::Folder { inner, .. } => {
-                inner.send_raw(&envelope, &mail.raw).await.map(|_| ()).map_err(|e| SendError { transient: true, message: error_chain(&e) })
+                inner.send_raw(&envelope, &mail.raw).await.map_err(|e| SendError { transient: true, message: error_chain(&e) })?;
+                commit();
+                Ok(())
             }
         }
     }
-}
-
-fn smtp(e: &Endpoint) -> Result<Transport, TransportSetupError> {
-    let mut b = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(e.host.clone()).port(e.port).timeout(Some(e.connect_timeout));
-    let params = || -> Result<TlsParameters, TransportSetupError> {
-        let mut p = TlsParameters::builder(e.host.clone());
-        if let Some(ca) = &e.ca_file {
-            let pem = std::fs::read(ca).map_err(|err| TransportSetupError(format!("cannot read {}: {err}", ca.display())))?;
-            let cert = Certificate::from_pem(&pem).map_err(|err| TransportSetupError(format!("{}: {err}", ca.display())))?;
-            p = p.add_root_certificate(cert);
-        }
-        p.build_rustls().map_err(|err| TransportSetupError(err.to_string()))
-    };
-    b = match e.tls {
-        Tls::Implicit => b.tls(LTls::Wrapper(params()?)),
-        Tls::StartTls => b.tls(LTls::Required(params()?)),
-        Tls::None => b.tls(LTls::None),
-    };
-    if let (Some(u), Some(p)) = (&e.username, &e.password) {
-        b = b.credentials(Credentials::new(u.clone(), p.expose().to_string()));
-    }
-    let tls = match e.tls {
-        Tls::Implicit => "tls",
-        Tls::StartTls => "starttls",
-        Tls::None => "plain",
-    };
-    Ok(Transport::Smtp { inner: b.build(), describe: format!("smtp {}:{} ({tls})", e.host, e.port) })
 }
 
 /// `error: cause: cause` — the whole chain on one line.

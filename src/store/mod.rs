@@ -60,6 +60,10 @@ type Result<T> = std::result::Result<T, StoreError>;
 /// SQLite has one writer anyway, and reads are short.
 pub struct Store {
     conn: Mutex<Connection>,
+    /// The outbound worker's own connection, so recording a send never waits behind the Rust
+    /// mutex of an ingest (the crash window between SMTP's 250 and `mark_sent` stays minimal).
+    /// `None` for in-memory databases (a second connection would be another database).
+    outbox: Option<Mutex<Connection>>,
     path: PathBuf,
 }
 
@@ -162,7 +166,12 @@ impl Store {
             std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
         }
         let conn = Connection::open(path).map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
-        Self::setup(conn, path.to_path_buf())
+        let mut store = Self::setup(conn, path.to_path_buf())?;
+        let outbox = Connection::open(path).map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+        configure(&outbox)?;
+        attach_sent_log(&outbox, &sent_log_path(path))?;
+        store.outbox = Some(Mutex::new(outbox));
+        Ok(store)
     }
 
     /// A throwaway database for tests and dry runs.
@@ -171,10 +180,7 @@ impl Store {
     }
 
     fn setup(conn: Connection, path: PathBuf) -> Result<Store> {
-        conn.busy_timeout(Duration::from_secs(10))?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "synchronous", "NORMAL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
+        configure(&conn)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         let known = MIGRATIONS.len() as i64;
         if version > known {
@@ -183,7 +189,11 @@ impl Store {
         for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
             conn.execute_batch(&format!("BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {}; COMMIT;", i + 1))?;
         }
-        Ok(Store { conn: Mutex::new(conn), path })
+        let store = Store { conn: Mutex::new(conn), outbox: None, path };
+        if store.path.as_os_str() == ":memory:" {
+            attach_sent_log(&store.lock(), Path::new(":memory:"))?;
+        }
+        Ok(store)
     }
 
     pub fn path(&self) -> &Path {
@@ -193,6 +203,13 @@ impl Store {
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic while holding the lock cannot leave a transaction open (Tx rolls back on drop).
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lock_outbox(&self) -> MutexGuard<'_, Connection> {
+        match &self.outbox {
+            Some(m) => m.lock().unwrap_or_else(|e| e.into_inner()),
+            None => self.lock(),
+        }
     }
 
     /// Start a write transaction.
@@ -281,10 +298,11 @@ impl Store {
 
     /// Mail due for a (re)try at `now`, oldest first.
     pub fn due_outbound(&self, now: &str, limit: u32) -> Result<Vec<QueuedMail>> {
-        let conn = self.lock();
+        let conn = self.lock_outbox();
         let mut stmt = conn.prepare_cached(
-            "SELECT id, ticket_id, message_id, envelope_from, recipients, raw, attempts FROM outbox
-             WHERE state = 'queued' AND next_attempt_at <= ? ORDER BY next_attempt_at, id LIMIT ?",
+            "SELECT id, ticket_id, message_id, envelope_from, recipients, raw, attempts FROM main.outbox
+             WHERE state = 'queued' AND next_attempt_at <= ? AND id NOT IN (SELECT outbox_id FROM sentlog.sent)
+             ORDER BY next_attempt_at, id LIMIT ?",
         )?;
         let rows = stmt
             .query_map(params![now, limit], |r| {
@@ -304,21 +322,75 @@ impl Store {
 
     /// The earliest time a queued mail becomes due, if any is queued.
     pub fn next_outbound_due(&self) -> Result<Option<String>> {
-        Ok(self.lock().query_row("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'queued'", [], |r| r.get(0))?)
+        Ok(self.lock_outbox().query_row(
+            "SELECT MIN(next_attempt_at) FROM main.outbox WHERE state = 'queued' AND id NOT IN (SELECT outbox_id FROM sentlog.sent)",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
-    /// Record a successful hand-over to the transport.
+    /// Record a successful hand-over to the transport. Written to the separate sent log, whose
+    /// lock ingest never holds: the time between the server's 250 and this commit is the only
+    /// window in which a crash makes a mail go out twice, so it must not wait for anything.
     pub fn mark_sent(&self, id: i64, now: &str) -> Result<()> {
-        self.lock().execute(
-            "UPDATE outbox SET state = 'sent', attempts = attempts + 1, sent_at = ?2, last_error = NULL, raw = raw WHERE id = ?1",
-            params![id, now],
-        )?;
+        self.lock_outbox().prepare_cached("INSERT OR IGNORE INTO sentlog.sent (outbox_id, sent_at, confirmed) VALUES (?, ?, 0)")?.execute(params![id, now])?;
         Ok(())
+    }
+
+    /// The server answered 250 for a marked send.
+    pub fn confirm_sent(&self, id: i64) -> Result<()> {
+        self.lock_outbox().prepare_cached("UPDATE sentlog.sent SET confirmed = 1 WHERE outbox_id = ?")?.execute([id])?;
+        Ok(())
+    }
+
+    /// The server refused a marked send after all: it is not sent.
+    pub fn unmark_sent(&self, id: i64) -> Result<()> {
+        self.lock_outbox().prepare_cached("DELETE FROM sentlog.sent WHERE outbox_id = ?")?.execute([id])?;
+        Ok(())
+    }
+
+    /// Move sent marks from the sent log into the outbox table (idle-time housekeeping; safe to
+    /// repeat after a crash at any point).
+    pub fn fold_sent(&self) -> Result<usize> {
+        let conn = self.lock_outbox();
+        let marks: Vec<(i64, String, bool)> =
+            conn.prepare_cached("SELECT outbox_id, sent_at, confirmed FROM sentlog.sent")?.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?;
+        if marks.is_empty() {
+            return Ok(0);
+        }
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let done = (|| -> Result<()> {
+            let mut up = conn.prepare_cached("UPDATE main.outbox SET state = 'sent', attempts = attempts + 1, sent_at = ?2, last_error = NULL WHERE id = ?1 AND state = 'queued'")?;
+            let mut ev = conn.prepare_cached(
+                "INSERT INTO main.events (ticket_id, kind, detail, created_at) SELECT ticket_id, 'delivery_unconfirmed',
+                 'the daemon stopped while the server was accepting mail <' || message_id || '>; counted as sent (it had the whole message)', ?2
+                 FROM main.outbox WHERE id = ?1 AND ticket_id IS NOT NULL",
+            )?;
+            for (id, at, confirmed) in &marks {
+                up.execute(params![id, at])?;
+                if !confirmed {
+                    ev.execute(params![id, at])?;
+                }
+            }
+            Ok(())
+        })();
+        match done {
+            Ok(()) => conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        }
+        let mut del = conn.prepare_cached("DELETE FROM sentlog.sent WHERE outbox_id = ?")?;
+        for (id, _, _) in &marks {
+            del.execute([id])?;
+        }
+        Ok(marks.len())
     }
 
     /// Record a transient failure and when to try again.
     pub fn mark_retry(&self, id: i64, error: &str, next_at: &str) -> Result<()> {
-        self.lock().execute(
+        self.lock_outbox().execute(
             "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3 WHERE id = ?1",
             params![id, error, next_at],
         )?;
@@ -341,8 +413,10 @@ impl Store {
     }
 
     pub fn outbox_counts(&self) -> Result<OutboxCounts> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare("SELECT state, COUNT(*) FROM outbox GROUP BY state")?;
+        let conn = self.lock_outbox();
+        let mut stmt = conn.prepare(
+            "SELECT CASE WHEN id IN (SELECT outbox_id FROM sentlog.sent) THEN 'sent' ELSE state END, COUNT(*) FROM main.outbox GROUP BY 1",
+        )?;
         let mut c = OutboxCounts::default();
         for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
             let (state, n) = row?;
@@ -706,6 +780,33 @@ fn cursor(conn: &Connection, mailbox: &str) -> Result<Option<Cursor>> {
         .prepare_cached("SELECT uid_validity, last_uid FROM mailbox_cursors WHERE mailbox = ?")?
         .query_row([mailbox], |r| Ok(Cursor { uid_validity: r.get(0)?, last_uid: r.get(1)? }))
         .optional()?)
+}
+
+/// Settings every connection gets: WAL; FULL sync, so a commit survives power loss too before
+/// intake moves or flags the server's copy; foreign keys.
+fn configure(conn: &Connection) -> Result<()> {
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+/// The sent log lives beside the database: `postdesk.db` → `postdesk.db-sent`.
+fn sent_log_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push("-sent");
+    PathBuf::from(p)
+}
+
+/// Attach the sent log as `sentlog` (its own file and lock, NORMAL sync: after a power loss the
+/// worst case is one mail sent again, never one lost).
+fn attach_sent_log(conn: &Connection, path: &Path) -> Result<()> {
+    conn.execute("ATTACH DATABASE ?1 AS sentlog", [path.to_string_lossy()])?;
+    conn.pragma_update(Some("sentlog"), "journal_mode", "WAL")?;
+    conn.pragma_update(Some("sentlog"), "synchronous", "NORMAL")?;
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS sentlog.sent (outbox_id INTEGER PRIMARY KEY, sent_at TEXT NOT NULL, confirmed INTEGER NOT NULL DEFAULT 0)")?;
+    Ok(())
 }
 
 fn domain_of(addr: &str) -> String {

@@ -22,8 +22,13 @@ fn harness() -> PathBuf {
 
 impl MailServers {
     pub fn start() -> MailServers {
+        Self::start_with_users(&[])
+    }
+
+    /// Start with extra users besides the harness' default ones.
+    pub fn start_with_users(extra: &[String]) -> MailServers {
         let dir = tempfile::Builder::new().prefix("pd-mail-").tempdir().expect("tempdir");
-        let out = Command::new("bash").arg(harness()).arg("start").arg(dir.path()).output().expect("run mailservers.sh");
+        let out = Command::new("bash").arg(harness()).arg("start").arg(dir.path()).env("EXTRA_USERS", extra.join(" ")).output().expect("run mailservers.sh");
         assert!(
             out.status.success(),
             "mail servers did not start:\n{}\n{}",
@@ -37,6 +42,15 @@ impl MailServers {
             .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
             .collect();
         MailServers { dir, env }
+    }
+
+    /// Drop a message straight into a user's Maildir `new/` (how an MDA delivers; fast preloading).
+    pub fn drop_into(&self, user: &str, name: &str, raw: &[u8]) {
+        let dir = Path::new(&self.env["MAILDIR_ROOT"]).join(user).join("Maildir");
+        let tmp = dir.join("tmp").join(name);
+        std::fs::write(&tmp, raw).unwrap();
+        let _ = Command::new("chown").arg("5000:5000").arg(&tmp).status();
+        std::fs::rename(&tmp, dir.join("new").join(name)).unwrap();
     }
 
     /// Stop and start both servers on the same folder (same ports, same mail).
