@@ -83,7 +83,7 @@ pub fn deliver(config: &Path, mailbox: &str) -> i32 {
         }
     };
     let pipeline = Pipeline::new(store, clock());
-    match pipeline.ingest_strict(&desk, Delivery { mailbox, raw: &raw, cursor: None }) {
+    match pipeline.ingest_strict(&desk, Delivery { mailbox, raw: &raw, cursor: None, truncated_from: None }) {
         Ok(r) => {
             eprintln!("{}", summary(&r, &desk));
             0
@@ -202,7 +202,7 @@ pub fn rules_test(config: &Path, eml: &Path, mailbox: Option<&str>, json: bool) 
     // Read the real history when the database exists; never create one for a dry run.
     let store = if desk.config.desk.database.exists() { Store::open(&desk.config.desk.database)? } else { Store::open_in_memory()? };
     let pipeline = Pipeline::new(Arc::new(store), clock());
-    let report = pipeline.dry_run(&desk, Delivery { mailbox: &mailbox, raw: &raw, cursor: None })?;
+    let report = pipeline.dry_run(&desk, Delivery { mailbox: &mailbox, raw: &raw, cursor: None, truncated_from: None })?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(0);

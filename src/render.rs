@@ -14,11 +14,11 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 /// Templates every desk needs.
-pub const REQUIRED: &[&str] = &["acknowledgement"];
+pub const REQUIRED: &[&str] = &["acknowledgement", "too_large"];
 
 /// Templates a desk with agents needs.
 pub const AGENT_TEMPLATES: &[&str] =
-    &["agent_new_ticket", "agent_customer_reply", "agent_assigned", "agent_escalated", "agent_note", "agent_command_errors", "agent_reply"];
+    &["agent_new_ticket", "agent_customer_reply", "agent_assigned", "agent_escalated", "agent_note", "agent_command_errors", "agent_reply", "alert_too_large"];
 
 /// A rendered mail body, ready to compose.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -82,7 +82,7 @@ impl Out {
 
 impl Desk2 {
     fn ingest(&self, raw: &[u8]) -> Report {
-        self.p.ingest(&self.desk, Delivery { mailbox: "support", raw, cursor: None }).unwrap()
+        self.p.ingest(&self.desk, Delivery { mailbox: "support", raw, cursor: None, truncated_from: None }).unwrap()
     }
     /// Mail queued since the last call.
     fn new_mail(&self) -> Vec<Out> {

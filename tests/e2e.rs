@@ -335,3 +335,37 @@ fn scenarios_4_5_6_agents_work_from_their_mail_clients() {
     assert_eq!((t.tier, t.status), (2, postdesk::ticket::Status::Pending));
     d.stop();
 }
+
+#[test]
+fn large_attachments_and_oversize_mail() {
+    let s = MailServers::start();
+    let d = Daemon::start(&s, &Wiring { imap_tls: "starttls", smtp_tls: "none", after: "seen", extra: "[limits]\nmax_message_size = \"30MB\"\n" });
+    // 20 MB attachment (~27 MB on the wire): stored with its name and size.
+    let big = clients::with_attachment("bob@example.test", "support@example.test", "Crash dump", "dump.bin", 20 * 1024 * 1024);
+    s.send("bob@example.test", &["support@example.test"], &big.raw);
+    s.wait_for("bob", Duration::from_secs(60), |m| m.contains("[PD-1]"));
+    let a = &d.articles(1)[0];
+    assert_eq!(a.attachments.len(), 1, "{:?}", a.attachments);
+    assert_eq!((a.attachments[0].name.as_str(), a.attachments[0].size), ("dump.bin", 20 * 1024 * 1024));
+    // 25 MB attachment (~34 MB on the wire) is over the 30 MB limit: a notice, and the message
+    // stays unread and unflagged on the server.
+    let huge = clients::with_attachment("carol@example.test", "support@example.test", "Video of the problem", "video.mp4", 25 * 1024 * 1024);
+    s.send("carol@example.test", &["support@example.test"], &huge.raw);
+    let notice = s.wait_for("carol", Duration::from_secs(60), |m| m.contains("too large"));
+    assert!(header(&notice, "subject").unwrap().contains("[PD-2]"), "{notice}");
+    let t = d.store().ticket_detail(2).unwrap().unwrap();
+    assert!(t.articles[0].body_text.contains("over the limit"), "{:?}", t.articles[0].body_text);
+    assert!(t.events.iter().any(|e| e.kind == "too_large"));
+    // A later message is processed normally, and only the oversize one is left unseen.
+    let m = clients::thunderbird_new("Alice", "alice@example.test", "support@example.test", "Small one", "x");
+    s.send("alice@example.test", &["support@example.test"], &m.raw);
+    s.wait_for("alice", WAIT, |m| m.contains("[PD-3]"));
+    assert_eq!(common::unseen(&s, "support"), 1, "the oversize message is untouched");
+    // and stays so across a restart (settle skips it)
+    let (dir, cfg) = d.stop();
+    let d = Daemon::start_at(dir, cfg);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(common::unseen(&s, "support"), 1);
+    assert_eq!(d.tickets().len(), 3);
+    d.stop();
+}

@@ -62,7 +62,7 @@ kind = "pipe"
 
 impl Bench {
     fn ingest_to(&self, mailbox: &str, raw: &[u8]) -> Report {
-        self.pipeline.ingest(&self.desk, Delivery { mailbox, raw, cursor: None }).unwrap()
+        self.pipeline.ingest(&self.desk, Delivery { mailbox, raw, cursor: None, truncated_from: None }).unwrap()
     }
     fn ingest(&self, raw: &[u8]) -> Report {
         self.ingest_to("support", raw)
@@ -205,7 +205,7 @@ flood_action = "quarantine"
     let desk = Desk::load(&path, KeyMode::Persistent).unwrap();
     let p = Pipeline::new(Arc::new(Store::open(&desk.config.desk.database).unwrap()), Arc::new(ManualClock::new(datetime!(2026-11-30 09:00 UTC))));
     let outcomes: Vec<Outcome> =
-        (0..5).map(|i| p.ingest(&desk, Delivery { mailbox: "support", raw: &new_mail(&format!("u{i}@bulk.example.org"), "x").raw, cursor: None }).unwrap().outcome).collect();
+        (0..5).map(|i| p.ingest(&desk, Delivery { mailbox: "support", raw: &new_mail(&format!("u{i}@bulk.example.org"), "x").raw, cursor: None, truncated_from: None }).unwrap().outcome).collect();
     assert_eq!(outcomes.iter().filter(|o| matches!(o, Outcome::Created { .. })).count(), 3);
     assert!(matches!(&outcomes[4], Outcome::Quarantined { reason } if reason.contains("bulk.example.org")), "{outcomes:?}");
     assert_eq!(p.store.quarantine_counts().unwrap(), vec![("flood".to_string(), 2)]);
@@ -270,7 +270,7 @@ fn plus_addressed_reply_tokens() {
 #[test]
 fn unprocessable_input_is_quarantined_and_intake_moves_on() {
     let b = bench("");
-    let r = b.pipeline.ingest(&b.desk, Delivery { mailbox: "support", raw: b"\x00\x01binary", cursor: Some(postdesk::store::Cursor { uid_validity: 7, last_uid: 3 }) }).unwrap();
+    let r = b.pipeline.ingest(&b.desk, Delivery { mailbox: "support", raw: b"\x00\x01binary", cursor: Some(postdesk::store::Cursor { uid_validity: 7, last_uid: 3 }), truncated_from: None }).unwrap();
     assert!(matches!(r.outcome, Outcome::Quarantined { .. }));
     assert_eq!(b.store().cursor("support").unwrap().unwrap().last_uid, 3, "the cursor moves past it");
     assert_eq!(b.store().quarantine_counts().unwrap(), vec![("not_mail".to_string(), 1)]);

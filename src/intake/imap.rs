@@ -139,7 +139,8 @@ async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskH
             None => 0,
         };
         if !settled {
-            settle(&mut s, src, last, can_move).await?;
+            let keep = pipeline.store.left_on_server(name, validity)?;
+            settle(&mut s, src, last, can_move, &keep).await?;
             settled = true;
         }
         // Fetch everything above the cursor, batch by batch.
@@ -154,19 +155,36 @@ async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskH
             }
             uids.sort_unstable();
             uids.truncate(src.batch_size as usize);
-            let set = uids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
-            let mut fetched: Vec<(u32, Vec<u8>)> = tokio::time::timeout(Duration::from_secs(600), async {
-                let stream = s.uid_fetch(&set, "(UID BODY.PEEK[])").await?;
-                let items: Vec<_> = stream.try_collect().await?;
-                Ok::<_, async_imap::error::Error>(items.into_iter().filter_map(|f| Some((f.uid?, f.body()?.to_vec()))).collect())
-            })
-            .await
-            .map_err(|_| ImapError::Timeout("fetch"))??;
-            fetched.sort_by_key(|(u, _)| *u);
+            let sizes = sizes(&mut s, &uids).await?;
+            let max = desk.current().config.limits.max_message_size;
+            let head = uids[0];
+            let head_size = sizes.get(&head).copied().unwrap_or(0);
+            if head_size > max {
+                // Over the limit: read only the header section, leave the message untouched.
+                let header = fetch(&mut s, &head.to_string(), "BODY.PEEK[HEADER]").await?.into_iter().next().map(|(_, b)| b).unwrap_or_default();
+                let cursor = Cursor { uid_validity: validity, last_uid: head };
+                let report = pipeline.ingest_async(desk.current(), name.to_string(), header, Some(cursor), Some(head_size)).await?;
+                tracing::warn!(uid = head, size = head_size, outcome = ?report.outcome, "message over the size limit left on the server");
+                last = head;
+                continue;
+            }
+            // Batch by bytes too, so a run of large messages never sits in memory at once.
+            let mut batch = Vec::new();
+            let mut bytes = 0u64;
+            for u in &uids {
+                let sz = sizes.get(u).copied().unwrap_or(0);
+                if sz > max || (!batch.is_empty() && bytes + sz > BATCH_BYTES) {
+                    break;
+                }
+                bytes += sz;
+                batch.push(*u);
+            }
+            let set = batch.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+            let mut fetched = fetch(&mut s, &set, "BODY.PEEK[]").await?;
             fetched.retain(|(u, _)| *u > last);
             if fetched.is_empty() {
                 // Messages expunged between SEARCH and FETCH: skip past them.
-                last = *uids.last().unwrap_or(&last);
+                last = *batch.last().unwrap_or(&last);
                 continue;
             }
             let mut done = Vec::new();
@@ -176,7 +194,7 @@ async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskH
                 }
                 let cursor = Cursor { uid_validity: validity, last_uid: uid };
                 let size = raw.len();
-                let report = pipeline.ingest_async(desk.current(), name.to_string(), raw, Some(cursor)).await?;
+                let report = pipeline.ingest_async(desk.current(), name.to_string(), raw, Some(cursor), None).await?;
                 tracing::info!(uid, size, message_id = %report.message_id, outcome = ?report.outcome, "message processed");
                 last = uid;
                 done.push(uid);
@@ -232,9 +250,39 @@ async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskH
     }
 }
 
+/// Most bytes fetched in one batch (a single larger message is fetched alone).
+const BATCH_BYTES: u64 = 32 * 1024 * 1024;
+
+/// RFC822.SIZE of each UID.
+async fn sizes(s: &mut Session, uids: &[u32]) -> Result<std::collections::HashMap<u32, u64>, ImapError> {
+    let set = uids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let items: Vec<_> = tokio::time::timeout(Duration::from_secs(120), async { s.uid_fetch(&set, "(UID RFC822.SIZE)").await?.try_collect().await })
+        .await
+        .map_err(|_| ImapError::Timeout("fetch sizes"))??;
+    Ok(items.into_iter().filter_map(|f: async_imap::types::Fetch| Some((f.uid?, f.size? as u64))).collect())
+}
+
+/// Fetch `item` (a body section) of the UIDs in `set`, in UID order.
+async fn fetch(s: &mut Session, set: &str, item: &str) -> Result<Vec<(u32, Vec<u8>)>, ImapError> {
+    let query = format!("(UID {item})");
+    let items: Vec<_> = tokio::time::timeout(Duration::from_secs(600), async { s.uid_fetch(set, &query).await?.try_collect().await })
+        .await
+        .map_err(|_| ImapError::Timeout("fetch"))??;
+    let mut out: Vec<(u32, Vec<u8>)> = items
+        .into_iter()
+        .filter_map(|f: async_imap::types::Fetch| {
+            let uid = f.uid?;
+            let body = f.body().or_else(|| f.header()).map(|b| b.to_vec())?;
+            Some((uid, body))
+        })
+        .collect();
+    out.sort_by_key(|(u, _)| *u);
+    Ok(out)
+}
+
 /// Apply the after-commit action to messages already stored (UID ≤ cursor) that a crash left
 /// unmarked: idempotent, so it runs once per connection.
-async fn settle(s: &mut Session, src: &ImapSource, last: u32, can_move: bool) -> Result<(), ImapError> {
+async fn settle(s: &mut Session, src: &ImapSource, last: u32, can_move: bool, keep: &[u32]) -> Result<(), ImapError> {
     if last == 0 {
         return Ok(());
     }
@@ -242,7 +290,7 @@ async fn settle(s: &mut Session, src: &ImapSource, last: u32, can_move: bool) ->
         AfterCommit::Seen => format!("UID 1:{last} UNSEEN"),
         AfterCommit::Move(_) => format!("UID 1:{last}"),
     };
-    let uids: Vec<u32> = s.uid_search(query).await?.into_iter().filter(|u| *u <= last).collect();
+    let uids: Vec<u32> = s.uid_search(query).await?.into_iter().filter(|u| *u <= last && !keep.contains(u)).collect();
     if !uids.is_empty() {
         tracing::info!(count = uids.len(), "marking messages stored before a restart");
         after_commit(s, src, &uids, can_move).await?;

@@ -56,7 +56,7 @@ pub async fn scan(name: &str, path: &Path, pipeline: &Pipeline, desk: &DeskHandl
                 continue;
             }
         };
-        let report = pipeline.ingest_async(desk.current(), name.to_string(), raw, None).await.map_err(|e| e.to_string())?;
+        let report = pipeline.ingest_async(desk.current(), name.to_string(), raw, None, None).await.map_err(|e| e.to_string())?;
         tracing::info!(file = %file.display(), message_id = %report.message_id, outcome = ?report.outcome, "message processed");
         let base = file.file_name().and_then(|n| n.to_str()).unwrap_or("msg").split(':').next().unwrap_or("msg").to_string();
         let dest = path.join("cur").join(format!("{base}:2,S"));

@@ -32,6 +32,9 @@ pub struct Delivery<'a> {
     pub raw: &'a [u8],
     /// For IMAP: the cursor to store with this message (its UIDVALIDITY and UID).
     pub cursor: Option<Cursor>,
+    /// `Some(size)` when `raw` is only the header section of a `size`-byte message that intake
+    /// did not fetch because it is over `limits.max_message_size`.
+    pub truncated_from: Option<u64>,
 }
 
 /// What became of a message.
@@ -143,9 +146,9 @@ impl Pipeline {
     }
 
     /// [`ingest`](Self::ingest) on the blocking pool, for async intakes (SQLite and parsing block).
-    pub async fn ingest_async(&self, desk: Arc<Desk>, mailbox: String, raw: Vec<u8>, cursor: Option<Cursor>) -> Result<Report, IngestError> {
+    pub async fn ingest_async(&self, desk: Arc<Desk>, mailbox: String, raw: Vec<u8>, cursor: Option<Cursor>, truncated_from: Option<u64>) -> Result<Report, IngestError> {
         let p = self.clone();
-        match tokio::task::spawn_blocking(move || p.ingest(&desk, Delivery { mailbox: &mailbox, raw: &raw, cursor })).await {
+        match tokio::task::spawn_blocking(move || p.ingest(&desk, Delivery { mailbox: &mailbox, raw: &raw, cursor, truncated_from })).await {
             Ok(r) => r,
             // A panic outside the guarded parse: the transaction rolled back; report it as a store fault.
             Err(e) => Err(IngestError::Store(StoreError::Io { path: "ingest task".into(), source: std::io::Error::other(e.to_string()) })),
@@ -164,15 +167,7 @@ impl Pipeline {
         }));
         let mut tx = self.store.begin()?;
         let report = match parsed {
-            Ok(Ok((p, verdict))) => {
-                if d.raw.len() as u64 > desk.config.limits.max_message_size {
-                    let reason = format!("message of {} bytes exceeds limits.max_message_size", d.raw.len());
-                    quarantine(&mut tx, d, "too_large", &reason, &now)?;
-                    Report::new(&p, Some(verdict), None, Outcome::Quarantined { reason })
-                } else {
-                    process(&mut tx, desk, d, p, verdict, &now)?
-                }
-            }
+            Ok(Ok((p, verdict))) => process(&mut tx, desk, d, p, verdict, &now)?,
             Ok(Err(not_mail)) => {
                 if !quarantine_non_mail {
                     return Err(not_mail.into());
@@ -252,7 +247,22 @@ enum Placement {
     Rejected { ticket: TicketId },
 }
 
-fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: Parsed, verdict: Verdict, now: &Now) -> Result<Report, StoreError> {
+fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict: Verdict, now: &Now) -> Result<Report, StoreError> {
+    // Over the size limit: the ticket gets the header facts only, the sender a notice, the
+    // agents an alert, and an IMAP copy stays untouched on the server.
+    let size = d.truncated_from.unwrap_or(d.raw.len() as u64);
+    let oversize = (size > desk.config.limits.max_message_size).then_some(size);
+    if let Some(size) = oversize {
+        p.body_text = format!(
+            "(This message of {:.1} MB is over the limit of {:.1} MB and was not read. It was left on the mail server.)",
+            size as f64 / 1048576.0,
+            desk.config.limits.max_message_size as f64 / 1048576.0
+        );
+        p.attachments.clear();
+        if let Some(c) = d.cursor {
+            tx.leave_on_server(d.mailbox, c, "over limits.max_message_size")?;
+        }
+    }
     let key = dedupe_key(&p);
     if let Some(prior) = tx.prior_delivery(&key)? {
         let mut r = Report::new(&p, Some(verdict), None, Outcome::Duplicate { ticket: prior.ticket });
@@ -360,7 +370,8 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: Parsed, verdict: Ve
         body_text: &p.body_text,
         mailbox: Some(d.mailbox),
         guard_class: Some(verdict.class.as_str()),
-        raw: Some(d.raw),
+        // An oversized message keeps only its header section; the server keeps the rest.
+        raw: Some(if oversize.is_some() { header_section(d.raw) } else { d.raw }),
         attachments: &p.attachments,
         now: &now.s,
     })?;
@@ -368,7 +379,10 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: Parsed, verdict: Ve
         tx.event(ticket, "guard", &format!("{}: {}", verdict.class.as_str(), verdict.reasons.join("; ")), &now.s)?;
     }
 
-    if let Outcome::Created { .. } = outcome {
+    if oversize.is_some() {
+        tx.event(ticket, "too_large", &format!("message <{}> of {size} bytes not read (limit {})", p.message_id, desk.config.limits.max_message_size), &now.s)?;
+        too_large_notice(tx, desk, queue, ticket, &p, &verdict, now, &mut actions, &mut mails)?;
+    } else if let Outcome::Created { .. } = outcome {
         acknowledge(tx, desk, queue, ticket, &p, &verdict, now, &mut actions, &mut mails)?;
     }
     // Agents hear about people's mail, never about automatic mail.
@@ -379,6 +393,7 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: Parsed, verdict: Ve
         let text = agent::visible(&p.body_text);
         let about = context::About { from: &sender, from_name: &from_name, subject: &p.subject, text: &text, ..Default::default() };
         let (template, to) = match outcome {
+            _ if oversize.is_some() => ("alert_too_large", desk.config.agents.values().filter(|a| a.works(&t.queue)).collect()),
             Outcome::Created { .. } => ("agent_new_ticket", notify::for_new_ticket(desk, &t)),
             _ => ("agent_customer_reply", notify::for_customer_reply(tx, desk, &t)?),
         };
@@ -533,6 +548,40 @@ fn acknowledge(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, ticket: TicketId, p:
     })?;
     record_sent(sent, actions, mails);
     Ok(())
+}
+
+/// Tell the sender their message was too large (unless it was automatic mail).
+#[allow(clippy::too_many_arguments)]
+fn too_large_notice(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, ticket: TicketId, p: &Parsed, verdict: &Verdict, now: &Now, actions: &mut Vec<String>, mails: &mut Vec<PlannedMail>) -> Result<(), StoreError> {
+    if !verdict.auto_reply_allowed {
+        actions.push(format!("no size notice: guard: {}", verdict.class.as_str()));
+        return Ok(());
+    }
+    let to = p.from_address().to_string();
+    let ctx = context(desk, queue, ticket, p, "new", &to, now);
+    let sent = mailer::send_auto(tx, desk, now, AutoMail {
+        ticket,
+        kind: ArticleKind::AutoReply,
+        label: "too_large",
+        template: "too_large",
+        queue,
+        to: &to,
+        to_name: p.from.as_ref().and_then(|m| m.name.as_deref()),
+        cc: Vec::new(),
+        from_name: None,
+        ctx,
+        in_reply_to: Some(&p.message_id),
+        references: with_parent(p),
+        auto: Some(AutoSubmitted::AutoReplied),
+    })?;
+    record_sent(sent, actions, mails);
+    Ok(())
+}
+
+/// The bytes up to and including the blank line that ends the header section.
+fn header_section(raw: &[u8]) -> &[u8] {
+    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4).or_else(|| raw.windows(2).position(|w| w == b"\n\n").map(|i| i + 2));
+    &raw[..end.unwrap_or(raw.len())]
 }
 
 fn record_sent(sent: Sent, actions: &mut Vec<String>, mails: &mut Vec<PlannedMail>) {

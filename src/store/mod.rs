@@ -12,7 +12,10 @@ use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
 /// Numbered migrations, applied in order at open; `PRAGMA user_version` records the last one.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_init.sql"), include_str!("migrations/0002_guard.sql"), include_str!("migrations/0003_agents.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_init.sql"), include_str!("migrations/0002_guard.sql"), include_str!("migrations/0003_agents.sql"),
+    include_str!("migrations/0004_left_on_server.sql"),
+];
 
 /// A storage failure. `is_transient` tells callers whether retrying later can help.
 #[derive(Debug, thiserror::Error)]
@@ -222,6 +225,14 @@ impl Store {
     /// Where intake stopped in a mailbox.
     pub fn cursor(&self, mailbox: &str) -> Result<Option<Cursor>> {
         cursor(&self.lock(), mailbox)
+    }
+
+    /// UIDs of a mailbox that intake left untouched on purpose.
+    pub fn left_on_server(&self, mailbox: &str, uid_validity: u32) -> Result<Vec<u32>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached("SELECT uid FROM left_on_server WHERE mailbox = ? AND uid_validity = ?")?;
+        let v = stmt.query_map(params![mailbox, uid_validity], |r| r.get(0))?.collect::<rusqlite::Result<Vec<u32>>>()?;
+        Ok(v)
     }
 
     /// Tickets, newest first.
@@ -584,6 +595,15 @@ impl Tx<'_> {
             "INSERT INTO mailbox_cursors (mailbox, uid_validity, last_uid, updated_at) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT(mailbox) DO UPDATE SET uid_validity = ?2, last_uid = ?3, updated_at = ?4",
             params![mailbox, c.uid_validity, c.last_uid, now],
+        )?;
+        Ok(())
+    }
+
+    /// Remember a server message intake must leave untouched.
+    pub fn leave_on_server(&mut self, mailbox: &str, c: Cursor, reason: &str) -> Result<()> {
+        self.conn.execute(
+            "INSERT OR IGNORE INTO left_on_server (mailbox, uid_validity, uid, reason) VALUES (?, ?, ?, ?)",
+            params![mailbox, c.uid_validity, c.last_uid, reason],
         )?;
         Ok(())
     }

@@ -80,3 +80,37 @@ pub fn mutt_reply(from: &str, to: &str, parent_subject: &str, parent_id: &str, p
     );
     Mail { message_id: id, raw: crlf(&raw) }
 }
+
+/// A Thunderbird mail with one binary attachment of `size` bytes (base64, 76-column lines).
+pub fn with_attachment(from: &str, to: &str, subject: &str, name: &str, size: usize) -> Mail {
+    let id = format!("{}-att@example.test", uid());
+    let boundary = format!("------------{}", &uid()[..12]);
+    let mut data = Vec::with_capacity(size);
+    let mut x: u32 = 0x1234_5678;
+    for _ in 0..size {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        data.push(x as u8);
+    }
+    use std::fmt::Write;
+    let mut b64 = String::with_capacity(size * 4 / 3 + size / 38 + 8);
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut col = 0;
+    for chunk in data.chunks(3) {
+        let n = (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
+        let chars = [T[(n >> 18) as usize & 63], T[(n >> 12) as usize & 63], if chunk.len() > 1 { T[(n >> 6) as usize & 63] } else { b'=' }, if chunk.len() > 2 { T[n as usize & 63] } else { b'=' }];
+        b64.push_str(std::str::from_utf8(&chars).unwrap());
+        col += 4;
+        if col >= 76 {
+            b64.push_str("\r\n");
+            col = 0;
+        }
+    }
+    let mut raw = String::new();
+    let _ = write!(
+        raw,
+        "Message-ID: <{id}>\r\nDate: Mon, 30 Nov 2026 10:00:00 +0100\r\nMIME-Version: 1.0\r\nUser-Agent: Mozilla Thunderbird\r\nTo: {to}\r\nFrom: Customer <{from}>\r\nSubject: {subject}\r\nContent-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\nThis is a multi-part message in MIME format.\r\n--{boundary}\r\nContent-Type: text/plain; charset=UTF-8; format=flowed\r\nContent-Transfer-Encoding: 7bit\r\n\r\nSee the attached file.\r\n\r\n--{boundary}\r\nContent-Type: application/octet-stream; name=\"{name}\"\r\nContent-Disposition: attachment; filename=\"{name}\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{b64}\r\n--{boundary}--\r\n"
+    );
+    Mail { message_id: id, raw: raw.into_bytes() }
+}
