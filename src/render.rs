@@ -261,6 +261,8 @@ mod tests {
             ("acknowledgement.subject.hbs", "Received: {{ticket.subject}}"),
             ("acknowledgement.txt.hbs", "Hello {{message.from_name}} <{{message.from}}>"),
             ("billing/acknowledgement.txt.hbs", "Billing got it"),
+            ("too_large.subject.hbs", "Too large"),
+            ("too_large.txt.hbs", "Too large"),
         ]);
         let t = Templates::load(d.path()).unwrap();
         let r = t.render("acknowledgement", "support", &sample_context()).unwrap();
@@ -278,7 +280,12 @@ mod tests {
         let problems = Templates::load(d.path()).unwrap_err();
         let text: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
         assert!(text.iter().any(|p| p.contains("acknowledgement.txt.hbs")), "{text:?}");
-        let d = dir_with(&[("acknowledgement.subject.hbs", "{{ticket.nosuchfield}}"), ("acknowledgement.txt.hbs", "ok")]);
+        let d = dir_with(&[
+            ("acknowledgement.subject.hbs", "{{ticket.nosuchfield}}"),
+            ("acknowledgement.txt.hbs", "ok"),
+            ("too_large.subject.hbs", "x"),
+            ("too_large.txt.hbs", "x"),
+        ]);
         let problems = Templates::load(d.path()).unwrap_err();
         assert!(problems[0].to_string().contains("acknowledgement.subject.hbs"), "{problems:?}");
         assert!(problems[0].message.contains("nosuchfield"), "{problems:?}");
