@@ -369,3 +369,74 @@ fn large_attachments_and_oversize_mail() {
     assert_eq!(d.tickets().len(), 3);
     d.stop();
 }
+
+/// A mail robot answering every new mail in `user`'s INBOX until `stop` is set. `polite` robots
+/// mark their answers as RFC 3834 auto-replies; rude ones strip every header and tag, so each
+/// answer looks like a new conversation.
+fn responder(s: &MailServers, user: &'static str, polite: bool, stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<usize> {
+    let env = s.env.clone();
+    let port = s.port("SMTP_PORT");
+    let servers = MailServers { dir: tempfile::tempdir().unwrap(), env };
+    std::thread::spawn(move || {
+        let mut answered = std::collections::HashSet::new();
+        let mut sent = 0;
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            for m in servers.fetch_all(user) {
+                let m = String::from_utf8_lossy(&m).into_owned();
+                let id = header(&m, "message-id").unwrap_or_default();
+                if !answered.insert(id.clone()) {
+                    continue;
+                }
+                let raw = if polite {
+                    format!("From: {user}@example.test\r\nTo: support@example.test\r\nSubject: Out of office: {}\r\nAuto-Submitted: auto-replied\r\nIn-Reply-To: {id}\r\nMessage-ID: <ooo-{sent}-{}@example.test>\r\n\r\nI am on vacation.\r\n", header(&m, "subject").unwrap_or_default(), std::process::id())
+                } else {
+                    format!("From: {user}@example.test\r\nTo: support@example.test\r\nSubject: I am away (message {sent})\r\nMessage-ID: <rude-{sent}-{}@example.test>\r\n\r\nI am away until Monday.\r\n", std::process::id())
+                };
+                let _ = common::smtp_send(port, &format!("{user}@example.test"), &["support@example.test"], raw.as_bytes());
+                sent += 1;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // the tempdir of this view is not the servers' folder; never stop the servers from here
+        std::mem::forget(servers);
+        sent
+    })
+}
+
+#[test]
+fn automatic_mail_loops_lists_and_duplicates() {
+    let s = MailServers::start_with_users(&["announce".to_string()]);
+    let d = Daemon::start(&s, &Wiring { imap_tls: "starttls", smtp_tls: "none", after: "seen", extra: "[guard]\nauto_mail_caps = [\"3/1d\"]\n" });
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    // 8. A rude responder (no RFC 3834 headers, every answer a new conversation) facing our
+    //    acknowledgements: the exchange stops at the cap of 3 automatic mails per day.
+    let rude = responder(&s, "vacation", false, stop.clone());
+    //    A polite responder (Auto-Submitted: auto-replied) is never answered at all.
+    let polite = responder(&s, "external", true, stop.clone());
+    s.send("vacation@example.test", &["support@example.test"], &clients::thunderbird_new("V", "vacation@example.test", "support@example.test", "Hello", "x").raw);
+    s.send("external@example.test", &["support@example.test"], &clients::thunderbird_new("E", "external@example.test", "support@example.test", "Hello", "x").raw);
+    // Mailing-list mail: a ticket, no answer.
+    let list = b"From: announce@example.test\r\nTo: support@example.test\r\nSubject: [announce] Maintenance tonight\r\nList-Id: <announce.example.test>\r\nList-Unsubscribe: <mailto:announce-leave@example.test>\r\nPrecedence: list\r\nMessage-ID: <list-1@example.test>\r\n\r\nServers go down at 22:00.\r\n";
+    s.send("announce@example.test", &["support@example.test"], list);
+    // One message to two of our mailboxes, and the same message delivered twice: one ticket.
+    let both = clients::thunderbird_new("Bob", "bob@example.test", "support@example.test, billing@example.test", "Both desks", "x");
+    s.send("bob@example.test", &["support@example.test", "billing@example.test"], &both.raw);
+    s.send("bob@example.test", &["support@example.test"], &both.raw);
+
+    common::eventually(Duration::from_secs(30), "the rude loop reaches the cap", || (s.count("vacation", |m| m.contains("Auto-Submitted")) >= 3).then_some(()));
+    std::thread::sleep(Duration::from_secs(3));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let rude_sent = rude.join().unwrap();
+    let polite_sent = polite.join().unwrap();
+    assert_eq!(s.count("vacation", |m| m.contains("Auto-Submitted")), 3, "cap of 3 per day");
+    assert!(rude_sent <= 4, "the rude robot got at most 3 answers to answer (plus its first mail): {rude_sent}");
+    assert_eq!(s.count("external", |m| m.contains("Auto-Submitted")), 1, "the polite robot got only the first acknowledgement");
+    assert_eq!(polite_sent, 1);
+    assert_eq!(s.count("announce", |_| true), 0);
+    let tickets = d.tickets();
+    assert_eq!(tickets.iter().filter(|t| t.requester == "bob@example.test").count(), 1, "one ticket for the message sent to two desks and twice");
+    assert_eq!(s.count("bob", |m| m.contains("Auto-Submitted")), 1);
+    let suppressed = tickets.iter().filter(|t| t.requester == "vacation@example.test").flat_map(|t| d.store().ticket_detail(t.id).unwrap().unwrap().events).filter(|e| e.kind == "auto_mail_suppressed").count();
+    assert!(suppressed >= 1, "every suppressed send is recorded on its ticket");
+    d.stop();
+}
