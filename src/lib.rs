@@ -27,3 +27,4 @@ pub mod commands;
 pub mod daemon;
 pub mod command;
 pub mod authres;
+pub mod sla;
