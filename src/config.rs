@@ -149,6 +149,8 @@ pub struct Queue {
     pub plus_addressing: bool,
     /// `/escalate` moves tickets of this queue here (tier 2); `None` keeps the queue.
     pub escalate_to: Option<String>,
+    /// Service-level policy for the queue's tickets (rules may choose another).
+    pub sla: Option<String>,
 }
 
 /// Per-queue policy for mail that arrives on a closed ticket.
@@ -221,6 +223,64 @@ pub struct Security {
     pub trusted_authserv_ids: Vec<String>,
 }
 
+/// Targets of one service-level policy, in business seconds of its calendar.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlaTargets {
+    pub first_response: Option<u64>,
+    pub next_response: Option<u64>,
+    pub resolution: Option<u64>,
+}
+
+/// When to warn before a target is breached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WarnAt {
+    /// At this share of the target (80 = 80%).
+    Percent(u8),
+    /// This many business seconds before the due time.
+    Before(u64),
+}
+
+/// A named service-level policy.
+#[derive(Debug, Clone)]
+pub struct SlaPolicy {
+    pub name: String,
+    /// Calendar name; `None` = 24×7.
+    pub calendar: Option<String>,
+    pub targets: SlaTargets,
+    /// Per-priority overrides of the targets.
+    pub by_priority: BTreeMap<crate::ticket::Priority, SlaTargets>,
+    pub warn: WarnAt,
+    /// On a breach, escalate to tier 2 (as `/escalate` does).
+    pub escalate_on_breach: bool,
+    /// On a breach, raise the priority to this (never lowers it).
+    pub priority_on_breach: Option<crate::ticket::Priority>,
+}
+
+impl SlaPolicy {
+    /// The targets that apply at `priority`.
+    pub fn targets_for(&self, priority: crate::ticket::Priority) -> SlaTargets {
+        let o = self.by_priority.get(&priority);
+        SlaTargets {
+            first_response: o.and_then(|t| t.first_response).or(self.targets.first_response),
+            next_response: o.and_then(|t| t.next_response).or(self.targets.next_response),
+            resolution: o.and_then(|t| t.resolution).or(self.targets.resolution),
+        }
+    }
+}
+
+/// Service levels: calendars and policies.
+#[derive(Debug, Clone, Default)]
+pub struct Sla {
+    pub calendars: BTreeMap<String, crate::sla::calendar::Calendar>,
+    pub policies: BTreeMap<String, SlaPolicy>,
+}
+
+impl Sla {
+    pub fn calendar(&self, p: &SlaPolicy) -> crate::sla::calendar::Calendar {
+        p.calendar.as_ref().and_then(|c| self.calendars.get(c)).cloned().unwrap_or(crate::sla::calendar::Calendar::Always)
+    }
+}
+
 /// Outbound mail transport.
 #[derive(Debug, Clone)]
 pub enum Transport {
@@ -280,6 +340,8 @@ pub struct Config {
     /// Agents by key; see [`Agent`].
     pub agents: BTreeMap<String, Agent>,
     pub security: Security,
+    /// Service levels; empty when the `[sla]` section is absent.
+    pub sla: Sla,
     pub log_level: String,
     /// Graceful shutdown deadline (finish the message in hand, then abort).
     pub shutdown_timeout: Duration,
@@ -340,6 +402,7 @@ struct RawConfig {
     guard: RawGuard,
     agents: BTreeMap<String, RawAgent>,
     security: RawSecurity,
+    sla: RawSla,
     log: RawLog,
     daemon: RawDaemon,
 }
@@ -368,6 +431,7 @@ struct RawQueue {
     reopen_within: Option<String>,
     plus_addressing: Option<bool>,
     escalate_to: Option<String>,
+    sla: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -378,6 +442,48 @@ struct RawAgent {
     queues: Option<Vec<String>>,
     tier: Option<u8>,
     notify_new: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawSla {
+    calendars: BTreeMap<String, RawCalendar>,
+    policies: BTreeMap<String, RawPolicy>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawCalendar {
+    timezone: Option<String>,
+    mon: Option<String>,
+    tue: Option<String>,
+    wed: Option<String>,
+    thu: Option<String>,
+    fri: Option<String>,
+    sat: Option<String>,
+    sun: Option<String>,
+    holidays: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawTargets {
+    first_response: Option<String>,
+    next_response: Option<String>,
+    resolution: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawPolicy {
+    calendar: Option<String>,
+    first_response: Option<String>,
+    next_response: Option<String>,
+    resolution: Option<String>,
+    warn_at: Option<String>,
+    escalate_on_breach: Option<bool>,
+    priority_on_breach: Option<String>,
+    priority: BTreeMap<String, RawTargets>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -716,6 +822,7 @@ impl Validator {
                     reopen_within,
                     plus_addressing: q.plus_addressing.unwrap_or(false),
                     escalate_to: q.escalate_to.clone(),
+                    sla: q.sla.clone(),
                 },
             );
         }
@@ -938,6 +1045,14 @@ impl Validator {
                 Agent { key: key.clone(), name: a.name.clone().unwrap_or_else(|| key.clone()), email, queues: aq, tier, notify_new: a.notify_new.unwrap_or(true) },
             );
         }
+        let sla = self.sla(&raw.sla);
+        for q in queues.values() {
+            if let Some(p) = &q.sla
+                && !sla.policies.contains_key(p)
+            {
+                self.add(&format!("queues.{}.sla", q.name), format!("no SLA policy named `{p}` (define [sla.policies.{p}])"));
+            }
+        }
         let security = Security {
             require_dkim: raw.security.require_dkim.unwrap_or(false),
             trusted_authserv_ids: raw.security.trusted_authserv_ids.clone().unwrap_or_default().into_iter().map(|s| s.to_ascii_lowercase()).collect(),
@@ -962,9 +1077,102 @@ impl Validator {
             guard,
             agents,
             security,
+            sla,
             log_level,
             shutdown_timeout,
         }
+    }
+}
+
+impl Validator {
+    fn sla(&mut self, raw: &RawSla) -> Sla {
+        let mut calendars = BTreeMap::new();
+        for (name, c) in &raw.calendars {
+            let key = format!("sla.calendars.{name}");
+            let tz = match c.timezone.as_deref().unwrap_or("UTC") {
+                tz => match jiff::tz::TimeZone::get(tz) {
+                    Ok(t) => t,
+                    Err(_) => {
+                        self.add(&format!("{key}.timezone"), format!("unknown time zone `{tz}` (use an IANA name like Europe/Berlin)"));
+                        continue;
+                    }
+                },
+            };
+            let mut week: [Vec<crate::sla::calendar::Window>; 7] = Default::default();
+            let days = [("mon", &c.mon), ("tue", &c.tue), ("wed", &c.wed), ("thu", &c.thu), ("fri", &c.fri), ("sat", &c.sat), ("sun", &c.sun)];
+            for (i, (day, v)) in days.iter().enumerate() {
+                let default = if i < 5 { "09:00-17:00" } else { "" };
+                match crate::sla::calendar::Calendar::parse_windows(v.as_deref().unwrap_or(default)) {
+                    Ok(w) => week[i] = w,
+                    Err(e) => self.add(&format!("{key}.{day}"), e),
+                }
+            }
+            if week.iter().all(Vec::is_empty) {
+                self.add(&key, "a calendar needs working hours on at least one day".into());
+            }
+            let mut holidays = std::collections::BTreeSet::new();
+            for h in c.holidays.clone().unwrap_or_default() {
+                match h.parse::<jiff::civil::Date>() {
+                    Ok(d) => {
+                        holidays.insert(d);
+                    }
+                    Err(_) => self.add(&format!("{key}.holidays"), format!("`{h}` is not a date like 2026-12-24")),
+                }
+            }
+            calendars.insert(name.clone(), crate::sla::calendar::Calendar::Hours { tz, week, holidays });
+        }
+        let mut policies = BTreeMap::new();
+        for (name, p) in &raw.policies {
+            let key = format!("sla.policies.{name}");
+            let mut secs = |k: &str, v: &Option<String>| -> Option<u64> { v.as_ref().map(|_| self.duration(&format!("{key}.{k}"), v, Duration::ZERO).as_secs()) };
+            let targets = SlaTargets { first_response: secs("first_response", &p.first_response), next_response: secs("next_response", &p.next_response), resolution: secs("resolution", &p.resolution) };
+            let mut by_priority = BTreeMap::new();
+            for (prio, t) in &p.priority {
+                let Ok(pr) = prio.parse::<crate::ticket::Priority>() else {
+                    self.add(&format!("{key}.priority.{prio}"), format!("unknown priority `{prio}`"));
+                    continue;
+                };
+                let pk = format!("{key}.priority.{prio}");
+                let mut secs = |k: &str, v: &Option<String>| -> Option<u64> { v.as_ref().map(|_| self.duration(&format!("{pk}.{k}"), v, Duration::ZERO).as_secs()) };
+                by_priority.insert(pr, SlaTargets { first_response: secs("first_response", &t.first_response), next_response: secs("next_response", &t.next_response), resolution: secs("resolution", &t.resolution) });
+            }
+            if targets == SlaTargets::default() && by_priority.is_empty() {
+                self.add(&key, "a policy needs at least one of first_response, next_response, resolution".into());
+            }
+            if let Some(c) = &p.calendar
+                && !raw.calendars.contains_key(c)
+            {
+                self.add(&format!("{key}.calendar"), format!("no calendar named `{c}` (define [sla.calendars.{c}])"));
+            }
+            let warn = match p.warn_at.as_deref().unwrap_or("80%") {
+                s if s.ends_with('%') => match s.trim_end_matches('%').trim().parse::<u8>() {
+                    Ok(n) if (1..100).contains(&n) => WarnAt::Percent(n),
+                    _ => {
+                        self.add(&format!("{key}.warn_at"), format!("`{s}` is not a percentage between 1% and 99%"));
+                        WarnAt::Percent(80)
+                    }
+                },
+                s => match parse_duration(s) {
+                    Ok(d) => WarnAt::Before(d.as_secs()),
+                    Err(e) => {
+                        self.add(&format!("{key}.warn_at"), format!("{e}; or a percentage like 80%"));
+                        WarnAt::Percent(80)
+                    }
+                },
+            };
+            let priority_on_breach = p.priority_on_breach.as_ref().and_then(|s| match s.parse() {
+                Ok(pr) => Some(pr),
+                Err(e) => {
+                    self.add(&format!("{key}.priority_on_breach"), e);
+                    None
+                }
+            });
+            policies.insert(
+                name.clone(),
+                SlaPolicy { name: name.clone(), calendar: p.calendar.clone(), targets, by_priority, warn, escalate_on_breach: p.escalate_on_breach.unwrap_or(false), priority_on_breach },
+            );
+        }
+        Sla { calendars, policies }
     }
 }
 

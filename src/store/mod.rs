@@ -15,6 +15,7 @@ use std::time::Duration;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"), include_str!("migrations/0002_guard.sql"), include_str!("migrations/0003_agents.sql"),
     include_str!("migrations/0004_left_on_server.sql"),
+    include_str!("migrations/0005_service_desk.sql"),
 ];
 
 /// A storage failure. `is_transient` tells callers whether retrying later can help.
@@ -225,6 +226,27 @@ impl Store {
     /// Where intake stopped in a mailbox.
     pub fn cursor(&self, mailbox: &str) -> Result<Option<Cursor>> {
         cursor(&self.lock(), mailbox)
+    }
+
+    /// SLA targets whose warning or breach moment has come and was not yet announced.
+    pub fn due_sla(&self, now: i64, limit: u32) -> Result<Vec<(TicketId, crate::sla::Target)>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(&format!(
+            "{SLA_SELECT} WHERE met_at IS NULL AND paused_since IS NULL
+             AND ((warned_at IS NULL AND warn_at <= ?1) OR (breached_at IS NULL AND due_at <= ?1)) ORDER BY due_at LIMIT ?2"
+        ))?;
+        let v = stmt.query_map(params![now, limit], sla_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(v.into_iter().filter_map(|(id, t)| t.map(|t| (id, t))).collect())
+    }
+
+    /// The earliest pending warning or due time (the timer sleeps until then).
+    pub fn next_sla_moment(&self) -> Result<Option<i64>> {
+        Ok(self.lock().query_row(
+            "SELECT MIN(CASE WHEN warned_at IS NULL THEN min(warn_at, due_at) ELSE due_at END) FROM sla_targets
+             WHERE met_at IS NULL AND paused_since IS NULL AND breached_at IS NULL",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     /// UIDs of a mailbox that intake left untouched on purpose.
@@ -599,6 +621,37 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// The SLA targets of a ticket.
+    pub fn sla_targets(&self, ticket: TicketId) -> Result<Vec<crate::sla::Target>> {
+        let mut stmt = self.conn.prepare_cached(&format!("{SLA_SELECT} WHERE ticket_id = ? ORDER BY kind"))?;
+        let v = stmt.query_map([ticket], |r| sla_row(r).map(|(_, t)| t))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(v.into_iter().flatten().collect())
+    }
+
+    /// Insert or replace one SLA target.
+    pub fn put_sla_target(&mut self, ticket: TicketId, t: &crate::sla::Target) -> Result<()> {
+        self.conn.prepare_cached(
+            "INSERT OR REPLACE INTO sla_targets (ticket_id, kind, started_at, target_secs, paused_secs, paused_since, due_at, warn_at, warned_at, breached_at, met_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )?
+        .execute(params![ticket, t.kind.as_str(), t.started_at, t.target_secs, t.paused_secs, t.paused_since, t.due_at, t.warn_at, t.warned_at, t.breached_at, t.met_at])?;
+        Ok(())
+    }
+
+    /// Set the ticket's SLA policy, service and type (rules, catalog, commands).
+    pub fn set_service_fields(&mut self, ticket: TicketId, sla_policy: Option<&str>, service: Option<&str>, ticket_type: Option<&str>) -> Result<()> {
+        self.conn.execute(
+            "UPDATE tickets SET sla_policy = coalesce(?2, sla_policy), service = coalesce(?3, service), ticket_type = coalesce(?4, ticket_type) WHERE id = ?1",
+            params![ticket, sla_policy, service, ticket_type],
+        )?;
+        Ok(())
+    }
+
+    /// The ticket's SLA policy name, if any.
+    pub fn ticket_sla_policy(&self, ticket: TicketId) -> Result<Option<String>> {
+        Ok(self.conn.prepare_cached("SELECT sla_policy FROM tickets WHERE id = ?")?.query_row([ticket], |r| r.get(0)).optional()?.flatten())
+    }
+
     /// Remember a server message intake must leave untouched.
     pub fn leave_on_server(&mut self, mailbox: &str, c: Cursor, reason: &str) -> Result<()> {
         self.conn.execute(
@@ -760,6 +813,27 @@ impl crate::thread::History for Tx<'_> {
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(Some((status.parse().unwrap_or(Status::Open), participants)))
     }
+}
+
+const SLA_SELECT: &str = "SELECT ticket_id, kind, started_at, target_secs, paused_secs, paused_since, due_at, warn_at, warned_at, breached_at, met_at FROM sla_targets";
+
+fn sla_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(TicketId, Option<crate::sla::Target>)> {
+    let kind: String = r.get(1)?;
+    let t = crate::sla::Kind::parse(&kind).map(|kind| -> rusqlite::Result<crate::sla::Target> {
+        Ok(crate::sla::Target {
+            kind,
+            started_at: r.get(2)?,
+            target_secs: r.get(3)?,
+            paused_secs: r.get(4)?,
+            paused_since: r.get(5)?,
+            due_at: r.get(6)?,
+            warn_at: r.get(7)?,
+            warned_at: r.get(8)?,
+            breached_at: r.get(9)?,
+            met_at: r.get(10)?,
+        })
+    });
+    Ok((r.get(0)?, t.transpose()?))
 }
 
 const TICKET_SELECT: &str = "SELECT id, subject, status, priority, queue, owner, requester, created_at, updated_at, tier, first_response_at FROM tickets";
