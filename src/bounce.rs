@@ -1,0 +1,897 @@
+//! Bounce: recognise a non-delivery report and say who failed, how badly, and which message it
+//! was. Reads RFC 3464 delivery status notifications (`multipart/report;
+//! report-type=delivery-status`) and the text MTAs write instead (qmail, Exim, Postfix, Sendmail,
+//! Exchange/Office 365, Gmail, Yahoo, Domino, GroupWise, …).
+//!
+//! Pure and total: no I/O, no clock, never panics; malformed input gives `None` or a partial
+//! report, never an error. MIME structure comes from mail-parser; only the DSN fields and the
+//! text heuristics are parsed here. It never looks for a report inside a forwarded (nested)
+//! message, and it does not decide what the desk does with a bounce (that is `guard` and
+//! `pipeline`).
+
+use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
+use regex::Regex;
+use serde::Serialize;
+use std::sync::LazyLock;
+
+/// How a delivery went for one recipient (or, on [`BounceReport`], for the worst one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BounceKind {
+    /// Delivered or relayed: a success DSN (RFC 3464 §2.3.3 `delivered`, `relayed`, `expanded`).
+    Success,
+    /// Not delivered yet; the MTA keeps trying (RFC 3464 §2.3.3 `delayed`). Not a failure.
+    Delay,
+    /// Failed, but the address itself may be fine: a temporary (4.x.x) cause, a full mailbox,
+    /// a policy, content or reputation rejection, or an MTA that gave up retrying.
+    Soft,
+    /// Failed because the address is bad (unknown user or domain, moved, null MX): stop
+    /// mailing it.
+    Hard,
+}
+
+impl BounceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BounceKind::Success => "success",
+            BounceKind::Delay => "delay",
+            BounceKind::Soft => "soft",
+            BounceKind::Hard => "hard",
+        }
+    }
+}
+
+/// Where the facts came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BounceFormat {
+    /// A machine-readable RFC 3464 `message/delivery-status` part (or its fields in the text).
+    Dsn,
+    /// An MTA's own human-readable text, read with heuristics.
+    Text,
+}
+
+/// One recipient the report is about.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FailedRecipient {
+    /// Lower-cased address.
+    pub address: String,
+    pub kind: BounceKind,
+    /// RFC 3463 enhanced status code, e.g. `5.1.1`.
+    pub status: Option<String>,
+    /// RFC 3464 action (`failed`, `delayed`, `delivered`, `relayed`, `expanded`), lower-case.
+    pub action: Option<String>,
+    /// The remote server's or MTA's explanation, on one line.
+    pub diagnostic: Option<String>,
+}
+
+/// What a bounce says.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BounceReport {
+    /// The worst recipient outcome (hard > soft > delay > success).
+    pub kind: BounceKind,
+    pub format: BounceFormat,
+    pub recipients: Vec<FailedRecipient>,
+    /// Message-ID of the message that bounced, without angle brackets.
+    pub original_message_id: Option<String>,
+    /// The MTA that wrote the report (RFC 3464 §2.2.2 Reporting-MTA), when it says.
+    pub reporting_mta: Option<String>,
+}
+
+impl BounceReport {
+    /// True when some recipient did not get the message (hard or soft failure).
+    pub fn is_failure(&self) -> bool {
+        matches!(self.kind, BounceKind::Hard | BounceKind::Soft)
+    }
+}
+
+/// Read a raw message. Bare-CR (classic Mac) line endings are accepted like LF and CRLF.
+pub fn parse(raw: &[u8]) -> Option<BounceReport> {
+    let raw = crate::message::normalize_line_endings(raw);
+    let msg = MessageParser::default().parse(raw.as_ref())?;
+    from_message(&msg)
+}
+
+/// Read a parsed message: `None` when it is not a delivery report.
+pub fn from_message(msg: &Message<'_>) -> Option<BounceReport> {
+    let report_type = report_type(msg);
+    // RFC 6522 §3: the report-type names the machine-readable part; feedback (RFC 5965) and
+    // disposition (RFC 8098) reports are not delivery reports.
+    // A multipart/report without report-type is common in MTA output; read it as a DSN.
+    if report_type.as_deref().is_some_and(|t| !t.is_empty() && t != "delivery-status") {
+        return None;
+    }
+    let text = report_text(msg);
+    let (report, quoted) = split_at_original(&text);
+    let dsn = dsn_part(msg).map(|t| parse_dsn(&t)).filter(|d| !d.recipients.is_empty());
+    let dsn = dsn.or_else(|| embedded_dsn(report));
+    let originals = original_headers(msg, quoted);
+
+    let (format, recipients, mta) = match dsn {
+        Some(d) => (BounceFormat::Dsn, d.recipients, d.reporting_mta),
+        None if report_type.is_some() || is_text_bounce(msg, &text) => {
+            let skip = Skip::new(msg, &originals);
+            let delay = says_delay(msg.subject().unwrap_or(""), report);
+            (BounceFormat::Text, text_recipients(msg, report, &skip, delay), text_reporting_mta(report))
+        }
+        None => return None,
+    };
+    let kind = recipients.iter().map(|r| r.kind).max().unwrap_or_else(|| fallback_kind(msg, report));
+    let original_message_id = originals.iter().find_map(|h| header_message_id(h)).or_else(|| dsn_original_id(msg));
+    Some(BounceReport { kind, format, recipients, original_message_id, reporting_mta: mta })
+}
+
+/// Cheap first look at an already parsed message: could it be a delivery report? False means
+/// [`parse`] would surely say `None`, so callers can skip the second parse for ordinary mail.
+pub fn might_be_bounce(msg: &crate::message::Parsed) -> bool {
+    let from = msg.from.as_ref();
+    let address = from.map(|m| m.address.as_str()).unwrap_or("");
+    let local = address.split('@').next().unwrap_or("");
+    let name = from.and_then(|m| m.name.as_deref()).unwrap_or("");
+    let null_path = msg.header("return-path").is_some_and(|rp| rp.trim().trim_matches(['<', '>']).trim().is_empty());
+    msg.content_type == "multipart/report"
+        || msg.header("x-failed-recipients").is_some()
+        || null_path
+        || MAILER_DAEMON.is_match(local)
+        || MAILER_DAEMON.is_match(name.trim())
+        || SYSTEM_SENDER.is_match(local)
+        || SYSTEM_SENDER_NAME.is_match(name)
+        || BOUNCE_SUBJECT.is_match(&msg.subject)
+        || BOUNCE_BODY.is_match(&msg.body_text)
+}
+
+// ---------------------------------------------------------------------------------------------
+// MIME structure
+
+/// `report-type` of a top-level `multipart/report` (RFC 6522 §3), lower-case.
+fn report_type(msg: &Message<'_>) -> Option<String> {
+    let ct = msg.root_part().content_type()?;
+    let is_report = ct.ctype().eq_ignore_ascii_case("multipart") && ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report"));
+    if !is_report {
+        return None;
+    }
+    Some(ct.attribute("report-type").unwrap_or("").trim().to_ascii_lowercase())
+}
+
+/// `type/subtype` of a part, lower-case; text/plain when absent (RFC 2045 §5.2).
+fn mime_type(part: &mail_parser::MessagePart<'_>) -> String {
+    match part.content_type() {
+        Some(ct) => format!("{}/{}", ct.ctype(), ct.subtype().unwrap_or("")).to_ascii_lowercase(),
+        None => "text/plain".into(),
+    }
+}
+
+/// Body of a part as text, whatever mail-parser decided it was (the DSN part is "binary").
+fn part_text(part: &mail_parser::MessagePart<'_>) -> Option<String> {
+    match &part.body {
+        PartType::Text(t) => Some(t.to_string()),
+        PartType::Html(h) => Some(mail_parser::decoders::html::html_to_text(h)),
+        PartType::Binary(b) | PartType::InlineBinary(b) => Some(String::from_utf8_lossy(b).into_owned()),
+        PartType::Message(m) => Some(String::from_utf8_lossy(m.raw_message()).into_owned()),
+        PartType::Multipart(_) => None,
+    }
+}
+
+/// The machine-readable status part (RFC 3464 §2.1; RFC 6533 §6.2 for the UTF-8 variant).
+fn dsn_part(msg: &Message<'_>) -> Option<String> {
+    msg.parts
+        .iter()
+        .find(|p| matches!(mime_type(p).as_str(), "message/delivery-status" | "message/global-delivery-status"))
+        .and_then(part_text)
+}
+
+/// The human-readable text of the report: its text/plain parts, or the HTML ones converted when
+/// there is no plain text. Never the returned message or header parts.
+fn report_text(msg: &Message<'_>) -> String {
+    let readable = |want_html: bool| -> Vec<String> {
+        msg.parts
+            .iter()
+            .filter(|p| match (&p.body, mime_type(p).as_str()) {
+                (PartType::Html(_), _) => want_html,
+                (PartType::Text(_), "text/plain") => !want_html,
+                _ => false,
+            })
+            .filter_map(part_text)
+            .collect()
+    };
+    let plain = readable(false);
+    let parts = if plain.iter().any(|t| !t.trim().is_empty()) { plain } else { readable(true) };
+    if parts.iter().any(|t| !t.trim().is_empty()) {
+        return parts.join("\n");
+    }
+    // A multipart whose boundary mail-parser could not find comes back as one opaque part;
+    // its raw text is still the best report there is.
+    msg.parts
+        .iter()
+        .filter(|p| matches!(p.body, PartType::Binary(_) | PartType::InlineBinary(_)) && mime_type(p).starts_with("multipart/"))
+        .filter_map(part_text)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Header blocks of the returned message, best first: a `message/rfc822` part, a
+/// `text/rfc822-headers` part (RFC 3462 §2; RFC 6533 `message/global[-headers]`), then the text
+/// quoted below the report.
+fn original_headers(msg: &Message<'_>, quoted: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for part in msg.parts.iter().skip(1) {
+        match (&part.body, mime_type(part).as_str()) {
+            (PartType::Message(m), _) => out.push(String::from_utf8_lossy(header_section(m.raw_message())).into_owned()),
+            (_, "text/rfc822-headers" | "message/global-headers" | "message/rfc822-headers" | "message/rfc822" | "message/global") => {
+                out.extend(part_text(part));
+            }
+            _ => {}
+        }
+    }
+    if !quoted.trim().is_empty() {
+        out.push(quoted.to_string());
+    }
+    out
+}
+
+/// Bytes up to the first empty line.
+fn header_section(raw: &[u8]) -> &[u8] {
+    let end = raw.windows(2).position(|w| w == b"\n\n").or_else(|| raw.windows(4).position(|w| w == b"\r\n\r\n")).unwrap_or(raw.len());
+    raw.get(..end).unwrap_or(raw)
+}
+
+// ---------------------------------------------------------------------------------------------
+// RFC 3464 fields
+
+struct Dsn {
+    reporting_mta: Option<String>,
+    recipients: Vec<FailedRecipient>,
+}
+
+/// Parse a `message/delivery-status` body: per-message fields, then one group of per-recipient
+/// fields each, groups separated by blank lines (RFC 3464 §2.1). Tolerates missing blank lines
+/// and fields out of order.
+fn parse_dsn(text: &str) -> Dsn {
+    let mut reporting_mta = None;
+    let mut groups: Vec<Vec<(String, String)>> = Vec::new();
+    let mut current: Vec<(String, String)> = Vec::new();
+    let has = |g: &[(String, String)], name: &str| g.iter().any(|(n, _)| n == name);
+    for (name, value) in dsn_fields(text) {
+        match name.as_str() {
+            "" => {
+                if has(&current, "final-recipient") || has(&current, "original-recipient") {
+                    groups.push(std::mem::take(&mut current));
+                }
+            }
+            // RFC 3464 §2.2.2
+            "reporting-mta" => reporting_mta = Some(strip_type(&value)),
+            // A new recipient starts at its Original-Recipient (§2.3.1) or, without one, at its
+            // Final-Recipient (§2.3.2).
+            "original-recipient" if has(&current, "original-recipient") || (has(&current, "final-recipient") && has(&current, "action")) => {
+                groups.push(std::mem::take(&mut current));
+                current.push((name, value));
+            }
+            "final-recipient" if has(&current, "final-recipient") => {
+                groups.push(std::mem::take(&mut current));
+                current.push((name, value));
+            }
+            _ => current.push((name, value)),
+        }
+    }
+    if has(&current, "final-recipient") || has(&current, "original-recipient") {
+        groups.push(current);
+    }
+    let recipients = groups.iter().filter_map(|g| dsn_recipient(g)).collect();
+    Dsn { reporting_mta: reporting_mta.filter(|m| !m.is_empty()), recipients }
+}
+
+/// `(lower-case name, unfolded value)` per field; `("", "")` for each blank line.
+fn dsn_fields(text: &str) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = Vec::new();
+    for line in text.lines() {
+        let line = line.trim_end_matches('\r');
+        if line.trim().is_empty() {
+            out.push((String::new(), String::new()));
+        } else if line.starts_with([' ', '\t']) {
+            // RFC 3464 §2.1 / RFC 5322 §2.2.3: folded continuation of the previous field.
+            if let Some((_, v)) = out.last_mut().filter(|(n, _)| !n.is_empty()) {
+                v.push(' ');
+                v.push_str(line.trim());
+            }
+        } else if let Some((name, value)) = line.split_once(':') {
+            let name = name.trim();
+            if !name.is_empty() && !name.contains(' ') {
+                out.push((name.to_ascii_lowercase(), value.trim().to_string()));
+            }
+        }
+    }
+    out
+}
+
+fn dsn_recipient(group: &[(String, String)]) -> Option<FailedRecipient> {
+    let get = |name: &str| group.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    // RFC 3464 §2.3.1: Original-Recipient is the address as we gave it, so it matches our
+    // records; Final-Recipient (§2.3.2) may be an alias or forwarding target.
+    let address = get("original-recipient").and_then(typed_address).or_else(|| get("final-recipient").and_then(typed_address))?;
+    let action = get("action").map(|a| a.split([' ', '(', ';']).next().unwrap_or("").to_ascii_lowercase()).filter(|a| !a.is_empty());
+    // RFC 3464 §2.3.4: the Status field holds an RFC 3463 code, maybe followed by a comment.
+    let status = get("status").and_then(find_status_code);
+    // RFC 3464 §2.3.6: Diagnostic-Code is `diagnostic-type ; text`.
+    let diagnostic = get("diagnostic-code").map(|d| one_line(&strip_type(d))).filter(|d| !d.is_empty());
+    let status = status.or_else(|| diagnostic.as_deref().and_then(find_status_code));
+    let kind = dsn_kind(action.as_deref(), status.as_deref(), diagnostic.as_deref().unwrap_or(""));
+    Some(FailedRecipient { address, kind, status, action, diagnostic })
+}
+
+/// Outcome of one DSN recipient.
+fn dsn_kind(action: Option<&str>, status: Option<&str>, diagnostic: &str) -> BounceKind {
+    match action {
+        // RFC 3464 §2.3.3: delayed = not yet delivered, will retry.
+        Some("delayed") => BounceKind::Delay,
+        Some("delivered" | "relayed" | "expanded") => BounceKind::Success,
+        _ => failure_kind(status, diagnostic, BounceKind::Soft),
+    }
+}
+
+/// `type; value` → `value` (RFC 3464 §2.1.2 address-type, §2.2.2 mta-name-type, §2.3.6
+/// diagnostic-type).
+fn strip_type(v: &str) -> String {
+    match v.split_once(';') {
+        Some((ty, rest)) if !ty.trim().contains(' ') && !ty.contains('@') => rest.trim().to_string(),
+        _ => v.trim().to_string(),
+    }
+}
+
+/// The address in `rfc822; user@example.org` (also with brackets, quotes or a comment).
+fn typed_address(v: &str) -> Option<String> {
+    let v = strip_type(v);
+    ADDRESS.find(&v).map(|m| normalize(m.as_str()))
+}
+
+/// DSN fields pasted into the text of a report that has no `message/delivery-status` part.
+fn embedded_dsn(report: &str) -> Option<Dsn> {
+    let start = DSN_FIELD_START.find(report)?.start();
+    let dsn = parse_dsn(report.get(start..)?);
+    (!dsn.recipients.is_empty()).then_some(dsn)
+}
+
+/// Exchange and a few others name the original Message-ID in a DSN field instead of
+/// returning the message.
+fn dsn_original_id(msg: &Message<'_>) -> Option<String> {
+    let text = dsn_part(msg)?;
+    dsn_fields(&text)
+        .into_iter()
+        .find(|(n, _)| matches!(n.as_str(), "original-message-id" | "x-original-message-id"))
+        .map(|(_, v)| clean_id(&v))
+        .filter(|id| is_message_id(id))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Text reports
+
+/// Is this an MTA's own-format bounce? Exim's X-Failed-Recipients; a mailer-daemon; another
+/// mail-system sender whose subject or text reports a failure; or anyone whose text opens
+/// with a delivery-report phrase under a bounce subject — but never a person forwarding one.
+fn is_text_bounce(msg: &Message<'_>, text: &str) -> bool {
+    let subject = msg.subject().unwrap_or("");
+    let sender = sender_role(msg);
+    if msg.header_raw("X-Failed-Recipients").is_some() || sender == Sender::MailerDaemon {
+        return true;
+    }
+    if sender == Sender::System {
+        let (report, _) = split_at_original(text);
+        return BOUNCE_SUBJECT.is_match(subject) || BOUNCE_BODY.is_match(report) || FAILURE_DETAIL.is_match(report);
+    }
+    let top = opening_lines(text, 12);
+    let vouched = BOUNCE_SUBJECT.is_match(subject) || MTA_SIGNATURE.is_match(&top) || null_reverse_path(msg);
+    !FORWARD_SUBJECT.is_match(subject) && BOUNCE_BODY.is_match(&top) && vouched
+}
+
+/// RFC 5321 §4.5.5: reports are sent with a null reverse path (`Return-Path: <>`). So are
+/// auto-replies (RFC 3834 §3.3), so this alone proves nothing.
+fn null_reverse_path(msg: &Message<'_>) -> bool {
+    msg.header_raw("Return-Path").is_some_and(|rp| rp.trim().trim_matches(['<', '>']).trim().is_empty())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sender {
+    /// `MAILER-DAEMON`: by convention only ever sends delivery reports.
+    MailerDaemon,
+    /// Postmaster and other mail-system names: often but not only reports.
+    System,
+    Other,
+}
+
+fn sender_role(msg: &Message<'_>) -> Sender {
+    let from = msg.from().and_then(|a| a.first());
+    let address = from.and_then(|a| a.address()).unwrap_or("");
+    let name = from.and_then(|a| a.name()).unwrap_or("");
+    let local = address.split('@').next().unwrap_or("");
+    // `From: <>`: a From field with the null address, as some filters write it.
+    let null_from = msg.header_raw("From").is_some() && address.is_empty() && name.is_empty();
+    if MAILER_DAEMON.is_match(local) || (address.is_empty() && MAILER_DAEMON.is_match(name.trim())) {
+        Sender::MailerDaemon
+    } else if null_from || SYSTEM_SENDER.is_match(local) || SYSTEM_SENDER_NAME.is_match(name) {
+        Sender::System
+    } else {
+        Sender::Other
+    }
+}
+
+/// The first `n` non-blank lines a person did not quote or forward.
+fn opening_lines(text: &str, n: usize) -> String {
+    text.lines()
+        .take_while(|l| !FORWARD_MARKER.is_match(l))
+        .filter(|l| !l.trim().is_empty() && !l.trim_start().starts_with('>'))
+        .take(n)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Split the report text where the returned message starts: (report, quoted original).
+fn split_at_original(text: &str) -> (&str, &str) {
+    match ORIGINAL_MARKER.find(text) {
+        Some(m) => (text.get(..m.start()).unwrap_or(text), text.get(m.start()..).unwrap_or("")),
+        None => (text, ""),
+    }
+}
+
+/// Addresses the report is not about: the bounce's own participants and the sender of the
+/// returned message.
+struct Skip {
+    addresses: Vec<String>,
+}
+
+impl Skip {
+    fn new(msg: &Message<'_>, originals: &[String]) -> Skip {
+        let mut addresses = Vec::new();
+        let lists = [msg.from(), msg.to(), msg.cc(), msg.reply_to(), msg.sender()];
+        for list in lists.into_iter().flatten() {
+            addresses.extend(list.iter().filter_map(|a| a.address()).map(normalize));
+        }
+        for name in ["Return-Path", "Delivered-To", "X-Original-To"] {
+            if let Some(v) = msg.header_raw(name) {
+                addresses.extend(ADDRESS.find_iter(v).map(|m| normalize(m.as_str())));
+            }
+        }
+        for block in originals {
+            addresses.extend(header_addresses(block, &["from", "sender", "return-path", "reply-to"]));
+        }
+        Skip { addresses }
+    }
+
+    fn skips(&self, address: &str) -> bool {
+        let local = address.split('@').next().unwrap_or("");
+        SYSTEM_LOCAL.is_match(local) || self.addresses.iter().any(|a| a == address)
+    }
+}
+
+/// Failed recipients named in a text report. Exim's X-Failed-Recipients header is
+/// authoritative; otherwise each line that starts with an address (or a recipient label and
+/// an address) names one, and the lines up to the next recipient explain it.
+fn text_recipients(msg: &Message<'_>, report: &str, skip: &Skip, delay: bool) -> Vec<FailedRecipient> {
+    let lines: Vec<&str> = report.lines().collect();
+    let mut found = leading_recipients(&lines, skip);
+    if found.is_empty() {
+        found = mentioned_recipients(&lines, skip);
+    }
+    if let Some(header) = msg.header_raw("X-Failed-Recipients") {
+        let listed: Vec<String> = ADDRESS.find_iter(header).map(|m| normalize(m.as_str())).collect();
+        if !listed.is_empty() {
+            found = listed.into_iter().map(|a| {
+                let at = found.iter().find(|(f, _)| *f == a).map(|(_, i)| *i).unwrap_or(lines.len());
+                (a, at)
+            }).collect();
+        }
+    }
+    let starts: Vec<usize> = found.iter().map(|(_, i)| *i).collect();
+    found
+        .iter()
+        .map(|(address, start)| {
+            let end = starts.iter().copied().filter(|s| s > start).min().unwrap_or(lines.len());
+            let block = lines.get(*start..end).map(|l| l.join("\n")).unwrap_or_default();
+            text_recipient(address, &block, report, found.len() == 1, delay)
+        })
+        .collect()
+}
+
+/// Recipients named at the start of a line: `<user@example.org>:` (qmail, Postfix),
+/// `  user@example.org` (Exim, Gmail), `Unknown user: …`, `Name<mailto:…>` (Exchange).
+fn leading_recipients(lines: &[&str], skip: &Skip) -> Vec<(String, usize)> {
+    let mut found: Vec<(String, usize)> = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if let Some(address) = line_recipient(line)
+            && !skip.skips(&address)
+            && !found.iter().any(|(a, _)| *a == address)
+        {
+            found.push((address, i));
+        }
+    }
+    found
+}
+
+/// Recipients only mentioned inside a sentence that reports a failure ("Local mailbox
+/// user@example.org is unavailable: user not found").
+fn mentioned_recipients(lines: &[&str], skip: &Skip) -> Vec<(String, usize)> {
+    let mut found: Vec<(String, usize)> = Vec::new();
+    for (i, line) in lines.iter().enumerate() {
+        if !FAILURE_CONTEXT.is_match(line) {
+            continue;
+        }
+        for m in ADDRESS.find_iter(line) {
+            let glued = line.get(..m.start()).and_then(|b| b.chars().next_back()).is_some_and(|c| c == '=' || c == '/');
+            let address = normalize(m.as_str());
+            if !glued && !skip.skips(&address) && !found.iter().any(|(a, _)| *a == address) {
+                found.push((address, i));
+            }
+        }
+    }
+    found
+}
+
+/// One recipient of a text report, from the lines that explain it.
+fn text_recipient(address: &str, block: &str, report: &str, only: bool, delay: bool) -> FailedRecipient {
+    // A text report is about failures: 2.x.x codes and 2xx replies in it are transcript noise.
+    let status = failure_status(block).or_else(|| if only { failure_status(report) } else { None });
+    let smtp = find_reply_code(block).or_else(|| if only { find_reply_code(report) } else { None });
+    let diagnostic = one_line(&block.replace(address, " ")).trim_matches([' ', ':', '<', '>', '.', '(', ')']).to_string();
+    let context = if block.lines().count() > 1 { block } else { report };
+    let kind = if delay {
+        BounceKind::Delay
+    } else {
+        // Without an enhanced code, the SMTP reply code's first digit gives the class (RFC 5321 §4.2.1).
+        let status = status.clone().or_else(|| smtp.map(|c| format!("{c}.0.0")));
+        failure_kind(status.as_deref(), context, BounceKind::Soft)
+    };
+    FailedRecipient {
+        address: address.to_string(),
+        kind,
+        status,
+        action: Some(if delay { "delayed" } else { "failed" }.into()),
+        diagnostic: Some(diagnostic).filter(|d| !d.is_empty()),
+    }
+}
+
+/// The address a report line names as a recipient: the line starts with it (after bullets,
+/// quote marks, a recipient label or a display name with `<mailto:…>`).
+fn line_recipient(line: &str) -> Option<String> {
+    let caps = RECIPIENT_LINE.captures(line)?;
+    Some(normalize(caps.name("addr")?.as_str()))
+}
+
+/// Text reports that only warn (RFC 3464 `delayed` in words): the MTA says it keeps trying, or
+/// the subject says delay/warning, and the text does not say it gave up.
+fn says_delay(subject: &str, report: &str) -> bool {
+    (DELAY_SUBJECT.is_match(subject) || DELAY_BODY.is_match(report)) && !GAVE_UP.is_match(report)
+}
+
+/// Kind when no recipient could be named.
+fn fallback_kind(msg: &Message<'_>, report: &str) -> BounceKind {
+    if says_delay(msg.subject().unwrap_or(""), report) {
+        return BounceKind::Delay;
+    }
+    failure_kind(failure_status(report).as_deref(), report, BounceKind::Soft)
+}
+
+fn text_reporting_mta(report: &str) -> Option<String> {
+    REPORTING_HOST.captures(report).and_then(|c| c.name("host")).map(|h| h.as_str().trim_end_matches('.').to_ascii_lowercase())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hard or soft
+
+/// Hard when the status or the explanation says the address is bad; soft otherwise. A
+/// persistent transient (4.x.x) status is never hard (RFC 3463 §3.1).
+fn failure_kind(status: Option<&str>, text: &str, unknown: BounceKind) -> BounceKind {
+    let class = status.and_then(|s| s.chars().next());
+    match class {
+        // RFC 3463 §3.1: class 2 = success.
+        Some('2') => BounceKind::Success,
+        Some('4') => BounceKind::Soft,
+        _ if MAILBOX_FULL.is_match(text) => BounceKind::Soft,
+        _ if status.is_some_and(status_says_bad_address) || BAD_ADDRESS.is_match(text) => BounceKind::Hard,
+        Some(_) => BounceKind::Soft,
+        None => unknown,
+    }
+}
+
+/// RFC 3463 §3.2 addressing status: X.1.1 bad mailbox, X.1.2 bad system, X.1.3 bad mailbox
+/// syntax, X.1.6 mailbox moved; RFC 7505 §4.2: X.1.10 null MX.
+fn status_says_bad_address(status: &str) -> bool {
+    let mut it = status.split('.').skip(1);
+    matches!((it.next(), it.next()), (Some("1"), Some("1" | "2" | "3" | "6" | "10")))
+}
+
+/// First RFC 3463 code (`class.subject.detail`, class 2/4/5) in the text that is not part of
+/// a longer dotted number such as an IP address or version.
+fn find_status_code(text: &str) -> Option<String> {
+    STATUS_CODE.captures_iter(text).find_map(|c| {
+        let m = c.get(1)?;
+        let before = text.get(..m.start())?.chars().next_back();
+        let after = text.get(m.end()..)?;
+        let mut rest = after.chars();
+        let next = rest.next();
+        let dotted_more = next == Some('.') && rest.next().is_some_and(|c| c.is_ascii_digit());
+        let glued = before.is_some_and(|c| c.is_ascii_digit() || c == '.') || next.is_some_and(|c| c.is_ascii_digit()) || dotted_more;
+        (!glued).then(|| m.as_str().to_string())
+    })
+}
+
+/// First RFC 3463 code of class 4 or 5 (a failure).
+fn failure_status(text: &str) -> Option<String> {
+    let mut rest = text;
+    while let Some(code) = find_status_code(rest) {
+        if !code.starts_with('2') {
+            return Some(code);
+        }
+        let at = rest.find(&code).map(|i| i + code.len()).unwrap_or(rest.len());
+        rest = rest.get(at..).unwrap_or("");
+    }
+    None
+}
+
+/// First SMTP reply code (RFC 5321 §4.2) standing on its own, e.g. `550` in `said: 550 …`.
+fn find_reply_code(text: &str) -> Option<char> {
+    REPLY_CODE.captures(text).and_then(|c| c.get(1)).and_then(|m| m.as_str().chars().next())
+}
+
+// ---------------------------------------------------------------------------------------------
+// Message-IDs
+
+/// Message-ID of the first header block that has one (mail-parser for structure, a line scan
+/// when the block is quoted text with junk around it).
+fn header_message_id(block: &str) -> Option<String> {
+    MESSAGE_ID_LINE
+        .captures_iter(block)
+        .filter_map(|c| c.name("id").map(|m| clean_id(m.as_str())))
+        .find(|id| is_message_id(id))
+}
+
+/// Addresses in the named header fields of a header block.
+fn header_addresses(block: &str, names: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    for caps in HEADER_LINE.captures_iter(block) {
+        let (Some(name), Some(value)) = (caps.name("name"), caps.name("value")) else { continue };
+        if names.iter().any(|n| n.eq_ignore_ascii_case(name.as_str())) {
+            out.extend(ADDRESS.find_iter(value.as_str()).map(|m| normalize(m.as_str())));
+        }
+    }
+    out
+}
+
+fn clean_id(v: &str) -> String {
+    let v = v.trim();
+    let inner = match (v.find('<'), v.find('>')) {
+        (Some(a), Some(b)) if a < b => v.get(a + 1..b).unwrap_or(v),
+        _ => v.split_whitespace().next().unwrap_or(""),
+    };
+    inner.trim().trim_matches(['<', '>']).to_string()
+}
+
+/// RFC 5322 §3.6.4 msg-id: `id-left "@" id-right`, no spaces. Some MTAs drop the right side;
+/// accept any non-empty token without spaces, but not an empty or bracket-only value.
+fn is_message_id(id: &str) -> bool {
+    !id.is_empty() && !id.contains(char::is_whitespace) && id.len() <= 998
+}
+
+// ---------------------------------------------------------------------------------------------
+// Small helpers
+
+fn normalize(address: &str) -> String {
+    crate::ticket::normalize_address(address.trim_start_matches("mailto:"))
+}
+
+/// Collapse all whitespace (and line endings of any kind) to single spaces; cap the length.
+fn one_line(text: &str) -> String {
+    let joined = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    match joined.char_indices().nth(500) {
+        Some((i, _)) => joined.get(..i).map(str::to_string).unwrap_or(joined),
+        None => joined,
+    }
+}
+
+fn re(pattern: &str) -> Regex {
+    Regex::new(pattern).expect("static regex")
+}
+
+/// addr-spec as it appears in reports (RFC 5322 §3.4.1, dot-atom local part, dotted domain).
+const ADDR: &str = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*@[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)+";
+
+static ADDRESS: LazyLock<Regex> = LazyLock::new(|| re(ADDR));
+
+/// A line that starts with a recipient: bullets or quote marks, an optional label ("Unknown
+/// user:", "Intended recipient:", "RCPT TO:", "Could not be delivered to:"), an optional display
+/// name before `<mailto:`, then the address and a separator.
+static RECIPIENT_LINE: LazyLock<Regex> = LazyLock::new(|| {
+    re(&format!(
+        r#"(?i)^[\s>*\-•|]*(?:(?:(?:[a-z_-]+\s+){{0,3}}(?:recipients?|address(?:es)?|users?|mailbox(?:es)?|addressee)(?:\(s\)|\(es\))?|rcpt to|(?:could not be |not )?delivered to|sent to)\s*:\s*)?(?:[^<>@\s:]{{1,60}}\s*<mailto:)?["'<]*(?:mailto:)?(?P<addr>{ADDR})["'>]*(?:$|[\s:;,.(\[<])"#
+    ))
+});
+
+static DSN_FIELD_START: LazyLock<Regex> = LazyLock::new(|| re(r"(?im)^(?:original|final)-recipient\s*:"));
+
+static STATUS_CODE: LazyLock<Regex> = LazyLock::new(|| re(r"([245]\.\d{1,3}\.\d{1,3})"));
+
+static REPLY_CODE: LazyLock<Regex> = LazyLock::new(|| re(r"(?:^|[^\d.#-])([45][0-5]\d)(?:[ -]|$)"));
+
+static MESSAGE_ID_LINE: LazyLock<Regex> = LazyLock::new(|| re(r"(?im)^[\s>]*message-id\s*:\s*(?P<id><[^>\r\n]*>|\S+)"));
+
+static HEADER_LINE: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^[\s>]*(?P<name>[A-Za-z][A-Za-z0-9-]*)\s*:(?P<value>[^\r\n]*)"));
+
+/// A line where the returned message (or its headers) begins.
+static ORIGINAL_MARKER: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?im)^[\s>|]*(?:[-=_*#]{2,}.*(?:original|returned|undelivered|copy of (?:the|your) message|headers? of|the header|message (?:text|headers)|source mail|rejected message).*$|(?:--+\s*)?below this line is a copy of the message|(?:-+\s*)?original message follows|original message headers|your original message|the original message headers|unsent message below|message headers follow|the header of the original message)")
+});
+
+/// Phrases delivery reports use.
+static BOUNCE_BODY: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?i)this is the qmail-send program|created automatically by mail delivery software|this is the (?:mail system|postfix program) at host|i'm sorry to have to inform you that (?:your|the) message|following addresses had (?:permanent|transient)|delivery to the following recipients? (?:failed|was aborted|has been delayed)|delivery has failed to these recipients|did not reach the following recipient|could not be delivered to|unable to deliver (?:your )?message to|was not delivered to|undeliverable to the following|your (?:message|mail) (?:was|could|has) not (?:be |been )?delivered|message could not be delivered|permanent fatal (?:delivery )?errors|automatically generated delivery status notification|following address\(es\) failed|following recipients? (?:did not|could not|failed|returned)|has not yet been delivered|your mail cannot be delivered|mail could not be delivered|could not deliver (?:your )?(?:mail|message)|delivery failed for the following|not delivered to the following|a message that you sent|-+\s*failed recipients\s*-+|we had trouble delivering your message|cannot be delivered to the following|message you sent .{0,40}(?:could not|was not|wasn't) (?:be )?delivered|failed addresses follow|returned mail follows")
+});
+
+/// Phrases only particular MTAs' reports contain.
+static MTA_SIGNATURE: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?i)this is the qmail-send program|created automatically by mail delivery software|this is the (?:mail system|postfix program) at host|automatically generated delivery status notification|the original message was received at|a message that you sent (?:could not|has not yet|contained|was rejected)")
+});
+
+/// Words a failure report's subject uses (also the French, German, Spanish, Italian, Dutch,
+/// Japanese and Chinese words Exchange and others put there).
+static BOUNCE_SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?i)undeliver|undelivered|returned mail|delivery (?:status|failure|notification|problem|report|error)|failure notice|mail delivery|non-?delivery|could not be delivered|not delivered|delivery has failed|mail (?:error|failure|failed)|mail system error|returned to sender|returning to sender|delivery failure|permanent delivery failure|delayed mail|delivery delayed|message delayed|warning: could not send|delivery failed|error mail report|postmaster notify|failed mail|processing error|error sending your mail|non remis|unzustellbar|no se puede entregar|non recapitabile|onbestelbaar|não entregue|メールエラー|配信エラー|不達|未達|退信")
+});
+
+static FORWARD_SUBJECT: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)^\s*(?:fwd?|wg|tr|enc|rv)\s*:"));
+
+/// Where a person's forward of another message starts.
+static FORWARD_MARKER: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)forwarded message|begin forwarded|original message -|^\s*-+\s*original message\s*-+"));
+
+/// A mailer-daemon (RFC 5321 §4.5.5 names no sender for reports; this is the convention).
+static MAILER_DAEMON: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)^(?:mailer[- ]?daemon|mail-?daemon)$"));
+
+/// Local parts of mail-system senders.
+static SYSTEM_SENDER: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)^(?:mailer-?daemon|mail-?daemon|post_?master|mail-?delivery(?:[._-]?system)?|mdaemon)(?:[+=]|$)"));
+
+static SYSTEM_SENDER_NAME: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)mailer[- ]?daemon|mail delivery|postmaster|mail administrator|mail system|mail deliver system"));
+
+static SYSTEM_LOCAL: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)^(?:mailer-?daemon|mail-?daemon|postmaster|hostmaster|abuse)$"));
+
+/// A remote server's failure reply in a report: reply and status code together, or the words.
+static FAILURE_DETAIL: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?i)\b[45]\d\d[ -]+#?[45]\.\d{1,3}\.\d{1,3}|\(#[45]\.\d{1,3}\.\d{1,3}\)|user unknown|unknown user|no such (?:user|mailbox|recipient)|mailbox (?:is )?full|over ?quota|could not be delivered|undeliverable|delivery (?:has )?failed|permanent error|host unknown|relay(?:ing)? denied")
+});
+
+/// A line that reports a failure (for recipients named only inside a sentence).
+static FAILURE_CONTEXT: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?i)fail|error|unknown|invalid|not found|unavailable|reject|refused|denied|could ?not|couldn't|cannot|can't|unable|did not|does not|doesn't|not exist|undeliver|no such|permanent|bounce|returned|disabled|inactive|not delivered|expired|timed out|blocked|quota|full|recipient|rcpt to|addressed")
+});
+
+static DELAY_SUBJECT: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)delay|warning|not yet been delivered|still being retried"));
+
+static DELAY_BODY: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?i)has not yet been delivered|will (?:continue|keep) (?:trying|to try)|will be retried|still being retried|attempts will continue|delivery has been delayed|is a warning|warning message only|no action is required on your part|not been able to deliver .{0,40} yet")
+});
+
+static GAVE_UP: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)permanent (?:fatal )?error|i've given up|given up|will not (?:be )?(?:retried|delivered)|has been removed from the (?:mail )?queue|failed permanently|permanently failed"));
+
+static MAILBOX_FULL: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)mailbox (?:is )?full|over ?quota|quota exceeded|exceeded (?:the )?(?:storage|quota)|insufficient (?:disk|storage)|mailbox size limit|not enough (?:disk )?space|mail ?box space not enough"));
+
+static BAD_ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?i)user unknown|unknown user|no such (?:user|mailbox|recipient|address|account|person|domain)|unknown (?:recipient|mailbox|address|local part)|recipient unknown|addressee unknown|recipient(?:'s)? (?:address |name )?(?:is )?not (?:found|recogni[sz]ed|exist)|recip(?:ient)?notfound|mailbox (?:not found|does not exist|unavailable|not available)|(?:does|did) not exist|doesn't exist|not a valid (?:mailbox|recipient|user)|invalid (?:recipient|mailbox|address)|user not found|not listed in|address (?:not found|unknown|does not exist)|wasn't found at|was not found in|host unknown|unknown host|host not found|domain not found|host or domain name not found|unrouteable address|name service error|no mx (?:record|host)|has moved|not our customer|no mailbox here|is not a known user|account (?:does not exist|not found)|unknown or illegal alias")
+});
+
+static REPORTING_HOST: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?i)(?:qmail-send program at|mail system at host|postfix program at host|generating server:|reporting-mta:\s*dns;)\s*(?P<host>[A-Za-z0-9.-]+)")
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const DSN: &str = "From: Mail Delivery System <MAILER-DAEMON@mx.example.org>\nTo: alice@example.com\nSubject: Undelivered Mail Returned to Sender\nMIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b1\"\n\n--b1\nContent-Type: text/plain\n\nThis is the mail system at host mx.example.org.\n\n--b1\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.org\nArrival-Date: Mon, 1 Jan 2024 00:00:00 +0000\n\nFinal-Recipient: rfc822; bob@example.net\nOriginal-Recipient: rfc822;Bob@Example.NET\nAction: failed\nStatus: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1 <bob@example.net>:\n    Recipient address rejected: User unknown\n\nFinal-Recipient: rfc822; carol@example.net\nAction: failed\nStatus: 5.2.2\nDiagnostic-Code: smtp; 552 5.2.2 Mailbox full\n\nFinal-Recipient: rfc822; dave@example.net\nAction: delayed\nStatus: 4.4.1\n\n--b1\nContent-Type: message/rfc822\n\nFrom: alice@example.com\nTo: bob@example.net\nSubject: hi\nMessage-ID: <orig-1@example.com>\n\nhello\n\n--b1--\n";
+
+    fn crlf(s: &str) -> String {
+        s.replace('\n', "\r\n")
+    }
+
+    fn cr(s: &str) -> String {
+        s.replace('\n', "\r")
+    }
+
+    #[test]
+    fn rfc3464_report_with_several_recipients() {
+        let r = parse(DSN.as_bytes()).expect("a bounce");
+        assert_eq!(r.format, BounceFormat::Dsn);
+        assert_eq!(r.kind, BounceKind::Hard);
+        assert_eq!(r.original_message_id.as_deref(), Some("orig-1@example.com"));
+        assert_eq!(r.reporting_mta.as_deref(), Some("mx.example.org"));
+        let got: Vec<(&str, BounceKind, Option<&str>)> = r.recipients.iter().map(|f| (f.address.as_str(), f.kind, f.status.as_deref())).collect();
+        assert_eq!(
+            got,
+            vec![
+                ("bob@example.net", BounceKind::Hard, Some("5.1.1")),
+                ("carol@example.net", BounceKind::Soft, Some("5.2.2")),
+                ("dave@example.net", BounceKind::Delay, Some("4.4.1")),
+            ]
+        );
+        assert_eq!(r.recipients[0].diagnostic.as_deref(), Some("550 5.1.1 <bob@example.net>: Recipient address rejected: User unknown"));
+        assert_eq!(r.recipients[2].action.as_deref(), Some("delayed"));
+    }
+
+    #[test]
+    fn line_endings_do_not_change_the_result() {
+        let lf = parse(DSN.as_bytes()).unwrap();
+        assert_eq!(parse(crlf(DSN).as_bytes()).unwrap(), lf);
+        assert_eq!(parse(cr(DSN).as_bytes()).unwrap(), lf);
+        let qmail = "From: MAILER-DAEMON@mx.example.org\nReturn-Path: <>\nSubject: failure notice\n\nHi. This is the qmail-send program at mx.example.org.\nI'm afraid I wasn't able to deliver your message to the following addresses.\nThis is a permanent error; I've given up. Sorry it didn't work out.\n\n<bob@example.net>:\n192.0.2.1 does not like recipient.\nRemote host said: 550 5.1.1 User unknown\n\n--- Below this line is a copy of the message.\n\nFrom: alice@example.com\nMessage-ID: <q1@example.com>\n\nhi\n";
+        let lf = parse(qmail.as_bytes()).unwrap();
+        assert_eq!(lf.format, BounceFormat::Text);
+        assert_eq!(lf.recipients.len(), 1);
+        assert_eq!(lf.recipients[0].address, "bob@example.net");
+        assert_eq!(lf.recipients[0].kind, BounceKind::Hard);
+        assert_eq!(lf.original_message_id.as_deref(), Some("q1@example.com"));
+        assert_eq!(parse(crlf(qmail).as_bytes()).unwrap(), lf);
+        assert_eq!(parse(cr(qmail).as_bytes()).unwrap(), lf);
+    }
+
+    #[test]
+    fn delay_warning_is_never_hard() {
+        let raw = DSN.replace("Action: failed", "Action: delayed");
+        let r = parse(raw.as_bytes()).unwrap();
+        assert_eq!(r.kind, BounceKind::Delay);
+        assert!(r.recipients.iter().all(|f| f.kind == BounceKind::Delay));
+        let exim = "From: Mail Delivery System <Mailer-Daemon@mx.example.org>\nSubject: Warning: message 1abc-000 delayed 24 hours\n\nThis message was created automatically by mail delivery software.\nA message that you sent has not yet been delivered to one or more of its\nrecipients after more than 24 hours on the queue on mx.example.org.\n\n  bob@example.net\n    host mx.example.net [192.0.2.1]: 451 4.3.0 try later\n\nNo action is required on your part.\n";
+        let r = parse(exim.as_bytes()).unwrap();
+        assert_eq!(r.kind, BounceKind::Delay);
+        assert_eq!(r.recipients[0].address, "bob@example.net");
+    }
+
+    #[test]
+    fn missing_parts_still_give_a_report() {
+        // A report without the returned message: no Message-ID, recipients still read.
+        let no_original = DSN.split("--b1\nContent-Type: message/rfc822").next().unwrap().to_string() + "--b1--\n";
+        let r = parse(no_original.as_bytes()).unwrap();
+        assert_eq!(r.original_message_id, None);
+        assert_eq!(r.recipients.len(), 3);
+        // A multipart/report without its status part falls back to the text.
+        let skeleton = "From: MAILER-DAEMON@mx.example.org\nSubject: Undelivered Mail\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n\n--b\nContent-Type: text/plain\n\n<bob@example.net>: host mx said: 550 5.1.1 unknown user\n--b--\n";
+        let r = parse(skeleton.as_bytes()).unwrap();
+        assert_eq!(r.format, BounceFormat::Text);
+        assert_eq!(r.recipients[0].status.as_deref(), Some("5.1.1"));
+        // Only headers of the original (RFC 3462 text/rfc822-headers).
+        let headers_only = DSN.replace("Content-Type: message/rfc822", "Content-Type: text/rfc822-headers");
+        assert_eq!(parse(headers_only.as_bytes()).unwrap().original_message_id.as_deref(), Some("orig-1@example.com"));
+    }
+
+    #[test]
+    fn other_reports_and_people_are_not_bounces() {
+        let arf = "From: fbl@example.org\nSubject: report\nContent-Type: multipart/report; report-type=feedback-report; boundary=\"b\"\n\n--b\nContent-Type: message/feedback-report\n\nFeedback-Type: abuse\n--b--\n";
+        assert_eq!(parse(arf.as_bytes()), None);
+        let human = "From: alice@example.com\nSubject: Fwd: Undelivered Mail Returned to Sender\n\nCan you check this? This is the mail system at host mx.example.org.\n<bob@example.net>: User unknown\n";
+        assert_eq!(parse(human.as_bytes()), None);
+        let plain = "From: alice@example.com\nSubject: printer\n\nThe printer on floor 2 is broken.\n";
+        assert_eq!(parse(plain.as_bytes()), None);
+    }
+
+    #[test]
+    fn status_codes_are_not_read_from_ip_addresses_or_versions() {
+        assert_eq!(find_status_code("host 10.5.4.3 said 550"), None);
+        assert_eq!(find_status_code("Exim 4.72 said: 550 5.7.1 denied"), Some("5.7.1".into()));
+        assert_eq!(find_status_code("(#5.5.0)"), Some("5.5.0".into()));
+        assert_eq!(find_status_code("id 8.2.234.1; 5.1.1."), Some("5.1.1".into()));
+    }
+
+    #[test]
+    fn garbage_never_panics() {
+        let mut seed = 0x2545_f491_u64;
+        let alphabet: &[u8] = b"\r\n\n :;<>@.-\t5.1.1Final-Recipient: rfc822;a@b.cAction: delayed\xff\xfe--b\"";
+        let mut inputs: Vec<Vec<u8>> = vec![Vec::new(), b"\r".to_vec(), b"\n\n\n".to_vec(), DSN.as_bytes()[..DSN.len() / 2].to_vec()];
+        for _ in 0..300 {
+            let len = (seed % 400) as usize;
+            let mut v = b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\n\n--b\nContent-Type: message/delivery-status\n\n".to_vec();
+            for _ in 0..len {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                v.push(alphabet[(seed % alphabet.len() as u64) as usize]);
+            }
+            inputs.push(v);
+        }
+        for input in inputs {
+            let _ = parse(&input);
+        }
+    }
+}
