@@ -9,7 +9,7 @@
 //! message, and it does not decide what the desk does with a bounce (that is `guard` and
 //! `pipeline`).
 
-use mail_parser::{Message, MessageParser, MimeHeaders, PartType};
+use mail_parser::{HeaderName, Message, MessageParser, MimeHeaders, PartType};
 use regex::Regex;
 use serde::Serialize;
 use std::sync::LazyLock;
@@ -108,16 +108,31 @@ pub fn from_message(msg: &Message<'_>) -> Option<BounceReport> {
     let originals = original_headers(msg, quoted);
 
     let (format, recipients, mta) = match dsn {
-        Some(d) => (BounceFormat::Dsn, d.recipients, d.reporting_mta),
+        Some(d) => (BounceFormat::Dsn, with_report_text(d.recipients, report), d.reporting_mta),
         None if report_type.is_some() || is_text_bounce(msg, &text) => {
-            let skip = Skip::new(msg, &originals);
+            let lines: Vec<&str> = report.lines().collect();
+            let named = named_recipients(msg, &lines, &Skip::new(msg, &originals));
+            if named.is_empty()
+                && let Some(inner) = wrapped_report(msg)
+            {
+                // An MTA that attaches its own DSN and names nobody in its text.
+                return from_message(inner);
+            }
+            let found = if named.is_empty() { sole_original_recipient(&originals, lines.len()) } else { named };
             let delay = says_delay(msg.subject().unwrap_or(""), report);
-            (BounceFormat::Text, text_recipients(msg, report, &skip, delay), text_reporting_mta(report))
+            (BounceFormat::Text, text_recipients(report, &lines, found, delay), text_reporting_mta(report))
         }
         None => return None,
     };
     let kind = recipients.iter().map(|r| r.kind).max().unwrap_or_else(|| fallback_kind(msg, report));
-    let original_message_id = originals.iter().find_map(|h| header_message_id(h)).or_else(|| dsn_original_id(msg));
+    let original_message_id = originals
+        .iter()
+        .find_map(|h| header_message_id(h))
+        .or_else(|| header_message_id(quoted))
+        .or_else(|| dsn_original_id(msg))
+        // A status part that swallowed the returned headers (a lost MIME boundary): DSN fields
+        // never include a Message-ID (RFC 3464 §2.2, §2.3), so one there is the original's.
+        .or_else(|| dsn_part(msg).as_deref().and_then(header_message_id));
     Some(BounceReport { kind, format, recipients, original_message_id, reporting_mta: mta })
 }
 
@@ -142,6 +157,11 @@ pub fn might_be_bounce(msg: &crate::message::Parsed) -> bool {
 
 // ---------------------------------------------------------------------------------------------
 // MIME structure
+
+/// A returned message that is itself an RFC 3464 report.
+fn wrapped_report<'a>(msg: &'a Message<'a>) -> Option<&'a Message<'a>> {
+    msg.parts.iter().filter_map(|p| p.message()).find(|m| report_type(m).as_deref() == Some("delivery-status"))
+}
 
 /// `report-type` of a top-level `multipart/report` (RFC 6522 §3), lower-case.
 fn report_type(msg: &Message<'_>) -> Option<String> {
@@ -183,12 +203,17 @@ fn dsn_part(msg: &Message<'_>) -> Option<String> {
 /// The human-readable text of the report: its text/plain parts, or the HTML ones converted when
 /// there is no plain text. Never the returned message or header parts.
 fn report_text(msg: &Message<'_>) -> String {
+    readable_text(msg).replace("\r\n", "\n")
+}
+
+fn readable_text(msg: &Message<'_>) -> String {
     let readable = |want_html: bool| -> Vec<String> {
         msg.parts
             .iter()
-            .filter(|p| match (&p.body, mime_type(p).as_str()) {
+            .filter(|p| match (&p.body, mime_type(p)) {
                 (PartType::Html(_), _) => want_html,
-                (PartType::Text(_), "text/plain") => !want_html,
+                // A multipart whose boundary is missing comes back as one text part.
+                (PartType::Text(_), t) => !want_html && (t == "text/plain" || t.starts_with("multipart/")),
                 _ => false,
             })
             .filter_map(part_text)
@@ -215,18 +240,33 @@ fn report_text(msg: &Message<'_>) -> String {
 fn original_headers(msg: &Message<'_>, quoted: &str) -> Vec<String> {
     let mut out = Vec::new();
     for part in msg.parts.iter().skip(1) {
+        // A returned message pasted as a MIME part without part headers: its header fields
+        // became the part's.
+        if part.headers.iter().any(|h| matches!(h.name, HeaderName::MessageId)) {
+            let raw = msg.raw_message();
+            let (start, end) = (part.raw_header_offset() as usize, part.raw_body_offset() as usize);
+            out.extend(raw.get(start..end).map(|h| String::from_utf8_lossy(h).into_owned()));
+        }
         match (&part.body, mime_type(part).as_str()) {
             (PartType::Message(m), _) => out.push(String::from_utf8_lossy(header_section(m.raw_message())).into_owned()),
-            (_, "text/rfc822-headers" | "message/global-headers" | "message/rfc822-headers" | "message/rfc822" | "message/global") => {
-                out.extend(part_text(part));
+            (_, "text/rfc822-headers" | "message/global-headers" | "message/rfc822-headers" | "message/rfc822" | "message/global" | "message/partial") => {
+                out.extend(part_text(part).and_then(|t| first_header_block(&t)));
             }
             _ => {}
         }
     }
-    if !quoted.trim().is_empty() {
-        out.push(quoted.to_string());
-    }
+    out.extend(first_header_block(quoted));
     out
+}
+
+/// The first blank-line-separated block of header fields that names the message (Message-ID,
+/// From, To, Subject, Date, Received), skipping report lines and MIME part headers before it.
+fn first_header_block(text: &str) -> Option<String> {
+    let normalized = text.replace("\r\n", "\n");
+    normalized
+        .split("\n\n")
+        .map(|block| block.lines().skip_while(|l| !HEADER_LINE.is_match(l)).collect::<Vec<_>>().join("\n"))
+        .find(|block| NAMING_HEADER.is_match(block))
 }
 
 /// Bytes up to the first empty line.
@@ -260,13 +300,9 @@ fn parse_dsn(text: &str) -> Dsn {
             }
             // RFC 3464 §2.2.2
             "reporting-mta" => reporting_mta = Some(strip_type(&value)),
-            // A new recipient starts at its Original-Recipient (§2.3.1) or, without one, at its
-            // Final-Recipient (§2.3.2).
-            "original-recipient" if has(&current, "original-recipient") || (has(&current, "final-recipient") && has(&current, "action")) => {
-                groups.push(std::mem::take(&mut current));
-                current.push((name, value));
-            }
-            "final-recipient" if has(&current, "final-recipient") => {
+            // Without the blank line, a second Original-Recipient (§2.3.1) or Final-Recipient
+            // (§2.3.2) starts the next recipient.
+            "original-recipient" | "final-recipient" if has(&current, &name) => {
                 groups.push(std::mem::take(&mut current));
                 current.push((name, value));
             }
@@ -276,7 +312,12 @@ fn parse_dsn(text: &str) -> Dsn {
     if has(&current, "final-recipient") || has(&current, "original-recipient") {
         groups.push(current);
     }
-    let recipients = groups.iter().filter_map(|g| dsn_recipient(g)).collect();
+    let mut recipients: Vec<FailedRecipient> = Vec::new();
+    for r in groups.iter().filter_map(|g| dsn_recipient(g)) {
+        if !recipients.iter().any(|k| k.address == r.address) {
+            recipients.push(r);
+        }
+    }
     Dsn { reporting_mta: reporting_mta.filter(|m| !m.is_empty()), recipients }
 }
 
@@ -313,9 +354,20 @@ fn dsn_recipient(group: &[(String, String)]) -> Option<FailedRecipient> {
     let status = get("status").and_then(find_status_code);
     // RFC 3464 §2.3.6: Diagnostic-Code is `diagnostic-type ; text`.
     let diagnostic = get("diagnostic-code").map(|d| one_line(&strip_type(d))).filter(|d| !d.is_empty());
-    let status = status.or_else(|| diagnostic.as_deref().and_then(find_status_code));
+    let status = specific_status(status, diagnostic.as_deref());
     let kind = dsn_kind(action.as_deref(), status.as_deref(), diagnostic.as_deref().unwrap_or(""));
     Some(FailedRecipient { address, kind, status, action, diagnostic })
+}
+
+/// The Status field, unless it is missing or only says the class (X.0.0) while the remote
+/// server's reply in Diagnostic-Code names a specific code of the same class.
+fn specific_status(status: Option<String>, diagnostic: Option<&str>) -> Option<String> {
+    let from_reply = diagnostic.and_then(find_status_code);
+    match (status, from_reply) {
+        (Some(s), Some(r)) if s.ends_with(".0.0") && r.get(..1) == s.get(..1) && !r.ends_with(".0.0") => Some(r),
+        (None, r) => r,
+        (s, _) => s,
+    }
 }
 
 /// Outcome of one DSN recipient.
@@ -324,7 +376,7 @@ fn dsn_kind(action: Option<&str>, status: Option<&str>, diagnostic: &str) -> Bou
         // RFC 3464 §2.3.3: delayed = not yet delivered, will retry.
         Some("delayed") => BounceKind::Delay,
         Some("delivered" | "relayed" | "expanded") => BounceKind::Success,
-        _ => failure_kind(status, diagnostic, BounceKind::Soft),
+        _ => failure_kind(status, diagnostic),
     }
 }
 
@@ -340,7 +392,15 @@ fn strip_type(v: &str) -> String {
 /// The address in `rfc822; user@example.org` (also with brackets, quotes or a comment).
 fn typed_address(v: &str) -> Option<String> {
     let v = strip_type(v);
-    ADDRESS.find(&v).map(|m| normalize(m.as_str()))
+    // The field holds one address; take it whole so quoted local parts survive (RFC 5321 §4.1.2).
+    let v = match v.rfind(" (") {
+        Some(i) if v.ends_with(')') => v.get(..i).unwrap_or(&v),
+        _ => &v,
+    };
+    let v = v.trim().trim_start_matches('<').trim_end_matches('>').trim();
+    let (local, domain) = v.rsplit_once('@')?;
+    let ok = !local.is_empty() && !domain.is_empty() && !domain.contains(char::is_whitespace) && !v.contains(['<', '>']);
+    ok.then(|| normalize(v))
 }
 
 /// DSN fields pasted into the text of a report that has no `message/delivery-status` part.
@@ -431,20 +491,23 @@ fn split_at_original(text: &str) -> (&str, &str) {
     }
 }
 
-/// Addresses the report is not about: the bounce's own participants and the sender of the
-/// returned message.
+/// Addresses a report is not about. A line that starts with an address names a recipient
+/// unless it is the report's own sender; an address inside a sentence may also be one of the
+/// bounce's participants (the original sender) or the returned message's sender.
 struct Skip {
+    reporter: Vec<String>,
     addresses: Vec<String>,
 }
 
 impl Skip {
     fn new(msg: &Message<'_>, originals: &[String]) -> Skip {
-        let mut addresses = Vec::new();
-        let lists = [msg.from(), msg.to(), msg.cc(), msg.reply_to(), msg.sender()];
+        let reporter: Vec<String> = msg.from().into_iter().flat_map(|l| l.iter()).filter_map(|a| a.address()).map(normalize).collect();
+        let mut addresses = reporter.clone();
+        let lists = [msg.to(), msg.cc(), msg.reply_to(), msg.sender()];
         for list in lists.into_iter().flatten() {
             addresses.extend(list.iter().filter_map(|a| a.address()).map(normalize));
         }
-        for name in ["Return-Path", "Delivered-To", "X-Original-To"] {
+        for name in ["Return-Path"] {
             if let Some(v) = msg.header_raw(name) {
                 addresses.extend(ADDRESS.find_iter(v).map(|m| normalize(m.as_str())));
             }
@@ -452,42 +515,77 @@ impl Skip {
         for block in originals {
             addresses.extend(header_addresses(block, &["from", "sender", "return-path", "reply-to"]));
         }
-        Skip { addresses }
+        Skip { reporter, addresses }
     }
 
-    fn skips(&self, address: &str) -> bool {
+    fn none() -> Skip {
+        Skip { reporter: Vec::new(), addresses: Vec::new() }
+    }
+
+    fn skips_leading(&self, address: &str) -> bool {
+        self.reporter.iter().any(|a| a == address)
+    }
+
+    fn skips_mention(&self, address: &str) -> bool {
         let local = address.split('@').next().unwrap_or("");
         SYSTEM_LOCAL.is_match(local) || self.addresses.iter().any(|a| a == address)
     }
 }
 
-/// Failed recipients named in a text report. Exim's X-Failed-Recipients header is
-/// authoritative; otherwise each line that starts with an address (or a recipient label and
-/// an address) names one, and the lines up to the next recipient explain it.
-fn text_recipients(msg: &Message<'_>, report: &str, skip: &Skip, delay: bool) -> Vec<FailedRecipient> {
-    let lines: Vec<&str> = report.lines().collect();
-    let mut found = leading_recipients(&lines, skip);
+/// Recipients a text report names, with the line where each is named. Exim's
+/// X-Failed-Recipients header is authoritative; otherwise lines that start with an address
+/// (or a recipient label and an address); otherwise addresses in sentences about a failure.
+fn named_recipients(msg: &Message<'_>, lines: &[&str], skip: &Skip) -> Vec<(String, usize)> {
+    let mut found = leading_recipients(lines, skip);
     if found.is_empty() {
-        found = mentioned_recipients(&lines, skip);
+        found = mentioned_recipients(lines, skip);
     }
-    if let Some(header) = msg.header_raw("X-Failed-Recipients") {
-        let listed: Vec<String> = ADDRESS.find_iter(header).map(|m| normalize(m.as_str())).collect();
-        if !listed.is_empty() {
-            found = listed.into_iter().map(|a| {
-                let at = found.iter().find(|(f, _)| *f == a).map(|(_, i)| *i).unwrap_or(lines.len());
-                (a, at)
-            }).collect();
-        }
+    let listed: Vec<String> = msg.header_raw("X-Failed-Recipients").map(|h| ADDRESS.find_iter(h).map(|m| normalize(m.as_str())).collect()).unwrap_or_default();
+    if listed.is_empty() {
+        return found;
     }
-    let starts: Vec<usize> = found.iter().map(|(_, i)| *i).collect();
-    found
-        .iter()
-        .map(|(address, start)| {
-            let end = starts.iter().copied().filter(|s| s > start).min().unwrap_or(lines.len());
-            let block = lines.get(*start..end).map(|l| l.join("\n")).unwrap_or_default();
-            text_recipient(address, &block, report, found.len() == 1, delay)
+    listed
+        .into_iter()
+        .map(|a| {
+            let at = found.iter().find(|(f, _)| *f == a).map(|(_, i)| *i).unwrap_or(lines.len());
+            (a, at)
         })
         .collect()
+}
+
+/// Each named recipient with what the report says about it.
+fn text_recipients(report: &str, lines: &[&str], found: Vec<(String, usize)>, delay: bool) -> Vec<FailedRecipient> {
+    let only = found.len() == 1;
+    blocks(lines, found).into_iter().map(|(address, block)| text_recipient(&address, &block, report, only, delay)).collect()
+}
+
+/// Each recipient with the report lines about it: from its line up to the next recipient's.
+fn blocks(lines: &[&str], found: Vec<(String, usize)>) -> Vec<(String, String)> {
+    let starts: Vec<usize> = found.iter().map(|(_, i)| *i).collect();
+    found
+        .into_iter()
+        .map(|(address, start)| {
+            let end = starts.iter().copied().filter(|s| *s > start).min().unwrap_or(lines.len());
+            let block = lines.get(start..end).map(|l| l.join("\n")).unwrap_or_default();
+            (address, block)
+        })
+        .collect()
+}
+
+/// A DSN's Diagnostic-Code is often terse or missing while its human-readable part says what
+/// happened to the same address: judge failures on both, and borrow the explanation.
+fn with_report_text(mut recipients: Vec<FailedRecipient>, report: &str) -> Vec<FailedRecipient> {
+    let lines: Vec<&str> = report.lines().collect();
+    let explained = blocks(&lines, leading_recipients(&lines, &Skip::none()));
+    for r in recipients.iter_mut().filter(|r| matches!(r.kind, BounceKind::Hard | BounceKind::Soft)) {
+        let Some((_, block)) = explained.iter().find(|(a, _)| *a == r.address) else { continue };
+        let context = format!("{}\n{block}", r.diagnostic.as_deref().unwrap_or(""));
+        r.kind = failure_kind(r.status.as_deref(), &context);
+        if r.diagnostic.is_none() {
+            r.diagnostic = Some(one_line(&block.replace(r.address.as_str(), " "))).filter(|d| !d.is_empty());
+        }
+    }
+    recipients
 }
 
 /// Recipients named at the start of a line: `<user@example.org>:` (qmail, Postfix),
@@ -496,7 +594,7 @@ fn leading_recipients(lines: &[&str], skip: &Skip) -> Vec<(String, usize)> {
     let mut found: Vec<(String, usize)> = Vec::new();
     for (i, line) in lines.iter().enumerate() {
         if let Some(address) = line_recipient(line)
-            && !skip.skips(&address)
+            && !skip.skips_leading(&address)
             && !found.iter().any(|(a, _)| *a == address)
         {
             found.push((address, i));
@@ -510,13 +608,23 @@ fn leading_recipients(lines: &[&str], skip: &Skip) -> Vec<(String, usize)> {
 fn mentioned_recipients(lines: &[&str], skip: &Skip) -> Vec<(String, usize)> {
     let mut found: Vec<(String, usize)> = Vec::new();
     for (i, line) in lines.iter().enumerate() {
-        if !FAILURE_CONTEXT.is_match(line) {
+        // The line itself reports the failure, or the line above introduces it ("did not reach
+        // the following recipient(s):").
+        let above = lines.get(..i).and_then(|l| l.iter().rev().find(|l| !l.trim().is_empty())).unwrap_or(&"");
+        if !FAILURE_CONTEXT.is_match(line) && !FAILURE_CONTEXT.is_match(above) {
             continue;
         }
         for m in ADDRESS.find_iter(line) {
-            let glued = line.get(..m.start()).and_then(|b| b.chars().next_back()).is_some_and(|c| c == '=' || c == '/');
-            let address = normalize(m.as_str());
-            if !glued && !skip.skips(&address) && !found.iter().any(|(a, _)| *a == address) {
+            let before = line.get(..m.start()).unwrap_or("");
+            // Part of a URL or parameter, or the sender ("not accepting mail from x@y") — but
+            // an X.400 `SMTP=user@host` is an address.
+            let glued = (before.ends_with('=') && !before.to_ascii_lowercase().ends_with("smtp=")) || before.ends_with('/');
+            let sender = SENDER_BEFORE.is_match(before);
+            // X.400 addresses carry the Internet one as `SMTP=user@host`.
+            let raw = m.as_str();
+            let raw = raw.get(..5).filter(|p| p.eq_ignore_ascii_case("smtp=")).map(|_| raw.get(5..).unwrap_or(raw)).unwrap_or(raw);
+            let address = normalize(raw);
+            if !glued && !sender && !skip.skips_mention(&address) && !found.iter().any(|(a, _)| *a == address) {
                 found.push((address, i));
             }
         }
@@ -524,22 +632,39 @@ fn mentioned_recipients(lines: &[&str], skip: &Skip) -> Vec<(String, usize)> {
     found
 }
 
+/// A report that names nobody is about the returned message's recipient when it had only one.
+fn sole_original_recipient(originals: &[String], at: usize) -> Vec<(String, usize)> {
+    let Some(block) = originals.first() else { return Vec::new() };
+    let mut all = header_addresses(block, &["to", "cc"]);
+    all.dedup();
+    match all.as_slice() {
+        [only] => vec![(only.clone(), at)],
+        _ => Vec::new(),
+    }
+}
+
 /// One recipient of a text report, from the lines that explain it.
 fn text_recipient(address: &str, block: &str, report: &str, only: bool, delay: bool) -> FailedRecipient {
+    // Sendmail and Postfix name the alias we wrote to: "(expanded from: <orig@example.org>)".
+    let address = EXPANDED_FROM.captures(block).and_then(|c| c.name("addr")).map(|m| normalize(m.as_str())).unwrap_or_else(|| address.to_string());
     // A text report is about failures: 2.x.x codes and 2xx replies in it are transcript noise.
     let status = failure_status(block).or_else(|| if only { failure_status(report) } else { None });
     let smtp = find_reply_code(block).or_else(|| if only { find_reply_code(report) } else { None });
-    let diagnostic = one_line(&block.replace(address, " ")).trim_matches([' ', ':', '<', '>', '.', '(', ')']).to_string();
+    let explanation = match RECIPIENT_LINE.find(block) {
+        Some(m) => block.get(m.end()..).unwrap_or(block),
+        None => block,
+    };
+    let diagnostic = one_line(explanation).trim_matches([' ', ':', '<', '>', '.', '(', ')']).to_string();
     let context = if block.lines().count() > 1 { block } else { report };
     let kind = if delay {
         BounceKind::Delay
     } else {
         // Without an enhanced code, the SMTP reply code's first digit gives the class (RFC 5321 §4.2.1).
         let status = status.clone().or_else(|| smtp.map(|c| format!("{c}.0.0")));
-        failure_kind(status.as_deref(), context, BounceKind::Soft)
+        failure_kind(status.as_deref(), context)
     };
     FailedRecipient {
-        address: address.to_string(),
+        address,
         kind,
         status,
         action: Some(if delay { "delayed" } else { "failed" }.into()),
@@ -557,7 +682,8 @@ fn line_recipient(line: &str) -> Option<String> {
 /// Text reports that only warn (RFC 3464 `delayed` in words): the MTA says it keeps trying, or
 /// the subject says delay/warning, and the text does not say it gave up.
 fn says_delay(subject: &str, report: &str) -> bool {
-    (DELAY_SUBJECT.is_match(subject) || DELAY_BODY.is_match(report)) && !GAVE_UP.is_match(report)
+    let subject_says = DELAY_SUBJECT.is_match(subject) && !FAILURE_SUBJECT.is_match(subject);
+    (subject_says || DELAY_BODY.is_match(report)) && !GAVE_UP.is_match(report)
 }
 
 /// Kind when no recipient could be named.
@@ -565,7 +691,7 @@ fn fallback_kind(msg: &Message<'_>, report: &str) -> BounceKind {
     if says_delay(msg.subject().unwrap_or(""), report) {
         return BounceKind::Delay;
     }
-    failure_kind(failure_status(report).as_deref(), report, BounceKind::Soft)
+    failure_kind(failure_status(report).as_deref(), report)
 }
 
 fn text_reporting_mta(report: &str) -> Option<String> {
@@ -575,26 +701,52 @@ fn text_reporting_mta(report: &str) -> Option<String> {
 // ---------------------------------------------------------------------------------------------
 // Hard or soft
 
-/// Hard when the status or the explanation says the address is bad; soft otherwise. A
-/// persistent transient (4.x.x) status is never hard (RFC 3463 §3.1).
-fn failure_kind(status: Option<&str>, text: &str, unknown: BounceKind) -> BounceKind {
-    let class = status.and_then(|s| s.chars().next());
+/// Hard when the address is bad, soft otherwise. Class 4 is transient and never hard (RFC 3463
+/// §3.1). A full mailbox, a block or a policy refusal is soft whatever the code says. A specific
+/// code decides; a generic one (X.0.0, X.1.0, X.3.0, X.4.x, X.5.x) or none leaves it to the
+/// remote server's words — and "user unknown" in answer to DATA is a content filter speaking
+/// (mobile carriers answer so for blocked senders), not a missing mailbox.
+fn failure_kind(status: Option<&str>, text: &str) -> BounceKind {
+    let mut parts = status.unwrap_or("").split('.');
+    let (class, subject, detail) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     match class {
-        // RFC 3463 §3.1: class 2 = success.
-        Some('2') => BounceKind::Success,
-        Some('4') => BounceKind::Soft,
-        _ if MAILBOX_FULL.is_match(text) => BounceKind::Soft,
-        _ if status.is_some_and(status_says_bad_address) || BAD_ADDRESS.is_match(text) => BounceKind::Hard,
-        Some(_) => BounceKind::Soft,
-        None => unknown,
+        // RFC 3463 §3.1: 2 = success, 4 = persistent transient failure.
+        "2" => return BounceKind::Success,
+        "4" => return BounceKind::Soft,
+        _ => {}
+    }
+    if MAILBOX_FULL.is_match(text) || OTHER_CAUSE.is_match(text) {
+        return BounceKind::Soft;
+    }
+    match (subject, detail) {
+        // RFC 3463 §3.2: X.1.1 bad mailbox, X.1.2 bad system, X.1.3 bad syntax, X.1.6 moved;
+        // RFC 7505 §4.2: X.1.10 recipient has null MX.
+        ("1", "1" | "2" | "3" | "6" | "10") => BounceKind::Hard,
+        // §3.2 other addressing codes are about the sender or ambiguous; §3.3 X.2.X: the mailbox
+        // exists; §3.4 X.3.X specific system conditions; §3.7, §3.8: content and policy.
+        ("1", "4" | "5" | "7" | "8" | "9") => BounceKind::Soft,
+        ("3", d) if d != "0" => BounceKind::Soft,
+        ("2", "1") if BAD_ADDRESS.is_match(text) && last_command(text) != Some("data") => BounceKind::Hard,
+        ("2" | "6" | "7", _) => BounceKind::Soft,
+        _ if BAD_ADDRESS.is_match(text) && last_command(text) != Some("data") => BounceKind::Hard,
+        _ => BounceKind::Soft,
     }
 }
 
-/// RFC 3463 §3.2 addressing status: X.1.1 bad mailbox, X.1.2 bad system, X.1.3 bad mailbox
-/// syntax, X.1.6 mailbox moved; RFC 7505 §4.2: X.1.10 null MX.
-fn status_says_bad_address(status: &str) -> bool {
-    let mut it = status.split('.').skip(1);
-    matches!((it.next(), it.next()), (Some("1"), Some("1" | "2" | "3" | "6" | "10")))
+/// The SMTP command the remote server was answering when it refused, as the report tells it
+/// (Postfix "in reply to RCPT TO command", Exim "after RCPT TO", Sendmail ">>> DATA", qmail
+/// "most progress was RCPT TO"), lower-case: "rcpt", "data" or "mail".
+fn last_command(text: &str) -> Option<&'static str> {
+    SMTP_COMMAND.captures_iter(text).last().and_then(|c| c.name("cmd")).map(|m| {
+        let m = m.as_str().to_ascii_lowercase();
+        if m.contains("rcpt") {
+            "rcpt"
+        } else if m.contains("mail") {
+            "mail"
+        } else {
+            "data"
+        }
+    })
 }
 
 /// First RFC 3463 code (`class.subject.detail`, class 2/4/5) in the text that is not part of
@@ -673,7 +825,7 @@ fn is_message_id(id: &str) -> bool {
 // Small helpers
 
 fn normalize(address: &str) -> String {
-    crate::ticket::normalize_address(address.trim_start_matches("mailto:"))
+    crate::ticket::normalize_address(address.trim_start_matches("mailto:").trim_matches(['\'', '"']))
 }
 
 /// Collapse all whitespace (and line endings of any kind) to single spaces; cap the length.
@@ -699,9 +851,14 @@ static ADDRESS: LazyLock<Regex> = LazyLock::new(|| re(ADDR));
 /// name before `<mailto:`, then the address and a separator.
 static RECIPIENT_LINE: LazyLock<Regex> = LazyLock::new(|| {
     re(&format!(
-        r#"(?i)^[\s>*\-•|]*(?:(?:(?:[a-z_-]+\s+){{0,3}}(?:recipients?|address(?:es)?|users?|mailbox(?:es)?|addressee)(?:\(s\)|\(es\))?|rcpt to|(?:could not be |not )?delivered to|sent to)\s*:\s*)?(?:[^<>@\s:]{{1,60}}\s*<mailto:)?["'<]*(?:mailto:)?(?P<addr>{ADDR})["'>]*(?:$|[\s:;,.(\[<])"#
+        r#"(?i)^[\s>*\-•|(]*(?:[45]\d\d[ -]+)?(?:(?:(?:[a-z_-]+\s+){{0,3}}(?:recipients?|address(?:es)?|users?|mailbox(?:es)?|addressee)(?:\(s\)|\(es\))?|rcpt to|(?:could not be |not )?delivered to|sent to|addressed to)(?:\s*:\s*|\s+))?(?:[^<>@\s:]{{1,60}}\s*<mailto:)?["'<]*(?:mailto:)?(?P<addr>{ADDR})["'>]*(?:$|[\s:;,()\[<]|\.(?:\s|$|\.))"#
     ))
 });
+
+static EXPANDED_FROM: LazyLock<Regex> = LazyLock::new(|| re(&format!(r"(?i)\(expanded from:?\s*<?(?P<addr>{ADDR})>?\)")));
+
+/// Words before an address that make it the sender, not a recipient.
+static SENDER_BEFORE: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)(?:\bfrom|\bsender|mail from:?)\s*<?$"));
 
 static DSN_FIELD_START: LazyLock<Regex> = LazyLock::new(|| re(r"(?im)^(?:original|final)-recipient\s*:"));
 
@@ -709,13 +866,15 @@ static STATUS_CODE: LazyLock<Regex> = LazyLock::new(|| re(r"([245]\.\d{1,3}\.\d{
 
 static REPLY_CODE: LazyLock<Regex> = LazyLock::new(|| re(r"(?:^|[^\d.#-])([45][0-5]\d)(?:[ -]|$)"));
 
-static MESSAGE_ID_LINE: LazyLock<Regex> = LazyLock::new(|| re(r"(?im)^[\s>]*message-id\s*:\s*(?P<id><[^>\r\n]*>|\S+)"));
+static MESSAGE_ID_LINE: LazyLock<Regex> = LazyLock::new(|| re(r"(?im)^[ \t>]*message-id[ \t]*:\s*(?P<id><[^>\r\n]*>|\S+)"));
 
-static HEADER_LINE: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^[\s>]*(?P<name>[A-Za-z][A-Za-z0-9-]*)\s*:(?P<value>[^\r\n]*)"));
+static NAMING_HEADER: LazyLock<Regex> = LazyLock::new(|| re(r"(?im)^[ \t>]*(?:message-id|from|to|subject|date|received)[ \t]*:"));
+
+static HEADER_LINE: LazyLock<Regex> = LazyLock::new(|| re(r"(?m)^[ \t>]*(?P<name>[A-Za-z][A-Za-z0-9-]*)[ \t]*:(?P<value>[^\r\n]*)"));
 
 /// A line where the returned message (or its headers) begins.
 static ORIGINAL_MARKER: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"(?im)^[\s>|]*(?:[-=_*#]{2,}.*(?:original|returned|undelivered|copy of (?:the|your) message|headers? of|the header|message (?:text|headers)|source mail|rejected message).*$|(?:--+\s*)?below this line is a copy of the message|(?:-+\s*)?original message follows|original message headers|your original message|the original message headers|unsent message below|message headers follow|the header of the original message)")
+    re(r"(?im)^[ \t>|]*(?:your original message|[-=_*#]{2,}.*(?:original|returned|undelivered|copy of (?:the|your) message|headers? of|the header|message (?:text|headers)|source mail|rejected message).*$|.{0,40}(?:below this line is a copy of the message|original message follows|original message headers|unsent message below|message headers follow|the header of the original message|a copy of the message header|copy of the original message|undelivered message (?:you sent )?follows|your message reads)|original message:[ \t]*$|(?:received|return-path)[ \t]*:|content-type:[ \t]*(?:message/rfc822|text/rfc822-headers))")
 });
 
 /// Phrases delivery reports use.
@@ -756,10 +915,13 @@ static FAILURE_DETAIL: LazyLock<Regex> = LazyLock::new(|| {
 
 /// A line that reports a failure (for recipients named only inside a sentence).
 static FAILURE_CONTEXT: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"(?i)fail|error|unknown|invalid|not found|unavailable|reject|refused|denied|could ?not|couldn't|cannot|can't|unable|did not|does not|doesn't|not exist|undeliver|no such|permanent|bounce|returned|disabled|inactive|not delivered|expired|timed out|blocked|quota|full|recipient|rcpt to|addressed")
+    re(r"(?i)fail|error|unknown|invalid|not found|unavailable|reject|refused|denied|could ?not|couldn't|cannot|can't|unable|did not|does not|doesn't|not exist|undeliver|no such|permanent|bounce|returned|disabled|inactive|not delivered|expired|timed out|blocked|quota|full|exceed|recipient|rcpt to|addressed")
 });
 
 static DELAY_SUBJECT: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)delay|warning|not yet been delivered|still being retried"));
+
+/// A "Warning:" subject that names a failure is a bounce, not a delay warning.
+static FAILURE_SUBJECT: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)fail|unknown|undeliver|not delivered|returned|rejected|invalid"));
 
 static DELAY_BODY: LazyLock<Regex> = LazyLock::new(|| {
     re(r"(?i)has not yet been delivered|will (?:continue|keep) (?:trying|to try)|will be retried|still being retried|attempts will continue|delivery has been delayed|is a warning|warning message only|no action is required on your part|not been able to deliver .{0,40} yet")
@@ -769,8 +931,17 @@ static GAVE_UP: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)permanent (?:fatal )
 
 static MAILBOX_FULL: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)mailbox (?:is )?full|over ?quota|quota exceeded|exceeded (?:the )?(?:storage|quota)|insufficient (?:disk|storage)|mailbox size limit|not enough (?:disk )?space|mail ?box space not enough"));
 
+/// A failure that is not about the address: policy, reputation, spam, relaying, the sender.
+static OTHER_CAUSE: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?i)\bspam|blocked|black ?list|block ?list|dnsbl|\brbl\b|\bpolicy|relay(?:ing)? (?:denied|not permitted|access denied)|not permitted to relay|unable to relay|virus|content (?:rejected|filter)|message (?:content )?rejected|too many|rate limit|dmarc|\bspf\b|reputation|authentication (?:required|failed)|sender (?:address )?(?:rejected|denied|verify failed|blocked)|sender.{1,80}rejected|message size|too (?:large|big)")
+});
+
+static SMTP_COMMAND: LazyLock<Regex> = LazyLock::new(|| {
+    re(r"(?i)(?:in reply to (?:the )?|after (?:the )?|>>> |smtp command:?\s*|most progress was |did not like our (?:final )?|RCPT_TO\]|during )(?P<cmd>rcpt to|end of data|data|mail from|rcpt)")
+});
+
 static BAD_ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"(?i)user unknown|unknown user|no such (?:user|mailbox|recipient|address|account|person|domain)|unknown (?:recipient|mailbox|address|local part)|recipient unknown|addressee unknown|recipient(?:'s)? (?:address |name )?(?:is )?not (?:found|recogni[sz]ed|exist)|recip(?:ient)?notfound|mailbox (?:not found|does not exist|unavailable|not available)|(?:does|did) not exist|doesn't exist|not a valid (?:mailbox|recipient|user)|invalid (?:recipient|mailbox|address)|user not found|not listed in|address (?:not found|unknown|does not exist)|wasn't found at|was not found in|host unknown|unknown host|host not found|domain not found|host or domain name not found|unrouteable address|name service error|no mx (?:record|host)|has moved|not our customer|no mailbox here|is not a known user|account (?:does not exist|not found)|unknown or illegal alias")
+    re(r"(?i)user unknown|unknown user|no such (?:user|mailbox|recipient|address|account|person|domain)|unknown (?:recipient|mailbox|address|local part)|recipient unknown|addressee unknown|recipient(?:'s)? (?:address |name )?(?:is )?not (?:found|recogni[sz]ed|exist)|recip(?:ient)?notfound|mailbox (?:not found|does not exist|unavailable|not available)|(?:does|did) not exist|doesn't exist|not a valid (?:mailbox|recipient|user)|invalid (?:recipient|mailbox|address)|user not found|not listed in|address (?:not found|unknown|does not exist)|wasn't found at|was not found in|host unknown|unknown host|host not found|domain not found|host or domain name not found|unrouteable address|name service error|no mx (?:record|host)|has moved|not our customer|no mailbox here|is not a known user|account (?:does not exist|not found)|unknown or illegal alias|doesn't have an? \S+ account|invalid domain|\baddress rejected|invalid final delivery userid|couldn't find a mail exchanger|no smtp service|does not accept mail|not accepting network messages|domain is not reachable|no longer (?:valid|in use|active)|is wrong or no longer valid|did not exactly match")
 });
 
 static REPORTING_HOST: LazyLock<Regex> = LazyLock::new(|| {
