@@ -654,6 +654,8 @@ fn text_recipient(address: &str, block: &str, report: &str, only: bool, delay: b
         Some(m) => block.get(m.end()..).unwrap_or(block),
         None => block,
     };
+    // Exchange repeats the address as a link: `user@example.org<mailto:user@example.org>`.
+    let explanation = explanation.trim_start().strip_prefix("mailto:").and_then(|r| r.split_once('>')).map(|(_, r)| r).unwrap_or(explanation);
     let diagnostic = one_line(explanation).trim_matches([' ', ':', '<', '>', '.', '(', ')']).to_string();
     let context = if block.lines().count() > 1 { block } else { report };
     let kind = if delay {
@@ -737,6 +739,11 @@ fn failure_kind(status: Option<&str>, text: &str) -> BounceKind {
 /// (Postfix "in reply to RCPT TO command", Exim "after RCPT TO", Sendmail ">>> DATA", qmail
 /// "most progress was RCPT TO"), lower-case: "rcpt", "data" or "mail".
 fn last_command(text: &str) -> Option<&'static str> {
+    // With pipelining (RFC 2920) the RCPT refusal is printed after ">>> DATA", which then
+    // fails with "503 Need RCPT": the recipient was refused at RCPT.
+    if NEED_RCPT.is_match(text) {
+        return Some("rcpt");
+    }
     SMTP_COMMAND.captures_iter(text).last().and_then(|c| c.name("cmd")).map(|m| {
         let m = m.as_str().to_ascii_lowercase();
         if m.contains("rcpt") {
@@ -933,15 +940,17 @@ static MAILBOX_FULL: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)mailbox (?:is )
 
 /// A failure that is not about the address: policy, reputation, spam, relaying, the sender.
 static OTHER_CAUSE: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"(?i)\bspam|blocked|black ?list|block ?list|dnsbl|\brbl\b|\bpolicy|relay(?:ing)? (?:denied|not permitted|access denied)|not permitted to relay|unable to relay|virus|content (?:rejected|filter)|message (?:content )?rejected|too many|rate limit|dmarc|\bspf\b|reputation|authentication (?:required|failed)|sender (?:address )?(?:rejected|denied|verify failed|blocked)|sender.{1,80}rejected|message size|too (?:large|big)")
+    re(r"(?i)\bspam|blocked|black ?list|block ?list|dnsbl|\brbl\b|\bpolicy|relay(?:ing)? (?:denied|not permitted|access denied)|not permitted to relay|unable to relay|content (?:rejected|filter)|message (?:content )?rejected|too many|rate limit|dmarc|\bspf\b|reputation|authentication (?:required|failed)|sender (?:address )?(?:rejected|denied|verify failed|blocked)|sender.{1,80}rejected|message size|too (?:large|big)")
 });
 
 static SMTP_COMMAND: LazyLock<Regex> = LazyLock::new(|| {
     re(r"(?i)(?:in reply to (?:the )?|after (?:the )?|>>> |smtp command:?\s*|most progress was |did not like our (?:final )?|RCPT_TO\]|during )(?P<cmd>rcpt to|end of data|data|mail from|rcpt)")
 });
 
+static NEED_RCPT: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)\b503[ -].{0,20}need (?:rcpt|recipient)|no valid recipients"));
+
 static BAD_ADDRESS: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"(?i)user unknown|unknown user|no such (?:user|mailbox|recipient|address|account|person|domain)|unknown (?:recipient|mailbox|address|local part)|recipient unknown|addressee unknown|recipient(?:'s)? (?:address |name )?(?:is )?not (?:found|recogni[sz]ed|exist)|recip(?:ient)?notfound|mailbox (?:not found|does not exist|unavailable|not available)|(?:does|did) not exist|doesn't exist|not a valid (?:mailbox|recipient|user)|invalid (?:recipient|mailbox|address)|user not found|not listed in|address (?:not found|unknown|does not exist)|wasn't found at|was not found in|host unknown|unknown host|host not found|domain not found|host or domain name not found|unrouteable address|name service error|no mx (?:record|host)|has moved|not our customer|no mailbox here|is not a known user|account (?:does not exist|not found)|unknown or illegal alias|doesn't have an? \S+ account|invalid domain|\baddress rejected|invalid final delivery userid|couldn't find a mail exchanger|no smtp service|does not accept mail|not accepting network messages|domain is not reachable|no longer (?:valid|in use|active)|is wrong or no longer valid|did not exactly match")
+    re(r"(?i)user unknown|unknown user|no such (?:user|mailbox|recipient|address|account|person|domain)|unknown (?:recipient|mailbox|(?:e-?mail )?address|local part)|recipient unknown|addressee unknown|recipient(?:'s)? (?:address |name )?(?:is )?not (?:found|recogni[sz]ed|exist)|recip(?:ient)?notfound|mailbox (?:not found|does not exist|unavailable|not available)|(?:does|did) not exist|doesn't exist|not a valid (?:mailbox|recipient|user)|invalid (?:recipient|mailbox|address)|user not found|not listed in|address (?:not found|unknown|does not exist)|wasn't found at|was not found in|host unknown|unknown host|host not found|domain not found|host or domain name not found|unrouteable address|name service error|no mx (?:record|host)|has moved|not our customer|no mailbox here|is not a known user|account (?:does not exist|not found)|unknown or illegal alias|doesn't have an? \S+ account|invalid domain|\baddress rejected|invalid final delivery userid|couldn't find a mail exchanger|no smtp service|does not accept mail|not accepting network messages|domain is not reachable|no longer (?:valid|in use|active)|is wrong or no longer valid|did not exactly match")
 });
 
 static REPORTING_HOST: LazyLock<Regex> = LazyLock::new(|| {
