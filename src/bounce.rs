@@ -5,9 +5,9 @@
 //!
 //! Pure and total: no I/O, no clock, never panics; malformed input gives `None` or a partial
 //! report, never an error. MIME structure comes from mail-parser; only the DSN fields and the
-//! text heuristics are parsed here. It never looks for a report inside a forwarded (nested)
-//! message, and it does not decide what the desk does with a bounce (that is `guard` and
-//! `pipeline`).
+//! text heuristics are parsed here. A report attached to a message is read only when that
+//! message is itself a mail system's (never a person forwarding a bounce), and this module does
+//! not decide what the desk does with a bounce (that is `guard` and `pipeline`).
 
 use mail_parser::{HeaderName, Message, MessageParser, MimeHeaders, PartType};
 use regex::Regex;
@@ -96,44 +96,42 @@ pub fn parse(raw: &[u8]) -> Option<BounceReport> {
 pub fn from_message(msg: &Message<'_>) -> Option<BounceReport> {
     let report_type = report_type(msg);
     // RFC 6522 §3: the report-type names the machine-readable part; feedback (RFC 5965) and
-    // disposition (RFC 8098) reports are not delivery reports.
-    // A multipart/report without report-type is common in MTA output; read it as a DSN.
+    // disposition (RFC 8098) reports are not delivery reports. A multipart/report without a
+    // report-type is common in MTA output and read like a DSN.
     if report_type.as_deref().is_some_and(|t| !t.is_empty() && t != "delivery-status") {
         return None;
     }
     let text = report_text(msg);
     let (report, quoted) = split_at_original(&text);
-    let dsn = dsn_part(msg).map(|t| parse_dsn(&t)).filter(|d| !d.recipients.is_empty());
-    let dsn = dsn.or_else(|| embedded_dsn(report));
+    let status_part = dsn_part(msg);
     let originals = original_headers(msg, quoted);
+    let dsn = status_part.as_deref().map(parse_dsn).filter(|d| !d.recipients.is_empty()).or_else(|| embedded_dsn(report));
 
-    let (format, recipients, mta) = match dsn {
+    let (format, recipients, reporting_mta) = match dsn {
         Some(d) => (BounceFormat::Dsn, with_report_text(d.recipients, report), d.reporting_mta),
-        None if report_type.is_some() || is_text_bounce(msg, &text) => {
-            let lines: Vec<&str> = report.lines().collect();
-            let named = named_recipients(msg, &lines, &Skip::new(msg, &originals));
-            if named.is_empty()
-                && let Some(inner) = wrapped_report(msg)
-            {
-                // An MTA that attaches its own DSN and names nobody in its text.
-                return from_message(inner);
-            }
-            let found = if named.is_empty() { sole_original_recipient(&originals, lines.len()) } else { named };
-            let delay = says_delay(msg.subject().unwrap_or(""), report);
-            (BounceFormat::Text, text_recipients(report, &lines, found, delay), text_reporting_mta(report))
-        }
+        None if report_type.is_some() || is_text_bounce(msg, &text, report) => match read_text_report(msg, report, &originals) {
+            Ok(recipients) => (BounceFormat::Text, recipients, text_reporting_mta(report)),
+            // An MTA that attaches its own DSN and names nobody in its text.
+            Err(inner) => return from_message(inner),
+        },
         None => return None,
     };
     let kind = recipients.iter().map(|r| r.kind).max().unwrap_or_else(|| fallback_kind(msg, report));
-    let original_message_id = originals
+    let original_message_id = original_message_id(&originals, quoted, status_part.as_deref());
+    Some(BounceReport { kind, format, recipients, original_message_id, reporting_mta })
+}
+
+/// Message-ID of the returned message: from its headers, the text quoted below the report, an
+/// Exchange-style Original-Message-ID field, or — when a lost MIME boundary let the status part
+/// swallow the returned headers — a Message-ID line in the status part (DSN fields never
+/// include one, RFC 3464 §2.2, §2.3).
+fn original_message_id(originals: &[String], quoted: &str, status_part: Option<&str>) -> Option<String> {
+    originals
         .iter()
         .find_map(|h| header_message_id(h))
         .or_else(|| header_message_id(quoted))
-        .or_else(|| dsn_original_id(msg))
-        // A status part that swallowed the returned headers (a lost MIME boundary): DSN fields
-        // never include a Message-ID (RFC 3464 §2.2, §2.3), so one there is the original's.
-        .or_else(|| dsn_part(msg).as_deref().and_then(header_message_id));
-    Some(BounceReport { kind, format, recipients, original_message_id, reporting_mta: mta })
+        .or_else(|| status_part.and_then(dsn_original_id))
+        .or_else(|| status_part.and_then(header_message_id))
 }
 
 /// Cheap first look at an already parsed message: could it be a delivery report? False means
@@ -269,9 +267,11 @@ fn first_header_block(text: &str) -> Option<String> {
         .find(|block| NAMING_HEADER.is_match(block))
 }
 
-/// Bytes up to the first empty line.
+/// Bytes up to the first empty line (LF or CRLF).
 fn header_section(raw: &[u8]) -> &[u8] {
-    let end = raw.windows(2).position(|w| w == b"\n\n").or_else(|| raw.windows(4).position(|w| w == b"\r\n\r\n")).unwrap_or(raw.len());
+    let lf = raw.windows(2).position(|w| w == b"\n\n");
+    let crlf = raw.windows(4).position(|w| w == b"\r\n\r\n");
+    let end = lf.into_iter().chain(crlf).min().unwrap_or(raw.len());
     raw.get(..end).unwrap_or(raw)
 }
 
@@ -296,6 +296,9 @@ fn parse_dsn(text: &str) -> Dsn {
             "" => {
                 if has(&current, "final-recipient") || has(&current, "original-recipient") {
                     groups.push(std::mem::take(&mut current));
+                } else {
+                    // The per-message group (RFC 3464 §2.2) ends here.
+                    current.clear();
                 }
             }
             // RFC 3464 §2.2.2
@@ -412,9 +415,8 @@ fn embedded_dsn(report: &str) -> Option<Dsn> {
 
 /// Exchange and a few others name the original Message-ID in a DSN field instead of
 /// returning the message.
-fn dsn_original_id(msg: &Message<'_>) -> Option<String> {
-    let text = dsn_part(msg)?;
-    dsn_fields(&text)
+fn dsn_original_id(status_part: &str) -> Option<String> {
+    dsn_fields(status_part)
         .into_iter()
         .find(|(n, _)| matches!(n.as_str(), "original-message-id" | "x-original-message-id"))
         .map(|(_, v)| clean_id(&v))
@@ -427,14 +429,13 @@ fn dsn_original_id(msg: &Message<'_>) -> Option<String> {
 /// Is this an MTA's own-format bounce? Exim's X-Failed-Recipients; a mailer-daemon; another
 /// mail-system sender whose subject or text reports a failure; or anyone whose text opens
 /// with a delivery-report phrase under a bounce subject — but never a person forwarding one.
-fn is_text_bounce(msg: &Message<'_>, text: &str) -> bool {
+fn is_text_bounce(msg: &Message<'_>, text: &str, report: &str) -> bool {
     let subject = msg.subject().unwrap_or("");
     let sender = sender_role(msg);
     if msg.header_raw("X-Failed-Recipients").is_some() || sender == Sender::MailerDaemon {
         return true;
     }
     if sender == Sender::System {
-        let (report, _) = split_at_original(text);
         return BOUNCE_SUBJECT.is_match(subject) || BOUNCE_BODY.is_match(report) || FAILURE_DETAIL.is_match(report);
     }
     let top = opening_lines(text, 12);
@@ -507,10 +508,8 @@ impl Skip {
         for list in lists.into_iter().flatten() {
             addresses.extend(list.iter().filter_map(|a| a.address()).map(normalize));
         }
-        for name in ["Return-Path"] {
-            if let Some(v) = msg.header_raw(name) {
-                addresses.extend(ADDRESS.find_iter(v).map(|m| normalize(m.as_str())));
-            }
+        if let Some(v) = msg.header_raw("Return-Path") {
+            addresses.extend(ADDRESS.find_iter(v).map(|m| normalize(m.as_str())));
         }
         for block in originals {
             addresses.extend(header_addresses(block, &["from", "sender", "return-path", "reply-to"]));
@@ -530,6 +529,21 @@ impl Skip {
         let local = address.split('@').next().unwrap_or("");
         SYSTEM_LOCAL.is_match(local) || self.addresses.iter().any(|a| a == address)
     }
+}
+
+/// The recipients of a text report: those it names, else the returned message's only recipient.
+/// `Err` with the attached report when it names nobody and carries the MTA's own DSN.
+fn read_text_report<'a>(msg: &'a Message<'a>, report: &str, originals: &[String]) -> Result<Vec<FailedRecipient>, &'a Message<'a>> {
+    let lines: Vec<&str> = report.lines().collect();
+    let named = named_recipients(msg, &lines, &Skip::new(msg, originals));
+    if named.is_empty()
+        && let Some(inner) = wrapped_report(msg)
+    {
+        return Err(inner);
+    }
+    let found = if named.is_empty() { sole_original_recipient(originals, lines.len()) } else { named };
+    let delay = says_delay(msg.subject().unwrap_or(""), report);
+    Ok(text_recipients(report, &lines, found, delay))
 }
 
 /// Recipients a text report names, with the line where each is named. Exim's
@@ -582,7 +596,7 @@ fn with_report_text(mut recipients: Vec<FailedRecipient>, report: &str) -> Vec<F
         let context = format!("{}\n{block}", r.diagnostic.as_deref().unwrap_or(""));
         r.kind = failure_kind(r.status.as_deref(), &context);
         if r.diagnostic.is_none() {
-            r.diagnostic = Some(one_line(&block.replace(r.address.as_str(), " "))).filter(|d| !d.is_empty());
+            r.diagnostic = explanation(block);
         }
     }
     recipients
@@ -616,11 +630,10 @@ fn mentioned_recipients(lines: &[&str], skip: &Skip) -> Vec<(String, usize)> {
         }
         for m in ADDRESS.find_iter(line) {
             let before = line.get(..m.start()).unwrap_or("");
-            // Part of a URL or parameter, or the sender ("not accepting mail from x@y") — but
-            // an X.400 `SMTP=user@host` is an address.
-            let glued = (before.ends_with('=') && !before.to_ascii_lowercase().ends_with("smtp=")) || before.ends_with('/');
+            // Part of a URL or parameter, or the sender ("not accepting mail from x@y").
+            let glued = before.ends_with('=') || before.ends_with('/');
             let sender = SENDER_BEFORE.is_match(before);
-            // X.400 addresses carry the Internet one as `SMTP=user@host`.
+            // X.400 addresses (Exchange, GroupWise) carry the Internet one as `SMTP=user@host`.
             let raw = m.as_str();
             let raw = raw.get(..5).filter(|p| p.eq_ignore_ascii_case("smtp=")).map(|_| raw.get(5..).unwrap_or(raw)).unwrap_or(raw);
             let address = normalize(raw);
@@ -650,13 +663,6 @@ fn text_recipient(address: &str, block: &str, report: &str, only: bool, delay: b
     // A text report is about failures: 2.x.x codes and 2xx replies in it are transcript noise.
     let status = failure_status(block).or_else(|| if only { failure_status(report) } else { None });
     let smtp = find_reply_code(block).or_else(|| if only { find_reply_code(report) } else { None });
-    let explanation = match RECIPIENT_LINE.find(block) {
-        Some(m) => block.get(m.end()..).unwrap_or(block),
-        None => block,
-    };
-    // Exchange repeats the address as a link: `user@example.org<mailto:user@example.org>`.
-    let explanation = explanation.trim_start().strip_prefix("mailto:").and_then(|r| r.split_once('>')).map(|(_, r)| r).unwrap_or(explanation);
-    let diagnostic = one_line(explanation).trim_matches([' ', ':', '<', '>', '.', '(', ')']).to_string();
     let context = if block.lines().count() > 1 { block } else { report };
     let kind = if delay {
         BounceKind::Delay
@@ -670,8 +676,19 @@ fn text_recipient(address: &str, block: &str, report: &str, only: bool, delay: b
         kind,
         status,
         action: Some(if delay { "delayed" } else { "failed" }.into()),
-        diagnostic: Some(diagnostic).filter(|d| !d.is_empty()),
+        diagnostic: explanation(block),
     }
+}
+
+/// What the lines about a recipient say, on one line, without the address that opens them.
+fn explanation(block: &str) -> Option<String> {
+    let rest = match RECIPIENT_LINE.find(block) {
+        Some(m) => block.get(m.end()..).unwrap_or(block),
+        None => block,
+    };
+    // Exchange repeats the address as a link: `user@example.org<mailto:user@example.org>`.
+    let rest = rest.trim_start().strip_prefix("mailto:").and_then(|r| r.split_once('>')).map(|(_, r)| r).unwrap_or(rest);
+    Some(one_line(rest).trim_matches([' ', ':', '<', '>', '.', '(', ')']).to_string()).filter(|d| !d.is_empty())
 }
 
 /// The address a report line names as a recipient: the line starts with it (after bullets,
@@ -724,15 +741,22 @@ fn failure_kind(status: Option<&str>, text: &str) -> BounceKind {
         // RFC 3463 §3.2: X.1.1 bad mailbox, X.1.2 bad system, X.1.3 bad syntax, X.1.6 moved;
         // RFC 7505 §4.2: X.1.10 recipient has null MX.
         ("1", "1" | "2" | "3" | "6" | "10") => BounceKind::Hard,
-        // §3.2 other addressing codes are about the sender or ambiguous; §3.3 X.2.X: the mailbox
-        // exists; §3.4 X.3.X specific system conditions; §3.7, §3.8: content and policy.
+        // §3.2: X.1.4 ambiguous, X.1.5 valid, X.1.7–X.1.9 about the sender.
         ("1", "4" | "5" | "7" | "8" | "9") => BounceKind::Soft,
+        // §3.4: specific mail-system conditions.
         ("3", d) if d != "0" => BounceKind::Soft,
-        ("2", "1") if BAD_ADDRESS.is_match(text) && last_command(text) != Some("data") => BounceKind::Hard,
+        // §3.3 X.2.1 "mailbox disabled" is also what many servers answer for unknown users, so
+        // the words decide; other X.2.X say the mailbox exists. §3.7, §3.8: content, policy.
+        ("2", "1") if says_bad_address(text) => BounceKind::Hard,
         ("2" | "6" | "7", _) => BounceKind::Soft,
-        _ if BAD_ADDRESS.is_match(text) && last_command(text) != Some("data") => BounceKind::Hard,
+        _ if says_bad_address(text) => BounceKind::Hard,
         _ => BounceKind::Soft,
     }
+}
+
+/// The words say the address is bad, and not in answer to DATA.
+fn says_bad_address(text: &str) -> bool {
+    BAD_ADDRESS.is_match(text) && last_command(text) != Some("data")
 }
 
 /// The SMTP command the remote server was answering when it refused, as the report tells it
@@ -858,7 +882,7 @@ static ADDRESS: LazyLock<Regex> = LazyLock::new(|| re(ADDR));
 /// name before `<mailto:`, then the address and a separator.
 static RECIPIENT_LINE: LazyLock<Regex> = LazyLock::new(|| {
     re(&format!(
-        r#"(?i)^[\s>*\-•|(]*(?:[45]\d\d[ -]+)?(?:(?:(?:[a-z_-]+\s+){{0,3}}(?:recipients?|address(?:es)?|users?|mailbox(?:es)?|addressee)(?:\(s\)|\(es\))?|rcpt to|(?:could not be |not )?delivered to|sent to|addressed to)(?:\s*:\s*|\s+))?(?:[^<>@\s:]{{1,60}}\s*<mailto:)?["'<]*(?:mailto:)?(?P<addr>{ADDR})["'>]*(?:$|[\s:;,()\[<]|\.(?:\s|$|\.))"#
+        r#"(?i)^[\s>*\-•|(]*(?:[45]\d\d[ -]+)?(?:(?:(?:[a-z_-]+\s+){{0,3}}(?:recipients?|address(?:es)?|users?|mailbox(?:es)?|addressee)(?:\(s\)|\(es\))?|rcpt to|(?:could not be |not )?delivered to|sent to|addressed to)(?:\s*:\s*|\s+))?(?:[^<>@:\r\n]{{1,60}}<mailto:)?["'<]*(?:mailto:)?(?P<addr>{ADDR})["'>]*(?:$|[\s:;,()\[<]|\.(?:\s|$|\.))"#
     ))
 });
 
@@ -1044,6 +1068,70 @@ mod tests {
         assert_eq!(parse(human.as_bytes()), None);
         let plain = "From: alice@example.com\nSubject: printer\n\nThe printer on floor 2 is broken.\n";
         assert_eq!(parse(plain.as_bytes()), None);
+    }
+
+    #[test]
+    fn hard_and_soft_follow_the_code_then_the_words() {
+        let cases: &[(Option<&str>, &str, BounceKind)] = &[
+            (Some("5.1.1"), "", BounceKind::Hard),
+            (Some("5.1.10"), "null MX", BounceKind::Hard),
+            (Some("5.2.2"), "mailbox full", BounceKind::Soft),
+            (Some("4.1.1"), "user unknown", BounceKind::Soft),
+            (Some("2.0.0"), "ok", BounceKind::Success),
+            (Some("5.7.1"), "550 5.7.1 user unknown", BounceKind::Soft),
+            (Some("5.1.8"), "Sender address rejected: Domain not found", BounceKind::Soft),
+            (Some("5.1.1"), "550 5.1.1 blocked using zen.spamhaus.org", BounceKind::Soft),
+            (Some("5.0.0"), "550 User unknown (in reply to RCPT TO command)", BounceKind::Hard),
+            (Some("5.0.0"), "550 User unknown (in reply to end of DATA command)", BounceKind::Soft),
+            (Some("5.0.0"), ">>> DATA\n<<< 550 User unknown\n<<< 503 5.0.0 Need RCPT (recipient)", BounceKind::Hard),
+            (Some("5.2.1"), "550 5.2.1 <a@b.c>... User Unknown", BounceKind::Hard),
+            (Some("5.2.1"), "550 5.2.1 This account is disabled", BounceKind::Soft),
+            (None, "Host or domain name not found", BounceKind::Hard),
+            (None, "connection timed out", BounceKind::Soft),
+        ];
+        for (status, text, want) in cases {
+            assert_eq!(failure_kind(*status, text), *want, "{status:?} {text:?}");
+        }
+    }
+
+    #[test]
+    fn text_reports_name_their_recipients() {
+        let exim = "From: Mail Delivery System <Mailer-Daemon@mx.example.org>\nX-Failed-Recipients: carol@example.net\nSubject: Mail delivery failed\n\nThis message was created automatically by mail delivery software.\n\n  carol@example.net\n    SMTP error from remote mail server after RCPT TO:<carol@example.net>:\n    550 5.1.1 No such user\n\n  bob@example.net\n    retry timeout exceeded\n";
+        let r = parse(exim.as_bytes()).unwrap();
+        assert_eq!(r.recipients.iter().map(|f| f.address.as_str()).collect::<Vec<_>>(), ["carol@example.net"], "X-Failed-Recipients decides");
+        assert_eq!(r.recipients[0].kind, BounceKind::Hard);
+        let postfix = "From: MAILER-DAEMON@mx.example.org\nSubject: Undelivered Mail Returned to Sender\n\nThis is the mail system at host mx.example.org.\n\n<list-member@example.net> (expanded from <list@example.com>): host mx.example.net said:\n    550 5.2.2 mailbox full\n";
+        let r = parse(postfix.as_bytes()).unwrap();
+        assert_eq!(r.recipients[0].address, "list@example.com", "the address we wrote to");
+        assert_eq!((r.recipients[0].kind, r.recipients[0].status.as_deref()), (BounceKind::Soft, Some("5.2.2")));
+        let exchange = "From: postmaster@example.net\nSubject: Undeliverable: hi\n\nDelivery has failed to these recipients or groups:\n\nBob Smith<mailto:bob@example.net>\nThe email address you entered couldn't be found.\n";
+        let r = parse(exchange.as_bytes()).unwrap();
+        assert_eq!(r.recipients[0].address, "bob@example.net");
+        assert_eq!(r.recipients[0].diagnostic.as_deref(), Some("The email address you entered couldn't be found"));
+        let sentence = "From: postmaster@example.net\nSubject: failure notice\n\nYour mail to the following recipients could not be delivered because they are not accepting mail from alice@example.com:\n\nLocal mailbox bob@example.net is unavailable: user not found\n";
+        let r = parse(sentence.as_bytes()).unwrap();
+        assert_eq!(r.recipients.iter().map(|f| f.address.as_str()).collect::<Vec<_>>(), ["bob@example.net"], "the sender is not a recipient");
+    }
+
+    #[test]
+    fn a_report_that_names_nobody_falls_back_to_the_returned_message() {
+        let raw = "From: MAILER-DAEMON@mx.example.org\nSubject: Returned mail\nContent-Type: multipart/mixed; boundary=\"b\"\n\n--b\nContent-Type: text/plain\n\nDelivery report unavailable.\n--b\nContent-Type: message/rfc822\n\nFrom: alice@example.com\nTo: Bob <bob@example.net>\nMessage-ID: <m1@example.com>\n\nhi\n--b--\n";
+        let r = parse(raw.as_bytes()).unwrap();
+        assert_eq!(r.recipients.iter().map(|f| f.address.as_str()).collect::<Vec<_>>(), ["bob@example.net"]);
+        assert_eq!(r.original_message_id.as_deref(), Some("m1@example.com"));
+        // The mail system attached its own DSN and wrote only a disclaimer.
+        let wrapped = format!("From: postmaster@example.org\nSubject: Delivery Status Notification (Failure)\nContent-Type: multipart/mixed; boundary=\"o\"\n\n--o\nContent-Type: text/plain\n\nThis e-mail is confidential.\n--o\nContent-Type: message/rfc822\n\n{DSN}\n--o--\n");
+        let r = parse(wrapped.as_bytes()).unwrap();
+        assert_eq!(r.format, BounceFormat::Dsn);
+        assert_eq!(r.recipients.len(), 3);
+    }
+
+    #[test]
+    fn success_reports_are_not_failures() {
+        let raw = DSN.replace("Action: failed\nStatus: 5.1.1", "Action: delivered\nStatus: 2.0.0").replace("Action: failed\nStatus: 5.2.2", "Action: relayed\nStatus: 2.0.0").replace("Action: delayed\nStatus: 4.4.1", "Action: expanded\nStatus: 2.0.0");
+        let r = parse(raw.as_bytes()).unwrap();
+        assert_eq!(r.kind, BounceKind::Success);
+        assert!(!r.is_failure());
     }
 
     #[test]
