@@ -12,7 +12,12 @@
 use mail_parser::{HeaderName, Message, MessageParser, MimeHeaders, PartType};
 use regex::Regex;
 use serde::Serialize;
+use std::collections::{HashMap, HashSet};
 use std::sync::LazyLock;
+
+/// How much of a report's text, status part or returned headers is read. Real reports are a
+/// few kilobytes; hostile ones must not cost more than this (everything below is linear in it).
+const MAX_TEXT: usize = 256 * 1024;
 
 /// How a delivery went for one recipient (or, on [`BounceReport`], for the worst one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -181,13 +186,26 @@ fn mime_type(part: &mail_parser::MessagePart<'_>) -> String {
 
 /// Body of a part as text, whatever mail-parser decided it was (the DSN part is "binary").
 fn part_text(part: &mail_parser::MessagePart<'_>) -> Option<String> {
-    match &part.body {
+    let text = match &part.body {
         PartType::Text(t) => Some(t.to_string()),
         PartType::Html(h) => Some(mail_parser::decoders::html::html_to_text(h)),
         PartType::Binary(b) | PartType::InlineBinary(b) => Some(String::from_utf8_lossy(b).into_owned()),
         PartType::Message(m) => Some(String::from_utf8_lossy(m.raw_message()).into_owned()),
         PartType::Multipart(_) => None,
+    };
+    text.map(capped)
+}
+
+/// At most [`MAX_TEXT`] bytes, cut at a character boundary.
+fn capped(mut text: String) -> String {
+    if text.len() > MAX_TEXT {
+        let mut end = MAX_TEXT;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
     }
+    text
 }
 
 /// The machine-readable status part (RFC 3464 §2.1; RFC 6533 §6.2 for the UTF-8 variant).
@@ -201,7 +219,7 @@ fn dsn_part(msg: &Message<'_>) -> Option<String> {
 /// The human-readable text of the report: its text/plain parts, or the HTML ones converted when
 /// there is no plain text. Never the returned message or header parts.
 fn report_text(msg: &Message<'_>) -> String {
-    readable_text(msg).replace("\r\n", "\n")
+    capped(readable_text(msg)).replace("\r\n", "\n")
 }
 
 fn readable_text(msg: &Message<'_>) -> String {
@@ -243,10 +261,10 @@ fn original_headers(msg: &Message<'_>, quoted: &str) -> Vec<String> {
         if part.headers.iter().any(|h| matches!(h.name, HeaderName::MessageId)) {
             let raw = msg.raw_message();
             let (start, end) = (part.raw_header_offset() as usize, part.raw_body_offset() as usize);
-            out.extend(raw.get(start..end).map(|h| String::from_utf8_lossy(h).into_owned()));
+            out.extend(raw.get(start..end).map(|h| capped(String::from_utf8_lossy(h).into_owned())));
         }
         match (&part.body, mime_type(part).as_str()) {
-            (PartType::Message(m), _) => out.push(String::from_utf8_lossy(header_section(m.raw_message())).into_owned()),
+            (PartType::Message(m), _) => out.push(capped(String::from_utf8_lossy(header_section(m.raw_message())).into_owned())),
             (_, "text/rfc822-headers" | "message/global-headers" | "message/rfc822-headers" | "message/rfc822" | "message/global" | "message/partial") => {
                 out.extend(part_text(part).and_then(|t| first_header_block(&t)));
             }
@@ -269,6 +287,7 @@ fn first_header_block(text: &str) -> Option<String> {
 
 /// Bytes up to the first empty line (LF or CRLF).
 fn header_section(raw: &[u8]) -> &[u8] {
+    let raw = raw.get(..MAX_TEXT).unwrap_or(raw);
     let lf = raw.windows(2).position(|w| w == b"\n\n");
     let crlf = raw.windows(4).position(|w| w == b"\r\n\r\n");
     let end = lf.into_iter().chain(crlf).min().unwrap_or(raw.len());
@@ -290,37 +309,41 @@ fn parse_dsn(text: &str) -> Dsn {
     let mut reporting_mta = None;
     let mut groups: Vec<Vec<(String, String)>> = Vec::new();
     let mut current: Vec<(String, String)> = Vec::new();
-    let has = |g: &[(String, String)], name: &str| g.iter().any(|(n, _)| n == name);
+    // Which recipient fields the current group has: (Original-Recipient, Final-Recipient).
+    let mut named = (false, false);
     for (name, value) in dsn_fields(text) {
+        let is_original = name == "original-recipient";
+        let is_final = name == "final-recipient";
         match name.as_str() {
             "" => {
-                if has(&current, "final-recipient") || has(&current, "original-recipient") {
+                if named.0 || named.1 {
                     groups.push(std::mem::take(&mut current));
                 } else {
                     // The per-message group (RFC 3464 §2.2) ends here.
                     current.clear();
                 }
+                named = (false, false);
             }
             // RFC 3464 §2.2.2
             "reporting-mta" => reporting_mta = Some(strip_type(&value)),
             // Without the blank line, a second Original-Recipient (§2.3.1) or Final-Recipient
             // (§2.3.2) starts the next recipient.
-            "original-recipient" | "final-recipient" if has(&current, &name) => {
+            _ if (is_original && named.0) || (is_final && named.1) => {
                 groups.push(std::mem::take(&mut current));
                 current.push((name, value));
+                named = (is_original, is_final);
             }
-            _ => current.push((name, value)),
+            _ => {
+                named = (named.0 || is_original, named.1 || is_final);
+                current.push((name, value));
+            }
         }
     }
-    if has(&current, "final-recipient") || has(&current, "original-recipient") {
+    if named.0 || named.1 {
         groups.push(current);
     }
-    let mut recipients: Vec<FailedRecipient> = Vec::new();
-    for r in groups.iter().filter_map(|g| dsn_recipient(g)) {
-        if !recipients.iter().any(|k| k.address == r.address) {
-            recipients.push(r);
-        }
-    }
+    let mut seen = HashSet::new();
+    let recipients = groups.iter().filter_map(|g| dsn_recipient(g)).filter(|r| seen.insert(r.address.clone())).collect();
     Dsn { reporting_mta: reporting_mta.filter(|m| !m.is_empty()), recipients }
 }
 
@@ -496,13 +519,13 @@ fn split_at_original(text: &str) -> (&str, &str) {
 /// unless it is the report's own sender; an address inside a sentence may also be one of the
 /// bounce's participants (the original sender) or the returned message's sender.
 struct Skip {
-    reporter: Vec<String>,
-    addresses: Vec<String>,
+    reporter: HashSet<String>,
+    addresses: HashSet<String>,
 }
 
 impl Skip {
     fn new(msg: &Message<'_>, originals: &[String]) -> Skip {
-        let reporter: Vec<String> = msg.from().into_iter().flat_map(|l| l.iter()).filter_map(|a| a.address()).map(normalize).collect();
+        let reporter: HashSet<String> = msg.from().into_iter().flat_map(|l| l.iter()).filter_map(|a| a.address()).map(normalize).collect();
         let mut addresses = reporter.clone();
         let lists = [msg.to(), msg.cc(), msg.reply_to(), msg.sender()];
         for list in lists.into_iter().flatten() {
@@ -518,16 +541,16 @@ impl Skip {
     }
 
     fn none() -> Skip {
-        Skip { reporter: Vec::new(), addresses: Vec::new() }
+        Skip { reporter: HashSet::new(), addresses: HashSet::new() }
     }
 
     fn skips_leading(&self, address: &str) -> bool {
-        self.reporter.iter().any(|a| a == address)
+        self.reporter.contains(address)
     }
 
     fn skips_mention(&self, address: &str) -> bool {
         let local = address.split('@').next().unwrap_or("");
-        SYSTEM_LOCAL.is_match(local) || self.addresses.iter().any(|a| a == address)
+        SYSTEM_LOCAL.is_match(local) || self.addresses.contains(address)
     }
 }
 
@@ -558,11 +581,12 @@ fn named_recipients(msg: &Message<'_>, lines: &[&str], skip: &Skip) -> Vec<(Stri
     if listed.is_empty() {
         return found;
     }
+    let at: HashMap<String, usize> = found.into_iter().collect();
     listed
         .into_iter()
         .map(|a| {
-            let at = found.iter().find(|(f, _)| *f == a).map(|(_, i)| *i).unwrap_or(lines.len());
-            (a, at)
+            let line = at.get(&a).copied().unwrap_or(lines.len());
+            (a, line)
         })
         .collect()
 }
@@ -575,11 +599,14 @@ fn text_recipients(report: &str, lines: &[&str], found: Vec<(String, usize)>, de
 
 /// Each recipient with the report lines about it: from its line up to the next recipient's.
 fn blocks(lines: &[&str], found: Vec<(String, usize)>) -> Vec<(String, String)> {
-    let starts: Vec<usize> = found.iter().map(|(_, i)| *i).collect();
+    let mut starts: Vec<usize> = found.iter().map(|(_, i)| *i).collect();
+    starts.sort_unstable();
+    starts.dedup();
     found
         .into_iter()
         .map(|(address, start)| {
-            let end = starts.iter().copied().filter(|s| *s > start).min().unwrap_or(lines.len());
+            let next = starts.partition_point(|s| *s <= start);
+            let end = starts.get(next).copied().unwrap_or(lines.len());
             let block = lines.get(start..end).map(|l| l.join("\n")).unwrap_or_default();
             (address, block)
         })
@@ -590,9 +617,9 @@ fn blocks(lines: &[&str], found: Vec<(String, usize)>) -> Vec<(String, String)> 
 /// happened to the same address: judge failures on both, and borrow the explanation.
 fn with_report_text(mut recipients: Vec<FailedRecipient>, report: &str) -> Vec<FailedRecipient> {
     let lines: Vec<&str> = report.lines().collect();
-    let explained = blocks(&lines, leading_recipients(&lines, &Skip::none()));
+    let explained: HashMap<String, String> = blocks(&lines, leading_recipients(&lines, &Skip::none())).into_iter().collect();
     for r in recipients.iter_mut().filter(|r| matches!(r.kind, BounceKind::Hard | BounceKind::Soft)) {
-        let Some((_, block)) = explained.iter().find(|(a, _)| *a == r.address) else { continue };
+        let Some(block) = explained.get(&r.address) else { continue };
         let context = format!("{}\n{block}", r.diagnostic.as_deref().unwrap_or(""));
         r.kind = failure_kind(r.status.as_deref(), &context);
         if r.diagnostic.is_none() {
@@ -606,10 +633,11 @@ fn with_report_text(mut recipients: Vec<FailedRecipient>, report: &str) -> Vec<F
 /// `  user@example.org` (Exim, Gmail), `Unknown user: …`, `Name<mailto:…>` (Exchange).
 fn leading_recipients(lines: &[&str], skip: &Skip) -> Vec<(String, usize)> {
     let mut found: Vec<(String, usize)> = Vec::new();
+    let mut seen = HashSet::new();
     for (i, line) in lines.iter().enumerate() {
         if let Some(address) = line_recipient(line)
             && !skip.skips_leading(&address)
-            && !found.iter().any(|(a, _)| *a == address)
+            && seen.insert(address.clone())
         {
             found.push((address, i));
         }
@@ -621,15 +649,21 @@ fn leading_recipients(lines: &[&str], skip: &Skip) -> Vec<(String, usize)> {
 /// user@example.org is unavailable: user not found").
 fn mentioned_recipients(lines: &[&str], skip: &Skip) -> Vec<(String, usize)> {
     let mut found: Vec<(String, usize)> = Vec::new();
+    let mut seen = HashSet::new();
+    let mut above = "";
     for (i, line) in lines.iter().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
         // The line itself reports the failure, or the line above introduces it ("did not reach
         // the following recipient(s):").
-        let above = lines.get(..i).and_then(|l| l.iter().rev().find(|l| !l.trim().is_empty())).unwrap_or(&"");
-        if !FAILURE_CONTEXT.is_match(line) && !FAILURE_CONTEXT.is_match(above) {
+        let reported = FAILURE_CONTEXT.is_match(line) || FAILURE_CONTEXT.is_match(above);
+        above = line;
+        if !reported {
             continue;
         }
         for m in ADDRESS.find_iter(line) {
-            let before = line.get(..m.start()).unwrap_or("");
+            let before = line.get(m.start().saturating_sub(24)..m.start()).or_else(|| line.get(..m.start())).unwrap_or("");
             // Part of a URL or parameter, or the sender ("not accepting mail from x@y").
             let glued = before.ends_with('=') || before.ends_with('/');
             let sender = SENDER_BEFORE.is_match(before);
@@ -637,7 +671,7 @@ fn mentioned_recipients(lines: &[&str], skip: &Skip) -> Vec<(String, usize)> {
             let raw = m.as_str();
             let raw = raw.get(..5).filter(|p| p.eq_ignore_ascii_case("smtp=")).map(|_| raw.get(5..).unwrap_or(raw)).unwrap_or(raw);
             let address = normalize(raw);
-            if !glued && !sender && !skip.skips_mention(&address) && !found.iter().any(|(a, _)| *a == address) {
+            if !glued && !sender && !skip.skips_mention(&address) && seen.insert(address.clone()) {
                 found.push((address, i));
             }
         }
@@ -663,7 +697,8 @@ fn text_recipient(address: &str, block: &str, report: &str, only: bool, delay: b
     // A text report is about failures: 2.x.x codes and 2xx replies in it are transcript noise.
     let status = failure_status(block).or_else(|| if only { failure_status(report) } else { None });
     let smtp = find_reply_code(block).or_else(|| if only { find_reply_code(report) } else { None });
-    let context = if block.lines().count() > 1 { block } else { report };
+    // A lone address line: the whole report explains it, when it is about one recipient only.
+    let context = if only && block.lines().nth(1).is_none() { report } else { block };
     let kind = if delay {
         BounceKind::Delay
     } else {
@@ -1140,6 +1175,23 @@ mod tests {
         assert_eq!(find_status_code("Exim 4.72 said: 550 5.7.1 denied"), Some("5.7.1".into()));
         assert_eq!(find_status_code("(#5.5.0)"), Some("5.5.0".into()));
         assert_eq!(find_status_code("id 8.2.234.1; 5.1.1."), Some("5.1.1".into()));
+    }
+
+    #[test]
+    fn hostile_reports_are_read_in_linear_time() {
+        let head = "From: MAILER-DAEMON@mx.example.org\nSubject: Undelivered Mail\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\n\n--b\nContent-Type: text/plain\n\n";
+        let many_lines: String = (0..200_000).map(|i| format!("<u{i}@example.org>:\n")).collect();
+        let one_line: String = (0..50_000).map(|i| format!("failed u{i}@example.org ")).collect();
+        let blank = "\n".repeat(2_000_000);
+        let fields: String = (0..100_000).map(|i| format!("Final-Recipient: rfc822; u{i}@example.org\n")).collect();
+        let started = std::time::Instant::now();
+        for body in [many_lines.as_str(), one_line.as_str(), blank.as_str()] {
+            let raw = format!("{head}{body}\n--b\nContent-Type: message/delivery-status\n\n{fields}\n--b--\n");
+            let r = parse(raw.as_bytes()).expect("still a report");
+            assert!(r.recipients.len() <= MAX_TEXT, "bounded by the text cap");
+        }
+        // Quadratic work on these inputs takes hours; linear work takes well under a second.
+        assert!(started.elapsed() < std::time::Duration::from_secs(60), "took {:?}", started.elapsed());
     }
 
     #[test]
