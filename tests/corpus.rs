@@ -339,11 +339,15 @@ impl Scored {
         )
     }
 
-    fn print(&self, name: &str) {
-        println!("\n== {name} expectations ==");
-        let line = |what: &str, a: usize, b: usize| println!("  {what:<34} {a:>4}/{b:<4} {:>6.1}%", pct(a, b));
+    fn print(&self, name: &str, note: &str) {
+        println!("\n== {name} expectations ==\n  ({note})");
+        let line = |what: &str, a: usize, b: usize| {
+            if b > 0 {
+                println!("  {what:<34} {a:>4}/{b:<4} {:>6.1}%", pct(a, b));
+            }
+        };
         line("recognised as a delivery report", self.got.recognised, self.of.recognised);
-        line("failed-recipient set matches", self.got.recipients, self.of.recipients);
+        line("failed recipients match", self.got.recipients, self.of.recipients);
         line("hard/soft/delay matches", self.got.kind, self.of.kind);
         line("status code matches", self.got.status, self.of.status);
         line("original Message-ID found", self.got.message_id, self.of.message_id);
@@ -449,7 +453,7 @@ fn sisimai_figures(dir: &Path, results: &HashMap<String, Run>) -> Scored {
             score_message_id(&mut s, &key, &raw, Some(r));
         }
     }
-    s.print("sisimai maildir/bsd");
+    s.print("sisimai maildir/bsd", "no addresses upstream: recipients = same number; hard = sisimai's hardbounce column; status only where sisimai gives a real RFC 3463 code, not its x.0.9xx");
     s
 }
 
@@ -503,7 +507,7 @@ fn flufl_figures(dir: &Path, results: &HashMap<String, Run>) -> Scored {
             score_message_id(&mut s, &key, &raw, Some(r));
         }
     }
-    s.print("flufl-bounce");
+    s.print("flufl-bounce", "recipients = the expected address set; temporary = delay, permanent = hard or soft; no status codes upstream");
     s
 }
 
