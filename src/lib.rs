@@ -8,6 +8,7 @@
 //! no I/O and reads no clock. [`daemon`] wires the tasks together; `main.rs` only parses the CLI.
 //! See ARCHITECTURE.md for the code map and invariants.
 
+pub mod bounce;
 pub mod clock;
 pub mod config;
 pub mod guard;

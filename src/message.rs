@@ -76,11 +76,12 @@ impl Parsed {
 
 /// Parse raw bytes. Never panics; `Err(NotMail)` only when there is no header section.
 pub fn parse(raw: &[u8]) -> Result<Parsed, NotMail> {
-    if !starts_with_header(raw) {
+    let sha256 = hex::encode(Sha256::digest(raw));
+    let normalized = normalize_line_endings(raw);
+    if !starts_with_header(&normalized) {
         return Err(NotMail);
     }
-    let sha256 = hex::encode(Sha256::digest(raw));
-    let msg = MessageParser::default().parse(raw).ok_or(NotMail)?;
+    let msg = MessageParser::default().parse(normalized.as_ref()).ok_or(NotMail)?;
     if msg.headers().is_empty() {
         return Err(NotMail);
     }
@@ -143,6 +144,18 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, NotMail> {
         size: raw.len(),
         sha256,
     })
+}
+
+/// Mail whose lines end mostly in a bare CR (classic Mac OS) with its bare CRs as LF, so
+/// mail-parser sees its lines; LF and CRLF mail is returned unchanged (borrowed).
+pub fn normalize_line_endings(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let bare_cr = |i: usize| raw[i] == b'\r' && raw.get(i + 1) != Some(&b'\n');
+    let lf = raw.iter().filter(|&&b| b == b'\n').count();
+    let cr = (0..raw.len()).filter(|&i| bare_cr(i)).count();
+    if cr <= lf {
+        return std::borrow::Cow::Borrowed(raw);
+    }
+    std::borrow::Cow::Owned((0..raw.len()).map(|i| if bare_cr(i) { b'\n' } else { raw[i] }).collect())
 }
 
 /// RFC 5322 §2.2: a header section starts with `field-name ":"`, field-name being printable
@@ -221,6 +234,14 @@ Message-ID: <abc@x>\r\nIn-Reply-To: <p1@y>\r\nReferences: <p0@y>\r\n <p1@y>\r\n\
         assert_eq!(p.subject, "Re: [PD-7] Printer");
         assert_eq!(p.header("references"), Some("<p0@y> <p1@y>"));
         assert_eq!(p.body_text.trim(), "hello");
+    }
+
+    #[test]
+    fn bare_cr_line_endings_parse_like_lf() {
+        let lf = parse(b"From: a@b.c\nSubject: x\n\nbody\n").unwrap();
+        let cr = parse(b"From: a@b.c\rSubject: x\r\rbody\r").unwrap();
+        assert!(parse(b"From MAILER-DAEMON Sun Sep  7 21:40:07 2008\rFrom: a@b.c\r\rbody\r").is_ok(), "mbox separator line");
+        assert_eq!((cr.from_address(), cr.subject.as_str(), cr.body_text.as_str()), (lf.from_address(), lf.subject.as_str(), lf.body_text.as_str()));
     }
 
     #[test]

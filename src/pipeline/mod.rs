@@ -161,7 +161,7 @@ impl Pipeline {
         // instead of killing the daemon.
         let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             message::parse(d.raw).map(|p| {
-                let v = guard::classify(&p, &desk.identity);
+                let v = guard::classify(&p, d.raw, &desk.identity);
                 (p, v)
             })
         }));
