@@ -440,3 +440,32 @@ fn automatic_mail_loops_lists_and_duplicates() {
     assert!(suppressed >= 1, "every suppressed send is recorded on its ticket");
     d.stop();
 }
+
+#[test]
+fn a_bounce_of_our_mail_lands_on_its_ticket() {
+    let s = MailServers::start();
+    let d = Daemon::start(&s, &Wiring { imap_tls: "starttls", smtp_tls: "none", after: "seen", extra: "" });
+    // A customer whose mailbox is gone: Postfix accepts our acknowledgement, delivery fails at
+    // Dovecot, and Postfix's real DSN comes back to support@.
+    let m = clients::thunderbird_new("Ghost", "ghost@example.test", "support@example.test", "Printer", "Hello");
+    common::lmtp_deliver(&s, "support@example.test", &m.raw);
+    common::eventually(Duration::from_secs(30), "the bounce on PD-1", || {
+        let t = d.store().ticket_detail(1).ok()??;
+        t.events.iter().any(|e| e.kind == "bounce").then_some(())
+    });
+    let t = d.store().ticket_detail(1).unwrap().unwrap();
+    assert_eq!(d.tickets().len(), 1, "the bounce opened no ticket");
+    let ev = t.events.iter().find(|e| e.kind == "bounce").unwrap();
+    assert!(ev.detail.contains("ghost@example.test") && ev.detail.contains("5."), "{ev:?}");
+    assert!(t.articles.iter().any(|a| a.kind == postdesk::ticket::ArticleKind::System), "the DSN is on the ticket");
+    assert!(!t.ticket.participants.iter().any(|p| p.contains("mailer-daemon") || p.contains("MAILER-DAEMON")));
+    // The address failed for good: no more mail to it.
+    let m2 = clients::thunderbird_reply("Ghost", "ghost@example.test", "support@example.test", "Printer", &m.message_id, &[], "Again");
+    common::lmtp_deliver(&s, "support@example.test", &m2.raw);
+    let again = clients::thunderbird_new("Ghost", "ghost@example.test", "support@example.test", "New thing", "x");
+    common::lmtp_deliver(&s, "support@example.test", &again.raw);
+    common::eventually(WAIT, "second ticket", || (d.tickets().len() == 2).then_some(()));
+    let t2 = d.store().ticket_detail(2).unwrap().unwrap();
+    assert!(t2.events.iter().any(|e| e.kind == "auto_mail_suppressed" && e.detail.contains("undeliverable")), "{:?}", t2.events);
+    d.stop();
+}

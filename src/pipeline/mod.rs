@@ -282,7 +282,12 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     let sender = p.from_address().to_string();
     let queue = desk.config.queue_of(d.mailbox).or_else(|| desk.config.queues.values().next()).expect("validated config has a queue");
     let tokens: Vec<String> = p.to.iter().chain(p.cc.iter()).filter_map(|m| desk.signer.token_from_address(&m.address)).collect();
-    let ancestors = p.ancestors();
+    let mut ancestors = p.ancestors();
+    // A bounce names our original mail inside its report (RFC 3464 §2.1, the returned message or
+    // its headers): thread by that first.
+    if let Some(id) = verdict.bounce.as_ref().and_then(|b| b.original_message_id.as_deref()) {
+        ancestors.insert(0, id);
+    }
     let decision = thread::decide(&sender, &tokens, &ancestors, &p.subject, tx, &desk.signer, &desk.refs)?;
     let threading = decision.describe(&desk.refs);
     let mut actions = Vec::new();
@@ -362,7 +367,7 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     let article = tx.add_article(&NewArticle {
         ticket,
         direction: Direction::Inbound,
-        kind: ArticleKind::Customer,
+        kind: if matches!(verdict.class, Class::Bounce | Class::DelayWarning | Class::Feedback) { ArticleKind::System } else { ArticleKind::Customer },
         from: &sender,
         to: &to_list,
         subject: &p.subject,
@@ -377,6 +382,9 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     })?;
     if verdict.class != Class::Human {
         tx.event(ticket, "guard", &format!("{}: {}", verdict.class.as_str(), verdict.reasons.join("; ")), &now.s)?;
+    }
+    if let Some(b) = &verdict.bounce {
+        record_bounce(tx, ticket, b, now, &mut actions)?;
     }
 
     if oversize.is_some() {
@@ -477,7 +485,8 @@ fn place(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, decision: &Decision, sende
 #[allow(clippy::too_many_arguments)]
 fn follow_up(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, status: Status, sender: &str, verdict: &Verdict, now: &Now, actions: &mut Vec<String>) -> Result<(), StoreError> {
     let (_, participants) = tx.ticket_summary(ticket)?.unwrap_or((status, Vec::new()));
-    if !sender.is_empty() && !participants.iter().any(|p| p == sender) {
+    // People who write join the conversation; mail systems and robots do not.
+    if verdict.class == Class::Human && !sender.is_empty() && !participants.iter().any(|p| p == sender) {
         tx.add_participant(ticket, sender, "cc")?;
         actions.push(format!("added {sender} as a participant"));
     }
@@ -547,6 +556,27 @@ fn acknowledge(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, ticket: TicketId, p:
         auto: Some(AutoSubmitted::AutoReplied),
     })?;
     record_sent(sent, actions, mails);
+    Ok(())
+}
+
+/// Record which recipients failed and stop mailing the ones that failed for good.
+fn record_bounce(tx: &mut Tx<'_>, ticket: TicketId, b: &crate::bounce::BounceReport, now: &Now, actions: &mut Vec<String>) -> Result<(), StoreError> {
+    for r in &b.recipients {
+        let detail = format!(
+            "{} for <{}>: status {}{}{}",
+            r.kind.as_str(),
+            r.address,
+            r.status.as_deref().unwrap_or("unknown"),
+            r.diagnostic.as_deref().map(|d| format!(" ({d})")).unwrap_or_default(),
+            b.original_message_id.as_deref().map(|m| format!("; original <{m}>")).unwrap_or_default()
+        );
+        tx.event(ticket, "bounce", &detail, &now.s)?;
+        actions.push(format!("bounce recorded: {detail}"));
+        if r.kind == crate::bounce::BounceKind::Hard && !r.address.is_empty() {
+            tx.mark_undeliverable(&r.address.to_ascii_lowercase(), &format!("hard bounce, status {}", r.status.as_deref().unwrap_or("unknown")), &now.s)?;
+            actions.push(format!("{} marked undeliverable", r.address));
+        }
+    }
     Ok(())
 }
 

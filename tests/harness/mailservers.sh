@@ -285,6 +285,9 @@ make_users() {
         # Pre-create the Maildir so tests can preload it by writing files directly.
         mkdir -p "$MAILDIR_ROOT/$u/Maildir/cur" "$MAILDIR_ROOT/$u/Maildir/new" "$MAILDIR_ROOT/$u/Maildir/tmp"
     done
+    # ghost@: Postfix accepts it, Dovecot's LMTP then answers 550 "no such user", and Postfix
+    # sends a real DSN back to the sender: how tests get a genuine bounce of our mail.
+    printf 'ghost@%s OK\n' "$DOMAIN" >>"$PF_ETC/vmailbox"
     # The auth worker runs as user dovecot: it must be able to read the users
     # file, or Postfix answers "451 Temporary internal error" to AUTH.
     chgrp dovecot "$DC/users"
