@@ -44,12 +44,33 @@ pub async fn start(desk: Desk, config_path: &Path, clock: SharedClock) -> anyhow
     tasks.spawn(worker.run(shutdown.clone()));
     let mailboxes: Vec<String> = cfg.mailboxes.values().filter(|m| !matches!(m.source, Source::Pipe)).map(|m| m.name.clone()).collect();
     let deadline = cfg.shutdown_timeout;
+    let has_sla = !desk.config.sla.policies.is_empty();
     let handle = DeskHandle::new(desk);
+    if has_sla {
+        tasks.spawn(sla_timer(pipeline.clone(), handle.clone(), shutdown.clone()));
+    }
     for name in mailboxes {
         tasks.spawn(crate::intake::run_mailbox(name, pipeline.clone(), handle.clone(), shutdown.clone()));
     }
     tracing::info!(database = %pipeline.store.path().display(), "postdesk started");
     Ok(Running { trigger, tasks, pipeline, desk: handle, config_path: config_path.to_path_buf(), deadline })
+}
+
+/// Announce SLA warnings and breaches as they fall due (checked every second; the query is an
+/// index lookup).
+async fn sla_timer(pipeline: Pipeline, desk: DeskHandle, shutdown: crate::shutdown::Shutdown) {
+    loop {
+        let (p, d) = (pipeline.clone(), desk.current());
+        match tokio::task::spawn_blocking(move || p.sla_tick(&d)).await {
+            Ok(Err(e)) => tracing::error!(error = %e, "SLA timer"),
+            Err(e) => tracing::error!(error = %e, "SLA timer task"),
+            Ok(Ok(_)) => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.wait() => break,
+        }
+    }
 }
 
 impl Running {

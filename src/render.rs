@@ -18,7 +18,7 @@ pub const REQUIRED: &[&str] = &["acknowledgement", "too_large"];
 
 /// Templates a desk with agents needs.
 pub const AGENT_TEMPLATES: &[&str] =
-    &["agent_new_ticket", "agent_customer_reply", "agent_assigned", "agent_escalated", "agent_note", "agent_command_errors", "agent_reply", "alert_too_large"];
+    &["agent_new_ticket", "agent_customer_reply", "agent_assigned", "agent_escalated", "agent_note", "agent_command_errors", "agent_reply", "alert_too_large", "sla_warning", "sla_breach"];
 
 /// A rendered mail body, ready to compose.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -237,7 +237,8 @@ pub fn sample_context() -> Value {
         "recipient": { "address": "alice@example.org", "name": "Alice Example" },
         "agent": { "name": "Bob Agent", "email": "bob@example.com" },
         "reply": { "text": "I have ordered a new fuser unit." },
-        "errors": ["/priority whenever: unknown priority `whenever`"]
+        "errors": ["/priority whenever: unknown priority `whenever`"],
+        "sla": { "target": "first response", "due_at": "2026-01-01T13:00:00Z" }
     })
 }
 

@@ -4,7 +4,7 @@
 
 use super::context::{self, About};
 use super::mailer::{self, AutoMail};
-use super::{Delivery, Now, Outcome, Report, notify};
+use super::{Delivery, Now, Outcome, Report, notify, sla};
 use crate::command::{self, Command};
 use crate::config::Agent;
 use crate::desk::Desk;
@@ -74,6 +74,9 @@ fn apply<'d>(tx: &mut Tx<'_>, desk: &'d Desk, actor: &Agent, t: &Ticket, cmds: &
         let line = match c {
             Command::Status { status: s } => {
                 tx.set_status(id, *s, &now.s)?;
+                if let Some(cur) = tx.ticket(id)? {
+                    sla::on_status(tx, desk, &cur, status, *s, now)?;
+                }
                 ch.status = (*s != status).then_some(*s).or(ch.status);
                 let l = format!("status {status} → {s}");
                 status = *s;
@@ -95,10 +98,16 @@ fn apply<'d>(tx: &mut Tx<'_>, desk: &'d Desk, actor: &Agent, t: &Ticket, cmds: &
             }
             Command::Priority { priority } => {
                 tx.set_priority(id, *priority, &now.s)?;
+                if let Some(cur) = tx.ticket(id)? {
+                    sla::recompute(tx, desk, &cur)?;
+                }
                 format!("priority {} → {priority}", t.priority)
             }
             Command::Queue { queue } => {
                 tx.set_queue(id, queue, &now.s)?;
+                if let Some(cur) = tx.ticket(id)? {
+                    sla::recompute(tx, desk, &cur)?;
+                }
                 format!("queue {} → {queue}", t.queue)
             }
             Command::Tag { tags } => {
@@ -115,13 +124,8 @@ fn apply<'d>(tx: &mut Tx<'_>, desk: &'d Desk, actor: &Agent, t: &Ticket, cmds: &
             }
             Command::Escalate { to } => {
                 let target = to.as_deref().and_then(|w| desk.config.find_agent(w));
-                let queue = desk.config.queues.get(&t.queue).and_then(|q| q.escalate_to.clone()).unwrap_or_else(|| t.queue.clone());
-                tx.set_tier(id, 2, &now.s)?;
-                tx.set_queue(id, &queue, &now.s)?;
-                // Ownership moves: to the named agent, else to nobody until tier 2 takes it.
-                tx.set_owner(id, target.map(|a| a.email.as_str()), &now.s)?;
                 ch.escalated = Some(target);
-                format!("escalated to tier 2 (queue {queue}, owner {})", target.map(|a| a.email.as_str()).unwrap_or("nobody"))
+                escalate(tx, desk, t, target, now)?
             }
             Command::Cc { addresses } => {
                 for a in addresses {
@@ -135,6 +139,27 @@ fn apply<'d>(tx: &mut Tx<'_>, desk: &'d Desk, actor: &Agent, t: &Ticket, cmds: &
         ch.lines.push(line);
     }
     Ok(ch)
+}
+
+/// Move a ticket to tier 2: the queue's `escalate_to` queue, owned by `target` or by nobody
+/// until tier 2 takes it. Returns what changed, for the audit trail.
+pub(super) fn escalate(tx: &mut Tx<'_>, desk: &Desk, t: &Ticket, target: Option<&Agent>, now: &Now) -> Result<String, StoreError> {
+    let queue = desk.config.queues.get(&t.queue).and_then(|q| q.escalate_to.clone()).unwrap_or_else(|| t.queue.clone());
+    tx.set_tier(t.id, 2, &now.s)?;
+    tx.set_queue(t.id, &queue, &now.s)?;
+    tx.set_owner(t.id, target.map(|a| a.email.as_str()), &now.s)?;
+    if let Some(cur) = tx.ticket(t.id)? {
+        sla::recompute(tx, desk, &cur)?;
+    }
+    Ok(format!("escalated to tier 2 (queue {queue}, owner {})", target.map(|a| a.email.as_str()).unwrap_or("nobody")))
+}
+
+/// Tier-2 agents to tell about an escalation: the named one, else tier 2 of the queue.
+pub(super) fn escalation_recipients<'d>(desk: &'d Desk, t: &Ticket, target: Option<&'d Agent>) -> Vec<&'d Agent> {
+    match target {
+        Some(a) => vec![a],
+        None => desk.config.agents.values().filter(|a| a.tier == 2 && a.works(&t.queue)).collect(),
+    }
 }
 
 /// Handle a verified agent's mail on `ticket`.
@@ -210,8 +235,10 @@ pub(super) fn handle(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, 
         })?;
         notify::record(vec![sent], &mut r.actions, &mut r.mails);
         tx.mark_first_response(ticket, &now.s)?;
+        sla::on_agent_reply(tx, &t, now)?;
         if t.status == Status::New && changes.status.is_none() {
             tx.set_status(ticket, Status::Open, &now.s)?;
+            sla::on_status(tx, desk, &t, Status::New, Status::Open, now)?;
             r.actions.push("status new → open (first agent reply)".into());
         }
     } else if parsed.is_note() && !text.is_empty() {
@@ -236,10 +263,7 @@ pub(super) fn handle(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, 
         notify::record(sent, &mut r.actions, &mut r.mails);
     }
     if let Some(target) = changes.escalated {
-        let to: Vec<&Agent> = match target {
-            Some(a) => vec![a],
-            None => desk.config.agents.values().filter(|a| a.tier == 2 && a.works(&t.queue)).collect(),
-        };
+        let to = escalation_recipients(desk, &t, target);
         let sent = notify::agents(tx, desk, now, &t, "agent_escalated", &to, Some(&agent.email), &about, None)?;
         notify::record(sent, &mut r.actions, &mut r.mails);
     }

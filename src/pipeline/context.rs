@@ -19,6 +19,8 @@ pub struct About<'a> {
     /// The agent's own words (reply or note).
     pub reply: &'a str,
     pub errors: &'a [String],
+    /// For SLA mails: which target ("first response") and when it is/was due (RFC 3339).
+    pub sla: Option<(&'a str, String)>,
 }
 
 /// Build the context for one recipient.
@@ -36,6 +38,7 @@ pub fn build(desk: &Desk, queue: &Queue, t: &Ticket, about: &About<'_>, to: &str
         "recipient": { "address": to, "name": to_name },
         "agent": { "name": about.agent.map(|a| a.name.as_str()).unwrap_or(""), "email": about.agent.map(|a| a.email.as_str()).unwrap_or("") },
         "reply": { "text": about.reply },
-        "errors": about.errors
+        "errors": about.errors,
+        "sla": { "target": about.sla.as_ref().map(|s| s.0).unwrap_or(""), "due_at": about.sla.as_ref().map(|s| s.1.as_str()).unwrap_or("") }
     })
 }

@@ -7,6 +7,8 @@ mod agent;
 mod context;
 pub mod mailer;
 mod notify;
+mod sla;
+mod timer;
 
 use crate::clock::{SharedClock, rfc3339};
 use crate::config::{FloodAction, OnClosed, Queue};
@@ -386,6 +388,13 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     if let Some(b) = &verdict.bounce {
         record_bounce(tx, ticket, b, now, &mut actions)?;
     }
+    if let Some(t) = tx.ticket(ticket)? {
+        match outcome {
+            Outcome::Created { .. } => sla::on_created(tx, desk, &t, now)?,
+            _ if verdict.class == Class::Human => sla::on_customer_message(tx, desk, &t, now)?,
+            _ => {}
+        }
+    }
 
     if oversize.is_some() {
         tx.event(ticket, "too_large", &format!("message <{}> of {size} bytes not read (limit {})", p.message_id, desk.config.limits.max_message_size), &now.s)?;
@@ -493,6 +502,9 @@ fn follow_up(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, status: Status, sen
     // Automatic mail (out-of-office, bounces) never changes a ticket's state.
     if verdict.class == Class::Human && matches!(status, Status::Pending | Status::Resolved | Status::Closed) {
         tx.set_status(ticket, Status::Open, &now.s)?;
+        if let Some(t) = tx.ticket(ticket)? {
+            sla::on_status(tx, desk, &t, status, Status::Open, now)?;
+        }
         tx.event(ticket, "status", &format!("{status} → open (customer replied)"), &now.s)?;
         actions.push(format!("status {status} → open"));
     } else {
