@@ -11,11 +11,14 @@
 pub mod clock;
 pub mod config;
 pub mod guard;
+pub mod html;
 pub mod message;
+pub mod quote;
 pub mod reference;
 pub mod store;
 pub mod thread;
 pub mod ticket;
+pub mod tnef;
 pub mod token;
 pub mod desk;
 pub mod outbound;
