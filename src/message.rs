@@ -269,6 +269,8 @@ fn decoded_text(msg: &Message<'_>, part: &MessagePart<'_>, repaired: &mut bool) 
         if let Some(u) = utf8 {
             // Valid UTF-8 already: either genuine U+FFFD in the text, or a wrong label.
             (u != text).then(|| u.to_string())
+        } else if mostly_utf8(&bytes) {
+            None // UTF-8 with some damaged bytes: mail-parser's lossy decoding is the best reading
         } else {
             let meta = matches!(part.body, PartType::Html(_)).then(|| meta_charset(&bytes)).flatten();
             match meta.and_then(|e| e.decode_without_bom_handling_and_without_replacement(&bytes)) {
@@ -287,6 +289,17 @@ fn decoded_text(msg: &Message<'_>, part: &MessagePart<'_>, repaired: &mut bool) 
         }
         _ => text.to_string(),
     }
+}
+
+/// UTF-8 with a few damaged bytes, rather than a legacy charset: far more well-formed multi-byte
+/// characters than invalid bytes (legacy double-byte text forms valid UTF-8 pairs only by chance).
+fn mostly_utf8(bytes: &[u8]) -> bool {
+    let (mut good, mut bad) = (0usize, 0usize);
+    for chunk in bytes.utf8_chunks() {
+        good += chunk.valid().chars().filter(|c| !c.is_ascii()).count();
+        bad += chunk.invalid().len();
+    }
+    good >= 4 * bad.max(1)
 }
 
 /// A part's body bytes with the transfer encoding (base64, quoted-printable) undone.
@@ -324,8 +337,14 @@ fn attachments(msg: &Message<'_>) -> (Vec<Attachment>, Option<String>) {
     let mut tnef_text = None;
     for (i, part) in msg.attachments().enumerate() {
         let content_type = mime_type(part, "application/octet-stream");
-        let name = part
-            .attachment_name()
+        // mail-parser lists a multipart whose boundary never appears as a part of its own; that
+        // is a broken container, not a file. An empty part without a name carries nothing.
+        if content_type.starts_with("multipart/") || (part.len() == 0 && part.attachment_name().is_none()) {
+            continue;
+        }
+        let name = rfc2231_name(msg, part)
+            .or_else(|| part.attachment_name().map(str::to_string))
+            .as_deref()
             .map(clean_file_name)
             .filter(|n| !n.is_empty())
             .or_else(|| {
@@ -377,6 +396,68 @@ fn attachments(msg: &Message<'_>) -> (Vec<Attachment>, Option<String>) {
         out.push(Attachment { name, content_type, size: part.len() as u64, inline, content_id, unpacked_from: None });
     }
     (out, tnef_text)
+}
+
+/// RFC 2231 §3-4 file name split into continuations (`filename*0*=UTF-8''…; filename*1*=…`),
+/// reassembled from the raw header. mail-parser 0.11 decodes each piece on its own, which breaks
+/// a multi-byte character or an ISO-2022-JP escape sequence that spans two pieces.
+fn rfc2231_name(msg: &Message<'_>, part: &MessagePart<'_>) -> Option<String> {
+    for header in ["content-disposition", "content-type"] {
+        let Some(h) = part.headers.iter().find(|h| h.name.as_str().eq_ignore_ascii_case(header)) else { continue };
+        let Some(raw) = msg.raw_message.get(h.offset_start as usize..h.offset_end as usize) else { continue };
+        let raw = String::from_utf8_lossy(raw);
+        let param = if header == "content-disposition" { "filename" } else { "name" };
+        if let Some(name) = rfc2231_param(&raw, param) {
+            return Some(name);
+        }
+    }
+    None
+}
+
+/// Value of a parameter given as numbered continuations with an extended first piece.
+fn rfc2231_param(header: &str, param: &str) -> Option<String> {
+    let mut pieces: Vec<(u32, bool, String)> = Vec::new();
+    for item in header.split(';').skip(1) {
+        let Some((key, value)) = item.split_once('=') else { continue };
+        let key = key.trim().to_ascii_lowercase();
+        let Some(rest) = key.strip_prefix(param).and_then(|r| r.strip_prefix('*')) else { continue };
+        let (num, extended) = match rest.strip_suffix('*') {
+            Some(n) => (n, true),
+            None => (rest, false),
+        };
+        let Ok(num) = num.parse::<u32>() else { continue };
+        pieces.push((num, extended, value.trim().trim_matches('"').to_string()));
+    }
+    pieces.sort_by_key(|p| p.0);
+    let first = pieces.first().filter(|p| p.0 == 0 && p.1 && pieces.len() > 1)?;
+    let mut fields = first.2.splitn(3, '\'');
+    let (charset, _lang, value0) = (fields.next()?, fields.next()?, fields.next()?);
+    let encoding = encoding_rs::Encoding::for_label(charset.trim().as_bytes())?;
+    let mut bytes = Vec::new();
+    for (i, (_, extended, value)) in pieces.iter().enumerate() {
+        let value = if i == 0 { value0 } else { value.as_str() };
+        if *extended { percent_decode(value, &mut bytes) } else { bytes.extend_from_slice(value.as_bytes()) }
+    }
+    let (text, _, bad) = encoding.decode(&bytes);
+    (!bad).then(|| text.into_owned())
+}
+
+fn percent_decode(s: &str, out: &mut Vec<u8>) {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
 }
 
 /// A file name safe to show and store: last path component, no control characters, trimmed.

@@ -25,6 +25,8 @@ struct Report {
     figures: BTreeMap<(String, String), (usize, usize)>,
     /// (corpus, field) → examples of misses
     misses: BTreeMap<(String, String), Vec<String>>,
+    /// Counts shown for information, not checked.
+    info: BTreeMap<String, usize>,
 }
 
 impl Report {
@@ -50,6 +52,10 @@ impl Report {
         for ((c, f), (m, t)) in &self.figures {
             let _ = writeln!(out, "{c:<22} {f:<26} {:>9}", format!("{m}/{t}"));
         }
+        out.push('\n');
+        for (k, v) in &self.info {
+            let _ = writeln!(out, "{k}: {v}");
+        }
         out.push_str("\nmisses (first 12 per field):\n");
         for ((c, f), list) in &self.misses {
             for m in list.iter().take(12) {
@@ -64,8 +70,71 @@ impl Report {
     }
 }
 
-/// What this code achieves today, per corpus and field: a drop below fails the test.
-const FLOORS: &[(&str, &str, usize)] = &[];
+/// What this code achieves today, per corpus and field: a drop below fails the test. Raise a
+/// floor when a change improves a figure; the misses and why they stay are in
+/// docs/CONTENT.md.
+const FLOORS: &[(&str, &str, usize)] = &[
+    ("cpython-test-email", "no panic", 48), // of 48
+    ("cpython-test-email", "text without U+FFFD", 47), // of 47
+    ("discourse", "no panic", 81), // of 81
+    ("discourse", "text without U+FFFD", 81), // of 81
+    ("discourse", "visible text", 14), // of 15
+    ("enmime", "no panic", 90), // of 90
+    ("enmime", "text without U+FFFD", 88), // of 88
+    ("flufl-bounce", "no panic", 103), // of 103
+    ("flufl-bounce", "text without U+FFFD", 102), // of 103
+    ("imap-tools", "attachment names", 100), // of 109
+    ("imap-tools", "from", 108), // of 108
+    ("imap-tools", "no panic", 113), // of 113
+    ("imap-tools", "subject", 104), // of 110
+    ("imap-tools", "text", 80), // of 94
+    ("imap-tools", "text without U+FFFD", 112), // of 113
+    ("mail-parser", "attachment names", 107), // of 107
+    ("mail-parser", "from", 75), // of 75
+    ("mail-parser", "no panic", 113), // of 113
+    ("mail-parser", "subject", 74), // of 74
+    ("mail-parser", "text", 84), // of 84
+    ("mail-parser", "text without U+FFFD", 107), // of 107
+    ("notmuch", "no panic", 320), // of 320
+    ("notmuch", "text without U+FFFD", 320), // of 320
+    ("otrs", "attachment names", 10), // of 10
+    ("otrs", "from", 3), // of 3
+    ("otrs", "no panic", 38), // of 38
+    ("otrs", "subject", 1), // of 1
+    ("otrs", "text without U+FFFD", 38), // of 38
+    ("redmine", "no panic", 54), // of 54
+    ("redmine", "text without U+FFFD", 53), // of 54: invalid_utf8.eml has a stray byte, U+FFFD is right there
+    ("reply-parser-crisp", "no panic", 90), // of 90
+    ("reply-parser-crisp", "under 1 s", 90), // of 90
+    ("reply-parser-crisp", "visible == common", 43), // of 43
+    ("reply-parser-crisp", "visible checks", 20), // of 20
+    ("reply-parser-crisp", "visible exact", 12), // of 13
+    ("reply-parser-github", "no panic", 22), // of 22
+    ("reply-parser-github", "under 1 s", 22), // of 22
+    ("reply-parser-github", "visible checks", 22), // of 22
+    ("reply-parser-github", "visible exact", 11), // of 11
+    ("reply-parser-zapier", "no panic", 24), // of 24
+    ("reply-parser-zapier", "under 1 s", 24), // of 24
+    ("reply-parser-zapier", "visible checks", 25), // of 25
+    ("reply-parser-zapier", "visible exact", 8), // of 8
+    ("rt", "attachment names", 4), // of 4
+    ("rt", "body text", 7), // of 7
+    ("rt", "no panic", 60), // of 60
+    ("rt", "subject", 6), // of 6
+    ("rt", "text without U+FFFD", 59), // of 59
+    ("ruby-mail", "no panic", 103), // of 103
+    ("ruby-mail", "text without U+FFFD", 102), // of 103
+    ("sisimai", "no panic", 803), // of 803
+    ("sisimai", "text without U+FFFD", 800), // of 801
+    ("talon", "html visible text", 10), // of 11
+    ("talon", "no panic", 48), // of 48
+    ("talon", "reply text checks", 1), // of 1
+    ("talon", "reply text exact", 12), // of 12
+    ("talon", "text without U+FFFD", 15), // of 15
+    ("tnefparse", "attachment names", 19), // of 19
+    ("tnefparse", "body kind", 19), // of 19
+    ("tnefparse", "no panic", 20), // of 20
+];
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -198,6 +267,7 @@ fn no_panic_anywhere(root: &Path, r: &mut Report) {
         let Ok(raw) = std::fs::read(path) else { continue };
         let ext = path.extension().and_then(|e| e.to_str()).unwrap_or_default();
         let started = Instant::now();
+        let mut parsed = None;
         let outcome = catch_unwind(AssertUnwindSafe(|| match ext {
             "tnef" => {
                 let _ = tnef::parse(&raw);
@@ -209,12 +279,24 @@ fn no_panic_anywhere(root: &Path, r: &mut Report) {
                 let _ = quote::visible_text(&String::from_utf8_lossy(&raw));
             }
             _ => {
-                let _ = message::parse(&raw);
+                parsed = message::parse(&raw).ok();
             }
         }));
         r.check(&corpus, "no panic", outcome.is_ok(), || rel.display().to_string());
-        // reply-parser's pathological.txt is a timing test upstream (< 1 s).
-        r.check(&corpus, "under 1 s", started.elapsed() < Duration::from_secs(1), || rel.display().to_string());
+        if corpus.starts_with("reply-parser") {
+            // reply-parser's pathological.txt is a timing test upstream (< 1 s).
+            r.check(&corpus, "under 1 s", started.elapsed() < Duration::from_secs(1), || rel.display().to_string());
+        }
+        if let Some(p) = parsed {
+            // Replacement characters left in the text mean undecodable bytes reached the agent.
+            let clean = !p.body_text.contains('\u{fffd}') && !p.subject.contains('\u{fffd}');
+            r.check(&corpus, "text without U+FFFD", clean, || rel.display().to_string());
+            *r.info.entry("charset repaired (messages)".into()).or_default() += p.charset_repaired as usize;
+            *r.info.entry("HTML-only rendered (messages)".into()).or_default() += (p.body_html.is_some() && !p.content_type.contains("alternative") && p.content_type != "text/plain") as usize;
+            *r.info.entry("files unpacked from TNEF".into()).or_default() += p.files.iter().filter(|f| f.unpacked_from.is_some()).count();
+            *r.info.entry("inline parts".into()).or_default() += p.files.iter().filter(|f| f.inline).count();
+            *r.info.entry("visible text shorter than body (messages)".into()).or_default() += (p.visible_text.len() < p.body_text.trim().len()) as usize;
+        }
     }
 }
 
@@ -258,18 +340,26 @@ fn mail_parser_json(root: &Path, r: &mut Report) {
             r.check(C, "text", norm(&p.body_text) == want, || format!("{rel}: {}", diff_at(&norm(&p.body_text), &want)));
         }
         let mut want_names = Vec::new();
+        let mut count = 0;
         for i in j["attachments"].as_array().cloned().unwrap_or_default() {
             let part = &parts[i.as_u64().unwrap_or(0) as usize];
+            // Postdesk lists no broken multipart containers and no empty unnamed parts.
+            let multipart = header(part, "content_type").is_some_and(|v| v["ContentType"]["c_type"] == "multipart");
+            let empty = part["body"].as_object().and_then(|b| b.values().next()).is_some_and(|v| v.as_str() == Some("") || v.as_array().is_some_and(|a| a.is_empty()));
+            if multipart || empty && header(part, "content_disposition").is_none() {
+                continue;
+            }
+            count += 1;
             let attr = |h: &str, a: &str| {
                 header(part, h).and_then(|v| {
                     v["ContentType"]["attributes"].as_array()?.iter().find(|x| x["name"] == a).and_then(|x| x["value"].as_str().map(str::to_string))
                 })
             };
             if let Some(n) = attr("content_disposition", "filename").or_else(|| attr("content_type", "name")) {
-                want_names.push(n);
+                // Postdesk keeps only the last path component of a file name.
+                want_names.push(n.rsplit(['/', '\\']).next().unwrap_or_default().to_string());
             }
         }
-        let count = j["attachments"].as_array().map_or(0, |a| a.len());
         let ours = names(&p);
         r.check(C, "attachment names", ours.len() == count && names_cover(&ours, &want_names), || {
             format!("{rel}: {ours:?} vs {count} named {want_names:?}")
@@ -361,7 +451,9 @@ fn rt_expectations(root: &Path, r: &mut Report) {
             r.check(C, "subject", norm(&p.subject) == norm(&s), || format!("{file}: {:?} != {s:?}", p.subject));
         }
         if expected.contains("'0123456789' x 20") {
-            r.check(C, "subject", p.subject == "0123456789".repeat(20), || format!("{file}: {:?}", p.subject));
+            // RT stores at most 200 characters of a subject; the header has more, and we keep it whole.
+            let whole = p.header("subject").is_some_and(|h| h == p.subject);
+            r.check(C, "subject", p.subject.starts_with(&"0123456789".repeat(20)) && whole, || format!("{file}: {:?}", p.subject));
         }
         for n in quoted(expected, "filename ==").into_iter().chain(quoted(expected, "attached filename")) {
             let ours = names(&p);
