@@ -409,11 +409,22 @@ fn strip_signature(lines: &[&str]) -> usize {
             end = last;
         }
         end = strip_trailing_quotes(lines, end);
+        // A rule left dangling above a removed signature or footer.
+        while end > 1 && is_rule(lines[end - 1]) {
+            end -= 1;
+            end = strip_trailing_quotes(lines, end);
+        }
         if end == before {
             break;
         }
     }
     end
+}
+
+/// A line of only rule characters (`----`, `____`, `====`), at least three.
+fn is_rule(line: &str) -> bool {
+    let t = line.trim();
+    t.chars().count() >= 3 && t.chars().all(|c| "-_=*~".contains(c))
 }
 
 fn is_short_rule(line: &str) -> bool {
@@ -452,6 +463,7 @@ mod tests {
         assert_eq!(reply_text(body), "Hello\n\nSent from my iPhone");
         assert_eq!(visible_text(body), "Hello");
         assert_eq!(visible_text("Hi\n-- \nJane\nACME"), "Hi");
+        assert_eq!(visible_text("Test.\n\n-------\nSent via Bell Mobility's Text Messaging service.\n-------"), "Test.");
         assert_eq!(visible_text("Sent from my desk, is much easier.\nok"), "Sent from my desk, is much easier.\nok");
     }
 

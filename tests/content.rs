@@ -567,3 +567,189 @@ fn discourse_expectations(root: &Path, r: &mut Report) {
         r.check(C, "visible text", plain(&p.visible_text) == plain(&want), || format!("{file}: {:.160?} != {:.160?}", p.visible_text, want));
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fixture part: always runs
+
+fn fixtures_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/content")
+}
+
+/// One expectation row of `tests/fixtures/content/expected.tsv`; returns a failure description.
+fn check_fixture(file: &str, field: &str, want: &serde_json::Value) -> Option<String> {
+    let path = fixtures_dir().join(file);
+    let raw = std::fs::read(&path).unwrap_or_else(|e| panic!("{file}: {e}"));
+    let text = || String::from_utf8_lossy(&raw).into_owned();
+    let want_str = want.as_str().unwrap_or_default();
+    let list = |v: Vec<String>| v.join(" | ");
+    let got: serde_json::Value = match field {
+        "tnef_names" | "tnef_body" => {
+            let t = tnef::parse(&raw).unwrap_or_else(|e| panic!("{file}: {e}"));
+            if field == "tnef_names" {
+                list(t.attachments.iter().map(|a| a.name.clone()).collect()).into()
+            } else if t.html_body.is_some() {
+                "htmlbody".into()
+            } else if t.has_rtf_body {
+                "rtfbody".into()
+            } else if t.body.is_some() || t.preview.is_some() {
+                "body".into()
+            } else {
+                "none".into()
+            }
+        }
+        "html_visible" => {
+            let got = quote::visible_text_html(&text());
+            return (norm(&got) != norm(want_str)).then(|| format!("{file} {field}: {got:?}"));
+        }
+        "visible_common" => {
+            let common = std::fs::read_to_string(fixtures_dir().join("reply-parser-crisp/COMMON_FIRST_FRAGMENT.txt")).unwrap();
+            let got = quote::visible_text(&text());
+            return (got.trim() != common.trim()).then(|| format!("{file}: {got:?} is not the common first fragment"));
+        }
+        _ if file.ends_with(".txt") => {
+            let got = quote::visible_text(&text());
+            match field {
+                "visible" => got.trim().to_string().into(),
+                "visible_contains" => return (!got.contains(want_str)).then(|| format!("{file}: {want_str:?} not in {got:?}")),
+                "visible_not_contains" => return got.contains(want_str).then(|| format!("{file}: {want_str:?} in {got:?}")),
+                other => panic!("unknown field {other} for a text fixture"),
+            }
+        }
+        _ => {
+            let p = message::parse(&raw).unwrap_or_else(|e| panic!("{file}: {e}"));
+            match field {
+                "subject" => p.subject.clone().into(),
+                "from" => p.from_address().into(),
+                "body" => p.body_text.trim().to_string().into(),
+                "body_contains" => return (!p.body_text.contains(want_str)).then(|| format!("{file}: {want_str:?} not in {:?}", p.body_text)),
+                "has_html" => p.body_html.is_some().into(),
+                "repaired" => p.charset_repaired.into(),
+                "visible" => p.visible_text.clone().into(),
+                "reply_text" => quote::reply_text(&p.body_text).into(),
+                "attachments" => list(names(&p)).into(),
+                "content_types" => list(p.files.iter().map(|f| f.content_type.clone()).collect()).into(),
+                "inline" => list(p.files.iter().filter(|f| f.inline).map(|f| f.name.clone()).collect()).into(),
+                "unpacked_from" => list(p.files.iter().map(|f| f.unpacked_from.clone().unwrap_or_default()).collect()).into(),
+                other => panic!("unknown field {other}"),
+            }
+        }
+    };
+    (&got != want).then(|| format!("{file} {field}: got {got} want {want}"))
+}
+
+#[test]
+fn fixtures_match_their_expectations() {
+    let rows = tsv_rows(&fixtures_dir().join("expected.tsv"));
+    assert!(rows.len() >= 40, "expected.tsv lost rows: {}", rows.len());
+    let mut failures = Vec::new();
+    for row in &rows {
+        let [file, field, expected, ..] = row.as_slice() else { panic!("bad row {row:?}") };
+        let want: serde_json::Value = serde_json::from_str(expected).unwrap_or_else(|e| panic!("{file} {field}: {e}"));
+        if let Some(f) = check_fixture(file, field, &want) {
+            failures.push(f);
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} fixture checks failed:\n{}", failures.len(), rows.len(), failures.join("\n"));
+}
+
+/// Every fixture file is listed in PROVENANCE.md (by name) and has a licence beside it.
+#[test]
+fn fixtures_have_provenance() {
+    let provenance = std::fs::read_to_string(fixtures_dir().join("PROVENANCE.md")).unwrap();
+    let mut files = Vec::new();
+    walk(&fixtures_dir(), &mut files);
+    for f in files {
+        let rel = f.strip_prefix(fixtures_dir()).unwrap();
+        let name = rel.file_name().unwrap().to_string_lossy().into_owned();
+        if rel.components().count() == 1 || name == "LICENSE.upstream" {
+            continue; // PROVENANCE.md, expected.tsv, reply-parser-expected.tsv
+        }
+        let stem = name.rsplit_once('.').map_or(name.as_str(), |(s, _)| s);
+        assert!(provenance.contains(stem), "{} is not in PROVENANCE.md", rel.display());
+        let corpus = rel.components().next().unwrap().as_os_str().to_string_lossy().into_owned();
+        if corpus != "constructed" {
+            assert!(fixtures_dir().join(&corpus).join("LICENSE.upstream").is_file(), "{corpus} has no LICENSE.upstream");
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hostile input: random bytes and every fixture cut short never panic
+
+/// xorshift64*: deterministic, so a failure reproduces.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+    fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
+fn exercise(bytes: &[u8]) {
+    let _ = message::parse(bytes);
+    let _ = tnef::parse(bytes);
+    let text = String::from_utf8_lossy(bytes);
+    let _ = quote::visible_text(&text);
+    let _ = quote::reply_text(&text);
+    let _ = html::to_text(&text);
+}
+
+#[test]
+fn hostile_input_never_panics() {
+    let mut seeds: Vec<Vec<u8>> = Vec::new();
+    let mut files = Vec::new();
+    walk(&fixtures_dir(), &mut files);
+    for f in files.iter().filter(|f| !is_metadata(f) && !f.ends_with("LICENSE.upstream")) {
+        seeds.push(std::fs::read(f).unwrap());
+    }
+    assert!(seeds.len() >= 25, "fixtures went missing: {}", seeds.len());
+    let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+    let started = Instant::now();
+    let mut cases = 0;
+    for seed in &seeds {
+        // Truncations at many points, including inside headers, boundaries and base64.
+        let step = (seed.len() / 40).max(1);
+        for cut in (0..seed.len()).step_by(step) {
+            let r = catch_unwind(AssertUnwindSafe(|| exercise(&seed[..cut])));
+            assert!(r.is_ok(), "panic on a seed cut at {cut}");
+            cases += 1;
+        }
+        // Mutations: flipped bytes, inserted header-ish and MIME-ish fragments.
+        for _ in 0..30 {
+            let mut m = seed.clone();
+            for _ in 0..1 + rng.below(8) {
+                const BITS: &[&[u8]] = &[b"\r\n\r\n", b"--", b"=?utf-8?B?", b"?=", b"*0*=", b"\x1b$B", b"boundary=\"\"", b"\xff\xfe", b"<blockquote>", b"> ", b"=\r\n", b"\x78\x9f\x3e\x22"];
+                let at = rng.below(m.len());
+                match rng.below(3) {
+                    0 if !m.is_empty() => m[at] ^= 1 << rng.below(8),
+                    1 => {
+                        let bit = BITS[rng.below(BITS.len())];
+                        m.splice(at..at, bit.iter().copied());
+                    }
+                    _ => m.truncate(at.max(1)),
+                }
+            }
+            let r = catch_unwind(AssertUnwindSafe(|| exercise(&m)));
+            assert!(r.is_ok(), "panic on a mutated fixture: {:?}", String::from_utf8_lossy(&m[..m.len().min(200)]));
+            cases += 1;
+        }
+    }
+    // Pure noise of assorted sizes.
+    for len in [0usize, 1, 2, 7, 64, 500, 4096] {
+        for _ in 0..20 {
+            let noise: Vec<u8> = (0..len).map(|_| rng.next() as u8).collect();
+            let mut tnef_like = b"\x78\x9f\x3e\x22\x01\x00".to_vec();
+            tnef_like.extend_from_slice(&noise);
+            for bytes in [&noise, &tnef_like] {
+                assert!(catch_unwind(AssertUnwindSafe(|| exercise(bytes))).is_ok(), "panic on noise of {len} bytes");
+                cases += 1;
+            }
+        }
+    }
+    println!("hostile input: {cases} cases in {:?}", started.elapsed());
+}
