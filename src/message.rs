@@ -233,20 +233,21 @@ fn content(msg: &Message<'_>) -> Content {
     let html = (!htmls.is_empty()).then(|| htmls.join("\n"));
     let mut text = texts.iter().map(|t| t.trim_end()).filter(|t| !t.is_empty()).collect::<Vec<_>>().join("\n\n");
     // A blank plain alternative next to real HTML: show the HTML.
-    if text.trim().is_empty() {
-        if let Some(h) = &html {
-            text = html::to_text(h);
-        }
+    if text.trim().is_empty()
+        && let Some(h) = &html
+    {
+        text = html::to_text(h);
     }
     // Forwarded as attachment with nothing written above it: the attached message is the request.
     // Not for reports (RFC 6522): a bounce's returned message is not what the bounce says.
     let report = msg.root_part().content_type().is_some_and(|ct| ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report")));
-    if text.trim().is_empty() && !report {
-        if let Some(nested) = msg.attachments().find_map(|p| p.message()) {
-            let inner = content(nested);
-            repaired |= inner.repaired;
-            text = inner.text;
-        }
+    if text.trim().is_empty()
+        && !report
+        && let Some(nested) = msg.attachments().find_map(|p| p.message())
+    {
+        let inner = content(nested);
+        repaired |= inner.repaired;
+        text = inner.text;
     }
     Content { text, html, repaired }
 }
@@ -260,7 +261,7 @@ fn decoded_text(msg: &Message<'_>, part: &MessagePart<'_>, repaired: &mut bool) 
         l.contains("ascii") || encoding_rs::Encoding::for_label(l.as_bytes()).is_some_and(|e| e.is_single_byte())
     });
     // Cheap exit for the common case: nothing suspicious in the decoded text.
-    if !lossy && !(single_byte && !text.is_ascii()) {
+    if !lossy && (!single_byte || text.is_ascii()) {
         return text.to_string();
     }
     let Some(bytes) = transfer_decoded(msg, part) else { return text.to_string() };
@@ -339,7 +340,7 @@ fn attachments(msg: &Message<'_>) -> (Vec<Attachment>, Option<String>) {
         let content_type = mime_type(part, "application/octet-stream");
         // mail-parser lists a multipart whose boundary never appears as a part of its own; that
         // is a broken container, not a file. An empty part without a name carries nothing.
-        if content_type.starts_with("multipart/") || (part.len() == 0 && part.attachment_name().is_none()) {
+        if content_type.starts_with("multipart/") || (part.is_empty() && part.attachment_name().is_none()) {
             continue;
         }
         let name = rfc2231_name(msg, part)
@@ -357,35 +358,33 @@ fn attachments(msg: &Message<'_>) -> (Vec<Attachment>, Option<String>) {
             .unwrap_or_else(|| format!("attachment-{}", i + 1));
         let is_tnef = matches!(content_type.as_str(), "application/ms-tnef" | "application/vnd.ms-tnef")
             || name.eq_ignore_ascii_case("winmail.dat");
-        if is_tnef {
-            if let Ok(t) = tnef::parse(part.contents()) {
-                let body = t
-                    .body
-                    .clone()
-                    .filter(|b| !b.trim().is_empty())
-                    .or_else(|| t.html_body.as_deref().map(html::to_text))
-                    .or_else(|| t.preview.clone())
-                    .filter(|b| !b.trim().is_empty());
-                if !t.attachments.is_empty() || body.is_some() {
-                    tnef_text = tnef_text.or(body);
-                    for a in t.attachments {
-                        let content_type = a
-                            .content_type
-                            .clone()
-                            .or_else(|| a.embedded_message.then(|| "application/ms-tnef".to_string()))
-                            .or_else(|| mime_guess::from_path(&a.name).first_raw().map(str::to_string))
-                            .unwrap_or_else(|| "application/octet-stream".into());
-                        out.push(Attachment {
-                            name: clean_file_name(&a.name),
-                            content_type,
-                            size: a.data.len() as u64,
-                            inline: false,
-                            content_id: a.content_id.as_deref().map(clean_id),
-                            unpacked_from: Some(name.clone()),
-                        });
-                    }
-                    continue;
+        if is_tnef && let Ok(t) = tnef::parse(part.contents()) {
+            let body = t
+                .body
+                .clone()
+                .filter(|b| !b.trim().is_empty())
+                .or_else(|| t.html_body.as_deref().map(html::to_text))
+                .or_else(|| t.preview.clone())
+                .filter(|b| !b.trim().is_empty());
+            if !t.attachments.is_empty() || body.is_some() {
+                tnef_text = tnef_text.or(body);
+                for a in t.attachments {
+                    let content_type = a
+                        .content_type
+                        .clone()
+                        .or_else(|| a.embedded_message.then(|| "application/ms-tnef".to_string()))
+                        .or_else(|| mime_guess::from_path(&a.name).first_raw().map(str::to_string))
+                        .unwrap_or_else(|| "application/octet-stream".into());
+                    out.push(Attachment {
+                        name: clean_file_name(&a.name),
+                        content_type,
+                        size: a.data.len() as u64,
+                        inline: false,
+                        content_id: a.content_id.as_deref().map(clean_id),
+                        unpacked_from: Some(name.clone()),
+                    });
                 }
+                continue;
             }
         }
         let disposition_inline = part.content_disposition().map(|d| d.ctype().eq_ignore_ascii_case("inline"));

@@ -417,7 +417,7 @@ mod tests {
     fn unicode_prop(id: u16, s: &str) -> Vec<u8> {
         let mut bytes: Vec<u8> = s.encode_utf16().chain([0]).flat_map(|u| u.to_le_bytes()).collect();
         let len = bytes.len() as u32;
-        while bytes.len() % 4 != 0 {
+        while !bytes.len().is_multiple_of(4) {
             bytes.push(0);
         }
         let mut v = PT_UNICODE.to_le_bytes().to_vec();

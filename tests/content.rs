@@ -373,13 +373,13 @@ fn imap_tools_json(root: &Path, r: &mut Report) {
     let base = root.join("imap-tools");
     let mut files = Vec::new();
     walk(&base.join("expected"), &mut files);
+    // \udcXX escapes mark bytes Python could not decode (lone surrogates serde_json rejects):
+    // they become U+FFFD, and a field holding one has no oracle.
+    let surrogate = regex::Regex::new(r"\\u[dD][c-fC-F][0-9a-fA-F]{2}").unwrap();
     for json_path in files.iter().filter(|p| p.extension().is_some_and(|e| e == "json")) {
         let rel = json_path.strip_prefix(base.join("expected")).unwrap_or(json_path).with_extension("eml");
         let eml = base.join("messages").join(&rel);
         let (Ok(j), Some(p)) = (std::fs::read_to_string(json_path), parse_file(&eml)) else { continue };
-        // \udcXX escapes mark bytes Python could not decode (lone surrogates serde_json rejects):
-        // they become U+FFFD, and a field holding one has no oracle.
-        let surrogate = regex::Regex::new(r"\\u[dD][c-fC-F][0-9a-fA-F]{2}").unwrap();
         let j = surrogate.replace_all(&j, "\\ufffd");
         let Ok(j) = serde_json::from_str::<serde_json::Value>(&j) else { continue };
         let rel = rel.display().to_string();
@@ -435,10 +435,10 @@ fn rt_expectations(root: &Path, r: &mut Report) {
         while let Some(i) = rest.find(after) {
             rest = &rest[i + after.len()..];
             let t = rest.trim_start();
-            if let Some(stripped) = t.strip_prefix('\'') {
-                if let Some(end) = stripped.find("'") {
-                    out.push(stripped[..end].to_string());
-                }
+            if let Some(stripped) = t.strip_prefix('\'')
+                && let Some(end) = stripped.find('\'')
+            {
+                out.push(stripped[..end].to_string());
             }
         }
         out
