@@ -5,7 +5,8 @@
 //! (loops, bounces, auto-replies) → [`thread`] (which ticket?) → [`pipeline`] (decide and commit
 //! ONE transaction in [`store`]) → [`outbound`] (queue worker → SMTP or a folder).
 //! The pure core ([`message`] with [`html`], [`quote`] and [`tnef`], [`guard`], [`thread`],
-//! [`reference`], [`token`], [`render`]) does no I/O and reads no clock. [`daemon`] wires the tasks together; `main.rs` only parses the CLI.
+//! [`reference`], [`token`], [`render`]) does no I/O and reads no clock. [`daemon`] wires the
+//! tasks together; `main.rs` only parses the CLI.
 //! See ARCHITECTURE.md for the code map and invariants.
 
 pub mod clock;

@@ -1,6 +1,6 @@
 //! Quoted-history and signature stripping: the part of a reply its author actually wrote, for
 //! notifications and previews. A view only — the stored message is never altered. Pure text in,
-//! text out; no I/O; never panics; linear in the input (no backtracking-prone patterns).
+//! text out; no I/O; never panics; linear-time regexes and a bounded look-ahead per line.
 //!
 //! [`reply_text`] removes quoted history (what talon's `extract_from_plain` does):
 //! - reply headers — "On … wrote:" in many languages, also split over up to three lines, and
@@ -471,6 +471,17 @@ mod tests {
     fn forwarded_content_is_kept() {
         let body = "Please look at this.\n\n---------- Forwarded message ---------\nFrom: Bob <b@x.y>\nDate: Mon, 3 Feb 2025\nSubject: broken\nTo: me@x.y\n\nIt is broken.";
         assert_eq!(visible_text(body), body);
+    }
+
+    #[test]
+    fn big_threads_stay_fast() {
+        let body = "On 1 Jan 2020, A <a@b.c> wrote:\n> question\nanswer\n\n".repeat(20_000)
+            + &"\n".repeat(50_000)
+            + &"12:00 someone@example.com:\n".repeat(20_000);
+        let t0 = std::time::Instant::now();
+        let v = visible_text(&body);
+        assert!(v.contains("answer"));
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5), "{:?}", t0.elapsed());
     }
 
     #[test]
