@@ -139,11 +139,12 @@ const FLOORS: &[(&str, &str, usize)] = &[
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
-fn corpora_dir() -> Option<PathBuf> {
+/// `$POSTDESK_CORPORA`, else `../shared/corpora` beside the package; `Err` names what was tried.
+fn corpora_dir() -> Result<PathBuf, PathBuf> {
     let dir = std::env::var_os("POSTDESK_CORPORA")
         .map(PathBuf::from)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/corpora"));
-    dir.is_dir().then_some(dir)
+    if dir.is_dir() { Ok(dir) } else { Err(dir) }
 }
 
 /// Whitespace-insensitive form for body comparisons.
@@ -219,9 +220,12 @@ fn names_cover(ours: &[String], expected: &[String]) -> bool {
 
 #[test]
 fn corpus_content_report() {
-    let Some(root) = corpora_dir() else {
-        println!("content: corpus part skipped: no corpora at ../shared/corpora and POSTDESK_CORPORA unset");
-        return;
+    let root = match corpora_dir() {
+        Ok(root) => root,
+        Err(tried) => {
+            println!("content: corpus part skipped: no corpora directory at {} (set POSTDESK_CORPORA)", tried.display());
+            return;
+        }
     };
     let t0 = Instant::now();
     let mut r = Report::default();
