@@ -1,9 +1,21 @@
 //! Parse: raw RFC 5322 bytes → [`Parsed`], the owned, decoded view every later stage reads.
 //! Built on mail-parser; never panics and never fails on malformed MIME — only input with no
 //! header at all is refused ([`NotMail`]). No I/O here.
+//!
+//! Content decisions made here (the stored raw message is never altered):
+//! - **Text**: every inline text part in order; `text/plain` preferred over its HTML
+//!   alternative, HTML-only mail rendered by [`crate::html`], Outlook's TNEF body used when
+//!   MIME has none. Charsets: mail-parser decodes the declared label; when that yields U+FFFD
+//!   or the label is a single-byte charset but the bytes are UTF-8, the part is re-decoded
+//!   (UTF-8, the HTML `<meta>` charset, else chardetng's guess).
+//! - **Attachments**: every non-body part with RFC 2047/2231 names, path-free; nested
+//!   `message/rfc822` named from its subject; inline parts flagged; `winmail.dat` replaced by
+//!   the files unpacked from it (kept as is when nothing could be unpacked).
+//! - **Visible text**: [`crate::quote::visible_text`] of the text body, for notifications.
 
 use crate::ticket::{AttachmentInfo, normalize_address};
-use mail_parser::{HeaderValue, MessageParser, MimeHeaders};
+use crate::{html, quote, tnef};
+use mail_parser::{HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 use sha2::{Digest, Sha256};
 
 /// An address with its display name, as found in a header.
@@ -12,6 +24,30 @@ pub struct Mailbox {
     pub name: Option<String>,
     /// Lower-cased address; empty when the header had a name but no address (`MAILER-DAEMON`).
     pub address: String,
+}
+
+/// One attachment as found in the message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attachment {
+    /// Decoded (RFC 2047/2231) file name without any path; for a nested message its subject
+    /// plus `.eml`; `attachment-N` when the part has no name at all.
+    pub name: String,
+    /// `type/subtype`, lower-case.
+    pub content_type: String,
+    /// Decoded size in bytes.
+    pub size: u64,
+    /// Shown inside the body (inline image, `Content-Disposition: inline`), not a separate file.
+    pub inline: bool,
+    /// `Content-ID` without brackets, for `cid:` references from the HTML.
+    pub content_id: Option<String>,
+    /// The container this file was unpacked from (`winmail.dat`), `None` for MIME parts.
+    pub unpacked_from: Option<String>,
+}
+
+impl Attachment {
+    fn info(&self) -> AttachmentInfo {
+        AttachmentInfo { name: self.name.clone(), content_type: self.content_type.clone(), size: self.size }
+    }
 }
 
 /// The input has no header section: it is not an e-mail message at all.
@@ -38,9 +74,19 @@ pub struct Parsed {
     pub headers: Vec<(String, String)>,
     /// `type/subtype` of the top-level part, lower-case.
     pub content_type: String,
-    /// The readable text of the message (HTML converted when there is no text part).
+    /// The readable text of the message: the inline text parts in order (`text/plain` preferred,
+    /// HTML rendered to text when there is no usable plain part), charset-repaired.
     pub body_text: String,
+    /// The HTML body as decoded text, when the message has one.
+    pub body_html: Option<String>,
+    /// `body_text` without quoted history and signature: what notifications show. A view only.
+    pub visible_text: String,
+    /// True when a text part's declared charset was wrong and the text was re-decoded.
+    pub charset_repaired: bool,
+    /// Name, type and size of every attachment, in message order (same order as `files`).
     pub attachments: Vec<AttachmentInfo>,
+    /// The same attachments with inline/origin details.
+    pub files: Vec<Attachment>,
     pub size: usize,
     /// Hex SHA-256 of the raw bytes: duplicate-delivery detection and quarantine names.
     pub sha256: String,
@@ -96,37 +142,19 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, NotMail> {
         None => (format!("missing-{}@postdesk.invalid", &sha256[..24]), true),
     };
 
-    let subject = msg.subject().unwrap_or("").replace(['\r', '\n'], " ").trim().to_string();
-    let content_type = msg
-        .root_part()
-        .content_type()
-        .map(|ct| match ct.subtype() {
-            Some(sub) => format!("{}/{}", ct.ctype(), sub),
-            None => ct.ctype().to_string(),
-        })
-        .unwrap_or_else(|| "text/plain".into())
-        .to_ascii_lowercase();
+    let subject = subject(&msg);
+    let content_type = mime_type(msg.root_part(), "text/plain");
 
-    let body_text = msg.body_text(0).map(|s| s.into_owned()).unwrap_or_default();
-
-    let mut attachments = Vec::new();
-    for (i, part) in msg.attachments().enumerate() {
-        let content_type = part
-            .content_type()
-            .map(|ct| match ct.subtype() {
-                Some(sub) => format!("{}/{}", ct.ctype(), sub),
-                None => ct.ctype().to_string(),
-            })
-            .unwrap_or_else(|| "application/octet-stream".into())
-            .to_ascii_lowercase();
-        let name = part
-            .attachment_name()
-            .map(str::to_string)
-            .or_else(|| part.message().and_then(|m| m.subject()).map(|s| format!("{s}.eml")))
-            .unwrap_or_else(|| format!("attachment-{}", i + 1));
-        attachments.push(AttachmentInfo { name, content_type, size: part.contents().len() as u64 });
+    let files_and_tnef = attachments(&msg);
+    let Content { mut text, html, repaired } = content(&msg);
+    if text.trim().is_empty() {
+        // Outlook's rich-text mail: the only body may be inside winmail.dat.
+        if let Some(t) = files_and_tnef.1.filter(|t| !t.trim().is_empty()) {
+            text = t;
+        }
     }
-
+    let files = files_and_tnef.0;
+    let visible_text = quote::visible_text(&text);
     Ok(Parsed {
         message_id,
         message_id_missing,
@@ -139,8 +167,12 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, NotMail> {
         subject,
         headers,
         content_type,
-        body_text,
-        attachments,
+        body_text: text,
+        body_html: html,
+        visible_text,
+        charset_repaired: repaired,
+        attachments: files.iter().map(Attachment::info).collect(),
+        files,
         size: raw.len(),
         sha256,
     })
@@ -156,6 +188,295 @@ pub fn normalize_line_endings(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
         return std::borrow::Cow::Borrowed(raw);
     }
     std::borrow::Cow::Owned((0..raw.len()).map(|i| if bare_cr(i) { b'\n' } else { raw[i] }).collect())
+}
+
+/// `type/subtype` of a part, lower-case, or `default` when it has no Content-Type.
+fn mime_type(part: &MessagePart<'_>, default: &str) -> String {
+    part.content_type()
+        .map(|ct| match ct.subtype() {
+            Some(sub) => format!("{}/{}", ct.ctype(), sub),
+            None => ct.ctype().to_string(),
+        })
+        .unwrap_or_else(|| default.into())
+        .to_ascii_lowercase()
+}
+
+/// Decoded subject on one line; a raw 8-bit subject that is not UTF-8 is re-decoded.
+fn subject(msg: &Message<'_>) -> String {
+    let mut s = msg.subject().unwrap_or("").to_string();
+    if s.contains('\u{FFFD}') {
+        let raw = msg
+            .root_part()
+            .headers
+            .iter()
+            .find(|h| h.name.as_str().eq_ignore_ascii_case("subject"))
+            .and_then(|h| msg.raw_message.get(h.offset_start as usize..h.offset_end as usize));
+        if let Some(raw) = raw.filter(|r| std::str::from_utf8(r).is_err()) {
+            s = guess_decode(raw, false);
+        }
+    }
+    s.replace(['\r', '\n', '\t'], " ").split(' ').filter(|w| !w.is_empty()).collect::<Vec<_>>().join(" ")
+}
+
+struct Content {
+    text: String,
+    html: Option<String>,
+    repaired: bool,
+}
+
+/// Body text and HTML from the parts mail-parser chose as body (RFC 2046 §5.1.4: the last
+/// alternative is the richest, but agents read text, so the plain alternative is preferred).
+fn content(msg: &Message<'_>) -> Content {
+    let mut repaired = false;
+    let mut texts: Vec<String> = Vec::new();
+    for part in msg.text_body.iter().filter_map(|&i| msg.parts.get(i as usize)) {
+        match &part.body {
+            PartType::Text(_) => texts.push(decoded_text(msg, part, &mut repaired)),
+            PartType::Html(_) => texts.push(html::to_text(&decoded_text(msg, part, &mut repaired))),
+            _ => {} // inline images sit in the body list too
+        }
+    }
+    let htmls: Vec<String> = msg
+        .html_body
+        .iter()
+        .filter_map(|&i| msg.parts.get(i as usize))
+        .filter(|p| matches!(p.body, PartType::Html(_)))
+        .map(|p| decoded_text(msg, p, &mut repaired))
+        .collect();
+    let html = (!htmls.is_empty()).then(|| htmls.join("\n"));
+    let mut text = texts.iter().map(|t| t.trim_end()).filter(|t| !t.is_empty()).collect::<Vec<_>>().join("\n\n");
+    // A blank plain alternative next to real HTML: show the HTML.
+    if text.trim().is_empty()
+        && let Some(h) = &html
+    {
+        text = html::to_text(h);
+    }
+    // Forwarded as attachment with nothing written above it: the attached message is the request.
+    // Not for reports (RFC 6522): a bounce's returned message is not what the bounce says.
+    let report = msg.root_part().content_type().is_some_and(|ct| ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report")));
+    if text.trim().is_empty()
+        && !report
+        && let Some(nested) = msg.attachments().find_map(|p| p.message())
+    {
+        let inner = content(nested);
+        repaired |= inner.repaired;
+        text = inner.text;
+    }
+    Content { text, html, repaired }
+}
+
+/// A text part's content, re-decoded from its bytes when the declared charset was wrong.
+fn decoded_text(msg: &Message<'_>, part: &MessagePart<'_>, repaired: &mut bool) -> String {
+    let text = part.text_contents().unwrap_or_default();
+    let label = part.content_type().and_then(|ct| ct.attribute("charset")).map(|c| c.trim().to_ascii_lowercase());
+    let lossy = text.contains('\u{FFFD}');
+    let single_byte = label.as_deref().is_some_and(|l| {
+        l.contains("ascii") || encoding_rs::Encoding::for_label(l.as_bytes()).is_some_and(|e| e.is_single_byte())
+    });
+    // Cheap exit for the common case: nothing suspicious in the decoded text.
+    if !lossy && (!single_byte || text.is_ascii()) {
+        return text.to_string();
+    }
+    let Some(bytes) = transfer_decoded(msg, part) else { return text.to_string() };
+    let utf8 = std::str::from_utf8(&bytes).ok();
+    let fixed = if lossy {
+        if let Some(u) = utf8 {
+            // Valid UTF-8 already: either genuine U+FFFD in the text, or a wrong label.
+            (u != text).then(|| u.to_string())
+        } else if mostly_utf8(&bytes) {
+            None // UTF-8 with some damaged bytes: mail-parser's lossy decoding is the best reading
+        } else {
+            let meta = matches!(part.body, PartType::Html(_)).then(|| meta_charset(&bytes)).flatten();
+            match meta.and_then(|e| e.decode_without_bom_handling_and_without_replacement(&bytes)) {
+                Some(t) => Some(t.into_owned()),
+                None => Some(guess_decode(&bytes, true)),
+            }
+        }
+    } else {
+        // Declared single-byte, but the bytes are UTF-8 (with at least one multi-byte char).
+        utf8.filter(|u| !u.is_ascii()).map(str::to_string)
+    };
+    match fixed {
+        Some(f) if !f.contains('\u{FFFD}') || !lossy || f.matches('\u{FFFD}').count() < text.matches('\u{FFFD}').count() => {
+            *repaired = true;
+            f
+        }
+        _ => text.to_string(),
+    }
+}
+
+/// UTF-8 with a few damaged bytes, rather than a legacy charset: far more well-formed multi-byte
+/// characters than invalid bytes (legacy double-byte text forms valid UTF-8 pairs only by chance).
+fn mostly_utf8(bytes: &[u8]) -> bool {
+    let (mut good, mut bad) = (0usize, 0usize);
+    for chunk in bytes.utf8_chunks() {
+        good += chunk.valid().chars().filter(|c| !c.is_ascii()).count();
+        bad += chunk.invalid().len();
+    }
+    good >= 4 * bad.max(1)
+}
+
+/// A part's body bytes with the transfer encoding (base64, quoted-printable) undone.
+fn transfer_decoded(msg: &Message<'_>, part: &MessagePart<'_>) -> Option<Vec<u8>> {
+    let raw = msg.raw_message.get(part.offset_body as usize..part.offset_end as usize)?;
+    match part.encoding {
+        mail_parser::Encoding::Base64 => mail_parser::decoders::base64::base64_decode(raw),
+        mail_parser::Encoding::QuotedPrintable => mail_parser::decoders::quoted_printable::quoted_printable_decode(raw),
+        mail_parser::Encoding::None => Some(raw.to_vec()),
+    }
+}
+
+/// The charset an HTML document declares in `<meta charset>` / `http-equiv` (first 4 KiB).
+fn meta_charset(html: &[u8]) -> Option<&'static encoding_rs::Encoding> {
+    let head = &html[..html.len().min(4096)];
+    let lower = String::from_utf8_lossy(head).to_ascii_lowercase();
+    let at = lower.find("charset=")? + "charset=".len();
+    let label: String = lower[at..].trim_start_matches(['"', '\'']).chars().take_while(|c| c.is_ascii_alphanumeric() || "-_:.".contains(*c)).collect();
+    encoding_rs::Encoding::for_label(label.as_bytes())
+}
+
+/// Decode bytes of unknown charset with chardetng's guess (the detector Firefox uses).
+fn guess_decode(bytes: &[u8], allow_utf8: bool) -> String {
+    use chardetng::{EncodingDetector, Iso2022JpDetection, Utf8Detection};
+    // Mail runs no scripts, so ISO-2022-JP may be guessed (chardetng's advice for e-mail).
+    let mut det = EncodingDetector::new(Iso2022JpDetection::Allow);
+    det.feed(bytes, true);
+    let utf8 = if allow_utf8 { Utf8Detection::Allow } else { Utf8Detection::Deny };
+    det.guess(None, utf8).decode_without_bom_handling(bytes).0.into_owned()
+}
+
+/// Every attachment of the message, TNEF unpacked; plus the text body found inside TNEF.
+fn attachments(msg: &Message<'_>) -> (Vec<Attachment>, Option<String>) {
+    let mut out = Vec::new();
+    let mut tnef_text = None;
+    for (i, part) in msg.attachments().enumerate() {
+        let content_type = mime_type(part, "application/octet-stream");
+        // mail-parser lists a multipart whose boundary never appears as a part of its own; that
+        // is a broken container, not a file. An empty part without a name carries nothing.
+        if content_type.starts_with("multipart/") || (part.is_empty() && part.attachment_name().is_none()) {
+            continue;
+        }
+        let name = rfc2231_name(msg, part)
+            .or_else(|| part.attachment_name().map(str::to_string))
+            .as_deref()
+            .map(clean_file_name)
+            .filter(|n| !n.is_empty())
+            .or_else(|| {
+                part.message().map(|m| {
+                    let s = subject(m);
+                    let s = clean_file_name(&s);
+                    if s.is_empty() { "message.eml".to_string() } else { format!("{s}.eml") }
+                })
+            })
+            .unwrap_or_else(|| format!("attachment-{}", i + 1));
+        let is_tnef = matches!(content_type.as_str(), "application/ms-tnef" | "application/vnd.ms-tnef")
+            || name.eq_ignore_ascii_case("winmail.dat");
+        if is_tnef && let Ok(t) = tnef::parse(part.contents()) {
+            let body = t
+                .body
+                .clone()
+                .filter(|b| !b.trim().is_empty())
+                .or_else(|| t.html_body.as_deref().map(html::to_text))
+                .or_else(|| t.preview.clone())
+                .filter(|b| !b.trim().is_empty());
+            if !t.attachments.is_empty() || body.is_some() {
+                tnef_text = tnef_text.or(body);
+                for a in t.attachments {
+                    let content_type = a
+                        .content_type
+                        .clone()
+                        .or_else(|| a.embedded_message.then(|| "application/ms-tnef".to_string()))
+                        .or_else(|| mime_guess::from_path(&a.name).first_raw().map(str::to_string))
+                        .unwrap_or_else(|| "application/octet-stream".into());
+                    out.push(Attachment {
+                        name: clean_file_name(&a.name),
+                        content_type,
+                        size: a.data.len() as u64,
+                        inline: false,
+                        content_id: a.content_id.as_deref().map(clean_id),
+                        unpacked_from: Some(name.clone()),
+                    });
+                }
+                continue;
+            }
+        }
+        let disposition_inline = part.content_disposition().map(|d| d.ctype().eq_ignore_ascii_case("inline"));
+        let content_id = part.content_id().map(clean_id).filter(|c| !c.is_empty());
+        let inline = matches!(part.body, PartType::InlineBinary(_))
+            || disposition_inline == Some(true)
+            || (disposition_inline.is_none() && content_id.is_some());
+        out.push(Attachment { name, content_type, size: part.len() as u64, inline, content_id, unpacked_from: None });
+    }
+    (out, tnef_text)
+}
+
+/// RFC 2231 §3-4 file name split into continuations (`filename*0*=UTF-8''…; filename*1*=…`),
+/// reassembled from the raw header. mail-parser 0.11 decodes each piece on its own, which breaks
+/// a multi-byte character or an ISO-2022-JP escape sequence that spans two pieces.
+fn rfc2231_name(msg: &Message<'_>, part: &MessagePart<'_>) -> Option<String> {
+    for header in ["content-disposition", "content-type"] {
+        let Some(h) = part.headers.iter().find(|h| h.name.as_str().eq_ignore_ascii_case(header)) else { continue };
+        let Some(raw) = msg.raw_message.get(h.offset_start as usize..h.offset_end as usize) else { continue };
+        let raw = String::from_utf8_lossy(raw);
+        let param = if header == "content-disposition" { "filename" } else { "name" };
+        if let Some(name) = rfc2231_param(&raw, param) {
+            return Some(name);
+        }
+    }
+    None
+}
+
+/// Value of a parameter given as numbered continuations with an extended first piece.
+fn rfc2231_param(header: &str, param: &str) -> Option<String> {
+    let mut pieces: Vec<(u32, bool, String)> = Vec::new();
+    for item in header.split(';').skip(1) {
+        let Some((key, value)) = item.split_once('=') else { continue };
+        let key = key.trim().to_ascii_lowercase();
+        let Some(rest) = key.strip_prefix(param).and_then(|r| r.strip_prefix('*')) else { continue };
+        let (num, extended) = match rest.strip_suffix('*') {
+            Some(n) => (n, true),
+            None => (rest, false),
+        };
+        let Ok(num) = num.parse::<u32>() else { continue };
+        pieces.push((num, extended, value.trim().trim_matches('"').to_string()));
+    }
+    pieces.sort_by_key(|p| p.0);
+    let first = pieces.first().filter(|p| p.0 == 0 && p.1 && pieces.len() > 1)?;
+    let mut fields = first.2.splitn(3, '\'');
+    let (charset, _lang, value0) = (fields.next()?, fields.next()?, fields.next()?);
+    let encoding = encoding_rs::Encoding::for_label(charset.trim().as_bytes())?;
+    let mut bytes = Vec::new();
+    for (i, (_, extended, value)) in pieces.iter().enumerate() {
+        let value = if i == 0 { value0 } else { value.as_str() };
+        if *extended { percent_decode(value, &mut bytes) } else { bytes.extend_from_slice(value.as_bytes()) }
+    }
+    let (text, _, bad) = encoding.decode(&bytes);
+    (!bad).then(|| text.into_owned())
+}
+
+fn percent_decode(s: &str, out: &mut Vec<u8>) {
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+}
+
+/// A file name safe to show and store: last path component, no control characters, trimmed.
+fn clean_file_name(name: &str) -> String {
+    let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
+    let cleaned: String = last.chars().map(|c| if c.is_control() { ' ' } else { c }).collect();
+    cleaned.trim().to_string()
 }
 
 /// RFC 5322 §2.2: a header section starts with `field-name ":"`, field-name being printable
