@@ -2,32 +2,72 @@
 //! time window), checked against one message. Patterns are compiled at load time; checking
 //! allocates only for captures and never panics. No I/O, no clock: the time comes in the input.
 
-use super::{Input, Phase};
+use super::Input;
 use crate::guard::Class;
 use crate::ticket::{Priority, Status};
 use memchr::memmem::Finder;
 use regex::Regex;
 use std::cell::OnceCell;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 /// Captured values of named regex groups, by group name.
 pub type Captures = BTreeMap<String, String>;
+
+/// A compiled `/regex/` with what it needs to run cheaply.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    pub re: Regex,
+    /// The regex has named groups (captures are extracted on a match).
+    pub named: bool,
+    /// As written, `/…/flags`.
+    pub src: String,
+    /// Lower-case ASCII literals one of which every match starts with (empty: unknown). On an
+    /// ASCII haystack a regex whose literals are all absent cannot match, so the regex itself —
+    /// and its memory, which dominates with hundreds of rules — is not touched.
+    pub needles: Vec<Box<[u8]>>,
+}
+
+impl Pattern {
+    /// `lower` is the lower-cased haystack; `ascii` whether the haystack is ASCII.
+    fn test(&self, haystack: &str, lower: &str, ascii: bool, caps: &mut Captures) -> bool {
+        if ascii && !self.needles.is_empty() && !self.needles.iter().any(|n| memchr::memmem::find(lower.as_bytes(), n).is_some()) {
+            return false;
+        }
+        // Most tests fail: decide with the cheap search, and pay for captures only on a match.
+        if !self.re.is_match(haystack) {
+            return false;
+        }
+        if !self.named {
+            return true;
+        }
+        match self.re.captures(haystack) {
+            Some(c) => {
+                for name in self.re.capture_names().flatten() {
+                    if let Some(m) = c.name(name) {
+                        caps.insert(name.to_string(), m.as_str().trim().to_string());
+                    }
+                }
+                true
+            }
+            None => false,
+        }
+    }
+}
 
 /// How a text is matched: a case-insensitive substring, or a regex written `/…/`.
 #[derive(Debug, Clone)]
 pub enum TextPat {
     /// Lower-cased needle, searched in the lower-cased haystack.
     Contains { needle: String, finder: Box<Finder<'static>> },
-    /// `src` is the pattern as written, `/…/flags`.
-    Regex { re: Regex, named: bool, src: String },
+    Regex(Box<Pattern>),
 }
 
 impl TextPat {
-    /// `haystack` is the original text, `lower` its lower-cased form (computed once per message).
-    fn test(&self, haystack: &str, lower: &str, caps: &mut Captures) -> bool {
+    fn test(&self, haystack: &str, lower: &Lower, caps: &mut Captures) -> bool {
         match self {
-            TextPat::Contains { finder, .. } => finder.find(lower.as_bytes()).is_some(),
-            TextPat::Regex { re, named, .. } => regex_test(re, *named, haystack, caps),
+            TextPat::Contains { finder, .. } => finder.find(lower.text.as_bytes()).is_some(),
+            TextPat::Regex(p) => p.test(haystack, &lower.text, lower.ascii, caps),
         }
     }
 
@@ -35,13 +75,25 @@ impl TextPat {
     pub fn show(&self) -> String {
         match self {
             TextPat::Contains { needle, .. } => format!("{needle:?}"),
-            TextPat::Regex { src, .. } => src.clone(),
+            TextPat::Regex(p) => p.src.clone(),
         }
     }
 
     /// Whether the pattern is a regex (for "matches" vs "contains" wording).
     fn is_regex(&self) -> bool {
-        matches!(self, TextPat::Regex { .. })
+        matches!(self, TextPat::Regex(_))
+    }
+}
+
+/// A lower-cased text and whether the original is ASCII, computed once per message.
+pub struct Lower {
+    text: String,
+    ascii: bool,
+}
+
+impl Lower {
+    fn of(s: &str) -> Lower {
+        Lower { text: s.to_lowercase(), ascii: s.is_ascii() }
     }
 }
 
@@ -51,10 +103,11 @@ pub enum AddrPat {
     Exact(String),
     /// Domain without `@`, lower-case.
     Domain(String),
-    Regex { re: Regex, named: bool, src: String },
+    Regex(Box<Pattern>),
 }
 
 impl AddrPat {
+    /// `addr` is already lower-case (see `ticket::normalize_address`).
     fn test(&self, addr: &str, caps: &mut Captures) -> bool {
         if addr.is_empty() {
             return false;
@@ -65,7 +118,7 @@ impl AddrPat {
                 Some((_, dom)) => dom == d || (dom.len() > d.len() && dom.ends_with(d.as_str()) && dom.as_bytes()[dom.len() - d.len() - 1] == b'.'),
                 None => false,
             },
-            AddrPat::Regex { re, named, .. } => regex_test(re, *named, addr, caps),
+            AddrPat::Regex(p) => p.test(addr, addr, addr.is_ascii(), caps),
         }
     }
 
@@ -73,25 +126,8 @@ impl AddrPat {
         match self {
             AddrPat::Exact(a) => a.clone(),
             AddrPat::Domain(d) => format!("@{d}"),
-            AddrPat::Regex { src, .. } => src.clone(),
+            AddrPat::Regex(p) => p.src.clone(),
         }
-    }
-}
-
-fn regex_test(re: &Regex, named: bool, haystack: &str, caps: &mut Captures) -> bool {
-    if !named {
-        return re.is_match(haystack);
-    }
-    match re.captures(haystack) {
-        Some(c) => {
-            for name in re.capture_names().flatten() {
-                if let Some(m) = c.name(name) {
-                    caps.insert(name.to_string(), m.as_str().trim().to_string());
-                }
-            }
-            true
-        }
-        None => false,
     }
 }
 
@@ -284,29 +320,29 @@ pub struct Cond {
     /// Where it was written: `when.subject` or `when.not.subject`.
     pub key: String,
     /// Shown when the condition fails, precomputed: `when.subject: subject does not contain …`.
-    failure: String,
+    failure: Arc<str>,
 }
 
 impl Cond {
     pub fn new(key: String, test: Test, negated: bool) -> Cond {
         // A negated condition fails when its test holds, and the other way round.
-        let failure = format!("{key}: {}", test.describe(negated));
+        let failure = Arc::from(format!("{key}: {}", test.describe(negated)));
         Cond { test, negated, key, failure }
     }
 
     /// Why the condition failed for this message, for the trace.
-    pub fn failure(&self, f: &Facts<'_, '_>, zone: Option<&Zone<'_>>) -> String {
+    pub fn failure(&self, f: &Facts<'_, '_>, zone: Option<&Zone<'_>>) -> Arc<str> {
         if self.test.needs_ticket() && f.input.ticket.is_none() {
-            return format!("{}: no ticket yet (a new message)", self.key);
+            return Arc::from(format!("{}: no ticket yet (a new message)", self.key));
         }
         if self.test.needs_time()
             && let Some(z) = zone
         {
             let name = z.tz.iana_name().unwrap_or("the rule's time zone");
-            return match f.local(z.index, z.tz) {
+            return Arc::from(match f.local(z.index, z.tz) {
                 Some((wd, m)) => format!("{} (now {} {} in {name})", self.failure, WEEKDAYS[wd as usize % 7], hhmm(m)),
                 None => format!("{}: the current time is out of range", self.key),
-            };
+            });
         }
         self.failure.clone()
     }
@@ -315,8 +351,10 @@ impl Cond {
 /// Per-message facts computed at most once per evaluation (lower-cased texts, local times).
 pub struct Facts<'i, 'a> {
     pub input: &'i Input<'a>,
-    subject_lower: OnceCell<String>,
-    body_lower: OnceCell<String>,
+    subject_lower: OnceCell<Lower>,
+    body_lower: OnceCell<Lower>,
+    /// Lower-cased header values, in the order of `Parsed::headers`.
+    headers_lower: OnceCell<Vec<Lower>>,
     /// Per time zone of the rule set: (weekday index from Monday, minute of day), or `None` when
     /// the instant cannot be represented.
     local: Vec<OnceCell<Option<(u8, u16)>>>,
@@ -324,7 +362,7 @@ pub struct Facts<'i, 'a> {
 
 impl<'i, 'a> Facts<'i, 'a> {
     pub fn new(input: &'i Input<'a>, zones: usize) -> Self {
-        Facts { input, subject_lower: OnceCell::new(), body_lower: OnceCell::new(), local: (0..zones).map(|_| OnceCell::new()).collect() }
+        Facts { input, subject_lower: OnceCell::new(), body_lower: OnceCell::new(), headers_lower: OnceCell::new(), local: (0..zones).map(|_| OnceCell::new()).collect() }
     }
 
     fn local(&self, zone: usize, tz: &jiff::tz::TimeZone) -> Option<(u8, u16)> {
@@ -374,24 +412,27 @@ impl Test {
             }
             Test::Mailbox(names) => names.iter().any(|n| n == input.mailbox),
             Test::Subject(pats) => {
-                let lower = f.subject_lower.get_or_init(|| msg.subject.to_lowercase());
+                let lower = f.subject_lower.get_or_init(|| Lower::of(&msg.subject));
                 pats.iter().any(|p| p.test(&msg.subject, lower, caps))
             }
             Test::Body(pats) => {
-                let lower = f.body_lower.get_or_init(|| msg.body_text.to_lowercase());
+                let lower = f.body_lower.get_or_init(|| Lower::of(&msg.body_text));
                 pats.iter().any(|p| p.test(&msg.body_text, lower, caps))
             }
             Test::Header(name, HeaderTest::Present(want)) => msg.header(name).is_some() == *want,
-            Test::Header(name, HeaderTest::Text(pats)) => msg.header_all(name).any(|v| {
-                let lower = v.to_lowercase();
-                pats.iter().any(|p| p.test(v, &lower, caps))
-            }),
+            Test::Header(name, HeaderTest::Text(pats)) => {
+                let lower = f.headers_lower.get_or_init(|| msg.headers.iter().map(|(_, v)| Lower::of(v)).collect());
+                msg.headers.iter().zip(lower).filter(|((n, _), _)| n == name).any(|((_, v), l)| pats.iter().any(|p| p.test(v, l, caps)))
+            }
             Test::HasAttachment(want) => msg.attachments.is_empty() != *want,
             Test::AttachmentName(pats) => msg.attachments.iter().any(|a| {
-                let lower = a.name.to_lowercase();
+                let lower = Lower::of(&a.name);
                 pats.iter().any(|p| p.test(&a.name, &lower, caps))
             }),
-            Test::AttachmentType(pats) => msg.attachments.iter().any(|a| pats.iter().any(|p| p.test(&a.content_type, &a.content_type, caps))),
+            Test::AttachmentType(pats) => msg.attachments.iter().any(|a| {
+                let lower = Lower::of(&a.content_type);
+                pats.iter().any(|p| p.test(&a.content_type, &lower, caps))
+            }),
             Test::Class(classes) => classes.contains(&input.class),
             Test::SenderIsAgent(want) => input.sender_is_agent == *want,
             Test::TicketQueue(q) => input.ticket.as_ref().is_some_and(|t| q.iter().any(|q| q == t.queue)),
@@ -410,10 +451,3 @@ impl Test {
     }
 }
 
-/// Phase helper used by the evaluator and the reachability check.
-pub fn phase_name(p: Phase) -> &'static str {
-    match p {
-        Phase::New => "new ticket",
-        Phase::FollowUp => "follow-up",
-    }
-}

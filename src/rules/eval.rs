@@ -2,30 +2,32 @@
 //! earlier `stop`; check the conditions cheapest first; merge the actions of each matched rule.
 //! Pure and infallible: a message can make a rule not match, never make evaluation fail.
 
-use super::cond::{Captures, Facts, Zone, phase_name};
-use super::{Actions, Evaluation, Input, Outcome, Rule, RuleSet, RuleTrace};
+use super::cond::{Captures, Facts, Zone};
+use super::{Actions, Evaluation, Input, Outcome, Phase, Rule, RuleSet, RuleTrace};
+use std::sync::Arc;
 
 pub fn evaluate(set: &RuleSet, input: &Input<'_>) -> Evaluation {
     let facts = Facts::new(input, set.zones.len());
     let mut actions = Actions::default();
     let mut trace = Vec::with_capacity(set.rules.len());
-    let mut stopped_by: Option<&str> = None;
+    let disabled: Arc<str> = Arc::from("disabled");
+    let other_phase: Arc<str> = Arc::from(match input.phase {
+        Phase::New => "phase: rule is for follow-ups only, this is a new ticket",
+        Phase::FollowUp => "phase: rule is for new tickets only, this is a follow-up",
+    });
+    let mut stopped_by: Option<Arc<str>> = None;
     for rule in &set.rules {
-        let skip = |why: String| RuleTrace { name: rule.name.clone(), location: rule.location.clone(), outcome: Outcome::Skipped { why }, stopped: false };
-        if let Some(by) = stopped_by {
-            trace.push(skip(format!("rule {by} stopped evaluation")));
+        let skip = |why: &Arc<str>| RuleTrace { name: rule.name.clone(), location: rule.location.clone(), outcome: Outcome::Skipped { why: why.clone() }, stopped: false };
+        if let Some(why) = &stopped_by {
+            trace.push(skip(why));
             continue;
         }
         if !rule.enabled {
-            trace.push(skip("disabled".into()));
+            trace.push(skip(&disabled));
             continue;
         }
         if !rule.phase.includes(input.phase) {
-            let other = match input.phase {
-                super::Phase::New => super::Phase::FollowUp,
-                super::Phase::FollowUp => super::Phase::New,
-            };
-            trace.push(skip(format!("phase: rule is for {}s only, this is a {}", phase_name(other), phase_name(input.phase))));
+            trace.push(skip(&other_phase));
             continue;
         }
         let zone = rule.zone.and_then(|i| set.zones.get(i).map(|tz| Zone { index: i, tz }));
@@ -36,7 +38,7 @@ pub fn evaluate(set: &RuleSet, input: &Input<'_>) -> Evaluation {
             None => {
                 apply(&mut actions, rule, &caps);
                 if rule.stop {
-                    stopped_by = Some(&rule.name);
+                    stopped_by = Some(Arc::from(format!("rule {} stopped evaluation", rule.name)));
                 }
                 Outcome::Matched { captures: caps }
             }
@@ -51,7 +53,7 @@ pub fn evaluate(set: &RuleSet, input: &Input<'_>) -> Evaluation {
 fn apply(a: &mut Actions, rule: &Rule, caps: &Captures) {
     let t = &rule.then;
     let mut by = |key: &str| {
-        a.applied_by.insert(key.to_string(), rule.name.clone());
+        a.applied_by.insert(key.to_string(), rule.name.to_string());
     };
     macro_rules! scalar {
         ($field:ident, $key:literal) => {
@@ -85,25 +87,25 @@ fn apply(a: &mut Actions, rule: &Rule, caps: &Captures) {
 
     for tag in t.add_tags.iter().filter_map(|tpl| tpl.render(caps)).filter_map(|v| normalize_tag(&v)) {
         a.remove_tags.retain(|x| *x != tag);
-        a.applied_by.insert(format!("add_tags[{tag}]"), rule.name.clone());
+        a.applied_by.insert(format!("add_tags[{tag}]"), rule.name.to_string());
         push_unique(&mut a.add_tags, tag);
     }
     for tag in t.remove_tags.iter().filter_map(|tpl| tpl.render(caps)).filter_map(|v| normalize_tag(&v)) {
         a.add_tags.retain(|x| *x != tag);
         a.applied_by.remove(&format!("add_tags[{tag}]"));
-        a.applied_by.insert(format!("remove_tags[{tag}]"), rule.name.clone());
+        a.applied_by.insert(format!("remove_tags[{tag}]"), rule.name.to_string());
         push_unique(&mut a.remove_tags, tag);
     }
     for ci in t.ci.iter().filter_map(|tpl| tpl.render(caps)) {
         let ci = ci.trim().to_string();
         if !ci.is_empty() {
-            a.applied_by.insert(format!("ci[{ci}]"), rule.name.clone());
+            a.applied_by.insert(format!("ci[{ci}]"), rule.name.to_string());
             push_unique(&mut a.ci, ci);
         }
     }
     for (key, from, to) in [("watchers", &t.watchers, &mut a.watchers), ("notify", &t.notify, &mut a.notify)] {
         for addr in from {
-            a.applied_by.insert(format!("{key}[{addr}]"), rule.name.clone());
+            a.applied_by.insert(format!("{key}[{addr}]"), rule.name.to_string());
             push_unique(to, addr.clone());
         }
     }

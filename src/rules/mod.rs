@@ -19,6 +19,7 @@ use crate::ticket::{Priority, Status};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use cond::Captures;
 
@@ -147,9 +148,9 @@ struct RuleActions {
 /// One validated rule.
 #[derive(Debug, Clone)]
 struct Rule {
-    name: String,
+    name: Arc<str>,
     /// `file:line` of its `[[rule]]` header.
-    location: String,
+    location: Arc<str>,
     phase: RulePhase,
     stop: bool,
     enabled: bool,
@@ -168,6 +169,9 @@ pub struct RuleSet {
     zones: Vec<jiff::tz::TimeZone>,
 }
 
+// Trace texts are shared, not copied: evaluating a message allocates nothing for a rule that does
+// not match (see "Performance" in docs/RULES.md).
+
 /// What became of one rule for one message.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "result", rename_all = "snake_case")]
@@ -175,17 +179,17 @@ pub enum Outcome {
     /// Every condition held; the captures of its regexes.
     Matched { captures: BTreeMap<String, String> },
     /// The first condition that failed, in words.
-    NotMatched { failed: String },
+    NotMatched { failed: Arc<str> },
     /// Not evaluated: wrong phase, disabled, or an earlier rule stopped evaluation.
-    Skipped { why: String },
+    Skipped { why: Arc<str> },
 }
 
 /// One rule's line in the trace.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RuleTrace {
-    pub name: String,
+    pub name: Arc<str>,
     /// `file:line` of the rule.
-    pub location: String,
+    pub location: Arc<str>,
     pub outcome: Outcome,
     /// This rule matched and has `stop = true`: no later rule ran.
     pub stopped: bool,
@@ -269,7 +273,7 @@ impl RuleSet {
 
     /// Rule names in evaluation order.
     pub fn names(&self) -> impl Iterator<Item = &str> {
-        self.rules.iter().map(|r| r.name.as_str())
+        self.rules.iter().map(|r| &*r.name)
     }
 }
 

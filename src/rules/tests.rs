@@ -177,15 +177,15 @@ fn check(ev: &Evaluation, e: &Expect, rules: usize) -> Vec<String> {
         bad.push(format!("trace has {} entries for {rules} rules", ev.trace.len()));
     }
     let matched: Vec<String> =
-        ev.trace.iter().filter(|t| matches!(t.outcome, Outcome::Matched { .. })).map(|t| t.name.clone()).collect();
+        ev.trace.iter().filter(|t| matches!(t.outcome, Outcome::Matched { .. })).map(|t| t.name.to_string()).collect();
     if matched != e.matched {
         bad.push(format!("matched {matched:?}, expected {:?}", e.matched));
     }
-    let stopped: Option<String> = ev.trace.iter().find(|t| t.stopped).map(|t| t.name.clone());
+    let stopped: Option<String> = ev.trace.iter().find(|t| t.stopped).map(|t| t.name.to_string());
     if stopped != e.stopped_by {
         bad.push(format!("stopped by {stopped:?}, expected {:?}", e.stopped_by));
     }
-    let find = |name: &str| ev.trace.iter().find(|t| t.name == name);
+    let find = |name: &str| ev.trace.iter().find(|t| &*t.name == name);
     for (rule, want) in &e.failed {
         match find(rule).map(|t| &t.outcome) {
             Some(Outcome::NotMatched { failed }) if failed.contains(want.as_str()) => {}
@@ -426,4 +426,107 @@ fn mangled_rule_files_never_panic() {
     }
     // The loop must have exercised the error paths, not only valid variants.
     assert!(errors > 50, "{errors}");
+}
+
+/// Evaluate inline rules against an inline message, new ticket, Wednesday noon UTC.
+fn eval_inline(rules: &str, raw: &str) -> Evaluation {
+    let set = load_str(Path::new("inline.toml"), rules, &known()).unwrap_or_else(|p| panic!("{}", crate::config::Problems(p)));
+    let msg = message::parse(raw.as_bytes()).unwrap();
+    set.evaluate(&Input {
+        message: &msg,
+        mailbox: "support",
+        class: Class::Human,
+        phase: Phase::New,
+        ticket: None,
+        sender_is_agent: false,
+        now: time("2025-03-12T12:00:00Z"),
+    })
+}
+
+fn matched(ev: &Evaluation) -> Vec<&str> {
+    ev.trace.iter().filter(|t| matches!(t.outcome, Outcome::Matched { .. })).map(|t| &*t.name).collect()
+}
+
+#[test]
+fn domain_patterns_respect_label_boundaries() {
+    let rules = "[[rule]]\nname = \"vip\"\n[rule.when]\nfrom = \"@example.com\"\n";
+    let from = |addr: &str| eval_inline(rules, &format!("From: {addr}\r\nSubject: x\r\n\r\nb\r\n"));
+    assert_eq!(matched(&from("a@example.com")), ["vip"]);
+    assert_eq!(matched(&from("a@Mail.Example.COM")), ["vip"]);
+    assert!(matched(&from("a@notexample.com")).is_empty(), "a look-alike domain is not a subdomain");
+    assert!(matched(&from("a@example.com.evil.test")).is_empty());
+    assert!(matched(&from("example.com@evil.test")).is_empty());
+}
+
+#[test]
+fn literal_braces_regex_flags_and_case() {
+    let rules = r#"
+[[rule]]
+name = "flags"
+[rule.when]
+body = '/^ref: (?P<ref>\w+)$/m'
+subject = '/(?-i)URGENT/'
+[rule.then]
+add_tags = ["{{ref}}-{ref}"]
+"#;
+    let ev = eval_inline(rules, "From: a@b.example\r\nSubject: URGENT thing\r\n\r\nhello\r\nref: AB12\r\nbye\r\n");
+    assert_eq!(ev.actions.add_tags, ["{ref}-ab12"]);
+    let ev = eval_inline(rules, "From: a@b.example\r\nSubject: urgent thing\r\n\r\nref: AB12\r\n");
+    assert!(matched(&ev).is_empty(), "(?-i) makes the subject regex case-sensitive");
+}
+
+#[test]
+fn rule_sets_can_be_shared_across_threads() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<RuleSet>();
+    assert_send_sync::<Evaluation>();
+}
+
+/// The literal prefilter never changes a result: the engine agrees with the plain regex on case
+/// variants, alternations, classes, anchors and non-ASCII subjects.
+#[test]
+fn regex_prefilter_agrees_with_the_regex() {
+    let patterns = [
+        r"^\*\* PROBLEM",
+        r"(invoice|rechnung) \d+",
+        r"[a-c]x-\d",
+        r"(?-i)URGENT",
+        r"stra(ss|ß)e",
+        r"^re:\s",
+        r"web0[1-3]\b",
+        r"k+elvin",
+        r"\bpo?st\b",
+    ];
+    let subjects = [
+        "** PROBLEM Service Alert",
+        "** problem service alert",
+        "xx ** PROBLEM",
+        "Invoice 42",
+        "RECHNUNG 7 überfällig",
+        "Bx-1 and CX-2",
+        "urgent",
+        "URGENT now",
+        "Strasse / STRASSE / Straße",
+        "Re: hello",
+        "RE:hello",
+        "host WEB02 down",
+        "web04",
+        "\u{212A}elvin (Kelvin sign)",
+        "KELVIN",
+        "\u{17F}t post (long s)",
+        "PST",
+        "",
+    ];
+    let mut checked = 0;
+    for p in patterns {
+        let rules = format!("[[rule]]\nname = \"r\"\n[rule.when]\nsubject = '/{p}/'\n");
+        let plain = regex::RegexBuilder::new(p).case_insensitive(true).crlf(true).build().unwrap();
+        for s in subjects {
+            let ev = eval_inline(&rules, &format!("From: a@b.example\r\nSubject: {s}\r\n\r\nb\r\n"));
+            let msg = message::parse(format!("From: a@b.example\r\nSubject: {s}\r\n\r\nb\r\n").as_bytes()).unwrap();
+            assert_eq!(!matched(&ev).is_empty(), plain.is_match(&msg.subject), "/{p}/ on {s:?}");
+            checked += 1;
+        }
+    }
+    assert_eq!(checked, patterns.len() * subjects.len());
 }
