@@ -67,7 +67,7 @@ fn rules_text(n: usize, only: Option<usize>) -> String {
 
 /// Typical inbound mail: customer question, reply with a quoted history, monitoring alert,
 /// newsletter. Bodies of 1–6 KB.
-fn messages() -> Vec<Parsed> {
+fn raw_messages() -> Vec<String> {
     let filler = "Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor. ";
     let raw = [
         format!(
@@ -91,7 +91,29 @@ fn messages() -> Vec<Parsed> {
             filler.repeat(70)
         ),
     ];
-    raw.iter().map(|r| message::parse(r.as_bytes()).expect("benchmark message parses")).collect()
+    raw.to_vec()
+}
+
+fn messages() -> Vec<Parsed> {
+    raw_messages().iter().map(|r| message::parse(r.as_bytes()).expect("benchmark message parses")).collect()
+}
+
+/// For scale: parsing the same messages (best of five rounds), ns per message.
+fn parse_cost() -> f64 {
+    let raw = raw_messages();
+    let mut best = f64::MAX;
+    for _ in 0..5 {
+        let start = Instant::now();
+        let mut n = 0u64;
+        while start.elapsed() < Duration::from_millis(300) {
+            for r in &raw {
+                black_box(message::parse(black_box(r.as_bytes())).ok());
+                n += 1;
+            }
+        }
+        best = best.min(start.elapsed().as_nanos() as f64 / n as f64);
+    }
+    best
 }
 
 fn bench(set: &RuleSet, msgs: &[Parsed]) -> (f64, usize) {
@@ -143,5 +165,9 @@ fn main() {
         assert_eq!(set.len(), n);
         let (ns, matched) = bench(&set, &msgs);
         println!("{n:>6}  {kind:<14} {:>8.1}ms  {ns:>14.0}  {:>10.0}  {matched:>13}", load.as_secs_f64() * 1e3, 1e9 / ns);
+    }
+    if filter.is_empty() || filter.contains("parse") {
+        let ns = parse_cost();
+        println!("for scale: message::parse of the same messages {ns:.0} ns/message ({:.0} msgs/s)", 1e9 / ns);
     }
 }

@@ -25,13 +25,13 @@ pub struct Pattern {
     /// Lower-case ASCII literals one of which every match starts with (empty: unknown). On an
     /// ASCII haystack a regex whose literals are all absent cannot match, so the regex itself —
     /// and its memory, which dominates with hundreds of rules — is not touched.
-    pub needles: Vec<Box<[u8]>>,
+    pub needles: Vec<Finder<'static>>,
 }
 
 impl Pattern {
     /// `lower` is the lower-cased haystack; `ascii` whether the haystack is ASCII.
     fn test(&self, haystack: &str, lower: &str, ascii: bool, caps: &mut Captures) -> bool {
-        if ascii && !self.needles.is_empty() && !self.needles.iter().any(|n| memchr::memmem::find(lower.as_bytes(), n).is_some()) {
+        if ascii && !self.needles.is_empty() && !self.needles.iter().any(|n| n.find(lower.as_bytes()).is_some()) {
             return false;
         }
         // Most tests fail: decide with the cheap search, and pay for captures only on a match.
@@ -58,8 +58,9 @@ impl Pattern {
 /// How a text is matched: a case-insensitive substring, or a regex written `/…/`.
 #[derive(Debug, Clone)]
 pub enum TextPat {
-    /// Lower-cased needle, searched in the lower-cased haystack.
-    Contains { needle: String, finder: Box<Finder<'static>> },
+    /// Lower-cased needle, searched in the lower-cased haystack. Body needles also have an id in
+    /// the rule set's one-pass body searcher.
+    Contains { needle: String, finder: Box<Finder<'static>>, body_id: Option<usize> },
     Regex(Box<Pattern>),
 }
 
@@ -355,14 +356,49 @@ pub struct Facts<'i, 'a> {
     body_lower: OnceCell<Lower>,
     /// Lower-cased header values, in the order of `Parsed::headers`.
     headers_lower: OnceCell<Vec<Lower>>,
+    /// Every body needle of the rule set, searched in one pass over the body.
+    body_searcher: Option<&'i aho_corasick::AhoCorasick>,
+    /// Which body needles occur, by id.
+    body_hits: OnceCell<Vec<bool>>,
     /// Per time zone of the rule set: (weekday index from Monday, minute of day), or `None` when
     /// the instant cannot be represented.
     local: Vec<OnceCell<Option<(u8, u16)>>>,
 }
 
 impl<'i, 'a> Facts<'i, 'a> {
-    pub fn new(input: &'i Input<'a>, zones: usize) -> Self {
-        Facts { input, subject_lower: OnceCell::new(), body_lower: OnceCell::new(), headers_lower: OnceCell::new(), local: (0..zones).map(|_| OnceCell::new()).collect() }
+    pub fn new(input: &'i Input<'a>, zones: usize, body_searcher: Option<&'i aho_corasick::AhoCorasick>) -> Self {
+        Facts {
+            input,
+            subject_lower: OnceCell::new(),
+            body_lower: OnceCell::new(),
+            headers_lower: OnceCell::new(),
+            body_searcher,
+            body_hits: OnceCell::new(),
+            local: (0..zones).map(|_| OnceCell::new()).collect(),
+        }
+    }
+
+    /// One pass of the body searcher over the lower-cased body (at most once per message):
+    /// instead of one scan per `body` rule.
+    fn body_hits(&self, lower: &Lower) -> Option<&[bool]> {
+        let ac = self.body_searcher?;
+        let hits = self.body_hits.get_or_init(|| {
+            let n = ac.patterns_len();
+            let mut hits = vec![false; n];
+            let mut found = 0;
+            for m in ac.find_overlapping_iter(lower.text.as_str()) {
+                let id = m.pattern().as_usize();
+                if !hits[id] {
+                    hits[id] = true;
+                    found += 1;
+                    if found == n {
+                        break;
+                    }
+                }
+            }
+            hits
+        });
+        Some(hits)
     }
 
     fn local(&self, zone: usize, tz: &jiff::tz::TimeZone) -> Option<(u8, u16)> {
@@ -417,7 +453,10 @@ impl Test {
             }
             Test::Body(pats) => {
                 let lower = f.body_lower.get_or_init(|| Lower::of(&msg.body_text));
-                pats.iter().any(|p| p.test(&msg.body_text, lower, caps))
+                pats.iter().any(|p| match (p, f.body_hits(lower)) {
+                    (TextPat::Contains { body_id: Some(id), .. }, Some(hits)) => hits.get(*id).copied().unwrap_or(false),
+                    _ => p.test(&msg.body_text, lower, caps),
+                })
             }
             Test::Header(name, HeaderTest::Present(want)) => msg.header(name).is_some() == *want,
             Test::Header(name, HeaderTest::Text(pats)) => {

@@ -7,7 +7,7 @@ use super::{Actions, Evaluation, Input, Outcome, Phase, Rule, RuleSet, RuleTrace
 use std::sync::Arc;
 
 pub fn evaluate(set: &RuleSet, input: &Input<'_>) -> Evaluation {
-    let facts = Facts::new(input, set.zones.len());
+    let facts = Facts::new(input, set.zones.len(), set.body_searcher.as_ref());
     let mut actions = Actions::default();
     let mut trace = Vec::with_capacity(set.rules.len());
     let disabled: Arc<str> = Arc::from("disabled");

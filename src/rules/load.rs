@@ -131,6 +131,8 @@ struct Builder<'k> {
     zone_names: Vec<String>,
     /// Rule name → where it was first defined.
     names: HashMap<String, String>,
+    /// Distinct lower-cased `body` needles; a needle's index is its id.
+    body_needles: Vec<String>,
 }
 
 /// One file being read: its text for line numbers and the zone given at its top.
@@ -168,6 +170,17 @@ impl Builder<'_> {
             zones: Vec::new(),
             zone_names: Vec::new(),
             names: HashMap::new(),
+            body_needles: Vec::new(),
+        }
+    }
+
+    fn body_needle(&mut self, needle: &str) -> usize {
+        match self.body_needles.iter().position(|n| n == needle) {
+            Some(i) => i,
+            None => {
+                self.body_needles.push(needle.to_string());
+                self.body_needles.len() - 1
+            }
         }
     }
 
@@ -384,7 +397,14 @@ impl Builder<'_> {
                     self.each(scope, &path, item, |s| one_of("mailbox", s, &known.mailboxes, "mailboxes")).map(Test::Mailbox)
                 }
                 "subject" => self.each(scope, &path, item, |s| text_pat(s, &mut names)).map(Test::Subject),
-                "body" => self.each(scope, &path, item, |s| text_pat(s, &mut names)).map(Test::Body),
+                "body" => self.each(scope, &path, item, |s| text_pat(s, &mut names)).map(|mut pats| {
+                    for p in &mut pats {
+                        if let TextPat::Contains { needle, body_id, .. } = p {
+                            *body_id = Some(self.body_needle(needle));
+                        }
+                    }
+                    Test::Body(pats)
+                }),
                 "attachment_name" => self.each(scope, &path, item, |s| text_pat(s, &mut names)).map(Test::AttachmentName),
                 "attachment_type" => self.each(scope, &path, item, |s| text_pat(s, &mut names)).map(Test::AttachmentType),
                 "header" => {
@@ -647,7 +667,14 @@ impl Builder<'_> {
             self.problems.sort_by_key(|p| (rank(p), p.line.unwrap_or(0)));
             return Err(self.problems);
         }
-        Ok(RuleSet { source: self.source, rules: self.rules, zones: self.zones })
+        // Overlapping search reports every needle that occurs, like one scan per needle would.
+        // Should the searcher not build, each body test scans on its own (same result, slower).
+        let body_searcher = if self.body_needles.is_empty() {
+            None
+        } else {
+            aho_corasick::AhoCorasick::builder().match_kind(aho_corasick::MatchKind::Standard).build(&self.body_needles).ok()
+        };
+        Ok(RuleSet { source: self.source, rules: self.rules, zones: self.zones, body_searcher })
     }
 }
 
@@ -758,7 +785,7 @@ fn regex(s: &str, names: &mut Vec<String>) -> Result<Option<Pattern>, String> {
         })?;
     names.extend(re.capture_names().flatten().map(str::to_string));
     let named = re.capture_names().flatten().next().is_some();
-    let needles = prefix_literals(inner, m, dot, x);
+    let needles = prefix_literals(inner, m, dot, x).iter().map(|l| memchr::memmem::Finder::new(l).into_owned()).collect();
     Ok(Some(Pattern { re, named, src: s.to_string(), needles }))
 }
 
@@ -801,7 +828,7 @@ fn text_pat(s: &str, names: &mut Vec<String>) -> Result<TextPat, String> {
     }
     let needle = s.to_lowercase();
     let finder = Box::new(memchr::memmem::Finder::new(needle.as_bytes()).into_owned());
-    Ok(TextPat::Contains { needle, finder })
+    Ok(TextPat::Contains { needle, finder, body_id: None })
 }
 
 fn addr_pat(s: &str, names: &mut Vec<String>) -> Result<AddrPat, String> {

@@ -167,6 +167,8 @@ pub struct RuleSet {
     source: PathBuf,
     rules: Vec<Rule>,
     zones: Vec<jiff::tz::TimeZone>,
+    /// Every `body` contains-needle of every rule, for one pass over the body per message.
+    body_searcher: Option<aho_corasick::AhoCorasick>,
 }
 
 // Trace texts are shared, not copied: evaluating a message allocates nothing for a rule that does
@@ -249,7 +251,7 @@ pub fn load_str(path: &Path, text: &str, known: &Known) -> Result<RuleSet, Vec<P
 impl RuleSet {
     /// A rule set with no rules: every message passes unchanged.
     pub fn empty(source: &Path) -> RuleSet {
-        RuleSet { source: source.to_path_buf(), rules: Vec::new(), zones: Vec::new() }
+        RuleSet { source: source.to_path_buf(), rules: Vec::new(), zones: Vec::new(), body_searcher: None }
     }
 
     /// Evaluate every rule in order against one message.

@@ -530,3 +530,17 @@ fn regex_prefilter_agrees_with_the_regex() {
     }
     assert_eq!(checked, patterns.len() * subjects.len());
 }
+
+/// `body` needles of all rules are searched in one pass; overlapping needles must all be found,
+/// and a rule still needs its own needle.
+#[test]
+fn body_needles_of_all_rules_are_found_in_one_pass() {
+    let mut rules = String::new();
+    for (name, needle) in [("a", "password"), ("b", "sword"), ("c", "words"), ("d", "Ünïcödé"), ("e", "absent"), ("f", "PASS")] {
+        rules.push_str(&format!("[[rule]]\nname = \"{name}\"\n[rule.when]\nbody = [\"{needle}\", \"/zz(?P<x>z)/\"]\n"));
+    }
+    let ev = eval_inline(&rules, "From: a@b.example\r\nSubject: s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nReset PASSWORDS, ünïcödé.\r\n");
+    assert_eq!(matched(&ev), ["a", "b", "c", "d", "f"]);
+    let ev = eval_inline(&rules, "From: a@b.example\r\nSubject: s\r\n\r\nnothing zzz here\r\n");
+    assert_eq!(matched(&ev), ["a", "b", "c", "d", "e", "f"], "the regex alternative still runs");
+}
