@@ -838,10 +838,11 @@ fn addr_pat(s: &str, names: &mut Vec<String>) -> Result<AddrPat, String> {
     let t = s.trim().to_ascii_lowercase();
     let bad = |t: &str| t.is_empty() || t.contains(|c: char| c.is_whitespace() || "<>,;\"".contains(c));
     if let Some(domain) = t.strip_prefix('@') {
-        if bad(domain) || domain.contains('@') {
+        let domain = domain.trim_start_matches('.');
+        if bad(domain) || domain.contains('@') || domain.ends_with('.') || domain.contains("..") {
             return Err(format!("`{s}` is not a domain (write it as @example.com)"));
         }
-        return Ok(AddrPat::Domain(domain.trim_start_matches('.').to_string()));
+        return Ok(AddrPat::Domain(domain.to_string()));
     }
     match t.split_once('@') {
         Some((local, domain)) if !bad(local) && !bad(domain) && !domain.contains('@') => Ok(AddrPat::Exact(t)),
