@@ -504,6 +504,7 @@ fn regex_prefilter_agrees_with_the_regex() {
         r"web0[1-3]\b",
         r"k+elvin",
         r"\bpo?st\b",
+        r"^\/usr\/",
     ];
     let subjects = [
         "** PROBLEM Service Alert",
@@ -523,6 +524,7 @@ fn regex_prefilter_agrees_with_the_regex() {
         "KELVIN",
         "\u{17F}t post (long s)",
         "PST",
+        "/usr/bin is full",
         "",
     ];
     let mut checked = 0;
@@ -551,4 +553,16 @@ fn body_needles_of_all_rules_are_found_in_one_pass() {
     assert_eq!(matched(&ev), ["a", "b", "c", "d", "f"]);
     let ev = eval_inline(&rules, "From: a@b.example\r\nSubject: s\r\n\r\nnothing zzz here\r\n");
     assert_eq!(matched(&ev), ["a", "b", "c", "d", "e", "f"], "the regex alternative still runs");
+}
+
+/// The first example of docs/RULES.md does what the text under it says.
+#[test]
+fn docs_first_rule_example_holds() {
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/RULES.md")).unwrap();
+    let start = doc.find("```toml\n").expect("a toml example") + "```toml\n".len();
+    let rules = &doc[start..start + doc[start..].find("```").unwrap()];
+    let ev = eval_inline(rules, "From: nagios@mon.example\r\nSubject: ** PROBLEM Service Alert: web01/HTTP is CRITICAL **\r\n\r\n.\r\n");
+    assert_eq!(ev.actions.queue.as_deref(), Some("ops"));
+    assert_eq!(ev.actions.add_tags, ["monitoring", "host:web01", "service:http"]);
+    assert_eq!(ev.actions.acknowledge, Some(false));
 }
