@@ -139,7 +139,7 @@ fn run_suite(dir: &Path) -> (usize, Vec<PathBuf>, Vec<String>) {
                 .into_iter()
                 .find(|k| k.as_str() == c)
                 .unwrap_or_else(|| panic!("{}: class {c}", case.name)),
-            None => guard::classify(&msg, &identity()).class,
+            None => guard::classify(&msg, &raw, &identity()).class,
         };
         let tags: Vec<String> = case.ticket.as_ref().map(|t| t.tags.clone()).unwrap_or_default();
         let ticket = case.ticket.as_ref().map(|t| TicketFacts {
