@@ -1184,7 +1184,7 @@ fn valid_name(s: &str) -> bool {
     !s.is_empty() && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
-fn looks_like_address(s: &str) -> bool {
+pub(crate) fn looks_like_address(s: &str) -> bool {
     let s = s.trim();
     match s.split_once('@') {
         Some((l, d)) => !l.is_empty() && !d.is_empty() && !s.contains(char::is_whitespace) && !s.contains(['<', '>', ',']),

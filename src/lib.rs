@@ -26,6 +26,7 @@ pub mod desk;
 pub mod outbound;
 pub mod pipeline;
 pub mod render;
+pub mod rules;
 pub mod shutdown;
 pub mod intake;
 pub mod commands;
