@@ -215,7 +215,16 @@ pub fn rules_test(config: &Path, eml: &Path, mailbox: Option<&str>, json: bool) 
         None => println!("guard:     (not reached)"),
     }
     println!("threading: {}", report.threading.as_deref().unwrap_or("(not reached)"));
-    println!("rules:     (no rules file configured)");
+    match &report.rules {
+        Some(eval) if !desk.rules.is_empty() => {
+            println!("rules:     {} rule(s) from {}", desk.rules.len(), desk.rules.source().display());
+            for line in eval.describe() {
+                println!("  {line}");
+            }
+        }
+        Some(_) => println!("rules:     (no rules file configured)"),
+        None => println!("rules:     (not reached)"),
+    }
     println!("outcome:   {}", summary(&report, &desk));
     for a in &report.actions {
         println!("action:    {a}");

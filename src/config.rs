@@ -342,6 +342,8 @@ pub struct Config {
     pub security: Security,
     /// Service levels; empty when the `[sla]` section is absent.
     pub sla: Sla,
+    /// The routing rules file or folder (`[rules] path`), if any.
+    pub rules: Option<PathBuf>,
     pub log_level: String,
     /// Graceful shutdown deadline (finish the message in hand, then abort).
     pub shutdown_timeout: Duration,
@@ -403,6 +405,7 @@ struct RawConfig {
     agents: BTreeMap<String, RawAgent>,
     security: RawSecurity,
     sla: RawSla,
+    rules: RawRules,
     log: RawLog,
     daemon: RawDaemon,
 }
@@ -442,6 +445,12 @@ struct RawAgent {
     queues: Option<Vec<String>>,
     tier: Option<u8>,
     notify_new: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawRules {
+    path: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1053,6 +1062,12 @@ impl Validator {
                 self.add(&format!("queues.{}.sla", q.name), format!("no SLA policy named `{p}` (define [sla.policies.{p}])"));
             }
         }
+        let rules = raw.rules.path.as_deref().map(|p| self.path(p));
+        if let Some(r) = &rules
+            && !r.exists()
+        {
+            self.add("rules.path", format!("{} does not exist", r.display()));
+        }
         let security = Security {
             require_dkim: raw.security.require_dkim.unwrap_or(false),
             trusted_authserv_ids: raw.security.trusted_authserv_ids.clone().unwrap_or_default().into_iter().map(|s| s.to_ascii_lowercase()).collect(),
@@ -1078,6 +1093,7 @@ impl Validator {
             agents,
             security,
             sla,
+            rules,
             log_level,
             shutdown_timeout,
         }

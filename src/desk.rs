@@ -18,6 +18,8 @@ pub struct Desk {
     pub signer: Signer,
     pub refs: RefFormat,
     pub identity: Identity,
+    /// Routing rules (empty when the config names none).
+    pub rules: crate::rules::RuleSet,
 }
 
 /// How to obtain the signing key when the config names none.
@@ -88,8 +90,31 @@ impl Desk {
                     .unwrap_or_else(|_| rand::random::<[u8; 32]>().to_vec()),
             ),
         };
-        match (templates, key) {
-            (Some(templates), Some(key)) if problems.is_empty() => Ok(Desk {
+        let rules = match (&config.rules, &templates) {
+            (Some(path), Some(t)) => {
+                let known = crate::rules::Known {
+                    queues: config.queues.keys().cloned().collect(),
+                    agents: config.agents.values().flat_map(|a| [a.email.clone(), a.key.clone()]).collect(),
+                    templates: t.names().map(str::to_string).collect(),
+                    mailboxes: config.mailboxes.keys().cloned().collect(),
+                    ticket_types: Vec::new(),
+                    services: Vec::new(),
+                    sla_policies: config.sla.policies.keys().cloned().collect(),
+                };
+                match crate::rules::load(path, &known) {
+                    Ok(r) => Some(r),
+                    Err(p) => {
+                        problems.extend(p);
+                        None
+                    }
+                }
+            }
+            (None, _) => Some(crate::rules::RuleSet::empty(&config.file)),
+            (Some(_), None) => None,
+        };
+        match (templates, key, rules) {
+            (Some(templates), Some(key), Some(rules)) if problems.is_empty() => Ok(Desk {
+                rules,
                 signer: Signer::new(&key, &config.desk.domain),
                 refs: RefFormat::new(&config.desk.ref_prefix),
                 identity: Identity { domain: config.desk.domain.clone(), own_addresses: config.own_addresses() },

@@ -187,6 +187,11 @@ impl Templates {
         problems
     }
 
+    /// Names of the desk-wide templates.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.names.iter().map(String::as_str)
+    }
+
     pub fn has(&self, name: &str) -> bool {
         self.names.contains(name)
     }

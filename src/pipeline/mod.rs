@@ -75,6 +75,9 @@ pub struct Report {
     pub outcome: Outcome,
     pub actions: Vec<String>,
     pub mails: Vec<PlannedMail>,
+    /// What the routing rules did (absent when the message never reached them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rules: Option<crate::rules::Evaluation>,
 }
 
 /// Why a message could not be handled *now*; intake must not advance past it.
@@ -202,7 +205,7 @@ impl Pipeline {
 
 impl Report {
     fn bare(outcome: Outcome) -> Report {
-        Report { message_id: String::new(), from: String::new(), subject: String::new(), verdict: None, threading: None, outcome, actions: Vec::new(), mails: Vec::new() }
+        Report { message_id: String::new(), from: String::new(), subject: String::new(), verdict: None, threading: None, outcome, actions: Vec::new(), mails: Vec::new(), rules: None }
     }
 
     fn new(p: &Parsed, verdict: Option<Verdict>, threading: Option<String>, outcome: Outcome) -> Report {
@@ -215,6 +218,7 @@ impl Report {
             outcome,
             actions: Vec::new(),
             mails: Vec::new(),
+            rules: None,
         }
     }
 }
@@ -315,6 +319,40 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         }
     }
 
+    // Routing rules see the message, the guard's verdict and, for a follow-up, the ticket as it is.
+    let existing = match &decision {
+        Decision::FollowUp { ticket, .. } => tx.ticket(*ticket)?,
+        Decision::New { .. } => None,
+    };
+    let eval = desk.rules.evaluate(&crate::rules::Input {
+        message: &p,
+        mailbox: d.mailbox,
+        class: verdict.class,
+        phase: if existing.is_some() { crate::rules::Phase::FollowUp } else { crate::rules::Phase::New },
+        ticket: existing.as_ref().map(|t| crate::rules::TicketFacts { queue: &t.queue, status: t.status, priority: t.priority, tags: &t.tags }),
+        sender_is_agent: agent.is_some(),
+        now: now.t,
+    });
+    let ra = eval.actions.clone();
+    if ra.drop || ra.quarantine || ra.spam {
+        let by = |k: &str| ra.applied_by.get(k).cloned().unwrap_or_default();
+        let (reason, why, outcome) = if ra.drop {
+            ("dropped", format!("dropped by rule {}", by("drop")), Outcome::Dropped { reason: format!("rule {}", by("drop")) })
+        } else if ra.spam {
+            ("spam", format!("marked spam by rule {}", by("spam")), Outcome::Quarantined { reason: format!("spam (rule {})", by("spam")) })
+        } else {
+            ("rule", format!("quarantined by rule {}", by("quarantine")), Outcome::Quarantined { reason: format!("rule {}", by("quarantine")) })
+        };
+        quarantine(tx, d, reason, &why, now)?;
+        tx.record_delivery(&key, None, reason, &now.s)?;
+        actions.push(why);
+        let mut r = Report::new(&p, Some(verdict), Some(threading), outcome);
+        r.actions = actions;
+        r.rules = Some(eval);
+        return Ok(r);
+    }
+    // A rule may route a new ticket to another queue.
+    let queue = ra.queue.as_deref().filter(|_| existing.is_none()).and_then(|q| desk.config.queues.get(q)).unwrap_or(queue);
     let placement = place(tx, desk, queue, &decision, &sender, &verdict, now, &mut actions)?;
     let (ticket, outcome) = match placement {
         Placement::Quarantine { reason } => {
@@ -388,6 +426,7 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     if let Some(b) = &verdict.bounce {
         record_bounce(tx, ticket, b, now, &mut actions)?;
     }
+    apply_rule_actions(tx, desk, ticket, &ra, matches!(outcome, Outcome::Created { .. }), now, &mut actions)?;
     if let Some(t) = tx.ticket(ticket)? {
         match outcome {
             Outcome::Created { .. } => sla::on_created(tx, desk, &t, now)?,
@@ -400,7 +439,7 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         tx.event(ticket, "too_large", &format!("message <{}> of {size} bytes not read (limit {})", p.message_id, desk.config.limits.max_message_size), &now.s)?;
         too_large_notice(tx, desk, queue, ticket, &p, &verdict, now, &mut actions, &mut mails)?;
     } else if let Outcome::Created { .. } = outcome {
-        acknowledge(tx, desk, queue, ticket, &p, &verdict, now, &mut actions, &mut mails)?;
+        acknowledge(tx, desk, queue, ticket, &p, &verdict, &ra, now, &mut actions, &mut mails)?;
     }
     // Agents hear about people's mail, never about automatic mail.
     if verdict.class == Class::Human
@@ -414,6 +453,18 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
             Outcome::Created { .. } => ("agent_new_ticket", notify::for_new_ticket(desk, &t)),
             _ => ("agent_customer_reply", notify::for_customer_reply(tx, desk, &t)?),
         };
+        // Extra addresses a rule asked to tell, as if they were agents of the queue.
+        let extra: Vec<crate::config::Agent> = ra
+            .notify
+            .iter()
+            .map(|a| crate::config::Agent { key: a.clone(), name: a.clone(), email: a.to_ascii_lowercase(), queues: Vec::new(), tier: t.tier, notify_new: true })
+            .collect();
+        let mut to = to;
+        for e in &extra {
+            if !to_contains(&to, &e.email) {
+                to.push(e);
+            }
+        }
         if !to.is_empty() {
             let sent = notify::agents(tx, desk, now, &t, template, &to, Some(&sender), &about, Some(&p.message_id))?;
             notify::record(sent, &mut actions, &mut mails);
@@ -424,6 +475,7 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     let mut r = Report::new(&p, Some(verdict), Some(threading), outcome);
     r.actions = actions;
     r.mails = mails;
+    r.rules = Some(eval);
     Ok(r)
 }
 
@@ -537,8 +589,24 @@ fn open_ticket(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, p: &Parsed, sender: 
 }
 
 #[allow(clippy::too_many_arguments)]
-fn acknowledge(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, ticket: TicketId, p: &Parsed, verdict: &Verdict, now: &Now, actions: &mut Vec<String>, mails: &mut Vec<PlannedMail>) -> Result<(), StoreError> {
-    let blocked = if !queue.acknowledge {
+fn acknowledge(
+    tx: &mut Tx<'_>,
+    desk: &Desk,
+    queue: &Queue,
+    ticket: TicketId,
+    p: &Parsed,
+    verdict: &Verdict,
+    ra: &crate::rules::Actions,
+    now: &Now,
+    actions: &mut Vec<String>,
+    mails: &mut Vec<PlannedMail>,
+) -> Result<(), StoreError> {
+    let by = |k: &str| ra.applied_by.get(k).cloned().unwrap_or_default();
+    let blocked = if ra.internal_only {
+        Some(format!("internal-only ticket (rule {})", by("internal_only")))
+    } else if ra.acknowledge == Some(false) {
+        Some(format!("rule {} turned the acknowledgement off", by("acknowledge")))
+    } else if !queue.acknowledge && ra.acknowledge != Some(true) {
         Some("queue has acknowledge = false".to_string())
     } else if !verdict.auto_reply_allowed {
         Some(format!("guard: {} ({})", verdict.class.as_str(), verdict.reasons.join("; ")))
@@ -556,7 +624,7 @@ fn acknowledge(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, ticket: TicketId, p:
         ticket,
         kind: ArticleKind::AutoReply,
         label: "acknowledgement",
-        template: &queue.ack_template,
+        template: ra.ack_template.as_deref().unwrap_or(&queue.ack_template),
         queue,
         to: &to,
         to_name: p.from.as_ref().and_then(|m| m.name.as_deref()),
@@ -568,6 +636,73 @@ fn acknowledge(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, ticket: TicketId, p:
         auto: Some(AutoSubmitted::AutoReplied),
     })?;
     record_sent(sent, actions, mails);
+    Ok(())
+}
+
+fn to_contains(to: &[&crate::config::Agent], email: &str) -> bool {
+    to.iter().any(|a| a.email == email)
+}
+
+/// Apply what the rules decided to the ticket (all within the ingest transaction).
+#[allow(clippy::too_many_arguments)]
+fn apply_rule_actions(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, ra: &crate::rules::Actions, created: bool, now: &Now, actions: &mut Vec<String>) -> Result<(), StoreError> {
+    let by = |k: &str| {
+        let item = format!("{k}[");
+        ra.applied_by.get(k).or_else(|| ra.applied_by.iter().find(|(key, _)| key.starts_with(&item)).map(|(_, v)| v)).cloned().unwrap_or_default()
+    };
+    let Some(t) = tx.ticket(ticket)? else { return Ok(()) };
+    let mut note = |tx: &mut Tx<'_>, what: String, key: &str| -> Result<(), StoreError> {
+        let line = format!("{what} (rule {})", by(key));
+        tx.event(ticket, "rule", &line, &now.s)?;
+        actions.push(line);
+        Ok(())
+    };
+    if let Some(q) = ra.queue.as_deref().filter(|q| !created && *q != t.queue) {
+        tx.set_queue(ticket, q, &now.s)?;
+        note(tx, format!("queue {} → {q}", t.queue), "queue")?;
+    }
+    if let Some(pr) = ra.priority.filter(|pr| *pr != t.priority) {
+        tx.set_priority(ticket, pr, &now.s)?;
+        note(tx, format!("priority {} → {pr}", t.priority), "priority")?;
+    }
+    if let Some(o) = &ra.owner
+        && let Some(a) = desk.config.find_agent(o)
+    {
+        tx.set_owner(ticket, Some(&a.email), &now.s)?;
+        note(tx, format!("owner → {}", a.email), "owner")?;
+    }
+    if let Some(st) = ra.status.filter(|s| *s != t.status) {
+        tx.set_status(ticket, st, &now.s)?;
+        note(tx, format!("status {} → {st}", t.status), "status")?;
+    }
+    for tag in &ra.add_tags {
+        tx.add_tag(ticket, tag)?;
+    }
+    for tag in &ra.remove_tags {
+        tx.remove_tag(ticket, tag)?;
+    }
+    if !ra.add_tags.is_empty() || !ra.remove_tags.is_empty() {
+        note(tx, format!("tags +[{}] -[{}]", ra.add_tags.join(", "), ra.remove_tags.join(", ")), "add_tags")?;
+    }
+    if ra.internal_only {
+        tx.add_tag(ticket, "internal-only")?;
+    }
+    if ra.sla_policy.is_some() || ra.service.is_some() || ra.ticket_type.is_some() {
+        tx.set_service_fields(ticket, ra.sla_policy.as_deref(), ra.service.as_deref(), ra.ticket_type.as_deref())?;
+        note(tx, format!("service {:?}, SLA {:?}, type {:?}", ra.service, ra.sla_policy, ra.ticket_type), "sla_policy")?;
+    }
+    for ci in &ra.ci {
+        tx.link_ci(ticket, ci)?;
+    }
+    for w in &ra.watchers {
+        tx.add_participant(ticket, &w.to_ascii_lowercase(), "cc")?;
+    }
+    // Priority, queue or policy changed on a running ticket: its SLA clocks follow.
+    if !created && (ra.priority.is_some() || ra.queue.is_some() || ra.sla_policy.is_some())
+        && let Some(t) = tx.ticket(ticket)?
+    {
+        sla::recompute(tx, desk, &t)?;
+    }
     Ok(())
 }
 

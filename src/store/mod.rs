@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_init.sql"), include_str!("migrations/0002_guard.sql"), include_str!("migrations/0003_agents.sql"),
     include_str!("migrations/0004_left_on_server.sql"),
     include_str!("migrations/0005_service_desk.sql"),
+    include_str!("migrations/0006_cis.sql"),
 ];
 
 /// A storage failure. `is_transient` tells callers whether retrying later can help.
@@ -650,6 +651,12 @@ impl Tx<'_> {
     /// The ticket's SLA policy name, if any.
     pub fn ticket_sla_policy(&self, ticket: TicketId) -> Result<Option<String>> {
         Ok(self.conn.prepare_cached("SELECT sla_policy FROM tickets WHERE id = ?")?.query_row([ticket], |r| r.get(0)).optional()?.flatten())
+    }
+
+    /// Link a configuration item to a ticket.
+    pub fn link_ci(&mut self, ticket: TicketId, ci: &str) -> Result<()> {
+        self.conn.execute("INSERT OR IGNORE INTO ticket_cis (ticket_id, ci) VALUES (?, ?)", params![ticket, ci])?;
+        Ok(())
     }
 
     /// Remember a server message intake must leave untouched.
