@@ -110,18 +110,20 @@ fn summary(r: &Report, desk: &Desk) -> String {
     }
 }
 
-fn open_store(desk: &Desk) -> anyhow::Result<Store> {
-    Ok(Store::open(&desk.config.desk.database)?)
+/// Reading tickets needs only the config: a broken template or rules file (which `check` reports)
+/// must not hide the tickets.
+fn open_for_reading(config: &Path) -> anyhow::Result<(crate::reference::RefFormat, Store)> {
+    let cfg = crate::config::load(config).map_err(|p| anyhow::anyhow!("invalid configuration:\n{p}"))?;
+    Ok((crate::reference::RefFormat::new(&cfg.desk.ref_prefix), Store::open(&cfg.desk.database)?))
 }
 
 /// `postdesk tickets list`.
 pub fn tickets_list(config: &Path, status: Option<&str>, queue: Option<&str>, json: bool) -> anyhow::Result<i32> {
-    let desk = Desk::load(config, KeyMode::ReadOnly).map_err(|p| anyhow::anyhow!("invalid configuration:\n{p}"))?;
     let status = status.map(|s| s.parse::<Status>()).transpose().map_err(|e| anyhow::anyhow!(e))?;
-    let store = open_store(&desk)?;
+    let (refs, store) = open_for_reading(config)?;
     let mut tickets = store.list_tickets(&TicketFilter { status, queue: queue.map(str::to_string), ..Default::default() })?;
     for t in &mut tickets {
-        t.reference = desk.refs.format(t.id);
+        t.reference = refs.format(t.id);
     }
     if json {
         println!("{}", serde_json::to_string_pretty(&tickets)?);
@@ -145,15 +147,14 @@ pub fn tickets_list(config: &Path, status: Option<&str>, queue: Option<&str>, js
 
 /// `postdesk tickets show ID|REF`.
 pub fn tickets_show(config: &Path, id: &str, json: bool) -> anyhow::Result<i32> {
-    let desk = Desk::load(config, KeyMode::ReadOnly).map_err(|p| anyhow::anyhow!("invalid configuration:\n{p}"))?;
-    let Some(ticket) = desk.refs.parse_user_input(id) else {
-        anyhow::bail!("`{id}` is not a ticket id or reference (e.g. 42 or {})", desk.refs.format(42));
+    let (refs, store) = open_for_reading(config)?;
+    let Some(ticket) = refs.parse_user_input(id) else {
+        anyhow::bail!("`{id}` is not a ticket id or reference (e.g. 42 or {})", refs.format(42));
     };
-    let store = open_store(&desk)?;
     let Some(mut d) = store.ticket_detail(ticket)? else {
-        anyhow::bail!("no ticket {}", desk.refs.format(ticket));
+        anyhow::bail!("no ticket {}", refs.format(ticket));
     };
-    d.ticket.reference = desk.refs.format(d.ticket.id);
+    d.ticket.reference = refs.format(d.ticket.id);
     if json {
         println!("{}", serde_json::to_string_pretty(&d)?);
     } else {

@@ -282,3 +282,27 @@ fn daemon_maildir_loop_reload_and_shutdown() {
     let status = common::eventually(Duration::from_secs(15), "daemon exit", || child.try_wait().unwrap());
     assert!(status.success(), "exit status {status:?}");
 }
+
+#[test]
+fn sighup_with_a_broken_rules_file_keeps_the_last_good_rules() {
+    let d = Desk::new();
+    std::fs::write(d.path("rules.toml"), "[[rule]]\nname = \"vip\"\n[rule.when]\nfrom = \"@vip.example\"\n[rule.then]\npriority = \"urgent\"\n").unwrap();
+    std::fs::write(&d.config, format!("{DESK}\n[rules]\npath = \"rules.toml\"\n")).unwrap();
+    assert!(d.run(&["check"]).status.success());
+    let log = std::fs::File::create(d.path("daemon.log")).unwrap();
+    let mut child = d.cmd(&["run"]).stderr(log).stdout(Stdio::null()).spawn().unwrap();
+    let newdir = d.path("var/maildir/support/new");
+    common::eventually(Duration::from_secs(10), "Maildir created", || newdir.is_dir().then_some(()));
+    std::fs::write(d.path("rules.toml"), "[[rule]]\nname = \"vip\"\n[rule.when]\nfrom = \"/(broken/\"\n").unwrap();
+    signal(&child, "HUP");
+    let logtext = common::eventually(Duration::from_secs(10), "reload failure logged", || {
+        std::fs::read_to_string(d.path("daemon.log")).ok().filter(|l| l.contains("reload failed"))
+    });
+    assert!(logtext.contains("rules.toml:4"), "{logtext}");
+    let m = clients::thunderbird_new("Boss", "boss@vip.example", "support@example.test", "Urgent thing", "x");
+    std::fs::write(newdir.join("1.host"), &m.raw).unwrap();
+    let t = common::eventually(Duration::from_secs(10), "ticket", || d.json(&["tickets", "list", "--json"]).as_array().and_then(|a| a.first().cloned()));
+    assert_eq!(t["priority"], "urgent", "the last good rules stayed active");
+    signal(&child, "TERM");
+    assert!(common::eventually(Duration::from_secs(15), "exit", || child.try_wait().unwrap()).success());
+}

@@ -469,3 +469,86 @@ fn a_bounce_of_our_mail_lands_on_its_ticket() {
     assert!(t2.events.iter().any(|e| e.kind == "auto_mail_suppressed" && e.detail.contains("undeliverable")), "{:?}", t2.events);
     d.stop();
 }
+
+const RULES_V1: &str = r#"
+[[rule]]
+name = "vip"
+phase = "any"
+[rule.when]
+from = "@vip.example.test"
+[rule.then]
+priority = "high"
+add_tags = ["vip"]
+
+[[rule]]
+name = "billing"
+[rule.when]
+subject = "/invoice (?P<no>\\d+)/"
+[rule.then]
+queue = "billing"
+add_tags = ["invoice-{no}"]
+owner = "agent@example.test"
+
+[[rule]]
+name = "spam"
+phase = "any"
+stop = true
+[rule.when]
+header."X-Spam-Flag" = "yes"
+[rule.then]
+spam = true
+
+[[rule]]
+name = "noise"
+stop = true
+[rule.when]
+subject = "[noise]"
+[rule.then]
+drop = true
+"#;
+
+#[test]
+fn scenario_9_rules_route_and_reload() {
+    let s = MailServers::start_with_users(&["boss".to_string()]);
+    let extra = "[rules]\npath = \"rules.toml\"\n\n[agents.agent]\nemail = \"agent@example.test\"\nnotify_new = false\n";
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rules.toml"), RULES_V1).unwrap();
+    let w = Wiring { imap_tls: "starttls", smtp_tls: "none", after: "seen", extra };
+    let config = common::write_config(dir.path(), &desk_toml(&s, dir.path(), &w));
+    let mut d = Daemon::start_at(dir, config);
+    let dir_path = d.config.parent().unwrap().to_path_buf();
+
+    let send = |from: &str, subject: &str, extra_headers: &str| {
+        let raw = format!("From: {from}\r\nTo: support@example.test\r\nSubject: {subject}\r\n{extra_headers}Message-ID: <{}@example.test>\r\n\r\nbody\r\n", subject.replace(' ', "-"));
+        s.send(from, &["support@example.test"], raw.as_bytes());
+    };
+    send("alice@example.test", "About invoice 4711", "");
+    send("bob@example.test", "Cheap pills", "X-Spam-Flag: YES\r\n");
+    send("carol@example.test", "[noise] cron output", "");
+    send("alice@example.test", "Plain question", "");
+    common::eventually(WAIT, "two tickets and two quarantined", || {
+        (d.tickets().len() == 2 && d.store().quarantine_counts().unwrap().iter().map(|(_, n)| n).sum::<u64>() == 2).then_some(())
+    });
+    let t = d.tickets();
+    let inv = t.iter().find(|t| t.subject.contains("invoice")).unwrap();
+    assert_eq!((inv.queue.as_str(), inv.owner.as_deref()), ("billing", Some("agent@example.test")));
+    assert_eq!(inv.tags, vec!["invoice-4711".to_string()]);
+
+    // Edit the file and reload (SIGHUP runs this same code): the new rule applies.
+    std::fs::write(dir_path.join("rules.toml"), RULES_V1.replace("@vip.example.test", "@example.test")).unwrap();
+    d.running.as_ref().unwrap().reload().unwrap();
+    send("boss@example.test", "Where is my laptop", "");
+    common::eventually(WAIT, "VIP ticket", || d.tickets().into_iter().find(|t| t.requester == "boss@example.test"));
+    let boss = d.tickets().into_iter().find(|t| t.requester == "boss@example.test").unwrap();
+    assert_eq!((boss.priority, boss.tags.clone()), (postdesk::ticket::Priority::High, vec!["vip".to_string()]));
+
+    // A broken file is refused with its reason; the last good rules stay active.
+    std::fs::write(dir_path.join("rules.toml"), "[[rule]]\nname = \"x\"\n[rule.when]\nsubject = \"/(/\"\n").unwrap();
+    let err = d.running.as_ref().unwrap().reload().unwrap_err().to_string();
+    assert!(err.contains("rules.toml:4"), "{err}");
+    send("carol@example.test", "Invoice 99 question", "");
+    common::eventually(WAIT, "still routed by the old rules", || {
+        d.tickets().into_iter().find(|t| t.requester == "carol@example.test").filter(|t| t.queue == "billing" && t.tags.contains(&"vip".to_string()))
+    });
+    d.stop();
+}
