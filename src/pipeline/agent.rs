@@ -13,33 +13,6 @@ use crate::message::Parsed;
 use crate::store::{NewArticle, StoreError, Tx};
 use crate::ticket::{ArticleKind, Direction, Status, Ticket, TicketId};
 
-/// The agent's own words: the body without quoted history and signature.
-/// FIXME: switch to `crate::quote::visible_text` once it lands; this only cuts at the usual
-/// quote headers and `>` lines.
-pub(super) fn visible(body: &str) -> String {
-    reply_text(body)
-}
-
-fn reply_text(body: &str) -> String {
-    let mut out = Vec::new();
-    for line in body.lines() {
-        let t = line.trim();
-        let is_quote_header = t.starts_with('>')
-            || t == "-- "
-            || line == "-- "
-            || t.starts_with("-----Original Message-----")
-            || (t.starts_with("On ") && t.ends_with("wrote:"))
-            || (t.starts_with("Am ") && t.ends_with("schrieb:"))
-            || (t.starts_with("Le ") && t.ends_with("a écrit :"))
-            || t.starts_with("From: ") && out.iter().any(|l: &&str| l.trim().is_empty());
-        if is_quote_header {
-            break;
-        }
-        out.push(line);
-    }
-    out.join("\n").trim().to_string()
-}
-
 /// Check every command against the desk before anything is applied.
 fn validate(desk: &Desk, cmds: &[Command]) -> Vec<String> {
     let mut errors = Vec::new();
@@ -167,7 +140,7 @@ pub(super) fn escalation_recipients<'d>(desk: &'d Desk, t: &Ticket, target: Opti
 pub(super) fn handle(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, verdict: Verdict, agent: &Agent, ticket: TicketId, threading: String, now: &Now) -> Result<Report, StoreError> {
     let mut r = Report::new(p, Some(verdict), Some(threading), Outcome::FollowUp { ticket });
     let Some(t) = tx.ticket(ticket)? else { return Ok(r) };
-    let parsed = command::parse(&reply_text(&p.body_text));
+    let parsed = command::parse(&p.visible_text);
     let mut errors: Vec<String> = parsed.errors.iter().map(|e| format!("{}: {}", e.line, e.error)).collect();
     errors.extend(validate(desk, &parsed.commands));
     tx.add_ticket_agent(ticket, &agent.email)?;
@@ -210,7 +183,7 @@ pub(super) fn handle(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, 
     article(tx, kind, &body)?;
     let t = tx.ticket(ticket)?.unwrap_or(t);
     let customer_text = tx.latest_customer_text(ticket)?.unwrap_or_default();
-    let customer_text = reply_text(&customer_text);
+    let customer_text = crate::quote::visible_text(&customer_text);
 
     if public {
         let queue = desk.config.queues.get(&t.queue).or_else(|| desk.config.queues.values().next()).expect("validated config has a queue");
@@ -274,15 +247,4 @@ pub(super) fn handle(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, 
         notify::record(vec![sent], &mut r.actions, &mut r.mails);
     }
     Ok(r)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::reply_text;
-
-    #[test]
-    fn quoted_history_is_cut() {
-        assert_eq!(reply_text("/take\nOn it.\n\nOn Mon, 30 Nov 2026 at 10:00, Support wrote:\n> old"), "/take\nOn it.");
-        assert_eq!(reply_text("Thanks\n> quoted\nmore"), "Thanks");
-    }
 }

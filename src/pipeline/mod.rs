@@ -446,7 +446,7 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         && let Some(t) = tx.ticket(ticket)?
     {
         let from_name = p.from.as_ref().and_then(|m| m.name.clone()).unwrap_or_default();
-        let text = agent::visible(&p.body_text);
+        let text = p.visible_text.clone();
         let about = context::About { from: &sender, from_name: &from_name, subject: &p.subject, text: &text, ..Default::default() };
         let (template, to) = match outcome {
             _ if oversize.is_some() => ("alert_too_large", desk.config.agents.values().filter(|a| a.works(&t.queue)).collect()),
