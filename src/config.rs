@@ -151,6 +151,8 @@ pub struct Queue {
     pub escalate_to: Option<String>,
     /// Service-level policy for the queue's tickets (rules may choose another).
     pub sla: Option<String>,
+    /// Language of the queue's mail when the customer's is unknown (`templates/lang/XX/`).
+    pub language: Option<String>,
 }
 
 /// Per-queue policy for mail that arrives on a closed ticket.
@@ -435,6 +437,7 @@ struct RawQueue {
     plus_addressing: Option<bool>,
     escalate_to: Option<String>,
     sla: Option<String>,
+    language: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -832,6 +835,7 @@ impl Validator {
                     plus_addressing: q.plus_addressing.unwrap_or(false),
                     escalate_to: q.escalate_to.clone(),
                     sla: q.sla.clone(),
+                    language: q.language.clone(),
                 },
             );
         }

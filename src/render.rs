@@ -86,6 +86,13 @@ impl Templates {
                                 }
                             }
                         }
+                    } else if p.is_dir() && p.file_name().is_some_and(|n| n == "lang") {
+                        // `lang/XX/NAME.*.hbs`: a language's version of any template.
+                        for l in std::fs::read_dir(&p).into_iter().flatten().flatten().map(|e| e.path()).filter(|l| l.is_dir()) {
+                            if let Ok(sub) = std::fs::read_dir(&l) {
+                                files.extend(sub.flatten().map(|e| e.path()).filter(|p| p.is_file()));
+                            }
+                        }
                     } else if p.is_dir() {
                         if let Ok(sub) = std::fs::read_dir(&p) {
                             files.extend(sub.flatten().map(|e| e.path()).filter(|p| p.is_file()));
@@ -104,8 +111,9 @@ impl Templates {
         for path in files {
             let Some(fname) = path.file_name().and_then(|f| f.to_str()) else { continue };
             let Some(stem) = fname.strip_suffix(".hbs") else { continue };
-            let prefix = match path.parent().filter(|p| *p != dir).and_then(|p| p.file_name()).and_then(|f| f.to_str()) {
-                Some(q) => format!("{q}/"),
+            // The folder below the templates folder: `billing/`, `lang/de/`, or none.
+            let prefix = match path.parent().and_then(|p| p.strip_prefix(dir).ok()).and_then(|p| p.to_str()).filter(|p| !p.is_empty()) {
+                Some(rel) => format!("{}/", rel.replace('\\', "/")),
                 None => String::new(),
             };
             let key = format!("{prefix}{stem}");
@@ -196,15 +204,17 @@ impl Templates {
         self.names.contains(name)
     }
 
-    /// Render template `name` for `queue`, preferring the queue's override of each part.
-    pub fn render(&self, name: &str, queue: &str, ctx: &Value) -> Result<Rendered, RenderError> {
+    /// Render template `name` for `queue` in `lang` (e.g. `de`), preferring for each part the
+    /// queue's override, then the language's (`lang/de/`), then the default.
+    pub fn render(&self, name: &str, queue: &str, lang: Option<&str>, ctx: &Value) -> Result<Rendered, RenderError> {
+        let lang = lang.map(primary_language);
         let pick = |reg: &Handlebars<'static>, part: &str| -> Option<String> {
-            let q = format!("{queue}/{name}.{part}");
-            if reg.has_template(&q) {
-                return Some(q);
+            let mut candidates = vec![format!("{queue}/{name}.{part}")];
+            if let Some(l) = &lang {
+                candidates.push(format!("lang/{l}/{name}.{part}"));
             }
-            let g = format!("{name}.{part}");
-            reg.has_template(&g).then_some(g)
+            candidates.push(format!("{name}.{part}"));
+            candidates.into_iter().find(|k| reg.has_template(k))
         };
         let err = |k: &str, e: handlebars::RenderError| RenderError::Render { name: k.to_string(), source: Box::new(e) };
         let subject_key = pick(&self.text, "subject").ok_or_else(|| RenderError::Missing(name.into()))?;
@@ -217,6 +227,11 @@ impl Templates {
         };
         Ok(Rendered { subject, text, html })
     }
+}
+
+/// `de-DE` → `de`: the primary subtag of a language tag (RFC 5646), lower-case.
+pub fn primary_language(tag: &str) -> String {
+    tag.split([',', ';']).next().unwrap_or("").trim().split(['-', '_']).next().unwrap_or("").to_ascii_lowercase()
 }
 
 fn normalize_newlines(s: &str) -> String {
@@ -267,14 +282,17 @@ mod tests {
             ("acknowledgement.subject.hbs", "Received: {{ticket.subject}}"),
             ("acknowledgement.txt.hbs", "Hello {{message.from_name}} <{{message.from}}>"),
             ("billing/acknowledgement.txt.hbs", "Billing got it"),
+            ("lang/de/acknowledgement.txt.hbs", "Danke, {{message.from_name}}"),
             ("too_large.subject.hbs", "Too large"),
             ("too_large.txt.hbs", "Too large"),
         ]);
         let t = Templates::load(d.path()).unwrap();
-        let r = t.render("acknowledgement", "support", &sample_context()).unwrap();
+        let r = t.render("acknowledgement", "support", None, &sample_context()).unwrap();
         assert_eq!(r.subject, "Received: Printer on floor 3 is jammed");
         assert_eq!(r.text, "Hello Alice Example <alice@example.org>\n");
-        assert_eq!(t.render("acknowledgement", "billing", &sample_context()).unwrap().text, "Billing got it\n");
+        assert_eq!(t.render("acknowledgement", "billing", None, &sample_context()).unwrap().text, "Billing got it\n");
+        assert_eq!(t.render("acknowledgement", "support", Some("de-DE"), &sample_context()).unwrap().text, "Danke, Alice Example\n");
+        assert_eq!(t.render("acknowledgement", "support", Some("fr"), &sample_context()).unwrap().text, "Hello Alice Example <alice@example.org>\n");
     }
 
     #[test]

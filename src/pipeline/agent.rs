@@ -205,6 +205,7 @@ pub(super) fn handle(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, 
             in_reply_to: thread.last().map(String::as_str),
             references: thread.clone(),
             auto: None,
+            lang: None,
         })?;
         notify::record(vec![sent], &mut r.actions, &mut r.mails);
         tx.mark_first_response(ticket, &now.s)?;

@@ -31,6 +31,8 @@ pub struct AutoMail<'a> {
     pub references: Vec<String>,
     /// `None` for mail a person wrote (agent replies): no Auto-Submitted, no caps.
     pub auto: Option<AutoSubmitted>,
+    /// Language for the template (`templates/lang/XX/`); the queue's when `None`.
+    pub lang: Option<String>,
 }
 
 /// What became of an automatic mail.
@@ -97,7 +99,8 @@ fn blocked(tx: &Tx<'_>, desk: &Desk, now: &Now, to: &str, automatic: bool) -> Re
 
 /// Render, compose, record and queue. `Ok(Err(why))` when the template or address is unusable.
 fn queue(tx: &mut Tx<'_>, desk: &Desk, now: &Now, m: &AutoMail<'_>) -> Result<Result<PlannedMail, String>, StoreError> {
-    let mut rendered = match desk.templates.render(m.template, &m.queue.name, &m.ctx) {
+    let lang = m.lang.as_deref().or(m.queue.language.as_deref());
+    let mut rendered = match desk.templates.render(m.template, &m.queue.name, lang, &m.ctx) {
         Ok(r) => r,
         Err(e) => return Ok(Err(e.to_string())),
     };

@@ -381,6 +381,7 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
                     in_reply_to: Some(&p.message_id),
                     references: with_parent(&p),
                     auto: Some(AutoSubmitted::AutoReplied),
+                    lang: p.header("content-language").map(str::to_string),
                 })?;
                 record_sent(sent, &mut actions, &mut mails);
             }
@@ -634,6 +635,7 @@ fn acknowledge(
         in_reply_to: Some(&p.message_id),
         references: with_parent(p),
         auto: Some(AutoSubmitted::AutoReplied),
+        lang: p.header("content-language").map(str::to_string),
     })?;
     record_sent(sent, actions, mails);
     Ok(())
@@ -750,6 +752,7 @@ fn too_large_notice(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, ticket: TicketI
         in_reply_to: Some(&p.message_id),
         references: with_parent(p),
         auto: Some(AutoSubmitted::AutoReplied),
+        lang: p.header("content-language").map(str::to_string),
     })?;
     record_sent(sent, actions, mails);
     Ok(())
