@@ -552,3 +552,42 @@ fn scenario_9_rules_route_and_reload() {
     });
     d.stop();
 }
+
+#[test]
+fn scenario_12_sla_warning_breach_and_escalation() {
+    let s = MailServers::start();
+    let extra = r#"
+[agents.agent]
+name = "Andy Agent"
+email = "agent@example.test"
+queues = ["support"]
+
+[agents.agent2]
+name = "Tess Tier-Two"
+email = "agent2@example.test"
+tier = 2
+
+[sla.policies.fast]
+first_response = "6s"
+warn_at = "50%"
+escalate_on_breach = true
+"#;
+    let dir = tempfile::tempdir().unwrap();
+    let w = Wiring { imap_tls: "starttls", smtp_tls: "none", after: "seen", extra };
+    let toml = desk_toml(&s, dir.path(), &w).replace("[queues.support]\n", "[queues.support]\nsla = \"fast\"\n");
+    let config = common::write_config(dir.path(), &toml);
+    let d = Daemon::start_at(dir, config);
+    let m = clients::thunderbird_new("Alice", "alice@example.test", "support@example.test", "Nobody answers", "Hello?");
+    s.send("alice@example.test", &["support@example.test"], &m.raw);
+    let warn = s.wait_for("agent", WAIT, |m| m.contains("SLA warning"));
+    assert!(header(&warn, "subject").unwrap().contains("[PD-1]"));
+    let breach = s.wait_for("agent", WAIT, |m| m.contains("SLA BREACHED"));
+    assert!(breach.contains("first response"), "{breach}");
+    let esc = s.wait_for("agent2", WAIT, |m| m.contains("Escalated"));
+    assert!(esc.contains("Hello?"), "{esc}");
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(s.count("agent", |m| m.contains("SLA warning")), 1, "once");
+    assert_eq!(s.count("agent", |m| m.contains("SLA BREACHED")), 1, "once");
+    assert_eq!(d.tickets()[0].tier, 2);
+    d.stop();
+}
