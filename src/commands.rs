@@ -107,6 +107,7 @@ fn summary(r: &Report, desk: &Desk) -> String {
         Duplicate { ticket } => format!("duplicate of a stored message{}", ticket.map(|t| format!(" on {}", desk.refs.format(t))).unwrap_or_default()),
         Dropped { reason } => format!("dropped: {reason}"),
         Quarantined { reason } => format!("quarantined: {reason}"),
+        Answered { what } => format!("answered: {what}"),
     }
 }
 

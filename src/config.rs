@@ -283,6 +283,15 @@ impl Sla {
     }
 }
 
+/// What customers can do by mail themselves.
+#[derive(Debug, Clone)]
+pub struct SelfService {
+    /// Subjects (compared case-insensitively, trimmed) of a mail asking for "my open tickets".
+    pub status_subjects: Vec<String>,
+    /// Customers may close their own ticket with `/close` at the top of a reply.
+    pub allow_close: bool,
+}
+
 /// Outbound mail transport.
 #[derive(Debug, Clone)]
 pub enum Transport {
@@ -346,6 +355,8 @@ pub struct Config {
     pub sla: Sla,
     /// The routing rules file or folder (`[rules] path`), if any.
     pub rules: Option<PathBuf>,
+    /// Self-service by mail; `None` unless the `[self_service]` section is present.
+    pub self_service: Option<SelfService>,
     pub log_level: String,
     /// Graceful shutdown deadline (finish the message in hand, then abort).
     pub shutdown_timeout: Duration,
@@ -408,6 +419,7 @@ struct RawConfig {
     security: RawSecurity,
     sla: RawSla,
     rules: RawRules,
+    self_service: Option<RawSelfService>,
     log: RawLog,
     daemon: RawDaemon,
 }
@@ -448,6 +460,13 @@ struct RawAgent {
     queues: Option<Vec<String>>,
     tier: Option<u8>,
     notify_new: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawSelfService {
+    status_subjects: Option<Vec<String>>,
+    allow_close: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1098,6 +1117,16 @@ impl Validator {
             security,
             sla,
             rules,
+            self_service: raw.self_service.as_ref().map(|s| SelfService {
+                status_subjects: s
+                    .status_subjects
+                    .clone()
+                    .unwrap_or_else(|| vec!["status".into(), "my tickets".into(), "ticket status".into()])
+                    .into_iter()
+                    .map(|x| x.trim().to_lowercase())
+                    .collect(),
+                allow_close: s.allow_close.unwrap_or(true),
+            }),
             log_level,
             shutdown_timeout,
         }

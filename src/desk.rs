@@ -51,6 +51,9 @@ impl Desk {
             if !config.agents.is_empty() {
                 problems.extend(t.require(crate::render::AGENT_TEMPLATES));
             }
+            if config.self_service.is_some() {
+                problems.extend(t.require(&["status_list", "customer_closed"]));
+            }
             for q in config.queues.values() {
                 if q.on_closed == crate::config::OnClosed::Reject && !t.has("closed_notice") {
                     problems.push(Problem {

@@ -258,7 +258,8 @@ pub fn sample_context() -> Value {
         "agent": { "name": "Bob Agent", "email": "bob@example.com" },
         "reply": { "text": "I have ordered a new fuser unit." },
         "errors": ["/priority whenever: unknown priority `whenever`"],
-        "sla": { "target": "first response", "due_at": "2026-01-01T13:00:00Z" }
+        "sla": { "target": "first response", "due_at": "2026-01-01T13:00:00Z" },
+        "tickets": [{ "ref": "PD-1042", "subject": "Printer on floor 3 is jammed", "status": "open", "updated_at": "2026-01-02T10:00:00Z" }]
     })
 }
 

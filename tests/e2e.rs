@@ -591,3 +591,36 @@ escalate_on_breach = true
     assert_eq!(d.tickets()[0].tier, 2);
     d.stop();
 }
+
+#[test]
+fn scenario_15_self_service_close_and_status_list() {
+    let s = MailServers::start();
+    let d = Daemon::start(&s, &Wiring { imap_tls: "starttls", smtp_tls: "none", after: "seen", extra: "[self_service]\n" });
+    let a = clients::thunderbird_new("Alice", "alice@example.test", "support@example.test", "Printer jammed", "x");
+    let b = clients::thunderbird_new("Alice", "alice@example.test", "support@example.test", "VPN slow", "y");
+    s.send("alice@example.test", &["support@example.test"], &a.raw);
+    s.send("alice@example.test", &["support@example.test"], &b.raw);
+    let ack1 = s.wait_for("alice", WAIT, |m| m.contains("Printer jammed") && m.contains("Auto-Submitted"));
+    s.wait_for("alice", WAIT, |m| m.contains("VPN slow") && m.contains("Auto-Submitted"));
+    let printer = d.tickets().into_iter().find(|t| t.subject == "Printer jammed").unwrap();
+
+    // Close the printer ticket by replying to its acknowledgement with /close.
+    let close = clients::thunderbird_reply("Alice", "alice@example.test", "support@example.test", &header(&ack1, "subject").unwrap(), &id_of(&ack1), &[a.message_id.clone()], "/close\nIt works again, thanks!");
+    s.send("alice@example.test", &["support@example.test"], &close.raw);
+    let confirm = s.wait_for("alice", WAIT, |m| m.contains("is now closed"));
+    assert!(header(&confirm, "subject").unwrap().contains(&format!("[PD-{}]", printer.id)));
+    assert_eq!(d.tickets().into_iter().find(|t| t.id == printer.id).unwrap().status, postdesk::ticket::Status::Closed);
+
+    // "status": the list of open tickets comes back; no ticket is opened for the request.
+    let ask = clients::thunderbird_new("Alice", "alice@example.test", "support@example.test", "Status", "What is open?");
+    s.send("alice@example.test", &["support@example.test"], &ask.raw);
+    let list = s.wait_for("alice", WAIT, |m| m.contains("Your open tickets"));
+    assert!(list.contains("VPN slow") && !list.contains("Printer jammed"), "{list}");
+    assert_eq!(d.tickets().len(), 2);
+    // A stranger asking gets only their own (empty) list.
+    let other = clients::thunderbird_new("Bob", "bob@example.test", "support@example.test", "status", "");
+    s.send("bob@example.test", &["support@example.test"], &other.raw);
+    let bl = s.wait_for("bob", WAIT, |m| m.contains("Your open tickets"));
+    assert!(bl.contains("no open tickets") && !bl.contains("VPN"), "{bl}");
+    d.stop();
+}

@@ -192,7 +192,7 @@ pub(super) fn handle(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, 
         let about = About { agent: Some(agent), reply: &text, ..Default::default() };
         let ctx = context::build(desk, queue, &t, &about, &t.requester, "");
         let sent = mailer::send_auto(tx, desk, now, AutoMail {
-            ticket,
+            ticket: Some(ticket),
             kind: ArticleKind::AgentReply,
             label: "agent_reply",
             template: "agent_reply",

@@ -39,6 +39,7 @@ pub fn build(desk: &Desk, queue: &Queue, t: &Ticket, about: &About<'_>, to: &str
         "agent": { "name": about.agent.map(|a| a.name.as_str()).unwrap_or(""), "email": about.agent.map(|a| a.email.as_str()).unwrap_or("") },
         "reply": { "text": about.reply },
         "errors": about.errors,
-        "sla": { "target": about.sla.as_ref().map(|s| s.0).unwrap_or(""), "due_at": about.sla.as_ref().map(|s| s.1.as_str()).unwrap_or("") }
+        "sla": { "target": about.sla.as_ref().map(|s| s.0).unwrap_or(""), "due_at": about.sla.as_ref().map(|s| s.1.as_str()).unwrap_or("") },
+        "tickets": []
     })
 }

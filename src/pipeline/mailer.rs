@@ -14,7 +14,8 @@ use crate::ticket::{ArticleKind, Direction, TicketId};
 
 /// One automatic mail to queue.
 pub struct AutoMail<'a> {
-    pub ticket: TicketId,
+    /// The ticket it is about; `None` for desk mail about no single ticket (a status list).
+    pub ticket: Option<TicketId>,
     pub kind: ArticleKind,
     /// Short name for reports and logs ("acknowledgement").
     pub label: &'static str,
@@ -47,27 +48,35 @@ pub fn send_auto(tx: &mut Tx<'_>, desk: &Desk, now: &Now, mut m: AutoMail<'_>) -
     let mut cc = Vec::new();
     for c in std::mem::take(&mut m.cc) {
         match blocked(tx, desk, now, &c, m.auto.is_some())? {
-            Some(why) => tx.event(m.ticket, "auto_mail_suppressed", &format!("{} not copied to {c}: {why}", m.label), &now.s)?,
+            Some(why) => {
+                if let Some(t) = m.ticket {
+                    tx.event(t, "auto_mail_suppressed", &format!("{} not copied to {c}: {why}", m.label), &now.s)?;
+                }
+            }
             None => cc.push(c),
         }
     }
     m.cc = cc;
     match blocked(tx, desk, now, m.to, m.auto.is_some())? {
         Some(why) => {
-            tx.event(m.ticket, "auto_mail_suppressed", &format!("{} to {} not sent: {why}", m.label, m.to), &now.s)?;
-            tracing::info!(ticket = m.ticket, to = m.to, what = m.label, why, "automatic mail suppressed");
+            if let Some(t) = m.ticket {
+                tx.event(t, "auto_mail_suppressed", &format!("{} to {} not sent: {why}", m.label, m.to), &now.s)?;
+            }
+            tracing::info!(ticket = ?m.ticket, to = m.to, what = m.label, why, "automatic mail suppressed");
             Ok(Sent::Suppressed(why))
         }
         None => match queue(tx, desk, now, &m)? {
             Ok(p) => {
                 if m.auto.is_some() {
-                    tx.log_auto_mail(m.to, Some(m.ticket), &now.s)?;
+                    tx.log_auto_mail(m.to, m.ticket, &now.s)?;
                 }
                 Ok(Sent::Queued(p))
             }
             Err(why) => {
-                tx.event(m.ticket, "auto_mail_failed", &format!("{} to {}: {why}", m.label, m.to), &now.s)?;
-                tracing::error!(ticket = m.ticket, to = m.to, what = m.label, error = %why, "automatic mail not queued");
+                if let Some(t) = m.ticket {
+                    tx.event(t, "auto_mail_failed", &format!("{} to {}: {why}", m.label, m.to), &now.s)?;
+                }
+                tracing::error!(ticket = ?m.ticket, to = m.to, what = m.label, error = %why, "automatic mail not queued");
                 Ok(Sent::Suppressed(why))
             }
         },
@@ -104,8 +113,11 @@ fn queue(tx: &mut Tx<'_>, desk: &Desk, now: &Now, m: &AutoMail<'_>) -> Result<Re
         Ok(r) => r,
         Err(e) => return Ok(Err(e.to_string())),
     };
-    rendered.subject = desk.refs.tagged_subject(m.ticket, &rendered.subject);
-    let message_id = desk.signer.message_id(m.ticket, m.to);
+    if let Some(t) = m.ticket {
+        rendered.subject = desk.refs.tagged_subject(t, &rendered.subject);
+    }
+    // Desk mail gets a token for ticket 0, which names no ticket: replies to it start new ones.
+    let message_id = desk.signer.message_id(m.ticket.unwrap_or(0), m.to);
     let reply_to = if m.queue.plus_addressing { desk.signer.reply_address(&m.queue.address, &message_id) } else { None };
     let from_name = m.from_name.clone().unwrap_or_else(|| m.queue.from_name.clone());
     let raw = match compose(&Outgoing {
@@ -127,8 +139,10 @@ fn queue(tx: &mut Tx<'_>, desk: &Desk, now: &Now, m: &AutoMail<'_>) -> Result<Re
         Err(e) => return Ok(Err(e.to_string())),
     };
     let recipients: Vec<String> = std::iter::once(m.to.to_string()).chain(m.cc.iter().cloned()).collect();
-    let article = tx.add_article(&NewArticle {
-        ticket: m.ticket,
+    let article = match m.ticket {
+        None => None,
+        Some(ticket) => Some(tx.add_article(&NewArticle {
+        ticket,
         direction: Direction::Outbound,
         kind: m.kind,
         from: &m.queue.address,
@@ -141,10 +155,11 @@ fn queue(tx: &mut Tx<'_>, desk: &Desk, now: &Now, m: &AutoMail<'_>) -> Result<Re
         raw: None,
         attachments: &[],
         now: &now.s,
-    })?;
+    })?),
+    };
     tx.enqueue(&NewOutbound {
-        ticket: Some(m.ticket),
-        article: Some(article),
+        ticket: m.ticket,
+        article,
         kind: m.kind,
         message_id: &message_id,
         envelope_from: &m.queue.address,

@@ -53,6 +53,8 @@ pub enum Outcome {
     Dropped { reason: String },
     /// Could not be processed; kept in quarantine with the reason.
     Quarantined { reason: String },
+    /// A request to the desk itself (e.g. "my open tickets"), answered by mail; kept, no ticket.
+    Answered { what: String },
 }
 
 /// A mail the pipeline queued (or, in a dry run, would queue).
@@ -286,6 +288,9 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     }
 
     let sender = p.from_address().to_string();
+    if let Some(r) = status_request(tx, desk, d, &p, &verdict, &key, now)? {
+        return Ok(r);
+    }
     let queue = desk.config.queue_of(d.mailbox).or_else(|| desk.config.queues.values().next()).expect("validated config has a queue");
     let tokens: Vec<String> = p.to.iter().chain(p.cc.iter()).filter_map(|m| desk.signer.token_from_address(&m.address)).collect();
     let mut ancestors = p.ancestors();
@@ -353,6 +358,12 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     }
     // A rule may route a new ticket to another queue.
     let queue = ra.queue.as_deref().filter(|_| existing.is_none()).and_then(|q| desk.config.queues.get(q)).unwrap_or(queue);
+    // Self-service: the requester closes their own ticket with /close in a reply to our mail.
+    let customer_close = desk.config.self_service.as_ref().is_some_and(|s| s.allow_close)
+        && verdict.class == Class::Human
+        && matches!(&decision, Decision::FollowUp { via: Via::Token { .. } | Via::MessageId { .. }, .. })
+        && existing.as_ref().is_some_and(|t| t.requester == sender && t.status != Status::Closed)
+        && matches!(crate::command::parse(&p.visible_text).commands.as_slice(), [crate::command::Command::Status { status: Status::Closed | Status::Resolved }]);
     let placement = place(tx, desk, queue, &decision, &sender, &verdict, now, &mut actions)?;
     let (ticket, outcome) = match placement {
         Placement::Quarantine { reason } => {
@@ -368,7 +379,7 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
             if verdict.auto_reply_allowed {
                 let ctx = context(desk, queue, ticket, &p, "closed", &sender, now);
                 let sent = mailer::send_auto(tx, desk, now, AutoMail {
-                    ticket,
+                    ticket: Some(ticket),
                     kind: ArticleKind::AutoReply,
                     label: "closed_notice",
                     template: "closed_notice",
@@ -391,7 +402,9 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
             return Ok(r);
         }
         Placement::Existing { ticket, status } => {
-            follow_up(tx, desk, ticket, status, &sender, &verdict, now, &mut actions)?;
+            if !customer_close {
+                follow_up(tx, desk, ticket, status, &sender, &verdict, now, &mut actions)?;
+            }
             (ticket, Outcome::FollowUp { ticket })
         }
         Placement::New { related } => {
@@ -428,6 +441,9 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         record_bounce(tx, ticket, b, now, &mut actions)?;
     }
     apply_rule_actions(tx, desk, ticket, &ra, matches!(outcome, Outcome::Created { .. }), now, &mut actions)?;
+    if customer_close {
+        close_by_customer(tx, desk, queue, ticket, &p, now, &mut actions, &mut mails)?;
+    }
     if let Some(t) = tx.ticket(ticket)? {
         match outcome {
             Outcome::Created { .. } => sla::on_created(tx, desk, &t, now)?,
@@ -622,7 +638,7 @@ fn acknowledge(
     let to = p.from_address().to_string();
     let ctx = context(desk, queue, ticket, p, "new", &to, now);
     let sent = mailer::send_auto(tx, desk, now, AutoMail {
-        ticket,
+        ticket: Some(ticket),
         kind: ArticleKind::AutoReply,
         label: "acknowledgement",
         template: ra.ack_template.as_deref().unwrap_or(&queue.ack_template),
@@ -708,6 +724,82 @@ fn apply_rule_actions(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, ra: &crate
     Ok(())
 }
 
+/// "status" from a customer: the list of their open tickets, by mail. No ticket is opened; the
+/// request is kept (quarantine table, reason `self_service`) so nothing is lost.
+fn status_request(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, verdict: &Verdict, key: &str, now: &Now) -> Result<Option<Report>, StoreError> {
+    let Some(ss) = &desk.config.self_service else { return Ok(None) };
+    let sender = p.from_address();
+    let subject = normalize_subject(&p.subject).to_lowercase();
+    if verdict.class != Class::Human || sender.is_empty() || desk.refs.find(&p.subject).is_some() || !ss.status_subjects.iter().any(|s| *s == subject) {
+        return Ok(None);
+    }
+    let queue = desk.config.queue_of(d.mailbox).or_else(|| desk.config.queues.values().next()).expect("validated config has a queue");
+    let tickets: Vec<serde_json::Value> = tx
+        .active_tickets_of(sender)?
+        .iter()
+        .map(|t| json!({ "ref": desk.refs.format(t.id), "subject": t.subject, "status": t.status.as_str(), "updated_at": t.updated_at }))
+        .collect();
+    let name = p.from.as_ref().and_then(|m| m.name.clone()).unwrap_or_default();
+    let mut ctx = json!({
+        "desk": { "name": desk.config.desk.name },
+        "queue": { "name": queue.name, "address": queue.address, "from_name": queue.from_name },
+        "recipient": { "address": sender, "name": name },
+    });
+    ctx["tickets"] = serde_json::Value::Array(tickets.clone());
+    quarantine(tx, d, "self_service", "status request answered", now)?;
+    tx.record_delivery(key, None, "status_request", &now.s)?;
+    let sent = mailer::send_auto(tx, desk, now, AutoMail {
+        ticket: None,
+        kind: ArticleKind::AutoReply,
+        label: "status_list",
+        template: "status_list",
+        queue,
+        to: sender,
+        to_name: p.from.as_ref().and_then(|m| m.name.as_deref()),
+        cc: Vec::new(),
+        from_name: None,
+        ctx,
+        in_reply_to: Some(&p.message_id),
+        references: with_parent(p),
+        auto: Some(AutoSubmitted::AutoReplied),
+        lang: p.header("content-language").map(str::to_string),
+    })?;
+    let mut r = Report::new(p, Some(verdict.clone()), Some("status request (self-service)".into()), Outcome::Answered { what: format!("list of {} open ticket(s)", tickets.len()) });
+    record_sent(sent, &mut r.actions, &mut r.mails);
+    Ok(Some(r))
+}
+
+/// The requester wrote /close: close the ticket and confirm.
+#[allow(clippy::too_many_arguments)]
+fn close_by_customer(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, ticket: TicketId, p: &Parsed, now: &Now, actions: &mut Vec<String>, mails: &mut Vec<PlannedMail>) -> Result<(), StoreError> {
+    let Some(t) = tx.ticket(ticket)? else { return Ok(()) };
+    tx.set_status(ticket, Status::Closed, &now.s)?;
+    sla::on_status(tx, desk, &t, t.status, Status::Closed, now)?;
+    tx.event(ticket, "status", &format!("{} → closed (by the customer, /close)", t.status), &now.s)?;
+    actions.push(format!("status {} → closed by the customer", t.status));
+    let t = tx.ticket(ticket)?.unwrap_or(t);
+    let queue = desk.config.queues.get(&t.queue).unwrap_or(queue);
+    let ctx = context::build(desk, queue, &t, &context::About::default(), &t.requester, p.from.as_ref().and_then(|m| m.name.as_deref()).unwrap_or(""));
+    let sent = mailer::send_auto(tx, desk, now, AutoMail {
+        ticket: Some(ticket),
+        kind: ArticleKind::Notification,
+        label: "customer_closed",
+        template: "customer_closed",
+        queue,
+        to: &t.requester,
+        to_name: p.from.as_ref().and_then(|m| m.name.as_deref()),
+        cc: Vec::new(),
+        from_name: None,
+        ctx,
+        in_reply_to: Some(&p.message_id),
+        references: with_parent(p),
+        auto: Some(AutoSubmitted::AutoReplied),
+        lang: p.header("content-language").map(str::to_string),
+    })?;
+    record_sent(sent, actions, mails);
+    Ok(())
+}
+
 /// Record which recipients failed and stop mailing the ones that failed for good.
 fn record_bounce(tx: &mut Tx<'_>, ticket: TicketId, b: &crate::bounce::BounceReport, now: &Now, actions: &mut Vec<String>) -> Result<(), StoreError> {
     for r in &b.recipients {
@@ -739,7 +831,7 @@ fn too_large_notice(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, ticket: TicketI
     let to = p.from_address().to_string();
     let ctx = context(desk, queue, ticket, p, "new", &to, now);
     let sent = mailer::send_auto(tx, desk, now, AutoMail {
-        ticket,
+        ticket: Some(ticket),
         kind: ArticleKind::AutoReply,
         label: "too_large",
         template: "too_large",

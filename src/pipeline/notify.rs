@@ -53,7 +53,7 @@ pub fn agents(
         }
         let ctx = context::build(desk, queue, t, about, &a.email, &a.name);
         sent.push(mailer::send_auto(tx, desk, now, AutoMail {
-            ticket: t.id,
+            ticket: Some(t.id),
             kind: ArticleKind::Notification,
             label: template,
             template,
@@ -88,7 +88,7 @@ pub fn customer_status(tx: &mut Tx<'_>, desk: &Desk, now: &Now, t: &Ticket) -> R
     let thread = tx.customer_thread(t.id)?;
     let ctx = context::build(desk, queue, t, &About::default(), &t.requester, "");
     Ok(Some(mailer::send_auto(tx, desk, now, AutoMail {
-        ticket: t.id,
+        ticket: Some(t.id),
         kind: ArticleKind::Notification,
         label: template,
         template,

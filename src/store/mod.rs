@@ -653,6 +653,13 @@ impl Tx<'_> {
         Ok(self.conn.prepare_cached("SELECT sla_policy FROM tickets WHERE id = ?")?.query_row([ticket], |r| r.get(0)).optional()?.flatten())
     }
 
+    /// The active tickets (new, open, pending) a customer opened, newest first.
+    pub fn active_tickets_of(&self, requester: &str) -> Result<Vec<Ticket>> {
+        let mut stmt = self.conn.prepare_cached(&format!("{TICKET_SELECT} WHERE requester = ? AND status IN ('new','open','pending') ORDER BY id DESC LIMIT 100"))?;
+        let rows = stmt.query_map([requester], ticket_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        rows.into_iter().map(|t| complete_ticket(&self.conn, t)).collect()
+    }
+
     /// Link a configuration item to a ticket.
     pub fn link_ci(&mut self, ticket: TicketId, ci: &str) -> Result<()> {
         self.conn.execute("INSERT OR IGNORE INTO ticket_cis (ticket_id, ci) VALUES (?, ?)", params![ticket, ci])?;
