@@ -25,6 +25,16 @@ pub enum Command {
     Cc { addresses: Vec<String> },
     /// The text is an internal note, never sent to the customer.
     Note,
+    /// Set the ticket type (incident, service_request, change, …).
+    Type { ticket_type: String },
+    /// Link a configuration item.
+    Ci { name: String },
+    /// Hand the ticket to an external group; the rest of the mail goes to them.
+    Forward { group: String },
+    /// An approver approves the change.
+    Approve,
+    /// An approver rejects the change, with a reason.
+    Reject { reason: String },
 }
 
 impl Command {
@@ -42,6 +52,11 @@ impl Command {
             Command::Escalate { to } => format!("/escalate{}", to.as_ref().map(|t| format!(" {t}")).unwrap_or_default()),
             Command::Cc { addresses } => format!("/cc {}", addresses.join(" ")),
             Command::Note => "/note".into(),
+            Command::Type { ticket_type } => format!("/type {ticket_type}"),
+            Command::Ci { name } => format!("/ci {name}"),
+            Command::Forward { group } => format!("/forward {group}"),
+            Command::Approve => "/approve".into(),
+            Command::Reject { reason } => format!("/reject {reason}"),
         }
     }
 }
@@ -128,8 +143,13 @@ fn parse_one(s: &str) -> Result<Command, String> {
         }
         "cc" => Err("/cc needs an address".into()),
         "note" | "internal" | "comment" => none(Command::Note),
+        "type" => Ok(Command::Type { ticket_type: one("a type")?.to_ascii_lowercase() }),
+        "ci" => Ok(Command::Ci { name: one("a configuration item")? }),
+        "forward" | "handoff" => Ok(Command::Forward { group: one("a group")? }),
+        "approve" | "approved" => Ok(Command::Approve),
+        "reject" | "rejected" | "deny" => Ok(Command::Reject { reason: args.join(" ") }),
         "" => Err("empty command".into()),
-        other => Err(format!("unknown command /{other} (known: status, open, pending, resolve, close, reopen, assign, take, unassign, priority, queue, tag, untag, escalate, cc, note)")),
+        other => Err(format!("unknown command /{other} (known: status, open, pending, resolve, close, reopen, assign, take, unassign, priority, queue, tag, untag, escalate, cc, note, type, ci, forward, approve, reject)")),
     }
 }
 

@@ -153,6 +153,8 @@ pub struct Queue {
     pub sla: Option<String>,
     /// Language of the queue's mail when the customer's is unknown (`templates/lang/XX/`).
     pub language: Option<String>,
+    /// Approvers of changes in this queue (else the desk-wide `[approvals]` list).
+    pub approvers: Vec<String>,
 }
 
 /// Per-queue policy for mail that arrives on a closed ticket.
@@ -283,6 +285,17 @@ impl Sla {
     }
 }
 
+/// An external group (a vendor's support, another team's desk) we hand tickets to.
+#[derive(Debug, Clone)]
+pub struct Group {
+    pub key: String,
+    pub name: String,
+    /// Lower-case address we write to and their replies come from.
+    pub address: String,
+    /// Their ticket number in subjects, as a regex with one capture group.
+    pub ticket_pattern: regex::Regex,
+}
+
 /// What customers can do by mail themselves.
 #[derive(Debug, Clone)]
 pub struct SelfService {
@@ -357,6 +370,10 @@ pub struct Config {
     pub rules: Option<PathBuf>,
     /// Self-service by mail; `None` unless the `[self_service]` section is present.
     pub self_service: Option<SelfService>,
+    /// Who approves changes (`[approvals] approvers`; a queue's own list wins).
+    pub approvers: Vec<String>,
+    /// External specialist groups tickets can be handed to (`[groups.NAME]`).
+    pub groups: BTreeMap<String, Group>,
     pub log_level: String,
     /// Graceful shutdown deadline (finish the message in hand, then abort).
     pub shutdown_timeout: Duration,
@@ -420,6 +437,8 @@ struct RawConfig {
     sla: RawSla,
     rules: RawRules,
     self_service: Option<RawSelfService>,
+    approvals: RawApprovals,
+    groups: BTreeMap<String, RawGroup>,
     log: RawLog,
     daemon: RawDaemon,
 }
@@ -450,6 +469,7 @@ struct RawQueue {
     escalate_to: Option<String>,
     sla: Option<String>,
     language: Option<String>,
+    approvers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -460,6 +480,20 @@ struct RawAgent {
     queues: Option<Vec<String>>,
     tier: Option<u8>,
     notify_new: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawApprovals {
+    approvers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawGroup {
+    name: Option<String>,
+    address: Option<String>,
+    ticket_pattern: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -855,6 +889,7 @@ impl Validator {
                     escalate_to: q.escalate_to.clone(),
                     sla: q.sla.clone(),
                     language: q.language.clone(),
+                    approvers: q.approvers.clone().unwrap_or_default().into_iter().map(|a| a.trim().to_ascii_lowercase()).collect(),
                 },
             );
         }
@@ -1091,6 +1126,36 @@ impl Validator {
         {
             self.add("rules.path", format!("{} does not exist", r.display()));
         }
+        let approvers: Vec<String> = raw.approvals.approvers.clone().unwrap_or_default().into_iter().map(|a| a.trim().to_ascii_lowercase()).collect();
+        for a in approvers.iter().chain(queues.values().flat_map(|q| q.approvers.iter())) {
+            if !looks_like_address(a) {
+                self.add("approvals.approvers", format!("`{a}` is not an email address"));
+            }
+        }
+        let mut groups = BTreeMap::new();
+        for (key, g) in &raw.groups {
+            let k = format!("groups.{key}");
+            let address = match &g.address {
+                Some(a) if looks_like_address(a) => a.trim().to_ascii_lowercase(),
+                _ => {
+                    self.add(&format!("{k}.address"), "an email address is required".into());
+                    continue;
+                }
+            };
+            let pattern = g.ticket_pattern.clone().unwrap_or_else(|| r"#\s*(\d+)".into());
+            let ticket_pattern = match regex::Regex::new(&format!("(?i){pattern}")) {
+                Ok(r) if r.captures_len() >= 2 => r,
+                Ok(_) => {
+                    self.add(&format!("{k}.ticket_pattern"), "needs one capture group for their ticket number, e.g. \\[Vendor #(\\d+)\\]".into());
+                    continue;
+                }
+                Err(e) => {
+                    self.add(&format!("{k}.ticket_pattern"), format!("invalid regex: {e}"));
+                    continue;
+                }
+            };
+            groups.insert(key.clone(), Group { key: key.clone(), name: g.name.clone().unwrap_or_else(|| key.clone()), address, ticket_pattern });
+        }
         let security = Security {
             require_dkim: raw.security.require_dkim.unwrap_or(false),
             trusted_authserv_ids: raw.security.trusted_authserv_ids.clone().unwrap_or_default().into_iter().map(|s| s.to_ascii_lowercase()).collect(),
@@ -1117,6 +1182,8 @@ impl Validator {
             security,
             sla,
             rules,
+            approvers,
+            groups,
             self_service: raw.self_service.as_ref().map(|s| SelfService {
                 status_subjects: s
                     .status_subjects

@@ -51,6 +51,12 @@ impl Desk {
             if !config.agents.is_empty() {
                 problems.extend(t.require(crate::render::AGENT_TEMPLATES));
             }
+            if !config.approvers.is_empty() || config.queues.values().any(|q| !q.approvers.is_empty()) {
+                problems.extend(t.require(&["approval_request", "approval_outcome", "approval_decided"]));
+            }
+            if !config.groups.is_empty() {
+                problems.extend(t.require(&["group_handoff", "agent_group_reply"]));
+            }
             if config.self_service.is_some() {
                 problems.extend(t.require(&["status_list", "customer_closed"]));
             }

@@ -259,6 +259,7 @@ pub fn sample_context() -> Value {
         "reply": { "text": "I have ordered a new fuser unit." },
         "errors": ["/priority whenever: unknown priority `whenever`"],
         "sla": { "target": "first response", "due_at": "2026-01-01T13:00:00Z" },
+        "approval": { "decision": "approved", "reason": "", "by": "cab@example.com" },
         "tickets": [{ "ref": "PD-1042", "subject": "Printer on floor 3 is jammed", "status": "open", "updated_at": "2026-01-02T10:00:00Z" }]
     })
 }

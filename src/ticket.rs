@@ -183,6 +183,24 @@ pub struct Ticket {
     pub tier: u8,
     /// When an agent first answered the customer (RFC 3339), if yet.
     pub first_response_at: Option<String>,
+    /// incident, service_request, change, … (rules, catalog or `/type`).
+    #[serde(rename = "type")]
+    pub ticket_type: Option<String>,
+    pub service: Option<String>,
+    pub sla_policy: Option<String>,
+    /// Change approval: requested, approved or rejected.
+    pub approval: Option<String>,
+    /// Linked configuration items.
+    pub cis: Vec<String>,
+    /// External groups the ticket was handed to, with their ticket numbers.
+    pub groups: Vec<GroupRef>,
+}
+
+/// A hand-off to an external group.
+#[derive(Debug, Clone, Serialize)]
+pub struct GroupRef {
+    pub group: String,
+    pub external_ref: Option<String>,
 }
 
 /// One attachment's metadata as shown on an article.

@@ -624,3 +624,88 @@ fn scenario_15_self_service_close_and_status_list() {
     assert!(bl.contains("no open tickets") && !bl.contains("VPN"), "{bl}");
     d.stop();
 }
+
+const SERVICE_DESK: &str = r#"
+[agents.agent]
+name = "Andy Agent"
+email = "agent@example.test"
+queues = ["support"]
+
+[approvals]
+approvers = ["carol@example.test"]
+
+[groups.vendor]
+name = "Vendor Inc."
+address = "external@example.test"
+ticket_pattern = '\[Vendor #(\d+)\]'
+"#;
+
+#[test]
+fn scenario_13_change_approval_by_mail() {
+    let s = MailServers::start();
+    let d = Daemon::start(&s, &Wiring { imap_tls: "starttls", smtp_tls: "none", after: "seen", extra: SERVICE_DESK });
+    for (n, subject) in [(1, "Upgrade the firewall"), (2, "Open port 23 to the world")] {
+        let m = clients::thunderbird_new("Alice", "alice@example.test", "support@example.test", subject, "Please do it this week.");
+        s.send("alice@example.test", &["support@example.test"], &m.raw);
+        let note = s.wait_for("agent", WAIT, |m| m.contains(&format!("[PD-{n}]")) && m.contains("New ticket"));
+        let typed = clients::thunderbird_reply("Andy", "agent@example.test", "support@example.test", &header(&note, "subject").unwrap(), &id_of(&note), &[], "/type change\n/take\nWe will schedule this once it is approved.");
+        s.send("agent@example.test", &["support@example.test"], &typed.raw);
+        s.wait_for("carol", WAIT, |m| m.contains(&format!("[PD-{n}]")) && m.contains("Approval needed"));
+        common::eventually(WAIT, "awaiting approval", || {
+            d.tickets().into_iter().find(|t| t.id == n).filter(|t| t.approval.as_deref() == Some("requested") && t.status == postdesk::ticket::Status::Pending)
+        });
+    }
+    // The approver answers from mutt: /approve.
+    common::mutt_reply(&s, "carol", "PD-1", "/approve");
+    let outcome = s.wait_for("alice", WAIT, |m| m.contains("Change approved"));
+    assert!(header(&outcome, "subject").unwrap().contains("[PD-1]"));
+    s.wait_for("agent", WAIT, |m| m.contains("Change approved by carol@example.test"));
+    // …and rejects the other with a reason, from a Gmail-like client.
+    let req2 = s.wait_for("carol", WAIT, |m| m.contains("[PD-2]") && m.contains("Approval needed"));
+    let rej = clients::gmail_reply("Carol", "carol@example.test", "support@example.test", &header(&req2, "subject").unwrap(), &id_of(&req2), &[], "/reject Telnet is not allowed here.");
+    s.send("carol@example.test", &["support@example.test"], &rej.raw);
+    let out2 = s.wait_for("alice", WAIT, |m| m.contains("Change rejected"));
+    assert!(out2.contains("Telnet is not allowed here."), "{out2}");
+    let t = d.tickets();
+    assert_eq!((t[0].approval.as_deref(), t[1].approval.as_deref()), (Some("approved"), Some("rejected")));
+    assert!(d.store().ticket_detail(2).unwrap().unwrap().events.iter().any(|e| e.kind == "approval" && e.detail.contains("rejected by carol@example.test")));
+    // Someone who is not an approver cannot decide (their /approve is just a customer message).
+    d.stop();
+}
+
+#[test]
+fn scenario_14_external_group_replies_thread_back_as_notes() {
+    let s = MailServers::start();
+    let d = Daemon::start(&s, &Wiring { imap_tls: "starttls", smtp_tls: "none", after: "seen", extra: SERVICE_DESK });
+    let m = clients::thunderbird_new("Alice", "alice@example.test", "support@example.test", "Server disk errors", "The RAID reports a failed disk.");
+    s.send("alice@example.test", &["support@example.test"], &m.raw);
+    let note = s.wait_for("agent", WAIT, |m| m.contains("[PD-1]") && m.contains("New ticket"));
+    let fwd = clients::thunderbird_reply("Andy", "agent@example.test", "support@example.test", &header(&note, "subject").unwrap(), &id_of(&note), &[], "/forward vendor\nPlease replace the failed disk under our contract 77-A.");
+    s.send("agent@example.test", &["support@example.test"], &fwd.raw);
+    let handoff = s.wait_for("external", WAIT, |m| m.contains("[PD-1]"));
+    assert!(handoff.contains("contract 77-A") && handoff.contains("The RAID reports a failed disk."), "{handoff}");
+    assert!(!handoff.contains("agent@example.test"), "the agent's address is not exposed");
+    assert!(d.tickets()[0].tags.contains(&"waiting-on:vendor".to_string()));
+
+    // The vendor's system answers with its own number, keeping our tag and headers…
+    let r1 = format!(
+        "From: Vendor Support <external@example.test>\r\nTo: support@example.test\r\nSubject: [Vendor #5555] RE: {}\r\nIn-Reply-To: <{}>\r\nMessage-ID: <v1@vendor.example>\r\n\r\nWe opened case 5555; a technician comes tomorrow.\r\n",
+        header(&handoff, "subject").unwrap(),
+        id_of(&handoff)
+    );
+    s.send("external@example.test", &["support@example.test"], r1.as_bytes());
+    // …and later with only its own number.
+    let r2 = "From: Vendor Support <external@example.test>\r\nTo: support@example.test\r\nSubject: [Vendor #5555] Part shipped\r\nMessage-ID: <v2@vendor.example>\r\n\r\nThe disk was shipped today.\r\n";
+    s.send("external@example.test", &["support@example.test"], r2.as_bytes());
+    common::eventually(WAIT, "both vendor replies on PD-1 as notes", || {
+        let arts = d.articles(1);
+        (arts.iter().filter(|a| a.kind == postdesk::ticket::ArticleKind::Note && a.from == "external@example.test").count() == 2).then_some(())
+    });
+    assert_eq!(d.tickets().len(), 1, "no ticket for the vendor's mail");
+    let t = d.tickets().remove(0);
+    assert_eq!(t.groups[0].external_ref.as_deref(), Some("5555"));
+    s.wait_for("agent", WAIT, |m| m.contains("Vendor Inc. replied") && m.contains("shipped today"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(s.count("alice", |m| m.contains("technician") || m.contains("shipped")), 0, "the customer never sees the vendor's notes");
+    d.stop();
+}

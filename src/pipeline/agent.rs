@@ -21,6 +21,13 @@ fn validate(desk: &Desk, cmds: &[Command]) -> Vec<String> {
             Command::Assign { who } | Command::Escalate { to: Some(who) } if desk.config.find_agent(who).is_none() => {
                 errors.push(format!("{}: no agent `{who}` (known: {})", c.describe(), desk.config.agents.values().map(|a| a.key.as_str()).collect::<Vec<_>>().join(", ")));
             }
+            Command::Forward { group } if !desk.config.groups.contains_key(group) => {
+                errors.push(format!("{}: no group `{group}` (known: {})", c.describe(), desk.config.groups.keys().cloned().collect::<Vec<_>>().join(", ")));
+            }
+            Command::Type { ticket_type } if !crate::rules::DEFAULT_TICKET_TYPES.contains(&ticket_type.as_str()) => {
+                errors.push(format!("{}: unknown type (known: {})", c.describe(), crate::rules::DEFAULT_TICKET_TYPES.join(", ")));
+            }
+            Command::Approve | Command::Reject { .. } => errors.push(format!("{}: only an approver can decide, answering the approval request", c.describe())),
             Command::Queue { queue } if !desk.config.queues.contains_key(queue) => {
                 errors.push(format!("{}: no queue `{queue}` (known: {})", c.describe(), desk.config.queues.keys().cloned().collect::<Vec<_>>().join(", ")));
             }
@@ -36,6 +43,8 @@ struct Changes<'d> {
     status: Option<Status>,
     assigned: Option<&'d Agent>,
     escalated: Option<Option<&'d Agent>>,
+    forward: Option<&'d crate::config::Group>,
+    request_approval: bool,
     lines: Vec<String>,
 }
 
@@ -107,6 +116,20 @@ fn apply<'d>(tx: &mut Tx<'_>, desk: &'d Desk, actor: &Agent, t: &Ticket, cmds: &
                 format!("added {} to the conversation", addresses.join(", "))
             }
             Command::Note => continue,
+            Command::Type { ticket_type } => {
+                tx.set_service_fields(id, None, None, Some(ticket_type))?;
+                ch.request_approval = ticket_type == "change";
+                format!("type → {ticket_type}")
+            }
+            Command::Ci { name } => {
+                tx.link_ci(id, name)?;
+                format!("linked configuration item {name}")
+            }
+            Command::Forward { group } => {
+                ch.forward = desk.config.groups.get(group);
+                format!("handing over to {group}")
+            }
+            Command::Approve | Command::Reject { .. } => continue,
         };
         tx.event(id, "command", &format!("{} by {}: {line}", c.describe(), actor.email), &now.s)?;
         ch.lines.push(line);
@@ -177,7 +200,8 @@ pub(super) fn handle(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, 
     let changes = apply(tx, desk, agent, &t, &parsed.commands, now)?;
     r.actions.extend(changes.lines.iter().cloned());
     let text = parsed.text.clone();
-    let public = !parsed.is_note() && !text.is_empty();
+    // With /forward the text is for the group, never for the customer.
+    let public = !parsed.is_note() && changes.forward.is_none() && !text.is_empty();
     let kind = if public { ArticleKind::AgentReply } else { ArticleKind::Note };
     let body = if text.is_empty() { changes.lines.join("\n") } else { text.clone() };
     article(tx, kind, &body)?;
@@ -230,6 +254,13 @@ pub(super) fn handle(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, 
         notify::record(sent, &mut r.actions, &mut r.mails);
     }
 
+    let t = tx.ticket(ticket)?.unwrap_or(t);
+    if let Some(g) = changes.forward {
+        super::service::forward(tx, desk, &t, g, agent, &text, now, &mut r.actions, &mut r.mails)?;
+    }
+    if changes.request_approval {
+        super::service::request_approval(tx, desk, &t, now, &mut r.actions, &mut r.mails)?;
+    }
     let t = tx.ticket(ticket)?.unwrap_or(t);
     let about = About { from: &t.requester, text: &customer_text, agent: Some(agent), reply: &text, ..Default::default() };
     if let Some(a) = changes.assigned {

@@ -21,6 +21,8 @@ pub struct About<'a> {
     pub errors: &'a [String],
     /// For SLA mails: which target ("first response") and when it is/was due (RFC 3339).
     pub sla: Option<(&'a str, String)>,
+    /// For approval mails: decision, reason, approver.
+    pub approval: Option<(&'a str, &'a str, &'a str)>,
 }
 
 /// Build the context for one recipient.
@@ -40,6 +42,7 @@ pub fn build(desk: &Desk, queue: &Queue, t: &Ticket, about: &About<'_>, to: &str
         "reply": { "text": about.reply },
         "errors": about.errors,
         "sla": { "target": about.sla.as_ref().map(|s| s.0).unwrap_or(""), "due_at": about.sla.as_ref().map(|s| s.1.as_str()).unwrap_or("") },
+        "approval": { "decision": about.approval.map(|a| a.0).unwrap_or(""), "reason": about.approval.map(|a| a.1).unwrap_or(""), "by": about.approval.map(|a| a.2).unwrap_or("") },
         "tickets": []
     })
 }

@@ -7,6 +7,7 @@ mod agent;
 mod context;
 pub mod mailer;
 mod notify;
+mod service;
 mod sla;
 mod timer;
 
@@ -304,6 +305,15 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     let mut actions = Vec::new();
     let mut mails = Vec::new();
 
+    // Approvers answering an approval request, and external groups replying to a hand-off.
+    if let Some(r) = service::approver_mail(tx, desk, d, &p, &verdict, &decision, &threading, now)? {
+        tx.record_delivery(&key, None, "approval", &now.s)?;
+        return Ok(r);
+    }
+    if let Some(r) = service::group_mail(tx, desk, d, &p, &verdict, &decision, now)? {
+        tx.record_delivery(&key, None, "group_reply", &now.s)?;
+        return Ok(r);
+    }
     // An agent's mail runs commands and posts replies only when it answers a notification sent to
     // that agent (a token signed for their address) and, if configured, passed DKIM/DMARC.
     let agent = desk.config.agent_by_email(&sender);
@@ -443,6 +453,11 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     apply_rule_actions(tx, desk, ticket, &ra, matches!(outcome, Outcome::Created { .. }), now, &mut actions)?;
     if customer_close {
         close_by_customer(tx, desk, queue, ticket, &p, now, &mut actions, &mut mails)?;
+    }
+    if ra.ticket_type.as_deref() == Some("change")
+        && let Some(t) = tx.ticket(ticket)?
+    {
+        service::request_approval(tx, desk, &t, now, &mut actions, &mut mails)?;
     }
     if let Some(t) = tx.ticket(ticket)? {
         match outcome {

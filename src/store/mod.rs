@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_left_on_server.sql"),
     include_str!("migrations/0005_service_desk.sql"),
     include_str!("migrations/0006_cis.sql"),
+    include_str!("migrations/0007_approvals_groups.sql"),
 ];
 
 /// A storage failure. `is_transient` tells callers whether retrying later can help.
@@ -660,6 +661,32 @@ impl Tx<'_> {
         rows.into_iter().map(|t| complete_ticket(&self.conn, t)).collect()
     }
 
+    /// Set the change-approval state.
+    pub fn set_approval(&mut self, ticket: TicketId, state: &str, now: &str) -> Result<()> {
+        self.conn.execute("UPDATE tickets SET approval = ?2, updated_at = ?3 WHERE id = ?1", params![ticket, state, now])?;
+        Ok(())
+    }
+
+    /// Record that a ticket was handed to an external group.
+    pub fn hand_to_group(&mut self, ticket: TicketId, group: &str, now: &str) -> Result<()> {
+        self.conn.execute("INSERT OR IGNORE INTO ticket_groups (ticket_id, grp, since) VALUES (?, ?, ?)", params![ticket, group, now])?;
+        Ok(())
+    }
+
+    /// Remember the group's own ticket number for our ticket (first one wins).
+    pub fn set_group_ref(&mut self, ticket: TicketId, group: &str, external: &str) -> Result<()> {
+        self.conn.execute(
+            "UPDATE ticket_groups SET external_ref = coalesce(external_ref, ?3) WHERE ticket_id = ?1 AND grp = ?2",
+            params![ticket, group, external],
+        )?;
+        Ok(())
+    }
+
+    /// Our ticket for a group's ticket number.
+    pub fn ticket_by_group_ref(&self, group: &str, external: &str) -> Result<Option<TicketId>> {
+        Ok(self.conn.prepare_cached("SELECT ticket_id FROM ticket_groups WHERE grp = ? AND external_ref = ?")?.query_row(params![group, external], |r| r.get(0)).optional()?)
+    }
+
     /// Link a configuration item to a ticket.
     pub fn link_ci(&mut self, ticket: TicketId, ci: &str) -> Result<()> {
         self.conn.execute("INSERT OR IGNORE INTO ticket_cis (ticket_id, ci) VALUES (?, ?)", params![ticket, ci])?;
@@ -850,7 +877,7 @@ fn sla_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(TicketId, Option<crate::s
     Ok((r.get(0)?, t.transpose()?))
 }
 
-const TICKET_SELECT: &str = "SELECT id, subject, status, priority, queue, owner, requester, created_at, updated_at, tier, first_response_at FROM tickets";
+const TICKET_SELECT: &str = "SELECT id, subject, status, priority, queue, owner, requester, created_at, updated_at, tier, first_response_at, ticket_type, service, sla_policy, approval FROM tickets";
 
 fn ticket_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Ticket> {
     Ok(Ticket {
@@ -868,6 +895,12 @@ fn ticket_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Ticket> {
         updated_at: r.get(8)?,
         tier: r.get(9)?,
         first_response_at: r.get(10)?,
+        ticket_type: r.get(11)?,
+        service: r.get(12)?,
+        sla_policy: r.get(13)?,
+        approval: r.get(14)?,
+        cis: Vec::new(),
+        groups: Vec::new(),
     })
 }
 
@@ -879,6 +912,11 @@ fn complete_ticket(conn: &Connection, mut t: Ticket) -> Result<Ticket> {
     t.tags = conn
         .prepare_cached("SELECT tag FROM tags WHERE ticket_id = ? ORDER BY tag")?
         .query_map([t.id], |r| r.get::<_, String>(0))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    t.cis = conn.prepare_cached("SELECT ci FROM ticket_cis WHERE ticket_id = ? ORDER BY ci")?.query_map([t.id], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    t.groups = conn
+        .prepare_cached("SELECT grp, external_ref FROM ticket_groups WHERE ticket_id = ? ORDER BY grp")?
+        .query_map([t.id], |r| Ok(crate::ticket::GroupRef { group: r.get(0)?, external_ref: r.get(1)? }))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(t)
 }
