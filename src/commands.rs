@@ -1,7 +1,7 @@
 //! The CLI's commands other than `run`: each takes parsed arguments and returns an exit code,
 //! printing results to stdout and problems to stderr. `main.rs` only parses and dispatches.
 
-use crate::clock::{SharedClock, SystemClock};
+use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::config::Problems;
 use crate::desk::{Desk, KeyMode};
 use crate::pipeline::{Delivery, IngestError, Pipeline, Report};
@@ -236,6 +236,29 @@ pub fn rules_test(config: &Path, eml: &Path, mailbox: Option<&str>, json: bool) 
     }
     if report.mails.is_empty() {
         println!("would send nothing");
+    }
+    Ok(0)
+}
+
+/// `postdesk report`.
+pub fn report(config: &Path, since: &str, format: &str) -> anyhow::Result<i32> {
+    let (_, store) = open_for_reading(config)?;
+    let now = SystemClock.now();
+    let from = match crate::config::parse_duration(since) {
+        Ok(d) => now - time::Duration::try_from(d).map_err(|e| anyhow::anyhow!("{e}"))?,
+        Err(_) => {
+            let date: time::Date = time::Date::parse(since, time::macros::format_description!("[year]-[month]-[day]"))
+                .map_err(|_| anyhow::anyhow!("--since `{since}` is neither a duration (7d) nor a date (2026-11-01)"))?;
+            date.midnight().assume_utc()
+        }
+    };
+    let rows = store.report_rows(&crate::clock::rfc3339(from))?;
+    let r = crate::report::build(&rows, from, now);
+    match format {
+        "text" => print!("{}", crate::report::text(&r)),
+        "json" => println!("{}", serde_json::to_string_pretty(&r)?),
+        "html" => print!("{}", crate::report::html(&r)),
+        other => anyhow::bail!("--format `{other}`: use text, json or html"),
     }
     Ok(0)
 }

@@ -34,3 +34,4 @@ pub mod daemon;
 pub mod command;
 pub mod authres;
 pub mod sla;
+pub mod report;

@@ -36,6 +36,15 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// What the desk did: tickets per queue and type, SLA compliance, response times, backlog.
+    Report {
+        /// Start of the period: a duration back from now (7d, 24h) or a date (2026-11-01).
+        #[arg(long, default_value = "7d")]
+        since: String,
+        /// text, json or html (with SVG charts).
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -91,6 +100,7 @@ fn main() -> ExitCode {
         }
         Command::Tickets { command: TicketsCommand::Show { id, json } } => commands::tickets_show(&config, &id, json),
         Command::Rules { command: RulesCommand::Test { file, mailbox, json } } => commands::rules_test(&config, &file, mailbox.as_deref(), json),
+        Command::Report { since, format } => commands::report(&config, &since, &format),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),

@@ -306,3 +306,19 @@ fn sighup_with_a_broken_rules_file_keeps_the_last_good_rules() {
     signal(&child, "TERM");
     assert!(common::eventually(Duration::from_secs(15), "exit", || child.try_wait().unwrap()).success());
 }
+
+#[test]
+fn report_counts_a_seeded_desk() {
+    let d = Desk::new();
+    for i in 0..3 {
+        let m = clients::thunderbird_new("C", &format!("c{i}@example.org"), "support@example.test", &format!("Problem {i}"), "x");
+        assert!(d.deliver(&m.raw).status.success());
+    }
+    let j = d.json(&["report", "--since", "1d", "--format", "json"]);
+    assert_eq!(j["by_queue"]["support"]["opened"], 3, "{j}");
+    assert_eq!(j["by_queue"]["support"]["active"], 3);
+    assert_eq!(j["backlog_by_age"]["<1d"], 3);
+    let html = String::from_utf8(d.run(&["report", "--format", "html"]).stdout).unwrap();
+    assert!(html.contains("<svg") && html.contains("Opened per queue"));
+    assert_eq!(d.run(&["report", "--since", "yesterday-ish"]).status.code(), Some(1));
+}

@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_service_desk.sql"),
     include_str!("migrations/0006_cis.sql"),
     include_str!("migrations/0007_approvals_groups.sql"),
+    include_str!("migrations/0008_resolved_at.sql"),
 ];
 
 /// A storage failure. `is_transient` tells callers whether retrying later can help.
@@ -148,6 +149,21 @@ pub struct OutboxCounts {
     pub failed: u64,
 }
 
+/// One ticket's facts for `postdesk report`.
+#[derive(Debug, Clone)]
+pub struct ReportRow {
+    pub id: TicketId,
+    pub queue: String,
+    pub ticket_type: String,
+    pub status: Status,
+    pub created_at: String,
+    pub first_response_at: Option<String>,
+    pub resolved_at: Option<String>,
+    /// met | breached | running, when the ticket has such an SLA target.
+    pub sla_first_response: Option<String>,
+    pub sla_resolution: Option<String>,
+}
+
 /// Filter for `tickets list`.
 #[derive(Debug, Clone, Default)]
 pub struct TicketFilter {
@@ -249,6 +265,35 @@ impl Store {
             [],
             |r| r.get(0),
         )?)
+    }
+
+    /// Facts for reports: every ticket created since `since` or still active, with its timings.
+    pub fn report_rows(&self, since: &str) -> Result<Vec<ReportRow>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT t.id, t.queue, coalesce(t.ticket_type, ''), t.status, t.created_at, t.first_response_at, t.resolved_at,
+                    (SELECT CASE WHEN breached_at IS NOT NULL THEN 'breached' WHEN met_at IS NOT NULL THEN 'met' ELSE 'running' END
+                       FROM sla_targets s WHERE s.ticket_id = t.id AND s.kind = 'first_response'),
+                    (SELECT CASE WHEN breached_at IS NOT NULL THEN 'breached' WHEN met_at IS NOT NULL THEN 'met' ELSE 'running' END
+                       FROM sla_targets s WHERE s.ticket_id = t.id AND s.kind = 'resolution')
+             FROM tickets t WHERE t.created_at >= ?1 OR t.status IN ('new','open','pending') OR t.resolved_at >= ?1",
+        )?;
+        let rows = stmt
+            .query_map([since], |r| {
+                Ok(ReportRow {
+                    id: r.get(0)?,
+                    queue: r.get(1)?,
+                    ticket_type: r.get(2)?,
+                    status: r.get::<_, String>(3)?.parse().unwrap_or(Status::Open),
+                    created_at: r.get(4)?,
+                    first_response_at: r.get(5)?,
+                    resolved_at: r.get(6)?,
+                    sla_first_response: r.get(7)?,
+                    sla_resolution: r.get(8)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
     }
 
     /// UIDs of a mailbox that intake left untouched on purpose.
@@ -536,7 +581,12 @@ impl Tx<'_> {
     }
 
     pub fn set_status(&mut self, ticket: TicketId, status: Status, now: &str) -> Result<()> {
-        self.conn.execute("UPDATE tickets SET status = ?2, updated_at = ?3 WHERE id = ?1", params![ticket, status.as_str(), now])?;
+        // resolved_at: set when the ticket is resolved or closed (first time), cleared on reopen.
+        self.conn.execute(
+            "UPDATE tickets SET status = ?2, updated_at = ?3,
+             resolved_at = CASE WHEN ?2 IN ('resolved','closed') THEN coalesce(resolved_at, ?3) ELSE NULL END WHERE id = ?1",
+            params![ticket, status.as_str(), now],
+        )?;
         Ok(())
     }
 
