@@ -119,10 +119,10 @@ fn open_for_reading(config: &Path) -> anyhow::Result<(crate::reference::RefForma
 }
 
 /// `postdesk tickets list`.
-pub fn tickets_list(config: &Path, status: Option<&str>, queue: Option<&str>, json: bool) -> anyhow::Result<i32> {
+pub fn tickets_list(config: &Path, status: Option<&str>, queue: Option<&str>, ci: Option<&str>, json: bool) -> anyhow::Result<i32> {
     let status = status.map(|s| s.parse::<Status>()).transpose().map_err(|e| anyhow::anyhow!(e))?;
     let (refs, store) = open_for_reading(config)?;
-    let mut tickets = store.list_tickets(&TicketFilter { status, queue: queue.map(str::to_string), ..Default::default() })?;
+    let mut tickets = store.list_tickets(&TicketFilter { status, queue: queue.map(str::to_string), ci: ci.map(str::to_string), ..Default::default() })?;
     for t in &mut tickets {
         t.reference = refs.format(t.id);
     }
@@ -259,6 +259,28 @@ pub fn report(config: &Path, since: &str, format: &str) -> anyhow::Result<i32> {
         "json" => println!("{}", serde_json::to_string_pretty(&r)?),
         "html" => print!("{}", crate::report::html(&r)),
         other => anyhow::bail!("--format `{other}`: use text, json or html"),
+    }
+    Ok(0)
+}
+
+/// `postdesk cis`: the inventory with ticket counts.
+pub fn cis_list(config: &Path, json: bool) -> anyhow::Result<i32> {
+    let cfg = crate::config::load(config).map_err(|p| anyhow::anyhow!("invalid configuration:\n{p}"))?;
+    let Some(file) = &cfg.cis_file else { anyhow::bail!("no [cis] file configured") };
+    let inv = crate::cis::Inventory::load(file).map_err(|p| anyhow::anyhow!("{}", Problems(p)))?;
+    let counts = Store::open(&cfg.desk.database)?.ci_ticket_counts()?;
+    if json {
+        let rows: Vec<serde_json::Value> = inv
+            .items
+            .iter()
+            .map(|c| serde_json::json!({ "name": c.name, "type": c.ci_type, "owner": c.owner, "attributes": c.attributes, "tickets": counts.get(&c.name.to_lowercase()).copied().unwrap_or(0) }))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        println!("{:<20} {:<12} {:<28} TICKETS", "NAME", "TYPE", "OWNER");
+        for c in &inv.items {
+            println!("{:<20} {:<12} {:<28} {}", c.name, c.ci_type, c.owner, counts.get(&c.name.to_lowercase()).copied().unwrap_or(0));
+        }
     }
     Ok(0)
 }

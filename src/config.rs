@@ -374,6 +374,8 @@ pub struct Config {
     pub approvers: Vec<String>,
     /// External specialist groups tickets can be handed to (`[groups.NAME]`).
     pub groups: BTreeMap<String, Group>,
+    /// The configuration-item inventory CSV (`[cis] file`), if any.
+    pub cis_file: Option<PathBuf>,
     pub log_level: String,
     /// Graceful shutdown deadline (finish the message in hand, then abort).
     pub shutdown_timeout: Duration,
@@ -438,6 +440,7 @@ struct RawConfig {
     rules: RawRules,
     self_service: Option<RawSelfService>,
     approvals: RawApprovals,
+    cis: RawCis,
     groups: BTreeMap<String, RawGroup>,
     log: RawLog,
     daemon: RawDaemon,
@@ -480,6 +483,12 @@ struct RawAgent {
     queues: Option<Vec<String>>,
     tier: Option<u8>,
     notify_new: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawCis {
+    file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1156,6 +1165,7 @@ impl Validator {
             };
             groups.insert(key.clone(), Group { key: key.clone(), name: g.name.clone().unwrap_or_else(|| key.clone()), address, ticket_pattern });
         }
+        let cis_file = raw.cis.file.as_deref().map(|p| self.path(p));
         let security = Security {
             require_dkim: raw.security.require_dkim.unwrap_or(false),
             trusted_authserv_ids: raw.security.trusted_authserv_ids.clone().unwrap_or_default().into_iter().map(|s| s.to_ascii_lowercase()).collect(),
@@ -1184,6 +1194,7 @@ impl Validator {
             rules,
             approvers,
             groups,
+            cis_file,
             self_service: raw.self_service.as_ref().map(|s| SelfService {
                 status_subjects: s
                     .status_subjects

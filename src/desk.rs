@@ -20,6 +20,8 @@ pub struct Desk {
     pub identity: Identity,
     /// Routing rules (empty when the config names none).
     pub rules: crate::rules::RuleSet,
+    /// Configuration items (empty when the config names no inventory).
+    pub cis: crate::cis::Inventory,
 }
 
 /// How to obtain the signing key when the config names none.
@@ -121,9 +123,17 @@ impl Desk {
             (None, _) => Some(crate::rules::RuleSet::empty(&config.file)),
             (Some(_), None) => None,
         };
+        let cis = match &config.cis_file {
+            Some(p) => crate::cis::Inventory::load(p).unwrap_or_else(|e| {
+                problems.extend(e);
+                Default::default()
+            }),
+            None => Default::default(),
+        };
         match (templates, key, rules) {
             (Some(templates), Some(key), Some(rules)) if problems.is_empty() => Ok(Desk {
                 rules,
+                cis,
                 signer: Signer::new(&key, &config.desk.domain),
                 refs: RefFormat::new(&config.desk.ref_prefix),
                 identity: Identity { domain: config.desk.domain.clone(), own_addresses: config.own_addresses() },

@@ -35,3 +35,4 @@ pub mod command;
 pub mod authres;
 pub mod sla;
 pub mod report;
+pub mod cis;

@@ -36,6 +36,11 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Configuration items from the inventory, with how many tickets each is linked to.
+    Cis {
+        #[arg(long)]
+        json: bool,
+    },
     /// What the desk did: tickets per queue and type, SLA compliance, response times, backlog.
     Report {
         /// Start of the period: a duration back from now (7d, 24h) or a date (2026-11-01).
@@ -55,6 +60,9 @@ enum TicketsCommand {
         status: Option<String>,
         #[arg(long)]
         queue: Option<String>,
+        /// Only tickets linked to this configuration item.
+        #[arg(long)]
+        ci: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -95,9 +103,10 @@ fn main() -> ExitCode {
         Command::Run => run(&config),
         Command::Check => Ok(commands::check(&config)),
         Command::Deliver { mailbox } => Ok(commands::deliver(&config, &mailbox)),
-        Command::Tickets { command: TicketsCommand::List { status, queue, json } } => {
-            commands::tickets_list(&config, status.as_deref(), queue.as_deref(), json)
+        Command::Tickets { command: TicketsCommand::List { status, queue, ci, json } } => {
+            commands::tickets_list(&config, status.as_deref(), queue.as_deref(), ci.as_deref(), json)
         }
+        Command::Cis { json } => commands::cis_list(&config, json),
         Command::Tickets { command: TicketsCommand::Show { id, json } } => commands::tickets_show(&config, &id, json),
         Command::Rules { command: RulesCommand::Test { file, mailbox, json } } => commands::rules_test(&config, &file, mailbox.as_deref(), json),
         Command::Report { since, format } => commands::report(&config, &since, &format),

@@ -322,3 +322,20 @@ fn report_counts_a_seeded_desk() {
     assert!(html.contains("<svg") && html.contains("Opened per queue"));
     assert_eq!(d.run(&["report", "--since", "yesterday-ish"]).status.code(), Some(1));
 }
+
+#[test]
+fn configuration_items_are_linked_from_the_inventory() {
+    let d = Desk::new();
+    std::fs::write(d.path("cis.csv"), "name,type,owner,location\nweb01,server,ops@example.com,rack 3\nPRN-0042,printer,facilities@example.com,floor 3\n").unwrap();
+    std::fs::write(&d.config, format!("{DESK}\n[cis]\nfile = \"cis.csv\"\n")).unwrap();
+    let m = clients::thunderbird_new("C", "c@example.org", "support@example.test", "web01 is slow", "Also printer prn-0042 jams.");
+    assert!(d.deliver(&m.raw).status.success());
+    let t = d.json(&["tickets", "show", "PD-1", "--json"]);
+    assert_eq!(t["cis"], serde_json::json!(["PRN-0042", "web01"]), "{t}");
+    assert_eq!(d.json(&["tickets", "list", "--ci", "WEB01", "--json"]).as_array().unwrap().len(), 1);
+    assert_eq!(d.json(&["tickets", "list", "--ci", "db99", "--json"]).as_array().unwrap().len(), 0);
+    let cis = d.json(&["cis", "--json"]);
+    assert_eq!(cis[0]["name"], "web01");
+    assert_eq!(cis[0]["tickets"], 1);
+    assert_eq!(cis[1]["attributes"]["location"], "floor 3");
+}

@@ -27,6 +27,9 @@ fn validate(desk: &Desk, cmds: &[Command]) -> Vec<String> {
             Command::Type { ticket_type } if !crate::rules::DEFAULT_TICKET_TYPES.contains(&ticket_type.as_str()) => {
                 errors.push(format!("{}: unknown type (known: {})", c.describe(), crate::rules::DEFAULT_TICKET_TYPES.join(", ")));
             }
+            Command::Ci { name } if !desk.cis.items.is_empty() && desk.cis.get(name).is_none() => {
+                errors.push(format!("{}: no configuration item `{name}` in the inventory", c.describe()));
+            }
             Command::Approve | Command::Reject { .. } => errors.push(format!("{}: only an approver can decide, answering the approval request", c.describe())),
             Command::Queue { queue } if !desk.config.queues.contains_key(queue) => {
                 errors.push(format!("{}: no queue `{queue}` (known: {})", c.describe(), desk.config.queues.keys().cloned().collect::<Vec<_>>().join(", ")));

@@ -451,6 +451,13 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         record_bounce(tx, ticket, b, now, &mut actions)?;
     }
     apply_rule_actions(tx, desk, ticket, &ra, matches!(outcome, Outcome::Created { .. }), now, &mut actions)?;
+    // Configuration items the customer names (host names, asset tags) are linked to the ticket.
+    if verdict.class == Class::Human {
+        for ci in desk.cis.mentioned(&format!("{}\n{}", p.subject, p.visible_text)) {
+            tx.link_ci(ticket, &ci.name)?;
+            actions.push(format!("linked configuration item {}", ci.name));
+        }
+    }
     if customer_close {
         close_by_customer(tx, desk, queue, ticket, &p, now, &mut actions, &mut mails)?;
     }

@@ -7,6 +7,7 @@
 
 use crate::ticket::{Article, ArticleKind, AttachmentInfo, Direction, Event, Priority, Status, Ticket, TicketDetail, TicketId};
 use rusqlite::{Connection, OptionalExtension, params};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -170,6 +171,8 @@ pub struct TicketFilter {
     pub status: Option<Status>,
     pub queue: Option<String>,
     pub requester: Option<String>,
+    /// Only tickets linked to this configuration item.
+    pub ci: Option<String>,
     pub limit: Option<u32>,
 }
 
@@ -322,6 +325,10 @@ impl Store {
             sql.push_str(" AND requester = ?");
             args.push(r.clone());
         }
+        if let Some(ci) = &f.ci {
+            sql.push_str(" AND id IN (SELECT ticket_id FROM ticket_cis WHERE ci = ? COLLATE NOCASE)");
+            args.push(ci.clone());
+        }
         sql.push_str(" ORDER BY id DESC");
         if let Some(l) = f.limit {
             sql.push_str(&format!(" LIMIT {l}"));
@@ -369,6 +376,14 @@ impl Store {
             .query_map([id], |r| Ok(Event { kind: r.get(0)?, detail: r.get(1)?, created_at: r.get(2)? }))?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(Some(TicketDetail { ticket, articles, events }))
+    }
+
+    /// How many tickets each configuration item is linked to.
+    pub fn ci_ticket_counts(&self) -> Result<BTreeMap<String, u64>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT lower(ci), COUNT(*) FROM ticket_cis GROUP BY lower(ci)")?;
+        let v = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?.collect::<rusqlite::Result<BTreeMap<_, _>>>()?;
+        Ok(v)
     }
 
     /// The raw bytes of an article, as received or as sent.
