@@ -10,4 +10,4 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 bash scripts/install-test-deps.sh
-cargo test --locked --all-targets "$@"
+cargo test --locked --lib --bins --tests "$@"

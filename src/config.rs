@@ -296,6 +296,17 @@ pub struct Group {
     pub ticket_pattern: regex::Regex,
 }
 
+/// Timers on the ticket lifecycle.
+#[derive(Debug, Clone, Default)]
+pub struct Lifecycle {
+    /// Close resolved tickets after this long (the customer is told with `status_closed`).
+    pub close_resolved_after: Option<Duration>,
+    /// Remind the customer of a pending ticket after this long (`pending_reminder`).
+    pub remind_pending_after: Option<Duration>,
+    /// Resolve a pending ticket with no answer after this long (`status_resolved`).
+    pub resolve_pending_after: Option<Duration>,
+}
+
 /// What customers can do by mail themselves.
 #[derive(Debug, Clone)]
 pub struct SelfService {
@@ -376,6 +387,8 @@ pub struct Config {
     pub groups: BTreeMap<String, Group>,
     /// The configuration-item inventory CSV (`[cis] file`), if any.
     pub cis_file: Option<PathBuf>,
+    /// Automatic ticket lifecycle (`[lifecycle]`); `None` when absent.
+    pub lifecycle: Option<Lifecycle>,
     pub log_level: String,
     /// Graceful shutdown deadline (finish the message in hand, then abort).
     pub shutdown_timeout: Duration,
@@ -441,6 +454,7 @@ struct RawConfig {
     self_service: Option<RawSelfService>,
     approvals: RawApprovals,
     cis: RawCis,
+    lifecycle: Option<RawLifecycle>,
     groups: BTreeMap<String, RawGroup>,
     log: RawLog,
     daemon: RawDaemon,
@@ -483,6 +497,14 @@ struct RawAgent {
     queues: Option<Vec<String>>,
     tier: Option<u8>,
     notify_new: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawLifecycle {
+    close_resolved_after: Option<String>,
+    remind_pending_after: Option<String>,
+    resolve_pending_after: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1195,6 +1217,14 @@ impl Validator {
             approvers,
             groups,
             cis_file,
+            lifecycle: raw.lifecycle.as_ref().map(|l| {
+                let mut d = |k: &str, v: &Option<String>| v.as_ref().map(|_| self.duration(&format!("lifecycle.{k}"), v, Duration::ZERO));
+                Lifecycle {
+                    close_resolved_after: d("close_resolved_after", &l.close_resolved_after),
+                    remind_pending_after: d("remind_pending_after", &l.remind_pending_after),
+                    resolve_pending_after: d("resolve_pending_after", &l.resolve_pending_after),
+                }
+            }),
             self_service: raw.self_service.as_ref().map(|s| SelfService {
                 status_subjects: s
                     .status_subjects

@@ -59,6 +59,9 @@ impl Desk {
             if !config.groups.is_empty() {
                 problems.extend(t.require(&["group_handoff", "agent_group_reply"]));
             }
+            if config.lifecycle.as_ref().is_some_and(|l| l.remind_pending_after.is_some()) {
+                problems.extend(t.require(&["pending_reminder"]));
+            }
             if config.self_service.is_some() {
                 problems.extend(t.require(&["status_list", "customer_closed"]));
             }

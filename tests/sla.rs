@@ -168,3 +168,37 @@ fn urgent_priority_has_its_own_target_and_changes_recompute() {
     let first = s.p.store.begin().unwrap().sla_targets(1).unwrap().into_iter().find(|t| t.kind == postdesk::sla::Kind::FirstResponse).unwrap();
     assert_eq!(first.due_at, Some(datetime!(2026-12-01 10:00 UTC).unix_timestamp()), "1 business hour from 10:00 Berlin");
 }
+
+#[test]
+fn lifecycle_closes_resolved_and_reminds_then_resolves_pending() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = CFG.to_string() + "\n[lifecycle]\nclose_resolved_after = \"7d\"\nremind_pending_after = \"3d\"\nresolve_pending_after = \"7d\"\n";
+    let path = common::write_config(dir.path(), &cfg);
+    let desk = Desk::load(&path, KeyMode::Persistent).unwrap_or_else(|p| panic!("{p}"));
+    let clock = ManualClock::new(datetime!(2026-12-01 09:00 UTC));
+    let p = Pipeline::new(Arc::new(Store::open(&desk.config.desk.database).unwrap()), Arc::new(clock.clone()));
+    let s = S { _dir: dir, desk, p, clock };
+    for subject in ["One", "Two"] {
+        s.ingest(&clients::thunderbird_new("Dana", "dana@example.org", "support@example.test", subject, "x").raw);
+    }
+    let notes: Vec<String> = s.queued_to("alice@agents.example.test", "New ticket");
+    let cmd = |n: &str, text: &str| {
+        let nid = common::header(n, "message-id").unwrap();
+        let sub = common::header(n, "subject").unwrap();
+        clients::thunderbird_reply("A", "alice@agents.example.test", "support@example.test", &sub, nid.trim_matches(['<', '>']), &[], text).raw
+    };
+    s.ingest(&cmd(&notes[0], "/resolve"));
+    s.ingest(&cmd(&notes[1], "/pending"));
+    let status = |id| s.p.store.ticket_detail(id).unwrap().unwrap().ticket.status;
+    s.clock.advance(time::Duration::days(3) + time::Duration::hours(1));
+    assert_eq!(s.p.lifecycle_tick(&s.desk).unwrap(), 1, "the reminder");
+    assert_eq!(s.p.lifecycle_tick(&s.desk).unwrap(), 0, "once");
+    assert_eq!(s.queued_to("dana@example.org", "Reminder").len(), 1);
+    s.clock.advance(time::Duration::days(4));
+    assert_eq!(s.p.lifecycle_tick(&s.desk).unwrap(), 2, "close PD-1, resolve PD-2");
+    assert_eq!((status(1), status(2)), (postdesk::ticket::Status::Closed, postdesk::ticket::Status::Resolved));
+    assert_eq!(s.queued_to("dana@example.org", "Closed: One").len(), 1);
+    // A customer reply to the resolved one reopens it.
+    s.ingest(&clients::outlook_subject_only_reply("Dana", "dana@example.org", "support@example.test", "[PD-2] Two", "Still broken").raw);
+    assert_eq!(status(2), postdesk::ticket::Status::Open);
+}

@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_cis.sql"),
     include_str!("migrations/0007_approvals_groups.sql"),
     include_str!("migrations/0008_resolved_at.sql"),
+    include_str!("migrations/0009_lifecycle.sql"),
 ];
 
 /// A storage failure. `is_transient` tells callers whether retrying later can help.
@@ -297,6 +298,26 @@ impl Store {
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
+    }
+
+    /// Tickets resolved before `before` (auto-close candidates).
+    pub fn resolved_before(&self, before: &str) -> Result<Vec<TicketId>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached("SELECT id FROM tickets WHERE status = 'resolved' AND resolved_at <= ? LIMIT 500")?;
+        let v = stmt.query_map([before], |r| r.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(v)
+    }
+
+    /// Pending tickets waiting since before `before`; `unreminded` limits to those not reminded.
+    pub fn pending_before(&self, before: &str, unreminded: bool) -> Result<Vec<TicketId>> {
+        let conn = self.lock();
+        let sql = if unreminded {
+            "SELECT id FROM tickets WHERE status = 'pending' AND pending_since <= ? AND reminded_at IS NULL AND approval IS NOT 'requested' LIMIT 500"
+        } else {
+            "SELECT id FROM tickets WHERE status = 'pending' AND pending_since <= ? AND approval IS NOT 'requested' LIMIT 500"
+        };
+        let v = conn.prepare_cached(sql)?.query_map([before], |r| r.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(v)
     }
 
     /// UIDs of a mailbox that intake left untouched on purpose.
@@ -599,7 +620,9 @@ impl Tx<'_> {
         // resolved_at: set when the ticket is resolved or closed (first time), cleared on reopen.
         self.conn.execute(
             "UPDATE tickets SET status = ?2, updated_at = ?3,
-             resolved_at = CASE WHEN ?2 IN ('resolved','closed') THEN coalesce(resolved_at, ?3) ELSE NULL END WHERE id = ?1",
+             resolved_at = CASE WHEN ?2 IN ('resolved','closed') THEN coalesce(resolved_at, ?3) ELSE NULL END,
+             pending_since = CASE WHEN ?2 = 'pending' THEN coalesce(pending_since, ?3) ELSE NULL END,
+             reminded_at = CASE WHEN ?2 = 'pending' THEN reminded_at ELSE NULL END WHERE id = ?1",
             params![ticket, status.as_str(), now],
         )?;
         Ok(())
@@ -724,6 +747,11 @@ impl Tx<'_> {
         let mut stmt = self.conn.prepare_cached(&format!("{TICKET_SELECT} WHERE requester = ? AND status IN ('new','open','pending') ORDER BY id DESC LIMIT 100"))?;
         let rows = stmt.query_map([requester], ticket_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
         rows.into_iter().map(|t| complete_ticket(&self.conn, t)).collect()
+    }
+
+    pub fn mark_reminded(&mut self, ticket: TicketId, now: &str) -> Result<()> {
+        self.conn.execute("UPDATE tickets SET reminded_at = ?2 WHERE id = ?1", params![ticket, now])?;
+        Ok(())
     }
 
     /// Set the change-approval state.
