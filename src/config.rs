@@ -389,6 +389,10 @@ pub struct Config {
     pub cis_file: Option<PathBuf>,
     /// Automatic ticket lifecycle (`[lifecycle]`); `None` when absent.
     pub lifecycle: Option<Lifecycle>,
+    /// The service catalog file (`[catalog] file`), if any.
+    pub catalog_file: Option<PathBuf>,
+    /// The knowledge-base folder (`[kb] folder`) and how many articles an acknowledgement suggests.
+    pub kb: Option<(PathBuf, usize)>,
     pub log_level: String,
     /// Graceful shutdown deadline (finish the message in hand, then abort).
     pub shutdown_timeout: Duration,
@@ -455,6 +459,8 @@ struct RawConfig {
     approvals: RawApprovals,
     cis: RawCis,
     lifecycle: Option<RawLifecycle>,
+    catalog: RawCatalog,
+    kb: RawKb,
     groups: BTreeMap<String, RawGroup>,
     log: RawLog,
     daemon: RawDaemon,
@@ -497,6 +503,19 @@ struct RawAgent {
     queues: Option<Vec<String>>,
     tier: Option<u8>,
     notify_new: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawCatalog {
+    file: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawKb {
+    folder: Option<String>,
+    suggestions: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1217,6 +1236,8 @@ impl Validator {
             approvers,
             groups,
             cis_file,
+            catalog_file: raw.catalog.file.as_deref().map(|p| self.path(p)),
+            kb: raw.kb.folder.as_deref().map(|p| (self.path(p), raw.kb.suggestions.unwrap_or(3))),
             lifecycle: raw.lifecycle.as_ref().map(|l| {
                 let mut d = |k: &str, v: &Option<String>| v.as_ref().map(|_| self.duration(&format!("lifecycle.{k}"), v, Duration::ZERO));
                 Lifecycle {

@@ -22,6 +22,8 @@ pub struct Desk {
     pub rules: crate::rules::RuleSet,
     /// Configuration items (empty when the config names no inventory).
     pub cis: crate::cis::Inventory,
+    pub catalog: crate::catalog::Catalog,
+    pub kb: crate::catalog::Kb,
 }
 
 /// How to obtain the signing key when the config names none.
@@ -64,6 +66,9 @@ impl Desk {
             }
             if config.self_service.is_some() {
                 problems.extend(t.require(&["status_list", "customer_closed"]));
+                if config.catalog_file.is_some() {
+                    problems.extend(t.require(&["catalog_list"]));
+                }
             }
             for q in config.queues.values() {
                 if q.on_closed == crate::config::OnClosed::Reject && !t.has("closed_notice") {
@@ -104,6 +109,21 @@ impl Desk {
                     .unwrap_or_else(|_| rand::random::<[u8; 32]>().to_vec()),
             ),
         };
+        let catalog = match &config.catalog_file {
+            Some(p) => crate::catalog::Catalog::load(p, &config.queues.keys().cloned().collect::<Vec<_>>(), &config.sla.policies.keys().cloned().collect::<Vec<_>>())
+                .unwrap_or_else(|e| {
+                    problems.extend(e);
+                    Default::default()
+                }),
+            None => Default::default(),
+        };
+        let kb = match &config.kb {
+            Some((dir, _)) => crate::catalog::Kb::load(dir).unwrap_or_else(|e| {
+                problems.extend(e);
+                Default::default()
+            }),
+            None => Default::default(),
+        };
         let rules = match (&config.rules, &templates) {
             (Some(path), Some(t)) => {
                 let known = crate::rules::Known {
@@ -112,7 +132,7 @@ impl Desk {
                     templates: t.names().map(str::to_string).collect(),
                     mailboxes: config.mailboxes.keys().cloned().collect(),
                     ticket_types: Vec::new(),
-                    services: Vec::new(),
+                    services: catalog.services.iter().map(|s| s.name.clone()).collect(),
                     sla_policies: config.sla.policies.keys().cloned().collect(),
                 };
                 match crate::rules::load(path, &known) {
@@ -137,6 +157,8 @@ impl Desk {
             (Some(templates), Some(key), Some(rules)) if problems.is_empty() => Ok(Desk {
                 rules,
                 cis,
+                catalog,
+                kb,
                 signer: Signer::new(&key, &config.desk.domain),
                 refs: RefFormat::new(&config.desk.ref_prefix),
                 identity: Identity { domain: config.desk.domain.clone(), own_addresses: config.own_addresses() },

@@ -36,3 +36,4 @@ pub mod authres;
 pub mod sla;
 pub mod report;
 pub mod cis;
+pub mod catalog;

@@ -260,6 +260,9 @@ pub fn sample_context() -> Value {
         "errors": ["/priority whenever: unknown priority `whenever`"],
         "sla": { "target": "first response", "due_at": "2026-01-01T13:00:00Z" },
         "approval": { "decision": "approved", "reason": "", "by": "cab@example.com" },
+        "service": { "name": "password-reset", "title": "Password reset", "description": "We reset your password.", "missing": ["Username"] },
+        "suggestions": [{ "title": "Reset your own password", "file": "password.md", "excerpt": "Go to https://id.example.com …" }],
+        "services": [{ "name": "password-reset", "title": "Password reset", "description": "We reset your password.", "required": ["Username"] }],
         "tickets": [{ "ref": "PD-1042", "subject": "Printer on floor 3 is jammed", "status": "open", "updated_at": "2026-01-02T10:00:00Z" }]
     })
 }

@@ -1,7 +1,7 @@
 //! The help desk's domain nouns: tickets, articles, statuses, priorities.
 //! Plain data shared by every stage; no I/O here.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::fmt;
 use std::str::FromStr;
 
@@ -55,7 +55,7 @@ impl FromStr for Status {
 }
 
 /// Urgency of a ticket, ordered from low to urgent.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Priority {
     Low,

@@ -339,3 +339,32 @@ fn configuration_items_are_linked_from_the_inventory() {
     assert_eq!(cis[0]["tickets"], 1);
     assert_eq!(cis[1]["attributes"]["location"], "floor 3");
 }
+
+#[test]
+fn catalog_and_knowledge_base_shape_the_acknowledgement() {
+    let d = Desk::new();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::write(
+        &d.config,
+        format!("{DESK}\n[self_service]\n[catalog]\nfile = \"{}\"\n[kb]\nfolder = \"{}\"\n", root.join("config/catalog.toml").display(), root.join("config/kb").display()),
+    )
+    .unwrap();
+    assert!(d.run(&["check"]).status.success(), "{}", stderr(&d.run(&["check"])));
+    // A password request without the username: filed as the service, the ack asks for it and
+    // suggests the self-help article.
+    let m = clients::thunderbird_new("C", "c@example.org", "support@example.test", "Locked out - password reset please", "I cannot log in to reset my password.");
+    assert!(d.deliver(&m.raw).status.success());
+    let t = d.json(&["tickets", "show", "PD-1", "--json"]);
+    assert_eq!((t["service"].as_str(), t["type"].as_str()), (Some("password-reset"), Some("service_request")));
+    let ack = t["articles"][1]["body_text"].as_str().unwrap().to_string();
+    assert!(ack.contains("\"Password reset\" request") && ack.contains("- Username"), "{ack}");
+    assert!(ack.contains("Reset your own password"), "{ack}");
+    // The catalog by mail.
+    let ask = clients::thunderbird_new("C", "c@example.org", "support@example.test", "Catalog", "");
+    let out = d.deliver(&ask.raw);
+    assert!(stderr(&out).contains("answered"), "{}", stderr(&out));
+    assert_eq!(d.json(&["tickets", "list", "--json"]).as_array().unwrap().len(), 1, "no ticket for the request");
+    let store = postdesk::store::Store::open(&d.path("var/postdesk.db")).unwrap();
+    let list = store.due_outbound("9999", 10).unwrap().into_iter().map(|m| String::from_utf8(m.raw).unwrap()).find(|m| m.contains("What you can ask us for")).expect("catalog mail queued");
+    assert!(list.contains("Firewall change") && list.contains("Cost center"), "{list}");
+}

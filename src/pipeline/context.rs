@@ -43,6 +43,9 @@ pub fn build(desk: &Desk, queue: &Queue, t: &Ticket, about: &About<'_>, to: &str
         "errors": about.errors,
         "sla": { "target": about.sla.as_ref().map(|s| s.0).unwrap_or(""), "due_at": about.sla.as_ref().map(|s| s.1.as_str()).unwrap_or("") },
         "approval": { "decision": about.approval.map(|a| a.0).unwrap_or(""), "reason": about.approval.map(|a| a.1).unwrap_or(""), "by": about.approval.map(|a| a.2).unwrap_or("") },
-        "tickets": []
+        "tickets": [],
+        "service": { "name": "", "title": "", "description": "", "missing": [] },
+        "suggestions": [],
+        "services": []
     })
 }

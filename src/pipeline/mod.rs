@@ -366,8 +366,20 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         r.rules = Some(eval);
         return Ok(r);
     }
-    // A rule may route a new ticket to another queue.
-    let queue = ra.queue.as_deref().filter(|_| existing.is_none()).and_then(|q| desk.config.queues.get(q)).unwrap_or(queue);
+    // The service catalog: a rule's choice wins, else the subject's keywords.
+    let service = match (&ra.service, existing.is_none()) {
+        (Some(s), _) => desk.catalog.get(s),
+        (None, true) if verdict.class == Class::Human => desk.catalog.match_subject(&p.subject),
+        _ => None,
+    };
+    // A rule (or the service) may route a new ticket to another queue.
+    let queue = ra
+        .queue
+        .as_deref()
+        .or(service.and_then(|s| s.queue.as_deref()))
+        .filter(|_| existing.is_none())
+        .and_then(|q| desk.config.queues.get(q))
+        .unwrap_or(queue);
     // Self-service: the requester closes their own ticket with /close in a reply to our mail.
     let customer_close = desk.config.self_service.as_ref().is_some_and(|s| s.allow_close)
         && verdict.class == Class::Human
@@ -387,7 +399,7 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
             quarantine(tx, d, "closed_ticket", &format!("reply to closed {} rejected by queue policy", desk.refs.format(ticket)), now)?;
             tx.record_delivery(&key, None, "rejected", &now.s)?;
             if verdict.auto_reply_allowed {
-                let ctx = context(desk, queue, ticket, &p, "closed", &sender, now);
+                let ctx = customer_context(tx, desk, queue, ticket, &p, &sender)?;
                 let sent = mailer::send_auto(tx, desk, now, AutoMail {
                     ticket: Some(ticket),
                     kind: ArticleKind::AutoReply,
@@ -451,6 +463,14 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         record_bounce(tx, ticket, b, now, &mut actions)?;
     }
     apply_rule_actions(tx, desk, ticket, &ra, matches!(outcome, Outcome::Created { .. }), now, &mut actions)?;
+    if let (Some(svc), Outcome::Created { .. }) = (service, &outcome) {
+        tx.set_service_fields(ticket, if ra.sla_policy.is_none() { svc.sla.as_deref() } else { None }, Some(&svc.name), if ra.ticket_type.is_none() { svc.ticket_type.as_deref() } else { None })?;
+        if let (Some(pr), None) = (svc.priority, ra.priority) {
+            tx.set_priority(ticket, pr, &now.s)?;
+        }
+        tx.event(ticket, "service", &format!("service {} ({})", svc.name, svc.title), &now.s)?;
+        actions.push(format!("service {}", svc.name));
+    }
     // Configuration items the customer names (host names, asset tags) are linked to the ticket.
     if verdict.class == Class::Human {
         for ci in desk.cis.mentioned(&format!("{}\n{}", p.subject, p.visible_text)) {
@@ -461,7 +481,7 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     if customer_close {
         close_by_customer(tx, desk, queue, ticket, &p, now, &mut actions, &mut mails)?;
     }
-    if ra.ticket_type.as_deref() == Some("change")
+    if (ra.ticket_type.as_deref() == Some("change") || service.and_then(|s| s.ticket_type.as_deref()) == Some("change") && matches!(outcome, Outcome::Created { .. }))
         && let Some(t) = tx.ticket(ticket)?
     {
         service::request_approval(tx, desk, &t, now, &mut actions, &mut mails)?;
@@ -658,7 +678,7 @@ fn acknowledge(
         return Ok(());
     }
     let to = p.from_address().to_string();
-    let ctx = context(desk, queue, ticket, p, "new", &to, now);
+    let ctx = customer_context(tx, desk, queue, ticket, p, &to)?;
     let sent = mailer::send_auto(tx, desk, now, AutoMail {
         ticket: Some(ticket),
         kind: ArticleKind::AutoReply,
@@ -752,7 +772,8 @@ fn status_request(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, ver
     let Some(ss) = &desk.config.self_service else { return Ok(None) };
     let sender = p.from_address();
     let subject = normalize_subject(&p.subject).to_lowercase();
-    if verdict.class != Class::Human || sender.is_empty() || desk.refs.find(&p.subject).is_some() || !ss.status_subjects.iter().any(|s| *s == subject) {
+    let wants_catalog = !desk.catalog.services.is_empty() && ["catalog", "catalogue", "services", "service catalog"].contains(&subject.as_str());
+    if verdict.class != Class::Human || sender.is_empty() || desk.refs.find(&p.subject).is_some() || !(wants_catalog || ss.status_subjects.iter().any(|s| *s == subject)) {
         return Ok(None);
     }
     let queue = desk.config.queue_of(d.mailbox).or_else(|| desk.config.queues.values().next()).expect("validated config has a queue");
@@ -768,13 +789,15 @@ fn status_request(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, ver
         "recipient": { "address": sender, "name": name },
     });
     ctx["tickets"] = serde_json::Value::Array(tickets.clone());
-    quarantine(tx, d, "self_service", "status request answered", now)?;
+    ctx["services"] = serde_json::to_value(&desk.catalog.services).unwrap_or_default();
+    let (template, what) = if wants_catalog { ("catalog_list", format!("the catalog of {} request type(s)", desk.catalog.services.len())) } else { ("status_list", format!("list of {} open ticket(s)", tickets.len())) };
+    quarantine(tx, d, "self_service", &format!("answered with {template}"), now)?;
     tx.record_delivery(key, None, "status_request", &now.s)?;
     let sent = mailer::send_auto(tx, desk, now, AutoMail {
         ticket: None,
         kind: ArticleKind::AutoReply,
-        label: "status_list",
-        template: "status_list",
+        label: if wants_catalog { "catalog_list" } else { "status_list" },
+        template,
         queue,
         to: sender,
         to_name: p.from.as_ref().and_then(|m| m.name.as_deref()),
@@ -786,7 +809,7 @@ fn status_request(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, ver
         auto: Some(AutoSubmitted::AutoReplied),
         lang: p.header("content-language").map(str::to_string),
     })?;
-    let mut r = Report::new(p, Some(verdict.clone()), Some("status request (self-service)".into()), Outcome::Answered { what: format!("list of {} open ticket(s)", tickets.len()) });
+    let mut r = Report::new(p, Some(verdict.clone()), Some("status request (self-service)".into()), Outcome::Answered { what });
     record_sent(sent, &mut r.actions, &mut r.mails);
     Ok(Some(r))
 }
@@ -851,7 +874,7 @@ fn too_large_notice(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, ticket: TicketI
         return Ok(());
     }
     let to = p.from_address().to_string();
-    let ctx = context(desk, queue, ticket, p, "new", &to, now);
+    let ctx = customer_context(tx, desk, queue, ticket, p, &to)?;
     let sent = mailer::send_auto(tx, desk, now, AutoMail {
         ticket: Some(ticket),
         kind: ArticleKind::AutoReply,
@@ -895,18 +918,19 @@ fn with_parent(p: &Parsed) -> Vec<String> {
     r
 }
 
-/// The template variables (documented in the README and `render::sample_context`).
-fn context(desk: &Desk, queue: &Queue, ticket: TicketId, p: &Parsed, status: &str, to: &str, now: &Now) -> serde_json::Value {
+/// Variables for mail to the customer about their message: the common set (`context::build`),
+/// plus the catalog service the ticket is for (with what it still needs) and knowledge-base
+/// suggestions for the customer's words.
+fn customer_context(tx: &Tx<'_>, desk: &Desk, queue: &Queue, ticket: TicketId, p: &Parsed, to: &str) -> Result<serde_json::Value, StoreError> {
     let name = p.from.as_ref().and_then(|m| m.name.clone()).unwrap_or_default();
-    json!({
-        "desk": { "name": desk.config.desk.name },
-        "queue": { "name": queue.name, "address": queue.address, "from_name": queue.from_name },
-        "ticket": {
-            "id": ticket, "ref": desk.refs.format(ticket), "subject": normalize_subject(&p.subject),
-            "status": status, "priority": "normal", "queue": queue.name,
-            "requester": p.from_address(), "created_at": now.s
-        },
-        "message": { "from": p.from_address(), "from_name": name, "subject": p.subject, "text": p.body_text },
-        "recipient": { "address": to, "name": name }
-    })
+    let Some(t) = tx.ticket(ticket)? else { return Ok(json!({})) };
+    let about = context::About { from: p.from_address(), from_name: &name, subject: &p.subject, text: &p.visible_text, ..Default::default() };
+    let mut ctx = context::build(desk, queue, &t, &about, to, &name);
+    if let Some(svc) = t.service.as_deref().and_then(|s| desk.catalog.get(s)) {
+        ctx["service"] = json!({ "name": svc.name, "title": svc.title, "description": svc.description, "missing": svc.missing(&p.visible_text) });
+    }
+    let n = desk.config.kb.as_ref().map(|(_, n)| *n).unwrap_or(0);
+    let suggestions = desk.kb.suggest(&format!("{}\n{}", p.subject, p.visible_text), n);
+    ctx["suggestions"] = serde_json::to_value(&suggestions).unwrap_or_default();
+    Ok(ctx)
 }
