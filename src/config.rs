@@ -391,6 +391,8 @@ pub struct Config {
     pub lifecycle: Option<Lifecycle>,
     /// The service catalog file (`[catalog] file`), if any.
     pub catalog_file: Option<PathBuf>,
+    /// Who gets the weekly report by mail (`[reports] weekly_to`).
+    pub weekly_report_to: Vec<String>,
     /// The knowledge-base folder (`[kb] folder`) and how many articles an acknowledgement suggests.
     pub kb: Option<(PathBuf, usize)>,
     pub log_level: String,
@@ -460,6 +462,7 @@ struct RawConfig {
     cis: RawCis,
     lifecycle: Option<RawLifecycle>,
     catalog: RawCatalog,
+    reports: RawReports,
     kb: RawKb,
     groups: BTreeMap<String, RawGroup>,
     log: RawLog,
@@ -503,6 +506,12 @@ struct RawAgent {
     queues: Option<Vec<String>>,
     tier: Option<u8>,
     notify_new: Option<bool>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawReports {
+    weekly_to: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1237,6 +1246,7 @@ impl Validator {
             groups,
             cis_file,
             catalog_file: raw.catalog.file.as_deref().map(|p| self.path(p)),
+            weekly_report_to: raw.reports.weekly_to.clone().unwrap_or_default().into_iter().map(|a| a.trim().to_ascii_lowercase()).collect(),
             kb: raw.kb.folder.as_deref().map(|p| (self.path(p), raw.kb.suggestions.unwrap_or(3))),
             lifecycle: raw.lifecycle.as_ref().map(|l| {
                 let mut d = |k: &str, v: &Option<String>| v.as_ref().map(|_| self.duration(&format!("lifecycle.{k}"), v, Duration::ZERO));

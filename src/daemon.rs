@@ -44,7 +44,7 @@ pub async fn start(desk: Desk, config_path: &Path, clock: SharedClock) -> anyhow
     tasks.spawn(worker.run(shutdown.clone()));
     let mailboxes: Vec<String> = cfg.mailboxes.values().filter(|m| !matches!(m.source, Source::Pipe)).map(|m| m.name.clone()).collect();
     let deadline = cfg.shutdown_timeout;
-    let has_sla = !desk.config.sla.policies.is_empty() || desk.config.lifecycle.is_some();
+    let has_sla = !desk.config.sla.policies.is_empty() || desk.config.lifecycle.is_some() || !desk.config.weekly_report_to.is_empty();
     let handle = DeskHandle::new(desk);
     if has_sla {
         tasks.spawn(sla_timer(pipeline.clone(), handle.clone(), shutdown.clone()));
@@ -61,7 +61,7 @@ pub async fn start(desk: Desk, config_path: &Path, clock: SharedClock) -> anyhow
 async fn sla_timer(pipeline: Pipeline, desk: DeskHandle, shutdown: crate::shutdown::Shutdown) {
     loop {
         let (p, d) = (pipeline.clone(), desk.current());
-        match tokio::task::spawn_blocking(move || p.sla_tick(&d).and_then(|_| p.lifecycle_tick(&d))).await {
+        match tokio::task::spawn_blocking(move || p.sla_tick(&d).and_then(|_| p.lifecycle_tick(&d)).and_then(|_| p.weekly_report_tick(&d))).await {
             Ok(Err(e)) => tracing::error!(error = %e, "SLA timer"),
             Err(e) => tracing::error!(error = %e, "SLA timer task"),
             Ok(Ok(_)) => {}

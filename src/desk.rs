@@ -61,6 +61,9 @@ impl Desk {
             if !config.groups.is_empty() {
                 problems.extend(t.require(&["group_handoff", "agent_group_reply"]));
             }
+            if !config.weekly_report_to.is_empty() {
+                problems.extend(t.require(&["weekly_report"]));
+            }
             if config.lifecycle.as_ref().is_some_and(|l| l.remind_pending_after.is_some()) {
                 problems.extend(t.require(&["pending_reminder"]));
             }

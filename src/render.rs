@@ -248,6 +248,7 @@ pub fn sample_context() -> Value {
         "ticket": {
             "id": 1042, "ref": "PD-1042", "subject": "Printer on floor 3 is jammed",
             "status": "new", "priority": "normal", "queue": "support", "owner": "bob@example.com", "tier": 1,
+            "type": "incident", "service": "",
             "requester": "alice@example.org", "created_at": "2026-01-01T09:00:00Z"
         },
         "message": {
@@ -262,6 +263,7 @@ pub fn sample_context() -> Value {
         "approval": { "decision": "approved", "reason": "", "by": "cab@example.com" },
         "service": { "name": "password-reset", "title": "Password reset", "description": "We reset your password.", "missing": ["Username"] },
         "suggestions": [{ "title": "Reset your own password", "file": "password.md", "excerpt": "Go to https://id.example.com …" }],
+        "report": { "text": "Postdesk report …" },
         "services": [{ "name": "password-reset", "title": "Password reset", "description": "We reset your password.", "required": ["Username"] }],
         "tickets": [{ "ref": "PD-1042", "subject": "Printer on floor 3 is jammed", "status": "open", "updated_at": "2026-01-02T10:00:00Z" }]
     })

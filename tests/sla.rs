@@ -202,3 +202,21 @@ fn lifecycle_closes_resolved_and_reminds_then_resolves_pending() {
     s.ingest(&clients::outlook_subject_only_reply("Dana", "dana@example.org", "support@example.test", "[PD-2] Two", "Still broken").raw);
     assert_eq!(status(2), postdesk::ticket::Status::Open);
 }
+
+#[test]
+fn weekly_report_goes_out_once_a_week() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = common::write_config(dir.path(), &(CFG.to_string() + "\n[reports]\nweekly_to = [\"boss@example.org\"]\n"));
+    let desk = Desk::load(&path, KeyMode::Persistent).unwrap_or_else(|p| panic!("{p}"));
+    let clock = ManualClock::new(datetime!(2026-12-01 09:00 UTC));
+    let p = Pipeline::new(Arc::new(Store::open(&desk.config.desk.database).unwrap()), Arc::new(clock.clone()));
+    let s = S { _dir: dir, desk, p, clock };
+    s.ingest(&clients::thunderbird_new("Dana", "dana@example.org", "support@example.test", "One", "x").raw);
+    assert!(s.p.weekly_report_tick(&s.desk).unwrap());
+    assert!(!s.p.weekly_report_tick(&s.desk).unwrap(), "once");
+    let mail = s.queued_to("boss@example.org", "Weekly help desk report");
+    assert_eq!(mail.len(), 1);
+    assert!(mail[0].contains("support") && mail[0].contains("opened"), "{}", mail[0]);
+    s.clock.advance(time::Duration::days(7));
+    assert!(s.p.weekly_report_tick(&s.desk).unwrap());
+}

@@ -34,6 +34,7 @@ pub fn build(desk: &Desk, queue: &Queue, t: &Ticket, about: &About<'_>, to: &str
             "id": t.id, "ref": desk.refs.format(t.id), "subject": t.subject,
             "status": t.status.as_str(), "priority": t.priority.as_str(), "queue": t.queue,
             "owner": t.owner.clone().unwrap_or_default(), "tier": t.tier,
+            "type": t.ticket_type.clone().unwrap_or_default(), "service": t.service.clone().unwrap_or_default(),
             "requester": t.requester, "created_at": t.created_at
         },
         "message": { "from": about.from, "from_name": about.from_name, "subject": about.subject, "text": about.text },
@@ -46,6 +47,7 @@ pub fn build(desk: &Desk, queue: &Queue, t: &Ticket, about: &About<'_>, to: &str
         "tickets": [],
         "service": { "name": "", "title": "", "description": "", "missing": [] },
         "suggestions": [],
-        "services": []
+        "services": [],
+        "report": { "text": "" }
     })
 }

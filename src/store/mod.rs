@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0007_approvals_groups.sql"),
     include_str!("migrations/0008_resolved_at.sql"),
     include_str!("migrations/0009_lifecycle.sql"),
+    include_str!("migrations/0010_report_log.sql"),
 ];
 
 /// A storage failure. `is_transient` tells callers whether retrying later can help.
@@ -273,31 +274,7 @@ impl Store {
 
     /// Facts for reports: every ticket created since `since` or still active, with its timings.
     pub fn report_rows(&self, since: &str) -> Result<Vec<ReportRow>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare(
-            "SELECT t.id, t.queue, coalesce(t.ticket_type, ''), t.status, t.created_at, t.first_response_at, t.resolved_at,
-                    (SELECT CASE WHEN breached_at IS NOT NULL THEN 'breached' WHEN met_at IS NOT NULL THEN 'met' ELSE 'running' END
-                       FROM sla_targets s WHERE s.ticket_id = t.id AND s.kind = 'first_response'),
-                    (SELECT CASE WHEN breached_at IS NOT NULL THEN 'breached' WHEN met_at IS NOT NULL THEN 'met' ELSE 'running' END
-                       FROM sla_targets s WHERE s.ticket_id = t.id AND s.kind = 'resolution')
-             FROM tickets t WHERE t.created_at >= ?1 OR t.status IN ('new','open','pending') OR t.resolved_at >= ?1",
-        )?;
-        let rows = stmt
-            .query_map([since], |r| {
-                Ok(ReportRow {
-                    id: r.get(0)?,
-                    queue: r.get(1)?,
-                    ticket_type: r.get(2)?,
-                    status: r.get::<_, String>(3)?.parse().unwrap_or(Status::Open),
-                    created_at: r.get(4)?,
-                    first_response_at: r.get(5)?,
-                    resolved_at: r.get(6)?,
-                    sla_first_response: r.get(7)?,
-                    sla_resolution: r.get(8)?,
-                })
-            })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(rows)
+        report_rows(&self.lock(), since)
     }
 
     /// Tickets resolved before `before` (auto-close candidates).
@@ -754,6 +731,21 @@ impl Tx<'_> {
         Ok(())
     }
 
+    /// When a periodic report was last sent.
+    pub fn report_sent_at(&self, kind: &str) -> Result<Option<String>> {
+        Ok(self.conn.prepare_cached("SELECT sent_at FROM report_log WHERE kind = ?")?.query_row([kind], |r| r.get(0)).optional()?)
+    }
+
+    pub fn mark_report_sent(&mut self, kind: &str, now: &str) -> Result<()> {
+        self.conn.execute("INSERT OR REPLACE INTO report_log (kind, sent_at) VALUES (?, ?)", params![kind, now])?;
+        Ok(())
+    }
+
+    /// Facts for reports, inside a transaction.
+    pub fn report_rows_tx(&self, since: &str) -> Result<Vec<ReportRow>> {
+        report_rows(&self.conn, since)
+    }
+
     /// Set the change-approval state.
     pub fn set_approval(&mut self, ticket: TicketId, state: &str, now: &str) -> Result<()> {
         self.conn.execute("UPDATE tickets SET approval = ?2, updated_at = ?3 WHERE id = ?1", params![ticket, state, now])?;
@@ -1046,6 +1038,33 @@ fn attach_sent_log(conn: &Connection, path: &Path) -> Result<()> {
     conn.pragma_update(Some("sentlog"), "synchronous", "NORMAL")?;
     conn.execute_batch("CREATE TABLE IF NOT EXISTS sentlog.sent (outbox_id INTEGER PRIMARY KEY, sent_at TEXT NOT NULL, confirmed INTEGER NOT NULL DEFAULT 0)")?;
     Ok(())
+}
+
+fn report_rows(conn: &Connection, since: &str) -> Result<Vec<ReportRow>> {
+    let mut stmt = conn.prepare(
+            "SELECT t.id, t.queue, coalesce(t.ticket_type, ''), t.status, t.created_at, t.first_response_at, t.resolved_at,
+                    (SELECT CASE WHEN breached_at IS NOT NULL THEN 'breached' WHEN met_at IS NOT NULL THEN 'met' ELSE 'running' END
+                       FROM sla_targets s WHERE s.ticket_id = t.id AND s.kind = 'first_response'),
+                    (SELECT CASE WHEN breached_at IS NOT NULL THEN 'breached' WHEN met_at IS NOT NULL THEN 'met' ELSE 'running' END
+                       FROM sla_targets s WHERE s.ticket_id = t.id AND s.kind = 'resolution')
+             FROM tickets t WHERE t.created_at >= ?1 OR t.status IN ('new','open','pending') OR t.resolved_at >= ?1",
+        )?;
+        let rows = stmt
+            .query_map([since], |r| {
+                Ok(ReportRow {
+                    id: r.get(0)?,
+                    queue: r.get(1)?,
+                    ticket_type: r.get(2)?,
+                    status: r.get::<_, String>(3)?.parse().unwrap_or(Status::Open),
+                    created_at: r.get(4)?,
+                    first_response_at: r.get(5)?,
+                    resolved_at: r.get(6)?,
+                    sla_first_response: r.get(7)?,
+                    sla_resolution: r.get(8)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
 }
 
 fn domain_of(addr: &str) -> String {
