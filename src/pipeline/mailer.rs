@@ -36,6 +36,31 @@ pub struct AutoMail<'a> {
     pub lang: Option<String>,
 }
 
+impl<'a> AutoMail<'a> {
+    /// An automatic answer to the customer's message `p`: to its sender, threaded under it
+    /// (RFC 5322 §3.6.4), `Auto-Submitted: auto-replied` (RFC 3834 §5), in the sender's language.
+    pub fn answer(p: &'a crate::message::Parsed, ticket: Option<TicketId>, queue: &'a Queue, kind: ArticleKind, label: &'static str, template: &'a str, ctx: serde_json::Value) -> AutoMail<'a> {
+        let mut references = p.references.clone();
+        references.push(p.message_id.clone());
+        AutoMail {
+            ticket,
+            kind,
+            label,
+            template,
+            queue,
+            to: p.from_address(),
+            to_name: p.from.as_ref().and_then(|m| m.name.as_deref()),
+            cc: Vec::new(),
+            from_name: None,
+            ctx,
+            in_reply_to: Some(&p.message_id),
+            references,
+            auto: Some(AutoSubmitted::AutoReplied),
+            lang: p.header("content-language").map(str::to_string),
+        }
+    }
+}
+
 /// What became of an automatic mail.
 pub enum Sent {
     Queued(PlannedMail),

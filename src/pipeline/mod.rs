@@ -16,7 +16,6 @@ use crate::config::{FloodAction, OnClosed, Queue};
 use crate::desk::Desk;
 use crate::guard::{self, Class, Verdict};
 use crate::message::{self, Parsed};
-use crate::outbound::compose::AutoSubmitted;
 use crate::reference::normalize_subject;
 use crate::store::{Cursor, NewArticle, NewTicket, Store, StoreError, Tx};
 use crate::thread::{self, Decision, History, Via};
@@ -400,22 +399,7 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
             tx.record_delivery(&key, None, "rejected", &now.s)?;
             if verdict.auto_reply_allowed {
                 let ctx = customer_context(tx, desk, queue, ticket, &p, &sender)?;
-                let sent = mailer::send_auto(tx, desk, now, AutoMail {
-                    ticket: Some(ticket),
-                    kind: ArticleKind::AutoReply,
-                    label: "closed_notice",
-                    template: "closed_notice",
-                    queue,
-                    to: &sender,
-                    to_name: p.from.as_ref().and_then(|m| m.name.as_deref()),
-                    cc: Vec::new(),
-                    from_name: None,
-                    ctx,
-                    in_reply_to: Some(&p.message_id),
-                    references: with_parent(&p),
-                    auto: Some(AutoSubmitted::AutoReplied),
-                    lang: p.header("content-language").map(str::to_string),
-                })?;
+                let sent = mailer::send_auto(tx, desk, now, AutoMail::answer(&p, Some(ticket), queue, ArticleKind::AutoReply, "closed_notice", "closed_notice", ctx))?;
                 record_sent(sent, &mut actions, &mut mails);
             }
             let mut r = Report::new(&p, Some(verdict), Some(threading), Outcome::Quarantined { reason: "ticket is closed".into() });
@@ -679,22 +663,7 @@ fn acknowledge(
     }
     let to = p.from_address().to_string();
     let ctx = customer_context(tx, desk, queue, ticket, p, &to)?;
-    let sent = mailer::send_auto(tx, desk, now, AutoMail {
-        ticket: Some(ticket),
-        kind: ArticleKind::AutoReply,
-        label: "acknowledgement",
-        template: ra.ack_template.as_deref().unwrap_or(&queue.ack_template),
-        queue,
-        to: &to,
-        to_name: p.from.as_ref().and_then(|m| m.name.as_deref()),
-        cc: Vec::new(),
-        from_name: None,
-        ctx,
-        in_reply_to: Some(&p.message_id),
-        references: with_parent(p),
-        auto: Some(AutoSubmitted::AutoReplied),
-        lang: p.header("content-language").map(str::to_string),
-    })?;
+    let sent = mailer::send_auto(tx, desk, now, AutoMail::answer(&p, Some(ticket), queue, ArticleKind::AutoReply, "acknowledgement", ra.ack_template.as_deref().unwrap_or(&queue.ack_template), ctx))?;
     record_sent(sent, actions, mails);
     Ok(())
 }
@@ -793,22 +762,8 @@ fn status_request(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, ver
     let (template, what) = if wants_catalog { ("catalog_list", format!("the catalog of {} request type(s)", desk.catalog.services.len())) } else { ("status_list", format!("list of {} open ticket(s)", tickets.len())) };
     quarantine(tx, d, "self_service", &format!("answered with {template}"), now)?;
     tx.record_delivery(key, None, "status_request", &now.s)?;
-    let sent = mailer::send_auto(tx, desk, now, AutoMail {
-        ticket: None,
-        kind: ArticleKind::AutoReply,
-        label: if wants_catalog { "catalog_list" } else { "status_list" },
-        template,
-        queue,
-        to: sender,
-        to_name: p.from.as_ref().and_then(|m| m.name.as_deref()),
-        cc: Vec::new(),
-        from_name: None,
-        ctx,
-        in_reply_to: Some(&p.message_id),
-        references: with_parent(p),
-        auto: Some(AutoSubmitted::AutoReplied),
-        lang: p.header("content-language").map(str::to_string),
-    })?;
+    let label = if wants_catalog { "catalog_list" } else { "status_list" };
+    let sent = mailer::send_auto(tx, desk, now, AutoMail::answer(p, None, queue, ArticleKind::AutoReply, label, template, ctx))?;
     let mut r = Report::new(p, Some(verdict.clone()), Some("status request (self-service)".into()), Outcome::Answered { what });
     record_sent(sent, &mut r.actions, &mut r.mails);
     Ok(Some(r))
@@ -825,22 +780,8 @@ fn close_by_customer(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, ticket: Ticket
     let t = tx.ticket(ticket)?.unwrap_or(t);
     let queue = desk.config.queues.get(&t.queue).unwrap_or(queue);
     let ctx = context::build(desk, queue, &t, &context::About::default(), &t.requester, p.from.as_ref().and_then(|m| m.name.as_deref()).unwrap_or(""));
-    let sent = mailer::send_auto(tx, desk, now, AutoMail {
-        ticket: Some(ticket),
-        kind: ArticleKind::Notification,
-        label: "customer_closed",
-        template: "customer_closed",
-        queue,
-        to: &t.requester,
-        to_name: p.from.as_ref().and_then(|m| m.name.as_deref()),
-        cc: Vec::new(),
-        from_name: None,
-        ctx,
-        in_reply_to: Some(&p.message_id),
-        references: with_parent(p),
-        auto: Some(AutoSubmitted::AutoReplied),
-        lang: p.header("content-language").map(str::to_string),
-    })?;
+    // The requester wrote the /close, so the answer goes to them, threaded under it.
+    let sent = mailer::send_auto(tx, desk, now, AutoMail::answer(p, Some(ticket), queue, ArticleKind::Notification, "customer_closed", "customer_closed", ctx))?;
     record_sent(sent, actions, mails);
     Ok(())
 }
@@ -875,22 +816,7 @@ fn too_large_notice(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, ticket: TicketI
     }
     let to = p.from_address().to_string();
     let ctx = customer_context(tx, desk, queue, ticket, p, &to)?;
-    let sent = mailer::send_auto(tx, desk, now, AutoMail {
-        ticket: Some(ticket),
-        kind: ArticleKind::AutoReply,
-        label: "too_large",
-        template: "too_large",
-        queue,
-        to: &to,
-        to_name: p.from.as_ref().and_then(|m| m.name.as_deref()),
-        cc: Vec::new(),
-        from_name: None,
-        ctx,
-        in_reply_to: Some(&p.message_id),
-        references: with_parent(p),
-        auto: Some(AutoSubmitted::AutoReplied),
-        lang: p.header("content-language").map(str::to_string),
-    })?;
+    let sent = mailer::send_auto(tx, desk, now, AutoMail::answer(&p, Some(ticket), queue, ArticleKind::AutoReply, "too_large", "too_large", ctx))?;
     record_sent(sent, actions, mails);
     Ok(())
 }
@@ -909,13 +835,6 @@ fn record_sent(sent: Sent, actions: &mut Vec<String>, mails: &mut Vec<PlannedMai
         }
         Sent::Suppressed(why) => actions.push(format!("automatic mail suppressed: {why}")),
     }
-}
-
-/// References for a reply to `p`: its own References plus its Message-ID (RFC 5322 §3.6.4).
-fn with_parent(p: &Parsed) -> Vec<String> {
-    let mut r = p.references.clone();
-    r.push(p.message_id.clone());
-    r
 }
 
 /// Variables for mail to the customer about their message: the common set (`context::build`),
