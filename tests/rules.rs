@@ -74,6 +74,7 @@ fn example_rules_route_as_documented() {
     assert_eq!(t.priority, Priority::Urgent);
     assert!(t.tags.contains(&"host:web01".to_string()) && t.tags.contains(&"service:http".to_string()), "{:?}", t.tags);
     assert!(r.mails.is_empty(), "no acknowledgement to a monitoring system");
+    assert_eq!(t.cis, vec!["web01".to_string()], "the alert's host is linked as a configuration item");
     // Spam flagged by the MTA → quarantined, no ticket.
     let spam = b"From: win@lottery.example\r\nTo: support@example.test\r\nSubject: You won\r\nX-Spam-Flag: YES\r\nMessage-ID: <s1@lottery.example>\r\n\r\nClick.\r\n";
     assert!(matches!(run(&desk, &p, spam).outcome, Outcome::Quarantined { .. }));
@@ -110,4 +111,24 @@ fn broken_rules_are_reported_by_check_with_file_line_and_rule() {
     let err = Desk::load(&path, KeyMode::ReadOnly).unwrap_err().to_string();
     assert!(err.contains("rules.toml:4") && err.contains("rule[a]"), "{err}");
     assert!(err.contains("nowhere"), "{err}");
+}
+
+#[test]
+fn a_rule_chooses_the_catalog_service() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    std::fs::write(dir.path().join("rules.toml"), "[[rule]]\nname = \"hr\"\n[rule.when]\nfrom = \"@hr.example.org\"\n[rule.then]\nservice = \"new-laptop\"\n").unwrap();
+    let cfg = format!(
+        "[desk]\ndomain = \"desk.example.test\"\ndata_dir = \"var\"\ntemplates_dir = \"templates\"\n[queues.support]\naddress = \"support@example.test\"\n[mailboxes.support]\nkind = \"pipe\"\n[rules]\npath = \"rules.toml\"\n[catalog]\nfile = \"{}\"\n",
+        root.join("config/catalog.toml").display()
+    );
+    let path = common::write_config(dir.path(), &cfg);
+    let desk = Desk::load(&path, KeyMode::Persistent).unwrap_or_else(|p| panic!("{p}"));
+    let p = Pipeline::new(Arc::new(Store::open(&desk.config.desk.database).unwrap()), Arc::new(ManualClock::new(OFFICE)));
+    let r = run(&desk, &p, &clients::thunderbird_new("HR", "anna@hr.example.org", "support@example.test", "Starter on Monday", "Cost center 4711").raw);
+    let Outcome::Created { ticket } = r.outcome else { panic!() };
+    let t = p.store.ticket_detail(ticket).unwrap().unwrap();
+    assert_eq!((t.ticket.service.as_deref(), t.ticket.priority), (Some("new-laptop"), Priority::Low));
+    let ack = &t.articles[1].body_text;
+    assert!(ack.contains("- Start date") && !ack.contains("- Cost center"), "asks only for what is missing: {ack}");
 }
