@@ -709,3 +709,31 @@ fn scenario_14_external_group_replies_thread_back_as_notes() {
     assert_eq!(s.count("alice", |m| m.contains("technician") || m.contains("shipped")), 0, "the customer never sees the vendor's notes");
     d.stop();
 }
+
+#[test]
+fn real_world_content_over_real_servers() {
+    let s = MailServers::start();
+    let d = Daemon::start(&s, &Wiring { imap_tls: "starttls", smtp_tls: "none", after: "seen", extra: "" });
+    // Outlook, HTML only.
+    let html = "From: Bob Example <bob@example.test>\r\nTo: support@example.test\r\nSubject: Scanner offline\r\nMessage-ID: <AM0PR07MB-html-1@AM0PR07MB6243.eurprd07.prod.outlook.com>\r\nThread-Topic: Scanner offline\r\nContent-Language: en-US\r\nX-MS-Has-Attach:\r\nMIME-Version: 1.0\r\nContent-Type: text/html; charset=\"iso-8859-1\"\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n<html xmlns:o=3D\"urn:schemas-microsoft-com:office:office\"><head><style><!-- p.MsoNormal {margin:0cm;} --></style></head><body lang=3D\"EN-US\"><div class=3D\"WordSection1\"><p class=3DMsoNormal>Hello,<o:p></o:p></p><p class=3DMsoNormal>the scanner on floor 2 shows <b>OFFLINE</b> since Monday.<o:p></o:p></p><p class=3DMsoNormal>Gr=FC=DFe, Bob<o:p></o:p></p></div></body></html>\r\n";
+    s.send("bob@example.test", &["support@example.test"], html.as_bytes());
+    // Declared us-ascii, written in latin-1 (imap-tools raw_email6.eml, MIT).
+    let mislabelled = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/content/imap-tools/messages/plain_emails/raw_email6.eml")).unwrap();
+    common::lmtp_deliver(&s, "support@example.test", &mislabelled);
+    // Outlook's winmail.dat.
+    let winmail = std::fs::read(std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/content/constructed/outlook-winmail.eml")).unwrap();
+    common::lmtp_deliver(&s, "support@example.test", &winmail);
+    common::eventually(WAIT, "three tickets", || (d.tickets().len() == 3).then_some(()));
+    let by_subject = |part: &str| {
+        let t = d.tickets().into_iter().find(|t| t.subject.contains(part)).unwrap_or_else(|| panic!("no ticket with {part}: {:?}", d.tickets()));
+        d.articles(t.id).remove(0)
+    };
+    let a = by_subject("Scanner");
+    assert!(a.body_text.contains("the scanner on floor 2 shows") && a.body_text.contains("OFFLINE") && a.body_text.contains("Grüße, Bob"), "{}", a.body_text);
+    assert!(!a.body_text.contains("<p") && !a.body_text.contains("MsoNormal"), "{}", a.body_text);
+    let all: Vec<_> = d.tickets().iter().map(|t| d.articles(t.id).remove(0)).collect();
+    assert!(all.iter().any(|a| a.body_text.contains("Envoyé par le service de messagerie texte de Bell Mobilité")), "mislabelled charset repaired");
+    let w = all.iter().find(|a| a.attachments.iter().any(|x| x.name == "README")).expect("winmail.dat unpacked");
+    assert_eq!(w.attachments.iter().map(|x| x.name.as_str()).collect::<Vec<_>>(), vec!["AUTHORS", "README"]);
+    d.stop();
+}
