@@ -529,16 +529,36 @@ fn uidvalidity_change_resyncs_without_duplicates() {
     };
     more(&mut sent, &mut raws, 20);
     let v1 = recreate_folder(&s, "support", "Support", false, &raws.iter().map(Vec::as_slice).collect::<Vec<_>>());
-    let d = Desk::new(&s, &[Mbox { name: "support", user: "support", port: s.port("IMAP_PORT"), folder: "Support", batch: 200 }], "");
+    let proxy = FaultProxy::start(s.port("IMAP_PORT")); // only to count connections
+    let d = Desk::new(&s, &[Mbox { name: "support", user: "support", port: proxy.port, folder: "Support", batch: 200 }], "");
     let mut child = d.spawn();
     d.wait_done("support", 20, 20, Duration::from_secs(30));
     assert_eq!(d.store().cursor("support").unwrap().unwrap().uid_validity, v1);
+
+    // The folder vanishes for a while: SELECT fails after every login. The daemon must back off
+    // (1 s, 2 s, 4 s, …), not log in again every second.
+    proxy.wait(Duration::from_secs(10), "daemon in IDLE", |p| p.idling() == 1);
+    let before = proxy.attempts();
+    let gone = Instant::now();
+    rt().block_on(async {
+        let mut session = postdesk::intake::imap::connect(&imap_admin(&s, "support")).await.unwrap();
+        session.delete("Support").await.expect("DELETE");
+        let _ = session.logout().await;
+    });
+    std::thread::sleep(Duration::from_secs(6));
+    let times = proxy.attempt_times()[before..].to_vec();
+    let gaps: Vec<Duration> = std::iter::once(gone).chain(times.iter().copied()).collect::<Vec<_>>().windows(2).map(|w| w[1] - w[0]).collect();
+    println!("folder missing for 6 s: {} logins, gaps {gaps:?}", times.len());
+    assert!((1..=3).contains(&times.len()), "backoff while SELECT fails, not a login every second: {gaps:?}");
+    for w in gaps.windows(2) {
+        assert!(w[1] > w[0], "delays grow: {gaps:?}");
+    }
 
     // Live: the folder the daemon idles on is deleted and recreated with the same 20 messages and
     // 10 new ones; the new UIDs start at 1 again.
     std::thread::sleep(Duration::from_millis(300));
     more(&mut sent, &mut raws, 10);
-    let v2 = recreate_folder(&s, "support", "Support", true, &raws.iter().map(Vec::as_slice).collect::<Vec<_>>());
+    let v2 = recreate_folder(&s, "support", "Support", false, &raws.iter().map(Vec::as_slice).collect::<Vec<_>>());
     println!("UIDVALIDITY {v1} -> {v2} (daemon running)");
     assert_ne!(v1, v2, "Dovecot gave the recreated folder a new UIDVALIDITY");
     common::eventually(Duration::from_secs(30), "the cursor on the new UIDVALIDITY", || {
