@@ -2,8 +2,10 @@
 //! forwards every connection to a server on 127.0.0.1, and on demand cuts every live connection
 //! (now, or after N more bytes from the server), refuses new ones (accept, then close at once),
 //! and counts connection attempts with their times so a test can tell backoff from a hot loop.
-//! It also watches the client's commands for IMAP `IDLE`/`DONE`, so a test can cut exactly while
-//! the client idles. Loopback only; runs on its own small tokio runtime.
+//! It can also stall (stop forwarding while keeping the connections open, like a hung server or
+//! a dead network path), watches the client's commands for IMAP `IDLE`/`DONE` so a test can cut
+//! exactly while the client idles, and tracks the last traffic (for TLS, where it cannot read the
+//! commands). Loopback only; runs on its own small tokio runtime.
 #![allow(dead_code)]
 
 use std::collections::HashMap;
@@ -23,8 +25,14 @@ struct Shared {
     reset: AtomicBool,
     /// Bumped to cut every live connection.
     epoch: Option<tokio::sync::watch::Sender<u64>>,
-    /// Bytes (server → client, over all connections) still allowed before everything is cut.
+    /// Bytes (server → client, over all connections) still allowed before everything is cut
+    /// (or stalled, when `stall_at_budget`).
     budget: Mutex<Option<u64>>,
+    stall_at_budget: AtomicBool,
+    stalled: AtomicBool,
+    /// When data last went through, as milliseconds since `born`.
+    last_traffic_ms: AtomicU64,
+    born: Option<Instant>,
     cuts: AtomicUsize,
     live: AtomicUsize,
     down_bytes: AtomicU64,
@@ -45,7 +53,7 @@ impl FaultProxy {
     pub fn start(upstream: u16) -> FaultProxy {
         let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).thread_name("fault-proxy").enable_all().build().unwrap();
         let (tx, _) = tokio::sync::watch::channel(0u64);
-        let shared = Arc::new(Shared { upstream, epoch: Some(tx), ..Default::default() });
+        let shared = Arc::new(Shared { upstream, epoch: Some(tx), born: Some(Instant::now()), ..Default::default() });
         let listener = rt.block_on(TcpListener::bind("127.0.0.1:0")).expect("bind proxy");
         let port = listener.local_addr().unwrap().port();
         let sh = shared.clone();
@@ -67,7 +75,30 @@ impl FaultProxy {
     /// Cut every live connection once `n` more bytes went from the server to the client (the
     /// chunk that crosses the limit is forwarded only up to it, so a response is cut in half).
     pub fn cut_after(&self, n: u64) {
+        self.shared.stall_at_budget.store(false, Ordering::SeqCst);
         *self.shared.budget.lock().unwrap() = Some(n);
+    }
+
+    /// Like `cut_after`, but then stall: forward nothing more, in either direction, on any
+    /// connection (they stay open) until `unstall`.
+    pub fn stall_after(&self, n: u64) {
+        self.shared.stall_at_budget.store(true, Ordering::SeqCst);
+        *self.shared.budget.lock().unwrap() = Some(n);
+    }
+
+    pub fn stalled(&self) -> bool {
+        self.shared.stalled.load(Ordering::SeqCst)
+    }
+
+    pub fn unstall(&self) {
+        self.shared.stalled.store(false, Ordering::SeqCst);
+    }
+
+    /// How long no data went through in either direction.
+    pub fn quiet_for(&self) -> Duration {
+        let sh = &self.shared;
+        let now = sh.born.unwrap().elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(sh.last_traffic_ms.load(Ordering::SeqCst)))
     }
 
     /// Accept new connections and close them at once (the server "is down").
@@ -127,6 +158,17 @@ impl Drop for FaultProxy {
     }
 }
 
+/// While stalled, forward nothing.
+async fn hold(sh: &Shared) {
+    while sh.stalled.load(Ordering::SeqCst) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+fn traffic(sh: &Shared) {
+    sh.last_traffic_ms.store(sh.born.unwrap().elapsed().as_millis() as u64, Ordering::SeqCst);
+}
+
 async fn serve(client: TcpStream, sh: Arc<Shared>) {
     sh.attempts.lock().unwrap().push(Instant::now());
     if sh.refuse.load(Ordering::SeqCst) {
@@ -150,6 +192,8 @@ async fn serve(client: TcpStream, sh: Arc<Shared>) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            hold(&sh).await;
+            traffic(&sh);
             tail.extend_from_slice(&buf[..n]);
             if let Some(pos) = tail.iter().rposition(|b| *b == b'\n') {
                 let lines = String::from_utf8_lossy(&tail[..=pos]).to_ascii_uppercase();
@@ -176,6 +220,8 @@ async fn serve(client: TcpStream, sh: Arc<Shared>) {
                 Ok(0) | Err(_) => return,
                 Ok(n) => n,
             };
+            hold(&sh).await;
+            traffic(&sh);
             let mut allowed = n;
             let mut cut = false;
             {
@@ -194,7 +240,9 @@ async fn serve(client: TcpStream, sh: Arc<Shared>) {
                 return;
             }
             sh.down_bytes.fetch_add(allowed as u64, Ordering::SeqCst);
-            if cut {
+            if cut && sh.stall_at_budget.load(Ordering::SeqCst) {
+                sh.stalled.store(true, Ordering::SeqCst);
+            } else if cut {
                 sh.cuts.fetch_add(1, Ordering::SeqCst);
                 sh.epoch.as_ref().unwrap().send_modify(|e| *e += 1);
                 return;
