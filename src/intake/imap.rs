@@ -46,12 +46,16 @@ pub async fn run(name: String, src: ImapSource, pipeline: Pipeline, desk: DeskHa
     async move {
         let mut backoff = Backoff::default();
         loop {
-            let mut connected = false;
-            let result = session(&name, &src, &pipeline, &desk, &shutdown, &mut connected).await;
+            let mut progressed = false;
+            let result = session(&name, &src, &pipeline, &desk, &shutdown, &mut progressed).await;
             if shutdown.is_triggered() {
                 break;
             }
-            if connected {
+            // Start again at the shortest delay only after a session that did useful work. A
+            // successful login alone is not enough: a vanished folder (SELECT fails) or a message
+            // that makes the server drop the connection on every FETCH would otherwise log in
+            // again every second forever instead of backing off.
+            if progressed {
                 backoff.reset();
             }
             let delay = backoff.next_delay();
@@ -112,9 +116,10 @@ async fn login(e: &Endpoint, client: async_imap::Client<Box<dyn ImapStream>>) ->
     client.login(&user, &pass).await.map_err(|(err, _)| ImapError::Login(user.clone(), err.to_string()))
 }
 
-async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskHandle, shutdown: &Shutdown, connected: &mut bool) -> Result<(), ImapError> {
+/// One connection's life. `progressed` is set once the session committed a message or caught up
+/// with the folder (reached IDLE or the poll wait): the signal that the server works again.
+async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskHandle, shutdown: &Shutdown, progressed: &mut bool) -> Result<(), ImapError> {
     let mut s = connect(&src.endpoint).await?;
-    *connected = true;
     let caps = s.capabilities().await?;
     let can_idle = src.idle && caps.has_str("IDLE");
     let can_move = caps.has_str("MOVE");
@@ -196,6 +201,7 @@ async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskH
                 let size = raw.len();
                 let report = pipeline.ingest_async(desk.current(), name.to_string(), raw, Some(cursor), None).await?;
                 tracing::info!(uid, size, message_id = %report.message_id, outcome = ?report.outcome, "message processed");
+                *progressed = true;
                 last = uid;
                 done.push(uid);
             }
@@ -205,6 +211,8 @@ async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskH
             let _ = s.logout().await;
             return Ok(());
         }
+        // Caught up with the folder.
+        *progressed = true;
         // Wait for news.
         if can_idle {
             let mut idle = s.idle();
