@@ -515,7 +515,7 @@ fn scenario_9_rules_route_and_reload() {
     std::fs::write(dir.path().join("rules.toml"), RULES_V1).unwrap();
     let w = Wiring { imap_tls: "starttls", smtp_tls: "none", after: "seen", extra };
     let config = common::write_config(dir.path(), &desk_toml(&s, dir.path(), &w));
-    let mut d = Daemon::start_at(dir, config);
+    let d = Daemon::start_at(dir, config);
     let dir_path = d.config.parent().unwrap().to_path_buf();
 
     let send = |from: &str, subject: &str, extra_headers: &str| {

@@ -563,11 +563,7 @@ fn place(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, decision: &Decision, sende
             let domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
             let over = if let Some(r) = g.sender_rate.filter(|r| tx.tickets_opened_by(sender, &now.minus(r.window)).is_ok_and(|n| n >= r.count as u64)) {
                 Some(format!("{sender} opened {} or more tickets within {}s", r.count, r.window.as_secs()))
-            } else if let Some(r) = g.domain_rate.filter(|r| !domain.is_empty() && tx.tickets_opened_from_domain(domain, &now.minus(r.window)).is_ok_and(|n| n >= r.count as u64)) {
-                Some(format!("{domain} opened {} or more tickets within {}s", r.count, r.window.as_secs()))
-            } else {
-                None
-            };
+            } else { g.domain_rate.filter(|r| !domain.is_empty() && tx.tickets_opened_from_domain(domain, &now.minus(r.window)).is_ok_and(|n| n >= r.count as u64)).map(|r| format!("{domain} opened {} or more tickets within {}s", r.count, r.window.as_secs())) };
             let Some(why) = over else { return Ok(Placement::New { related: *possibly_related }) };
             tracing::warn!(sender, why, "new-ticket flood");
             match (g.flood_action, tx.latest_active_ticket(sender)?) {
@@ -663,7 +659,7 @@ fn acknowledge(
     }
     let to = p.from_address().to_string();
     let ctx = customer_context(tx, desk, queue, ticket, p, &to)?;
-    let sent = mailer::send_auto(tx, desk, now, AutoMail::answer(&p, Some(ticket), queue, ArticleKind::AutoReply, "acknowledgement", ra.ack_template.as_deref().unwrap_or(&queue.ack_template), ctx))?;
+    let sent = mailer::send_auto(tx, desk, now, AutoMail::answer(p, Some(ticket), queue, ArticleKind::AutoReply, "acknowledgement", ra.ack_template.as_deref().unwrap_or(&queue.ack_template), ctx))?;
     record_sent(sent, actions, mails);
     Ok(())
 }
@@ -742,7 +738,7 @@ fn status_request(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, ver
     let sender = p.from_address();
     let subject = normalize_subject(&p.subject).to_lowercase();
     let wants_catalog = !desk.catalog.services.is_empty() && ["catalog", "catalogue", "services", "service catalog"].contains(&subject.as_str());
-    if verdict.class != Class::Human || sender.is_empty() || desk.refs.find(&p.subject).is_some() || !(wants_catalog || ss.status_subjects.iter().any(|s| *s == subject)) {
+    if verdict.class != Class::Human || sender.is_empty() || desk.refs.find(&p.subject).is_some() || !(wants_catalog || ss.status_subjects.contains(&subject)) {
         return Ok(None);
     }
     let queue = desk.config.queue_of(d.mailbox).or_else(|| desk.config.queues.values().next()).expect("validated config has a queue");
@@ -816,7 +812,7 @@ fn too_large_notice(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, ticket: TicketI
     }
     let to = p.from_address().to_string();
     let ctx = customer_context(tx, desk, queue, ticket, p, &to)?;
-    let sent = mailer::send_auto(tx, desk, now, AutoMail::answer(&p, Some(ticket), queue, ArticleKind::AutoReply, "too_large", "too_large", ctx))?;
+    let sent = mailer::send_auto(tx, desk, now, AutoMail::answer(p, Some(ticket), queue, ArticleKind::AutoReply, "too_large", "too_large", ctx))?;
     record_sent(sent, actions, mails);
     Ok(())
 }
