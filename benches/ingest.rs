@@ -1,0 +1,192 @@
+//! Ingest throughput (issue 7, PRODUCT.md "Quality bars"): the daemon's rate from Dovecot into
+//! tickets (acknowledgements queued) against a bare IMAP client fetching the same messages.
+//!
+//! `cargo bench --bench ingest` (BENCH_INGEST_N messages, default 5,000; BENCH_ROUNDS daemon
+//! runs, default 2). Steps, all in one run against a private Dovecot + Postfix:
+//! 1. generate N realistic messages (5–30 KB; 70 % new conversations, 30 % replies) and write
+//!    them straight into support's Maildir; one STATUS makes Dovecot index them;
+//! 2. bare client (async-imap, plain loopback): `UID FETCH 1:* (UID BODY.PEEK[])`, one warm-up
+//!    and three measured rounds;
+//! 3. for the breakdown: parse only, and `Pipeline::ingest` alone (no IMAP) on a fresh database
+//!    on the same disk and on tmpfs (/dev/shm, where fsync costs nothing);
+//! 4. the daemon in process (`postdesk::daemon::start`, IMAP plain loopback with IDLE, outbound
+//!    to a folder), fresh database each round, timed from start until the mailbox cursor
+//!    reaches the last UID.
+//! Prints `ingest: bare_fetch=… msg/s postdesk=… msg/s ratio=…` and the breakdown.
+
+#[path = "../tests/common/mod.rs"]
+mod common;
+mod support;
+
+use futures::TryStreamExt;
+use postdesk::clock::SystemClock;
+use postdesk::desk::{Desk, KeyMode};
+use postdesk::pipeline::{Delivery, Pipeline};
+use postdesk::store::Store;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::*;
+
+fn main() {
+    if !bench_mode("ingest") {
+        return;
+    }
+    let n = param("BENCH_INGEST_N", 5000);
+    // For profiling one part: BENCH_PHASES=bare,breakdown,daemon (default all).
+    let phases = std::env::var("BENCH_PHASES").unwrap_or_else(|_| "bare,breakdown,daemon".into());
+    let phase = |p: &str| phases.split(',').any(|x| x.trim() == p);
+    let rounds = param("BENCH_ROUNDS", 2).max(1);
+    report(&format!("ingest: machine: {}", machine()));
+    let s = servers(&[], Duration::from_secs(900));
+    let work = work_dir("ingest");
+    log_to_file(&work.path().join("daemon.log"));
+
+    // 1. Generate and preload.
+    let mut g = Gen::new(0x5eed_0001, (n / 3).max(1), "support@example.test");
+    let t = Instant::now();
+    let msgs: Vec<Msg> = (0..n).map(|_| g.next(0.3)).collect();
+    let gen_s = t.elapsed().as_secs_f64();
+    let replies = msgs.iter().filter(|m| m.parent.is_some()).count();
+    let t = Instant::now();
+    let bytes = preload(&s, "support", &msgs, 1_700_000_000);
+    let write_s = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut imap = RawImap::login(s.port("IMAP_PORT"), "support@example.test", &s.password());
+    let count = imap.messages("INBOX");
+    let index_s = t.elapsed().as_secs_f64();
+    assert_eq!(count as usize, n, "Dovecot sees every preloaded message");
+    let uidnext: u32 = imap.cmd("STATUS INBOX (UIDNEXT)").iter().find_map(|l| l.split("UIDNEXT ").nth(1).and_then(|r| r.trim_end().trim_end_matches(')').parse().ok())).unwrap();
+    let last_uid = uidnext - 1;
+    report(&format!(
+        "ingest: corpus: {n} messages ({} new, {replies} replies), {:.1} MB, mean {:.1} KB; generated in {gen_s:.1}s, written to the Maildir at {:.0} msg/s, indexed by Dovecot in {index_s:.1}s",
+        n - replies,
+        bytes as f64 / 1e6,
+        bytes as f64 / n as f64 / 1024.0,
+        n as f64 / write_s
+    ));
+
+    // 2. Bare client.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let ep = endpoint(&s, "support");
+    let mut bare = Vec::new();
+    for round in 0..if phase("bare") { 4 } else { 0 } {
+        let (got, b, secs) = rt.block_on(bare_fetch(&ep));
+        assert_eq!(got, n, "bare fetch got every message");
+        assert_eq!(b, bytes, "bare fetch got every byte");
+        if round > 0 {
+            bare.push(n as f64 / secs);
+        }
+    }
+    bare.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let bare_rate = bare.get(bare.len() / 2).copied().unwrap_or(f64::NAN);
+    report(&format!("ingest: bare_fetch rounds: {} msg/s (median {bare_rate:.0} msg/s, {:.0} MB/s)", fmt_rates(&bare), bare_rate * bytes as f64 / n as f64 / 1e6));
+
+    // 3. Breakdown without IMAP.
+    if phase("breakdown") {
+    let t = Instant::now();
+    for m in &msgs {
+        std::hint::black_box(postdesk::message::parse(&m.raw).ok());
+    }
+    let parse_rate = n as f64 / t.elapsed().as_secs_f64();
+    let disk_rate = pipeline_only(&s, &work.path().join("pipeline-disk"), &msgs);
+    let shm = tempfile::Builder::new().prefix("pd-bench-").tempdir_in("/dev/shm").ok();
+    let shm_rate = shm.as_ref().map(|d| pipeline_only(&s, d.path(), &msgs));
+    drop(shm);
+    report(&format!(
+        "ingest: breakdown: parse_only={parse_rate:.0} msg/s pipeline_only(disk, synchronous=FULL)={disk_rate:.0} msg/s pipeline_only(tmpfs)={} msg/s",
+        shm_rate.map(|r| format!("{r:.0}")).unwrap_or("n/a".into())
+    ));
+    }
+
+    // 4. The daemon.
+    let mut rates = Vec::new();
+    for round in 0..if phase("daemon") { rounds } else { 0 } {
+        let dir = work.path().join(format!("daemon-{round}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = write_config(&dir, &desk_toml(&s, &dir.join("var"), &["support"], "[outbound]\ntransport = \"folder\"\nfolder = \"outbox\"\n"));
+        let desk = Desk::load(&cfg, KeyMode::Persistent).unwrap_or_else(|p| panic!("{p}"));
+        let drt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        let t = Instant::now();
+        let running = drt.block_on(postdesk::daemon::start(desk, &cfg, Arc::new(SystemClock))).unwrap();
+        let store = running.pipeline.store.clone();
+        let mut first = None;
+        let done = wait_until(Duration::from_secs(600), Duration::from_millis(5), || {
+            let c = store.cursor("support").ok().flatten();
+            if first.is_none() && c.is_some() {
+                first = Some(t.elapsed());
+            }
+            c.filter(|c| c.last_uid >= last_uid).map(|_| t.elapsed())
+        })
+        .expect("daemon reached the last UID within 10 minutes");
+        let rate = n as f64 / done.as_secs_f64();
+        let steady = (n - 1) as f64 / (done - first.unwrap()).as_secs_f64();
+        let counts = store.outbox_counts().unwrap();
+        let tickets = count_tickets(&store);
+        rates.push(rate);
+        // Let the folder transport drain before stopping (not timed).
+        let drained = wait_until(Duration::from_secs(120), Duration::from_millis(50), || (store.outbox_counts().ok()?.queued == 0).then_some(t.elapsed()));
+        drt.block_on(running.stop());
+        report(&format!(
+            "ingest: daemon round {}: {n} messages in {:.2}s = {rate:.0} msg/s (first message stored after {:.0} ms; {steady:.0} msg/s after it); {tickets} tickets, {} acks queued at the end, outbox drained after {}",
+            round + 1,
+            done.as_secs_f64(),
+            first.unwrap().as_secs_f64() * 1e3,
+            counts.queued + counts.sent,
+            drained.map(|d| format!("{:.1}s", d.as_secs_f64())).unwrap_or("(not within 120 s)".into())
+        ));
+    }
+    rates.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let best = rates.last().copied().unwrap_or(f64::NAN);
+    report(&format!("ingest: bare_fetch={bare_rate:.0} msg/s postdesk={best:.0} msg/s ratio={:.2} (target >= 0.8; best of {rounds} daemon rounds: {})", best / bare_rate, fmt_rates(&rates)));
+    drop(imap);
+    drop(s);
+}
+
+/// `UID FETCH 1:* (UID BODY.PEEK[])` over one session: (messages, body bytes, seconds).
+async fn bare_fetch(ep: &postdesk::config::Endpoint) -> (usize, u64, f64) {
+    let mut session = postdesk::intake::imap::connect(ep).await.expect("login");
+    session.select("INBOX").await.expect("select");
+    let t = Instant::now();
+    let mut stream = session.uid_fetch("1:*", "(UID BODY.PEEK[])").await.expect("fetch");
+    let (mut n, mut bytes) = (0, 0u64);
+    while let Some(f) = stream.try_next().await.expect("fetch item") {
+        if let Some(b) = f.body() {
+            n += 1;
+            bytes += b.len() as u64;
+        }
+    }
+    let secs = t.elapsed().as_secs_f64();
+    drop(stream);
+    let _ = session.logout().await;
+    (n, bytes, secs)
+}
+
+/// Every message through `Pipeline::ingest`, one transaction each, on a fresh database in `dir`.
+fn pipeline_only(s: &common::MailServers, dir: &Path, msgs: &[Msg]) -> f64 {
+    std::fs::create_dir_all(dir).unwrap();
+    let cfg = write_config(dir, &desk_toml(s, &dir.join("var"), &["support"], "[outbound]\ntransport = \"folder\"\nfolder = \"outbox\"\n"));
+    let desk = Desk::load(&cfg, KeyMode::Persistent).unwrap_or_else(|p| panic!("{p}"));
+    let store = Arc::new(Store::open(&desk.config.desk.database).unwrap());
+    let p = Pipeline::new(store, Arc::new(SystemClock));
+    let t = Instant::now();
+    for (i, m) in msgs.iter().enumerate() {
+        let cursor = Some(postdesk::store::Cursor { uid_validity: 1, last_uid: i as u32 + 1 });
+        p.ingest(&desk, Delivery { mailbox: "support", raw: &m.raw, cursor, truncated_from: None }).unwrap();
+    }
+    msgs.len() as f64 / t.elapsed().as_secs_f64()
+}
+
+fn count_tickets(store: &Store) -> usize {
+    store.list_tickets(&postdesk::store::TicketFilter::default()).map(|t| t.len()).unwrap_or(0)
+}
+
+fn fmt_rates(v: &[f64]) -> String {
+    v.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The daemon logs like the binary does (INFO, one line per message), into a file.
+fn log_to_file(path: &Path) {
+    let f = std::fs::File::create(path).unwrap();
+    let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::new("info")).with_ansi(false).with_writer(std::sync::Mutex::new(f)).try_init();
+}
