@@ -8,6 +8,7 @@
 //!   missing for a while;
 //! - a start-up backlog beside an idling second mailbox (peak RSS, IDLE latency);
 //! - SIGTERM in the middle of a batch, and with a FETCH hanging (the deadline aborts).
+//!
 //! Each test ends with the exactly-once checks: every message on exactly one ticket, every
 //! acknowledgement delivered exactly once.
 //!
@@ -312,8 +313,7 @@ fn imap_connection_cut_mid_fetch_and_mid_idle() {
     }
     // A second mailbox over implicit TLS, through its own proxy: there a dead connection in IDLE
     // looks like our own interrupt to async-imap (CRATE-FACTS).
-    for i in 0..5 {
-        let c = &customers[i];
+    for (i, c) in customers.iter().enumerate().take(5) {
         let m = customer_mail(c, &format!("Billing problem {i}"), 1000);
         s.drop_into("billing", &format!("{i:06}.cut"), &m.raw);
         sent.insert(m.message_id, c.clone());
