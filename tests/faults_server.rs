@@ -769,7 +769,7 @@ fn sigterm_mid_batch_exits_in_time_and_loses_nothing() {
     }
     let timeout = Duration::from_secs(3);
     let proxy = FaultProxy::start(s.port("IMAP_PORT"));
-    let d = Desk::new(&s, &[Mbox { tls: false, name: "support", user: "support", port: proxy.port, folder: "INBOX", batch: 200 }], "[daemon]\nshutdown_timeout = \"3s\"\n");
+    let d = Desk::new(&s, &[Mbox { tls: false, name: "support", user: "support", port: proxy.port, folder: "INBOX", batch: 50 }], "[daemon]\nshutdown_timeout = \"3s\"\n");
     for k in 0..signals {
         let mut child = d.spawn();
         // Wait until the ingest is under way, then a random moment more.

@@ -192,19 +192,15 @@ async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskH
                 last = *batch.last().unwrap_or(&last);
                 continue;
             }
-            let mut done = Vec::new();
-            for (uid, raw) in fetched {
-                if shutdown.is_triggered() {
-                    break;
-                }
-                let cursor = Cursor { uid_validity: validity, last_uid: uid };
-                let size = raw.len();
-                let report = pipeline.ingest_async(desk.current(), name.to_string(), raw, Some(cursor), None).await?;
-                tracing::info!(uid, size, message_id = %report.message_id, outcome = ?report.outcome, "message processed");
-                *progressed = true;
-                last = uid;
-                done.push(uid);
+            // One transaction for the batch: one disk sync instead of one per message.
+            let batch: Vec<(Vec<u8>, Cursor)> = fetched.into_iter().map(|(uid, raw)| (raw, Cursor { uid_validity: validity, last_uid: uid })).collect();
+            let uids: Vec<u32> = batch.iter().map(|(_, c)| c.last_uid).collect();
+            let reports = pipeline.ingest_batch_async(desk.current(), name.to_string(), batch).await?;
+            for (uid, report) in uids.iter().zip(&reports) {
+                tracing::info!(uid, message_id = %report.message_id, outcome = ?report.outcome, "message processed");
             }
+            last = *uids.last().unwrap_or(&last);
+            let done = uids;
             after_commit(&mut s, src, &done, can_move).await?;
         }
         if shutdown.is_triggered() {

@@ -164,35 +164,8 @@ impl Pipeline {
 
     fn run(&self, desk: &Desk, d: Delivery<'_>, dry: bool, quarantine_non_mail: bool) -> Result<Report, IngestError> {
         let now = Now::at(self.clock.now());
-        // The pure stages run under catch_unwind: a bug on hostile input quarantines one message
-        // instead of killing the daemon.
-        let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            message::parse(d.raw).map(|p| {
-                let v = guard::classify(&p, d.raw, &desk.identity);
-                (p, v)
-            })
-        }));
         let mut tx = self.store.begin()?;
-        let report = match parsed {
-            Ok(Ok((p, verdict))) => process(&mut tx, desk, d, p, verdict, &now)?,
-            Ok(Err(not_mail)) => {
-                if !quarantine_non_mail {
-                    return Err(not_mail.into());
-                }
-                let reason = not_mail.to_string();
-                quarantine(&mut tx, d, "not_mail", &reason, &now)?;
-                Report::bare(Outcome::Quarantined { reason })
-            }
-            Err(panic) => {
-                let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
-                let reason = format!("internal error while parsing: {what}");
-                quarantine(&mut tx, d, "internal_error", &reason, &now)?;
-                Report::bare(Outcome::Quarantined { reason })
-            }
-        };
-        if let Some(c) = d.cursor {
-            tx.advance_cursor(d.mailbox, c, &now.s)?;
-        }
+        let report = one(&mut tx, desk, d, quarantine_non_mail, &now)?;
         if dry {
             drop(tx); // rolls back
         } else {
@@ -203,6 +176,65 @@ impl Pipeline {
         }
         Ok(report)
     }
+
+    /// Store a batch of messages of one mailbox in ONE transaction (one disk sync for the batch).
+    /// Each message is processed exactly as by [`ingest`](Self::ingest) and sees the ones before
+    /// it; the cursor ends at the last. If anything fails, nothing of the batch is stored and the
+    /// intake fetches it again.
+    pub fn ingest_batch(&self, desk: &Desk, mailbox: &str, batch: &[(Vec<u8>, Cursor)]) -> Result<Vec<Report>, IngestError> {
+        let now = Now::at(self.clock.now());
+        let mut tx = self.store.begin()?;
+        let mut reports = Vec::with_capacity(batch.len());
+        for (raw, cursor) in batch {
+            reports.push(one(&mut tx, desk, Delivery { mailbox, raw, cursor: Some(*cursor), truncated_from: None }, true, &now)?);
+        }
+        tx.commit()?;
+        if reports.iter().any(|r| !r.mails.is_empty()) {
+            self.outbox_wake.notify_one();
+        }
+        Ok(reports)
+    }
+
+    /// [`ingest_batch`](Self::ingest_batch) on the blocking pool.
+    pub async fn ingest_batch_async(&self, desk: Arc<Desk>, mailbox: String, batch: Vec<(Vec<u8>, Cursor)>) -> Result<Vec<Report>, IngestError> {
+        let p = self.clone();
+        match tokio::task::spawn_blocking(move || p.ingest_batch(&desk, &mailbox, &batch)).await {
+            Ok(r) => r,
+            Err(e) => Err(IngestError::Store(StoreError::Io { path: "ingest task".into(), source: std::io::Error::other(e.to_string()) })),
+        }
+    }
+}
+
+/// One message inside the caller's transaction: parse and guard (under catch_unwind: a bug on
+/// hostile input quarantines one message instead of killing the daemon), process, move the cursor.
+fn one(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, quarantine_non_mail: bool, now: &Now) -> Result<Report, IngestError> {
+    let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        message::parse(d.raw).map(|p| {
+            let v = guard::classify(&p, d.raw, &desk.identity);
+            (p, v)
+        })
+    }));
+    let report = match parsed {
+        Ok(Ok((p, verdict))) => process(tx, desk, d, p, verdict, now)?,
+        Ok(Err(not_mail)) => {
+            if !quarantine_non_mail {
+                return Err(not_mail.into());
+            }
+            let reason = not_mail.to_string();
+            quarantine(tx, d, "not_mail", &reason, now)?;
+            Report::bare(Outcome::Quarantined { reason })
+        }
+        Err(panic) => {
+            let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+            let reason = format!("internal error while parsing: {what}");
+            quarantine(tx, d, "internal_error", &reason, now)?;
+            Report::bare(Outcome::Quarantined { reason })
+        }
+    };
+    if let Some(c) = d.cursor {
+        tx.advance_cursor(d.mailbox, c, &now.s)?;
+    }
+    Ok(report)
 }
 
 impl Report {
