@@ -12,6 +12,7 @@
 //! 4. the daemon in process (`postdesk::daemon::start`, IMAP plain loopback with IDLE, outbound
 //!    to a folder), fresh database each round, timed from start until the mailbox cursor
 //!    reaches the last UID.
+//!
 //! Prints `ingest: bare_fetch=… msg/s postdesk=… msg/s ratio=…` and the breakdown.
 
 #[path = "../tests/common/mod.rs"]
@@ -89,12 +90,13 @@ fn main() {
         std::hint::black_box(postdesk::message::parse(&m.raw).ok());
     }
     let parse_rate = n as f64 / t.elapsed().as_secs_f64();
+    let fsync_ms = fsync_probe(work.path());
     let disk_rate = pipeline_only(&s, &work.path().join("pipeline-disk"), &msgs);
     let shm = tempfile::Builder::new().prefix("pd-bench-").tempdir_in("/dev/shm").ok();
     let shm_rate = shm.as_ref().map(|d| pipeline_only(&s, d.path(), &msgs));
     drop(shm);
     report(&format!(
-        "ingest: breakdown: parse_only={parse_rate:.0} msg/s pipeline_only(disk, synchronous=FULL)={disk_rate:.0} msg/s pipeline_only(tmpfs)={} msg/s",
+        "ingest: breakdown: parse_only={parse_rate:.0} msg/s pipeline_only(disk, synchronous=FULL)={disk_rate:.0} msg/s pipeline_only(tmpfs)={} msg/s; fsync of 100 KB on this disk p50 {fsync_ms:.2} ms",
         shm_rate.map(|r| format!("{r:.0}")).unwrap_or("n/a".into())
     ));
     }
@@ -102,6 +104,7 @@ fn main() {
     // 4. The daemon.
     let mut rates = Vec::new();
     for round in 0..if phase("daemon") { rounds } else { 0 } {
+        let fsync_ms = fsync_probe(work.path());
         let dir = work.path().join(format!("daemon-{round}"));
         std::fs::create_dir_all(&dir).unwrap();
         let cfg = write_config(&dir, &desk_toml(&s, &dir.join("var"), &["support"], "[outbound]\ntransport = \"folder\"\nfolder = \"outbox\"\n"));
@@ -128,7 +131,7 @@ fn main() {
         let drained = wait_until(Duration::from_secs(120), Duration::from_millis(50), || (store.outbox_counts().ok()?.queued == 0).then_some(t.elapsed()));
         drt.block_on(running.stop());
         report(&format!(
-            "ingest: daemon round {}: {n} messages in {:.2}s = {rate:.0} msg/s (first message stored after {:.0} ms; {steady:.0} msg/s after it); {tickets} tickets, {} acks queued at the end, outbox drained after {}",
+            "ingest: daemon round {}: {n} messages in {:.2}s = {rate:.0} msg/s (first message stored after {:.0} ms; {steady:.0} msg/s after it); {tickets} tickets, {} acks queued at the end, outbox drained after {}; fsync p50 {fsync_ms:.2} ms before the round",
             round + 1,
             done.as_secs_f64(),
             first.unwrap().as_secs_f64() * 1e3,

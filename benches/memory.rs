@@ -126,6 +126,7 @@ fn main() {
     let mut bob = RawImap::login(imap_port, "bob@example.test", &pw);
     let bob_before = bob.messages("INBOX");
     let billing0 = cursor(&db, "billing").unwrap_or(0);
+    let fsync_ms = fsync_probe(work.path());
     let mut d = Daemon::spawn(&cfg, &log);
     let sampler = Sampler::start(d.pid());
     let t = Instant::now();
@@ -163,11 +164,14 @@ fn main() {
     let more_s = t_more.elapsed().as_secs_f64();
     let n = last_uid - start_cursor;
     report(&format!(
-        "memory: backlog: {n} messages ingested in {:.1}s = {:.0} msg/s by the binary; peak VmHWM={:.1} MB (sampled peak {peak_sampled:.1} MB); VmRSS at the end {:.1} MB; {queued} acknowledgements still queued when the cursor reached the last UID",
+        "memory: backlog: {n} messages ingested in {:.1}s = {:.0} msg/s by the binary; peak VmHWM={:.1} MB (sampled peak {peak_sampled:.1} MB); VmRSS at the end {:.1} MB (RssAnon {:.1} MB, RssFile {:.1} MB, {} threads); {queued} acknowledgements still queued when the cursor reached the last UID; fsync p50 {fsync_ms:.2} ms before",
         done.as_secs_f64(),
         n as f64 / done.as_secs_f64(),
         st.hwm,
-        st.rss
+        st.rss,
+        st.anon,
+        st.file,
+        st.threads
     ));
     report(&format!(
         "memory: backlog vs IDLE: a mail to billing@ sent when support's cursor was at {}/{n}: stored after {} (IDLE on billing not starved if ~0.5-1 s), acknowledgement in the customer's INBOX after {}",
@@ -177,7 +181,14 @@ fn main() {
     ));
     std::thread::sleep(Duration::from_secs(5));
     let idle = d.status();
-    report(&format!("memory: after the backlog, 5 s later: VmRSS={:.1} MB, outbox still queued {}", idle.rss, outbox_queued(&db)));
+    report(&format!(
+        "memory: after the backlog, 5 s later: VmRSS={:.1} MB (RssAnon {:.1} MB, RssFile {:.1} MB, {} threads), outbox still queued {}",
+        idle.rss,
+        idle.anon,
+        idle.file,
+        idle.threads,
+        outbox_queued(&db)
+    ));
     let t = Instant::now();
     d.stop();
     report(&format!("memory: SIGTERM with the outbox busy: exited in {:.1}s", t.elapsed().as_secs_f64()));

@@ -46,7 +46,7 @@ cargo bench --locked --no-run "${args[@]}" 2>>"$log"
     echo "# cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
     echo "# memory: $(free -h | awk '/^Mem:/ {print $2 " total, " $7 " available"}')"
     echo "# load before: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "# kernel: $(uname -r); rustc: $(rustc --version | cut -d' ' -f2); dovecot: $(dovecot --version 2>/dev/null | cut -d' ' -f1); postfix: $(postconf -h mail_version 2>/dev/null)"
+    echo "# kernel: $(uname -r); rustc: $(rustc --version | cut -d' ' -f2); dovecot: $(dovecot --version 2>/dev/null | cut -d' ' -f1); postfix: $(postconf -d -h mail_version 2>/dev/null)"
 } | tee "$results"
 
 status=0

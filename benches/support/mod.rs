@@ -531,6 +531,24 @@ pub fn report(line: &str) {
     let _ = std::io::stdout().flush();
 }
 
+/// Median time to fsync 100 KB written into a file in `dir` (what one commit costs the disk).
+pub fn fsync_probe(dir: &Path) -> f64 {
+    use std::io::{Seek, Write};
+    let path = dir.join("fsync-probe");
+    let mut f = std::fs::File::create(&path).unwrap();
+    let block = vec![b'x'; 100_000];
+    let mut v = Vec::new();
+    for i in 0..40u64 {
+        f.seek(std::io::SeekFrom::Start((i % 8) * 100_000)).unwrap();
+        f.write_all(&block).unwrap();
+        let t = Instant::now();
+        f.sync_all().unwrap();
+        v.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let _ = std::fs::remove_file(&path);
+    pct(&mut v, 50.0)
+}
+
 /// A templates folder and config file for a desk in `dir`.
 pub fn write_config(dir: &Path, toml: &str) -> PathBuf {
     crate::common::write_config(dir, toml)
