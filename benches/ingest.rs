@@ -141,7 +141,7 @@ fn main() {
     }
     rates.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let best = rates.last().copied().unwrap_or(f64::NAN);
-    report(&format!("ingest: bare_fetch={bare_rate:.0} msg/s postdesk={best:.0} msg/s ratio={:.2} (target >= 0.8; best of {rounds} daemon rounds: {})", best / bare_rate, fmt_rates(&rates)));
+    report(&format!("ingest: bare_fetch={bare_rate:.0} msg/s postdesk={best:.0} msg/s ratio={:.3} (target >= 0.8; best of {rounds} daemon rounds: {})", best / bare_rate, fmt_rates(&rates)));
     drop(imap);
     drop(s);
 }
