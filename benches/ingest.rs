@@ -7,8 +7,10 @@
 //!    them straight into support's Maildir; one STATUS makes Dovecot index them;
 //! 2. bare client (async-imap, plain loopback): `UID FETCH 1:* (UID BODY.PEEK[])`, one warm-up
 //!    and three measured rounds;
-//! 3. for the breakdown: parse only, and `Pipeline::ingest` alone (no IMAP) on a fresh database
-//!    on the same disk and on tmpfs (/dev/shm, where fsync costs nothing);
+//! 3. for the breakdown: parse only, and the pipeline alone (no IMAP) on a fresh database: one
+//!    transaction per message (`Pipeline::ingest`, the Maildir/`deliver` path) and batches of
+//!    200 (`Pipeline::ingest_batch`, the IMAP path) on the same disk, batches on tmpfs
+//!    (/dev/shm, where fsync costs nothing);
 //! 4. the daemon in process (`postdesk::daemon::start`, IMAP plain loopback with IDLE, outbound
 //!    to a folder), fresh database each round, timed from start until the mailbox cursor
 //!    reaches the last UID.
@@ -91,12 +93,13 @@ fn main() {
     }
     let parse_rate = n as f64 / t.elapsed().as_secs_f64();
     let fsync_ms = fsync_probe(work.path());
-    let disk_rate = pipeline_only(&s, &work.path().join("pipeline-disk"), &msgs);
+    let single = pipeline_only(&s, &work.path().join("pipeline-single"), &msgs, 1);
+    let batched = pipeline_only(&s, &work.path().join("pipeline-batch"), &msgs, 200);
     let shm = tempfile::Builder::new().prefix("pd-bench-").tempdir_in("/dev/shm").ok();
-    let shm_rate = shm.as_ref().map(|d| pipeline_only(&s, d.path(), &msgs));
+    let shm_rate = shm.as_ref().map(|d| pipeline_only(&s, d.path(), &msgs, 200));
     drop(shm);
     report(&format!(
-        "ingest: breakdown: parse_only={parse_rate:.0} msg/s pipeline_only(disk, synchronous=FULL)={disk_rate:.0} msg/s pipeline_only(tmpfs)={} msg/s; fsync of 100 KB on this disk p50 {fsync_ms:.2} ms",
+        "ingest: breakdown: parse_only={parse_rate:.0} msg/s; Pipeline on disk (synchronous=FULL): one transaction per message {single:.0} msg/s, batches of 200 {batched:.0} msg/s; batches of 200 on tmpfs {} msg/s; fsync of 100 KB on this disk p50 {fsync_ms:.2} ms",
         shm_rate.map(|r| format!("{r:.0}")).unwrap_or("n/a".into())
     ));
     }
@@ -166,16 +169,25 @@ async fn bare_fetch(ep: &postdesk::config::Endpoint) -> (usize, u64, f64) {
 }
 
 /// Every message through `Pipeline::ingest`, one transaction each, on a fresh database in `dir`.
-fn pipeline_only(s: &common::MailServers, dir: &Path, msgs: &[Msg]) -> f64 {
+/// Every message through the pipeline on a fresh database in `dir`: one transaction each
+/// (`Pipeline::ingest`, the Maildir and `deliver` path) when `batch` is 1, else in batches of
+/// `batch` (`Pipeline::ingest_batch`, what the IMAP intake does with each FETCH).
+fn pipeline_only(s: &common::MailServers, dir: &Path, msgs: &[Msg], batch: usize) -> f64 {
     std::fs::create_dir_all(dir).unwrap();
     let cfg = write_config(dir, &desk_toml(s, &dir.join("var"), &["support"], "[outbound]\ntransport = \"folder\"\nfolder = \"outbox\"\n"));
     let desk = Desk::load(&cfg, KeyMode::Persistent).unwrap_or_else(|p| panic!("{p}"));
     let store = Arc::new(Store::open(&desk.config.desk.database).unwrap());
     let p = Pipeline::new(store, Arc::new(SystemClock));
+    let all: Vec<(Vec<u8>, postdesk::store::Cursor)> = msgs.iter().enumerate().map(|(i, m)| (m.raw.clone(), postdesk::store::Cursor { uid_validity: 1, last_uid: i as u32 + 1 })).collect();
     let t = Instant::now();
-    for (i, m) in msgs.iter().enumerate() {
-        let cursor = Some(postdesk::store::Cursor { uid_validity: 1, last_uid: i as u32 + 1 });
-        p.ingest(&desk, Delivery { mailbox: "support", raw: &m.raw, cursor, truncated_from: None }).unwrap();
+    if batch <= 1 {
+        for (raw, cursor) in &all {
+            p.ingest(&desk, Delivery { mailbox: "support", raw, cursor: Some(*cursor), truncated_from: None }).unwrap();
+        }
+    } else {
+        for b in all.chunks(batch) {
+            p.ingest_batch(&desk, "support", b).unwrap();
+        }
     }
     msgs.len() as f64 / t.elapsed().as_secs_f64()
 }
