@@ -128,9 +128,11 @@ fn main() {
         let ref_cpu = pct(&mut small.cpu_us, 50.0);
         let ingest_p99 = pct(&mut big.lat, 99.0);
         let ingest_line = format!(
-            "ingest={rate:.0} msg/s vs {ref_rate:.0} msg/s on the small reference database side by side (x{:.2}); CPU {cpu:.0} us/msg vs {ref_cpu:.0} us/msg (x{:.2}); per batch of 100 {} (reference p50={:.1}ms p99={:.1}ms); fsync of 100 KB on this disk p50 {fsync_before:.2} ms before, {fsync_after:.2} ms after",
+            "ingest={rate:.0} msg/s vs {ref_rate:.0} msg/s on the small reference database side by side (x{:.2}); CPU {cpu:.0} us/msg vs {ref_cpu:.0} us/msg (x{:.2}); written {:.0} KB/msg vs {:.0} KB/msg; per batch of 100 {} (reference p50={:.1}ms p99={:.1}ms); fsync of 100 KB on this disk p50 {fsync_before:.2} ms before, {fsync_after:.2} ms after",
             rate / ref_rate,
             cpu / ref_cpu,
+            pct(&mut big.written_kb, 50.0),
+            pct(&mut small.written_kb, 50.0),
             summary_ms(&mut big.lat),
             pct(&mut small.lat, 50.0),
             pct(&mut small.lat, 99.0)
@@ -221,6 +223,8 @@ struct Side {
     rates: Vec<f64>,
     cpu_us: Vec<f64>,
     lat: Vec<f64>,
+    /// Bytes handed to write(2) (WAL frames, checkpoints) per message, KB.
+    written_kb: Vec<f64>,
 }
 
 impl Side {
@@ -229,14 +233,20 @@ impl Side {
     fn chunk(&mut self, p: &Pipeline, desk: &Desk, chunk: &[Msg]) {
         let batch: Vec<(Vec<u8>, postdesk::store::Cursor)> =
             chunk.iter().enumerate().map(|(i, m)| (m.raw.clone(), postdesk::store::Cursor { uid_validity: 1, last_uid: i as u32 + 1 })).collect();
-        let (t, cpu) = (Instant::now(), thread_cpu_ns());
+        let (t, cpu, written) = (Instant::now(), thread_cpu_ns(), thread_written());
         let reports = p.ingest_batch(desk, "support", &batch).expect("ingest batch");
         let secs = t.elapsed().as_secs_f64();
+        self.written_kb.push((thread_written() - written) as f64 / 1024.0 / chunk.len() as f64);
         self.lat.push(secs * 1e3);
         self.rates.push(chunk.len() as f64 / secs);
         self.cpu_us.push((thread_cpu_ns() - cpu) as f64 / 1e3 / chunk.len() as f64);
         assert!(reports.iter().all(|r| !matches!(r.outcome, postdesk::pipeline::Outcome::Duplicate { .. })), "fresh messages are fresh");
     }
+}
+
+/// Bytes this thread passed to write(2) so far (`wchar` of /proc/thread-self/io).
+fn thread_written() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/io").ok().and_then(|s| s.lines().find_map(|l| l.strip_prefix("wchar:")).and_then(|v| v.trim().parse().ok())).unwrap_or(0)
 }
 
 /// CPU time of this thread so far (ns), from the scheduler's statistics.
