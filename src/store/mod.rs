@@ -389,13 +389,26 @@ impl Store {
         Ok(self.lock().query_row("SELECT raw FROM raw_messages WHERE article_id = ?", [article], |r| r.get(0)).optional()?)
     }
 
-    /// Mail due for a (re)try at `now`, oldest first.
+    /// Mail due for a (re)try at `now`, in sending order: what an agent wrote first (a person is
+    /// waiting on it), then the queues in turn — the oldest due mail of each queue, then the
+    /// second oldest of each, and so on — so a backlog in one queue never holds up another
+    /// queue's acknowledgements. Oldest first within a queue.
     pub fn due_outbound(&self, now: &str, limit: u32) -> Result<Vec<QueuedMail>> {
         let conn = self.lock_outbox();
         let mut stmt = conn.prepare_cached(
-            "SELECT id, ticket_id, message_id, envelope_from, recipients, raw, attempts FROM main.outbox
-             WHERE state = 'queued' AND next_attempt_at <= ? AND id NOT IN (SELECT outbox_id FROM sentlog.sent)
-             ORDER BY next_attempt_at, id LIMIT ?",
+            "WITH due AS (
+                SELECT o.id, o.ticket_id, o.message_id, o.envelope_from, o.recipients, o.attempts, o.next_attempt_at,
+                       o.kind = 'agent_reply' AS by_agent, coalesce(t.queue, '') AS lane
+                FROM main.outbox o LEFT JOIN main.tickets t ON t.id = o.ticket_id
+                WHERE o.state = 'queued' AND o.next_attempt_at <= ?1 AND o.id NOT IN (SELECT outbox_id FROM sentlog.sent)
+             ), ranked AS (
+                SELECT *, row_number() OVER (PARTITION BY by_agent, lane ORDER BY next_attempt_at, id) AS turn FROM due
+             ), picked AS (
+                SELECT * FROM ranked ORDER BY by_agent DESC, turn, next_attempt_at, id LIMIT ?2
+             )
+             SELECT p.id, p.ticket_id, p.message_id, p.envelope_from, p.recipients, o.raw, p.attempts
+             FROM picked p JOIN main.outbox o ON o.id = p.id
+             ORDER BY p.by_agent DESC, p.turn, p.next_attempt_at, p.id",
         )?;
         let rows = stmt
             .query_map(params![now, limit], |r| {
