@@ -84,6 +84,12 @@ struct Desk {
 
 impl Desk {
     fn new(s: &MailServers, mailboxes: &[Mbox], extra: &str) -> Desk {
+        let outbound = format!("transport = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"none\"", s.port("SMTP_PORT"));
+        Desk::with_outbound(s, mailboxes, &outbound, extra)
+    }
+
+    /// A desk whose `[outbound]` section starts with `outbound` (transport, server, login).
+    fn with_outbound(s: &MailServers, mailboxes: &[Mbox], outbound: &str, extra: &str) -> Desk {
         let dir = tempfile::Builder::new().prefix("pd-faults-").tempdir().unwrap();
         let mut queues = String::new();
         let mut boxes = String::new();
@@ -111,10 +117,7 @@ secret = "fault-test-secret-0123456789"
 {queues}
 {boxes}
 [outbound]
-transport = "smtp"
-host = "127.0.0.1"
-port = {smtp}
-tls = "none"
+{outbound}
 retry_initial = "1s"
 retry_max = "2s"
 poll_interval = "200ms"
@@ -125,7 +128,6 @@ new_tickets_per_sender = "100000/1h"
 new_tickets_per_domain = "100000/1h"
 {extra}
 "#,
-            smtp = s.port("SMTP_PORT"),
         );
         let cfg = common::write_config(dir.path(), &body);
         let log = dir.path().join("daemon.log");
@@ -829,4 +831,136 @@ fn sigterm_mid_batch_exits_in_time_and_loses_nothing() {
     assert_exactly_once(&s, &d, &sent);
     common::eventually(Duration::from_secs(10), "all seen", || (common::unseen(&s, "support") == 0).then_some(()));
     println!("sigterm test: {n} messages, {} signals, {:?}", signals + 1, t0.elapsed());
+}
+
+// ---------------------------------------------------------------------------------------------
+// 6. Outbound trouble that is not the mail's: a refused login, a full disk
+// ---------------------------------------------------------------------------------------------
+
+/// Postfix's lines for a refused SASL login.
+fn refused_logins(log: &str) -> usize {
+    log.lines().filter(|l| l.contains("authentication failed")).count()
+}
+
+/// Postfix's lines for a client that sent a message's body and then dropped the connection
+/// instead of the final dot: Postfix discards such a message.
+fn withheld(log: &str) -> usize {
+    log.lines().filter(|l| l.contains("lost connection after DATA")).count()
+}
+
+fn ack(m: &str) -> bool {
+    m.contains("Auto-Submitted: auto-replied")
+}
+
+#[test]
+fn smtp_login_refused_keeps_mail_queued_and_sends_it_once_the_login_works() {
+    let _one = serial();
+    let t0 = Instant::now();
+    let s = MailServers::start();
+    let outbound = format!(
+        "transport = \"smtp\"\nhost = \"127.0.0.1\"\nport = {}\ntls = \"implicit\"\nca_file = \"{}\"\nusername = \"support@example.test\"\npassword = \"not-the-password\"",
+        s.port("SMTPS_PORT"),
+        s.ca_file()
+    );
+    let d = Desk::with_outbound(&s, &[Mbox { tls: false, name: "support", user: "support", port: s.port("IMAP_PORT"), folder: "INBOX", batch: 200 }], &outbound, "");
+    let mut child = d.spawn();
+    let mut sent = BTreeMap::new();
+    for who in ["alice", "bob", "carol"] {
+        let m = customer_mail(who, &format!("Question from {who}"), 400);
+        common::lmtp_deliver(&s, "support@example.test", &m.raw);
+        sent.insert(m.message_id, who.to_string());
+    }
+    // The server refuses the login (a changed password, an expired token) again and again.
+    common::eventually(Duration::from_secs(120), "three refused logins", || (refused_logins(&postfix_log(&s)) >= 3).then_some(()));
+    let store = d.store();
+    let c = store.outbox_counts().unwrap();
+    assert_eq!((c.queued, c.failed, c.sent), (3, 0, 0), "a refused login is the server's trouble, not the mails': they stay queued");
+    assert!(store.due_outbound("9999", 10).unwrap().iter().all(|q| q.attempts == 0), "no attempt was spent on a mail");
+    d.stop(&mut child);
+    assert_eq!(d.log_text().matches("outbound paused").count(), 1, "the trouble is logged once, not once per try:\n{}", d.tail(20));
+
+    // The admin fixes the password: everything queued goes out, once.
+    let cfg = std::fs::read_to_string(&d.cfg).unwrap().replace("not-the-password", &s.password());
+    std::fs::write(&d.cfg, cfg).unwrap();
+    let mut child = d.spawn();
+    d.wait_done("support", 3, 3, Duration::from_secs(120));
+    for who in ["alice", "bob", "carol"] {
+        s.wait_for(who, Duration::from_secs(60), ack);
+    }
+    d.stop(&mut child);
+    assert_exactly_once(&s, &d, &sent);
+    println!("login test: {} refused logins, {:?}", refused_logins(&postfix_log(&s)), t0.elapsed());
+}
+
+/// A tmpfs of `size` at `path` (the test runs as root), unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(path: &std::path::Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(path).unwrap();
+        let st = Command::new("mount").args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"]).arg(path).status().unwrap();
+        assert!(st.success(), "mount a tmpfs at {} (the fault tests run as root)", path.display());
+        Tmpfs(path.to_path_buf())
+    }
+
+    /// Fill the file system to the last byte; returns the filler to delete.
+    fn fill(&self) -> PathBuf {
+        use std::io::Write;
+        let filler = self.0.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        for chunk in [1 << 16, 4096, 1] {
+            let buf = vec![0u8; chunk];
+            while f.write_all(&buf).is_ok() {}
+        }
+        filler
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn a_full_disk_stops_sending_and_each_mail_goes_out_once_when_space_returns() {
+    let _one = serial();
+    let t0 = Instant::now();
+    let s = MailServers::start();
+    let d = Desk::new(&s, &[Mbox { tls: false, name: "support", user: "support", port: s.port("IMAP_PORT"), folder: "INBOX", batch: 200 }], "");
+    let disk = Tmpfs::mount(&d.dir.path().join("var"), "16m");
+    // alice's mailbox is busy, so her acknowledgements stay queued while the disk fills up.
+    postfix_answers(&s, "alice@example.test 450 4.2.1 Mailbox busy, try again later\n", "");
+    common::eventually(Duration::from_secs(10), "Postfix answering 450 for alice", || {
+        let e = common::smtp_send(s.port("SMTP_PORT"), "bob@example.test", &["alice@example.test"], b"Subject: probe\r\n\r\nprobe\r\n").err()?;
+        e.contains("450").then_some(())
+    });
+    let mut child = d.spawn();
+    let mut sent = BTreeMap::new();
+    for i in 0..3 {
+        let m = customer_mail("alice", &format!("Disk {i}"), 400);
+        common::lmtp_deliver(&s, "support@example.test", &m.raw);
+        sent.insert(m.message_id, "alice".to_string());
+    }
+    common::eventually(Duration::from_secs(60), "three tickets stored", || (cursor_uid(&d, "support") >= 3).then_some(()));
+    common::eventually(Duration::from_secs(60), "the acknowledgements deferred", || (rejects(&postfix_log(&s), "alice@example.test", "450") >= 3).then_some(()));
+
+    // The data dir fills up; alice's mailbox frees. The worker can hand a mail over but cannot
+    // record that it did: it must withhold the final dot, each time, and deliver nothing.
+    let filler = disk.fill();
+    postfix_answers(&s, "", "");
+    common::eventually(Duration::from_secs(120), "sends withheld twice (or a delivery)", || {
+        (withheld(&postfix_log(&s)) >= 2 || s.count("alice", ack) > 0).then_some(())
+    });
+    assert_eq!(s.count("alice", ack), 0, "nothing is delivered while its send cannot be recorded");
+    assert!(d.log_text().contains("outbound paused"), "the admin is told:\n{}", d.tail(20));
+
+    // Space returns: each acknowledgement goes out, once.
+    std::fs::remove_file(&filler).unwrap();
+    common::eventually(Duration::from_secs(120), "three acknowledgements delivered", || (s.count("alice", ack) >= 3).then_some(()));
+    d.wait_done("support", 3, 3, Duration::from_secs(60));
+    d.stop(&mut child);
+    assert_exactly_once(&s, &d, &sent);
+    println!("disk-full test: {} sends withheld, {:?}", withheld(&postfix_log(&s)), t0.elapsed());
+    drop(disk);
 }
