@@ -88,6 +88,15 @@ enum RulesCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run | Command::Deliver { .. }) {
+        // Reports end quietly when their reader goes away (`postdesk tickets list | head`), the
+        // way Unix tools do, instead of panicking on a closed pipe. The daemon and `deliver`
+        // keep SIGPIPE ignored: a vanished peer is an error they handle, never a reason to die.
+        // SAFETY: called before any thread starts; restores the default disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let config = cli.config.clone().unwrap_or_else(postdesk::config::default_path);
     // `run` logs at the config's log.level; other commands only warn.
     let level = match cli.command {

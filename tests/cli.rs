@@ -368,3 +368,60 @@ fn catalog_and_knowledge_base_shape_the_acknowledgement() {
     let list = store.due_outbound("9999", 10).unwrap().into_iter().map(|m| String::from_utf8(m.raw).unwrap()).find(|m| m.contains("What you can ask us for")).expect("catalog mail queued");
     assert!(list.contains("Firewall change") && list.contains("Cost center"), "{list}");
 }
+
+#[test]
+fn a_second_daemon_on_the_same_database_exits_naming_the_first() {
+    let d = Desk::new();
+    let log = std::fs::File::create(d.path("daemon.log")).unwrap();
+    let mut first = d.cmd(&["run"]).stderr(log).stdout(Stdio::null()).spawn().unwrap();
+    common::eventually(Duration::from_secs(60), "the first daemon started", || {
+        std::fs::read_to_string(d.path("daemon.log")).unwrap().contains("postdesk started").then_some(())
+    });
+    let mut second = d.cmd(&["run"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let status = common::eventually(Duration::from_secs(60), "the second daemon exits", || second.try_wait().unwrap());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "a second daemon on the same database must not run: {err}");
+    assert!(err.contains(&format!("pid {}", first.id())), "the message names the running daemon's pid: {err}");
+
+    // Beside the daemon, `deliver` and the CLI keep working.
+    let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "Printer jammed", "Floor 3.");
+    let out = d.deliver(&m.raw);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(d.json(&["tickets", "list", "--json"]).as_array().unwrap().len(), 1);
+    signal(&first, "TERM");
+    assert!(common::eventually(Duration::from_secs(60), "exit", || first.try_wait().unwrap()).success());
+
+    // Once it is gone, a new daemon starts (the kernel dropped the lock).
+    let log = std::fs::File::create(d.path("daemon2.log")).unwrap();
+    let mut again = d.cmd(&["run"]).stderr(log).stdout(Stdio::null()).spawn().unwrap();
+    common::eventually(Duration::from_secs(60), "a new daemon started", || {
+        std::fs::read_to_string(d.path("daemon2.log")).unwrap().contains("postdesk started").then_some(())
+    });
+    signal(&again, "TERM");
+    assert!(common::eventually(Duration::from_secs(60), "exit", || again.try_wait().unwrap()).success());
+}
+
+#[test]
+fn tickets_list_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let d = Desk::new();
+    for i in 0..3 {
+        let m = clients::thunderbird_new("Customer", &format!("c{i}@example.org"), "support@example.test", &format!("Question {i}"), "Hello");
+        assert!(d.deliver(&m.raw).status.success());
+    }
+    for args in [&["tickets", "list"][..], &["tickets", "list", "--json"], &["tickets", "show", "PD-1"], &["report"]] {
+        // The reader is gone before the command writes its first byte (`… | head -0`).
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = d.cmd(args).stdout(writer).stderr(Stdio::piped()).output().unwrap();
+        let err = stderr(&out);
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{args:?}: {err}");
+        assert!(out.status.success() || out.status.signal() == Some(libc_sigpipe()), "{args:?} ends quietly: {:?} {err}", out.status);
+    }
+}
+
+/// SIGPIPE's number on Linux.
+fn libc_sigpipe() -> i32 {
+    13
+}

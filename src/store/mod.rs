@@ -208,14 +208,7 @@ impl Store {
 
     fn setup(conn: Connection, path: PathBuf) -> Result<Store> {
         configure(&conn)?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        let known = MIGRATIONS.len() as i64;
-        if version > known {
-            return Err(StoreError::TooNew { path, found: version, known });
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            conn.execute_batch(&format!("BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {}; COMMIT;", i + 1))?;
-        }
+        migrate(&conn, &path)?;
         let store = Store { conn: Mutex::new(conn), outbox: None, path };
         if store.path.as_os_str() == ":memory:" {
             attach_sent_log(&store.lock(), Path::new(":memory:"))?;
@@ -1024,6 +1017,39 @@ fn cursor(conn: &Connection, mailbox: &str) -> Result<Option<Cursor>> {
         .prepare_cached("SELECT uid_validity, last_uid FROM mailbox_cursors WHERE mailbox = ?")?
         .query_row([mailbox], |r| Ok(Cursor { uid_validity: r.get(0)?, last_uid: r.get(1)? }))
         .optional()?)
+}
+
+/// Apply the migrations this database lacks. Each one runs under SQLite's write lock and reads
+/// the schema version inside it, so processes opening a fresh database at once (an MTA starting
+/// a dozen `deliver`s) apply each migration exactly once; the others wait, then see it done.
+fn migrate(conn: &Connection, path: &Path) -> Result<()> {
+    let known = MIGRATIONS.len() as i64;
+    loop {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let step = (|| {
+            let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if version > known {
+                return Err(StoreError::TooNew { path: path.to_path_buf(), found: version, known });
+            }
+            if version == known {
+                return Ok(false);
+            }
+            conn.execute_batch(&format!("{}; PRAGMA user_version = {};", MIGRATIONS[version as usize], version + 1))?;
+            Ok(true)
+        })();
+        match step {
+            Ok(more) => {
+                conn.execute_batch("COMMIT")?;
+                if !more {
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        }
+    }
 }
 
 /// Settings every connection gets: WAL; FULL sync, so a commit survives power loss too before
