@@ -80,6 +80,16 @@ struct Desk {
     dir: tempfile::TempDir,
     cfg: PathBuf,
     log: PathBuf,
+    /// Every daemon started, so a failing test does not leave one running (Drop kills them).
+    pids: Mutex<Vec<u32>>,
+}
+
+impl Drop for Desk {
+    fn drop(&mut self) {
+        for pid in self.pids.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            let _ = Command::new("kill").arg("-KILL").arg(pid.to_string()).stderr(Stdio::null()).status();
+        }
+    }
 }
 
 impl Desk {
@@ -131,7 +141,7 @@ new_tickets_per_domain = "100000/1h"
         );
         let cfg = common::write_config(dir.path(), &body);
         let log = dir.path().join("daemon.log");
-        Desk { dir, cfg, log }
+        Desk { dir, cfg, log, pids: Mutex::new(Vec::new()) }
     }
 
     fn db(&self) -> PathBuf {
@@ -151,15 +161,22 @@ new_tickets_per_domain = "100000/1h"
         let before = self.log_text().len();
         let log = std::fs::OpenOptions::new().create(true).append(true).open(&self.log).unwrap();
         let mut child = Command::new(BIN).arg("--config").arg(&self.cfg).arg("run").stdout(Stdio::null()).stderr(log).spawn().unwrap();
+        self.pids.lock().unwrap().push(child.id());
         let start = Instant::now();
         while !self.log_text()[before..].contains("postdesk started") {
             if let Ok(Some(st)) = child.try_wait() {
+                self.reaped(child.id());
                 panic!("daemon exited at start ({st}):\n{}", self.tail(20));
             }
             assert!(start.elapsed() < Duration::from_secs(120), "daemon did not start:\n{}", self.tail(20));
             std::thread::sleep(Duration::from_millis(20));
         }
         child
+    }
+
+    /// A daemon that was waited for: its pid may be reused, so Drop must not kill it.
+    fn reaped(&self, pid: u32) {
+        self.pids.lock().unwrap_or_else(|e| e.into_inner()).retain(|p| *p != pid);
     }
 
     /// SIGTERM; wait (bounded) for the exit. Returns the status and how long it took.
@@ -169,11 +186,13 @@ new_tickets_per_domain = "100000/1h"
         assert!(ok, "kill -TERM");
         loop {
             if let Some(st) = child.try_wait().unwrap() {
+                self.reaped(child.id());
                 return (st, t.elapsed());
             }
             if t.elapsed() > Duration::from_secs(60) {
                 let _ = child.kill();
                 let _ = child.wait();
+                self.reaped(child.id());
                 panic!("daemon still running 60 s after SIGTERM:\n{}", self.tail(30));
             }
             std::thread::sleep(Duration::from_millis(5));
