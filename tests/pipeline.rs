@@ -275,3 +275,20 @@ fn unprocessable_input_is_quarantined_and_intake_moves_on() {
     assert_eq!(b.store().cursor("support").unwrap().unwrap().last_uid, 3, "the cursor moves past it");
     assert_eq!(b.store().quarantine_counts().unwrap(), vec![("not_mail".to_string(), 1)]);
 }
+
+/// Issue 12 item 6: a References header with 100k Message-IDs is cut to a bounded list before
+/// threading, and the cut is recorded on the ticket.
+#[test]
+fn huge_reference_lists_are_bounded_and_the_cut_is_recorded() {
+    let b = bench("");
+    let mut raw = String::from("From: alice@example.org\r\nTo: support@example.test\r\nSubject: many refs\r\nMessage-ID: <many@example.org>\r\nReferences:");
+    for i in 0..100_000 {
+        raw.push_str(&format!(" <r{i}@example.org>\r\n"));
+    }
+    raw.push_str("\r\nbody\r\n");
+    let r = b.ingest(raw.as_bytes());
+    let Outcome::Created { ticket } = r.outcome else { panic!("{:?}", r.outcome) };
+    let events = b.store().ticket_detail(ticket).unwrap().unwrap().events;
+    let cut = events.iter().find(|e| e.kind == "parse_limits").unwrap_or_else(|| panic!("{events:?}"));
+    assert!(cut.detail.contains("References") && cut.detail.contains("100000"), "{}", cut.detail);
+}

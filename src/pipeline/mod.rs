@@ -164,8 +164,10 @@ impl Pipeline {
 
     fn run(&self, desk: &Desk, d: Delivery<'_>, dry: bool, quarantine_non_mail: bool) -> Result<Report, IngestError> {
         let now = Now::at(self.clock.now());
+        // Parse and classify before the write lock: a slow message never holds up other writers.
+        let prepared = prepare(desk, d);
         let mut tx = self.store.begin()?;
-        let report = one(&mut tx, desk, d, quarantine_non_mail, &now)?;
+        let report = one(&mut tx, desk, d, prepared, quarantine_non_mail, &now)?;
         if dry {
             drop(tx); // rolls back
         } else {
@@ -183,10 +185,12 @@ impl Pipeline {
     /// intake fetches it again.
     pub fn ingest_batch(&self, desk: &Desk, mailbox: &str, batch: &[(Vec<u8>, Cursor)]) -> Result<Vec<Report>, IngestError> {
         let now = Now::at(self.clock.now());
+        let deliveries: Vec<Delivery<'_>> = batch.iter().map(|(raw, cursor)| Delivery { mailbox, raw, cursor: Some(*cursor), truncated_from: None }).collect();
+        let prepared: Vec<Prepared> = deliveries.iter().map(|d| prepare(desk, *d)).collect();
         let mut tx = self.store.begin()?;
         let mut reports = Vec::with_capacity(batch.len());
-        for (raw, cursor) in batch {
-            reports.push(one(&mut tx, desk, Delivery { mailbox, raw, cursor: Some(*cursor), truncated_from: None }, true, &now)?);
+        for (d, prepared) in deliveries.into_iter().zip(prepared) {
+            reports.push(one(&mut tx, desk, d, prepared, true, &now)?);
         }
         tx.commit()?;
         if reports.iter().any(|r| !r.mails.is_empty()) {
@@ -205,18 +209,36 @@ impl Pipeline {
     }
 }
 
-/// One message inside the caller's transaction: parse and guard (under catch_unwind: a bug on
-/// hostile input quarantines one message instead of killing the daemon), process, move the cursor.
-fn one(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, quarantine_non_mail: bool, now: &Now) -> Result<Report, IngestError> {
+/// A message parsed and classified, ready for the write transaction.
+enum Prepared {
+    Mail(Box<Parsed>, Verdict),
+    NotMail(message::NotMail),
+    /// Parse or guard panicked (a bug on hostile input), with the panic's message.
+    Panicked(String),
+}
+
+/// Parse and guard one message, outside any transaction, under catch_unwind: a bug on hostile
+/// input quarantines one message instead of killing the daemon. Pure, bounded work
+/// (`message::MAX_IDS` and the other limits).
+fn prepare(desk: &Desk, d: Delivery<'_>) -> Prepared {
     let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         message::parse(d.raw).map(|p| {
             let v = guard::classify(&p, d.raw, &desk.identity);
             (p, v)
         })
     }));
-    let report = match parsed {
-        Ok(Ok((p, verdict))) => process(tx, desk, d, p, verdict, now)?,
-        Ok(Err(not_mail)) => {
+    match parsed {
+        Ok(Ok((p, v))) => Prepared::Mail(Box::new(p), v),
+        Ok(Err(not_mail)) => Prepared::NotMail(not_mail),
+        Err(panic) => Prepared::Panicked(panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default()),
+    }
+}
+
+/// One prepared message inside the caller's transaction: decide and write, move the cursor.
+fn one(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, prepared: Prepared, quarantine_non_mail: bool, now: &Now) -> Result<Report, IngestError> {
+    let report = match prepared {
+        Prepared::Mail(p, verdict) => process(tx, desk, d, *p, verdict, now)?,
+        Prepared::NotMail(not_mail) => {
             if !quarantine_non_mail {
                 return Err(not_mail.into());
             }
@@ -224,8 +246,7 @@ fn one(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, quarantine_non_mail: bool,
             quarantine(tx, d, "not_mail", &reason, now)?;
             Report::bare(Outcome::Quarantined { reason })
         }
-        Err(panic) => {
-            let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+        Prepared::Panicked(what) => {
             let reason = format!("internal error while parsing: {what}");
             quarantine(tx, d, "internal_error", &reason, now)?;
             Report::bare(Outcome::Quarantined { reason })
@@ -472,6 +493,11 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         attachments: &p.attachments,
         now: &now.s,
     })?;
+    if !p.truncated.is_empty() {
+        let cut = p.truncated.join("; ");
+        tx.event(ticket, "parse_limits", &format!("message <{}> read within limits: {cut}", p.message_id), &now.s)?;
+        actions.push(format!("parse limits: {cut}"));
+    }
     if verdict.class != Class::Human {
         tx.event(ticket, "guard", &format!("{}: {}", verdict.class.as_str(), verdict.reasons.join("; ")), &now.s)?;
     }
