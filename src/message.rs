@@ -13,7 +13,7 @@
 //!   the files unpacked from it (kept as is when nothing could be unpacked).
 //! - **Visible text**: [`crate::quote::visible_text`] of the text body, for notifications.
 
-use crate::ticket::{AttachmentInfo, normalize_address};
+use crate::ticket::{AttachmentInfo, is_usable_address, normalize_address};
 use crate::{html, quote, tnef};
 use mail_parser::{HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 use sha2::{Digest, Sha256};
@@ -29,6 +29,9 @@ pub const MAX_HEADERS: usize = 1000;
 pub const MAX_PARTS: usize = 1000;
 /// Multipart / nested-message depth read; deeper parts are ignored.
 pub const MAX_DEPTH: usize = 32;
+/// Lines before the header section skipped as junk (an mbox `From ` line, a forwarding client's
+/// "---- Original email message ----", a line of spaces).
+const MAX_JUNK_LINES: usize = 5;
 
 /// An address with its display name, as found in a header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -77,6 +80,10 @@ pub struct Parsed {
     pub in_reply_to: Vec<String>,
     pub references: Vec<String>,
     pub from: Option<Mailbox>,
+    /// The header `from` was taken from when From itself had no usable address ("Sender",
+    /// "Reply-To", "From" for a later From mailbox); `None` when it is From's first mailbox.
+    /// Such an author is never taken for an agent (only From is identity).
+    pub from_fallback: Option<&'static str>,
     pub to: Vec<Mailbox>,
     pub cc: Vec<Mailbox>,
     pub reply_to: Vec<Mailbox>,
@@ -135,10 +142,9 @@ impl Parsed {
 pub fn parse(raw: &[u8]) -> Result<Parsed, NotMail> {
     let sha256 = hex::encode(Sha256::digest(raw));
     let normalized = normalize_line_endings(raw);
-    if !starts_with_header(&normalized) {
-        return Err(NotMail);
-    }
-    let msg = MessageParser::default().parse(normalized.as_ref()).ok_or(NotMail)?;
+    // Junk before the header section is skipped for parsing only: `raw` is stored as received.
+    let start = header_start(&normalized).ok_or(NotMail)?;
+    let msg = MessageParser::default().parse(&normalized[start..]).ok_or(NotMail)?;
     if msg.headers().is_empty() {
         return Err(NotMail);
     }
@@ -173,12 +179,15 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, NotMail> {
     }
     let files = files_and_tnef.0;
     let visible_text = quote::visible_text(&text);
+    let (from, from_fallback) = author(&msg).unzip();
+    let from_fallback = from_fallback.flatten();
     Ok(Parsed {
         message_id,
         message_id_missing,
         in_reply_to: id_list(msg.in_reply_to(), "In-Reply-To", false, &mut truncated),
         references: id_list(msg.references(), "References", true, &mut truncated),
-        from: msg.from().and_then(|a| a.first()).map(mailbox),
+        from,
+        from_fallback,
         to: msg.to().map(|a| a.iter().map(mailbox).collect()).unwrap_or_default(),
         cc: msg.cc().map(|a| a.iter().map(mailbox).collect()).unwrap_or_default(),
         reply_to: msg.reply_to().map(|a| a.iter().map(mailbox).collect()).unwrap_or_default(),
@@ -537,29 +546,44 @@ fn clean_file_name(name: &str) -> String {
     cleaned.trim().to_string()
 }
 
-/// RFC 5322 §2.2: a header section starts with `field-name ":"`, field-name being printable
-/// ASCII without colon. An mbox `From ` separator line before it is tolerated.
-fn starts_with_header(raw: &[u8]) -> bool {
-    let mut rest = raw;
-    while let Some(r) = rest.strip_prefix(b"\n").or_else(|| rest.strip_prefix(b"\r\n")) {
-        rest = r;
-    }
-    if rest.starts_with(b"From ") {
-        match rest.iter().position(|&b| b == b'\n') {
-            Some(i) => rest = &rest[i + 1..],
-            None => return false,
+/// Where the header section starts. RFC 5322 §2.2: a field starts with `field-name ":"`,
+/// field-name being printable ASCII without colon. Like MTAs and other help desks, up to
+/// [`MAX_JUNK_LINES`] lines before it that are not fields are skipped (an mbox `From ` line,
+/// a forwarding client's separator, a line of spaces, blank lines). `None`: not mail.
+fn header_start(raw: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    for _ in 0..=MAX_JUNK_LINES {
+        let line = &raw[at..];
+        let name_len = line.iter().take_while(|&&b| (33..=126).contains(&b) && b != b':').count();
+        let spaces = line[name_len..].iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+        if name_len > 0 && line.get(name_len + spaces) == Some(&b':') {
+            return Some(at);
         }
+        at += memchr::memchr(b'\n', line)? + 1;
     }
-    let name_len = rest.iter().take_while(|&&b| (33..=126).contains(&b) && b != b':').count();
-    let spaces = rest[name_len..].iter().take_while(|&&b| b == b' ' || b == b'\t').count();
-    name_len > 0 && rest.get(name_len + spaces) == Some(&b':')
+    None
 }
 
+/// The author (RFC 5322 §3.6.2): the first From mailbox with a usable address; else the Sender,
+/// then Reply-To, then a later From address (with the header it came from). With none usable,
+/// the first From as it is (a `MAILER-DAEMON` name without address).
+fn author(msg: &Message<'_>) -> Option<(Mailbox, Option<&'static str>)> {
+    let all = |a: Option<&mail_parser::Address<'_>>| a.map(|a| a.iter().map(mailbox).collect::<Vec<_>>()).unwrap_or_default();
+    let (from, sender, reply_to) = (all(msg.from()), all(msg.sender()), all(msg.reply_to()));
+    let first = from.first().map(|m| (m, None));
+    let mut candidates = first
+        .into_iter()
+        .chain(sender.iter().map(|m| (m, Some("Sender"))))
+        .chain(reply_to.iter().map(|m| (m, Some("Reply-To"))))
+        .chain(from.iter().skip(1).map(|m| (m, Some("From"))));
+    candidates.find(|(m, _)| !m.address.is_empty()).or(first).map(|(m, h)| (m.clone(), h))
+}
+
+/// One mailbox; its address is empty unless usable ([`is_usable_address`]): an invalid address is
+/// never stored as a participant nor written to.
 fn mailbox(a: &mail_parser::Addr<'_>) -> Mailbox {
-    Mailbox {
-        name: a.name.as_ref().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()),
-        address: a.address.as_deref().map(normalize_address).unwrap_or_default(),
-    }
+    let address = a.address.as_deref().map(normalize_address).filter(|a| is_usable_address(a)).unwrap_or_default();
+    Mailbox { name: a.name.as_ref().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()), address }
 }
 
 /// The Message-IDs of a list header, at most [`MAX_IDS`]. For References (`keep_root`) the
@@ -639,6 +663,14 @@ Message-ID: <abc@x>\r\nIn-Reply-To: <p1@y>\r\nReferences: <p0@y>\r\n <p1@y>\r\n\
         let a = parse(raw).unwrap();
         assert!(a.message_id_missing);
         assert_eq!(a.message_id, parse(raw).unwrap().message_id);
+    }
+
+    #[test]
+    fn junk_before_the_headers_is_skipped_within_limits() {
+        let p = parse(b"---- Original email message ----\r\n  \r\nFrom: a@b.c\r\nSubject: x\r\n\r\nbody\r\n").unwrap();
+        assert_eq!((p.from_address(), p.subject.as_str()), ("a@b.c", "x"));
+        assert!(parse(b"1\n2\n3\n4\n5\n6\nFrom: a@b.c\n\nbody\n").is_err(), "more junk than MAX_JUNK_LINES is not mail");
+        assert!(parse(b"just some text\nwithout any header\n").is_err());
     }
 
     #[test]

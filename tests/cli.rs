@@ -368,3 +368,15 @@ fn catalog_and_knowledge_base_shape_the_acknowledgement() {
     let list = store.due_outbound("9999", 10).unwrap().into_iter().map(|m| String::from_utf8(m.raw).unwrap()).find(|m| m.contains("What you can ask us for")).expect("catalog mail queued");
     assert!(list.contains("Firewall change") && list.contains("Cost center"), "{list}");
 }
+
+/// Issue 12 item 5: a forwarded message whose first line is a separator is mail, not EX_DATAERR.
+#[test]
+fn deliver_accepts_mail_with_a_junk_first_line() {
+    let d = Desk::new();
+    let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "Forwarded", "See below.");
+    let mut raw = b"---- Original email message ----\r\n".to_vec();
+    raw.extend_from_slice(&m.raw);
+    let out = d.deliver(&raw);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("created PD-1"), "{}", stderr(&out));
+}

@@ -368,7 +368,8 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     }
     // An agent's mail runs commands and posts replies only when it answers a notification sent to
     // that agent (a token signed for their address) and, if configured, passed DKIM/DMARC.
-    let agent = desk.config.agent_by_email(&sender);
+    // Only From is identity: an author taken from Sender or Reply-To is never an agent.
+    let agent = desk.config.agent_by_email(&sender).filter(|_| p.from_fallback.is_none());
     if let Some(agent) = agent {
         match (&decision, verdict.class) {
             (Decision::FollowUp { ticket, via: Via::Token { .. } }, Class::Human) => {
