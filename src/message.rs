@@ -188,9 +188,9 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, NotMail> {
         references: id_list(msg.references(), "References", true, &mut truncated),
         from,
         from_fallback,
-        to: msg.to().map(|a| a.iter().map(mailbox).collect()).unwrap_or_default(),
-        cc: msg.cc().map(|a| a.iter().map(mailbox).collect()).unwrap_or_default(),
-        reply_to: msg.reply_to().map(|a| a.iter().map(mailbox).collect()).unwrap_or_default(),
+        to: mailboxes(&msg, "To"),
+        cc: mailboxes(&msg, "Cc"),
+        reply_to: mailboxes(&msg, "Reply-To"),
         subject,
         headers,
         content_type,
@@ -568,8 +568,7 @@ fn header_start(raw: &[u8]) -> Option<usize> {
 /// then Reply-To, then a later From address (with the header it came from). With none usable,
 /// the first From as it is (a `MAILER-DAEMON` name without address).
 fn author(msg: &Message<'_>) -> Option<(Mailbox, Option<&'static str>)> {
-    let all = |a: Option<&mail_parser::Address<'_>>| a.map(|a| a.iter().map(mailbox).collect::<Vec<_>>()).unwrap_or_default();
-    let (from, sender, reply_to) = (all(msg.from()), all(msg.sender()), all(msg.reply_to()));
+    let (from, sender, reply_to) = (mailboxes(msg, "From"), mailboxes(msg, "Sender"), mailboxes(msg, "Reply-To"));
     let first = from.first().map(|m| (m, None));
     let mut candidates = first
         .into_iter()
@@ -579,11 +578,36 @@ fn author(msg: &Message<'_>) -> Option<(Mailbox, Option<&'static str>)> {
     candidates.find(|(m, _)| !m.address.is_empty()).or(first).map(|(m, h)| (m.clone(), h))
 }
 
+/// The mailboxes of an address header (groups flattened, comments dropped: mail-parser reads
+/// RFC 5322 §3.4 address lists), each through [`mailbox`].
+fn mailboxes(msg: &Message<'_>, header: &'static str) -> Vec<Mailbox> {
+    let raw = msg.header_raw(header).unwrap_or("");
+    let list = msg.root_part().headers.iter().find(|h| h.name.as_str().eq_ignore_ascii_case(header)).and_then(|h| h.value.as_address());
+    list.map(|a| a.iter().map(|a| mailbox(a, raw)).collect()).unwrap_or_default()
+}
+
 /// One mailbox; its address is empty unless usable ([`is_usable_address`]): an invalid address is
 /// never stored as a participant nor written to.
-fn mailbox(a: &mail_parser::Addr<'_>) -> Mailbox {
-    let address = a.address.as_deref().map(normalize_address).filter(|a| is_usable_address(a)).unwrap_or_default();
-    Mailbox { name: a.name.as_ref().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()), address }
+fn mailbox(a: &mail_parser::Addr<'_>, raw_header: &str) -> Mailbox {
+    let name = a.name.as_ref().map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
+    let address = a.address.as_deref().map(normalize_address).unwrap_or_default();
+    if let Some(quoted) = quoted_local_part(name.as_deref(), &address, raw_header) {
+        return Mailbox { name: None, address: quoted };
+    }
+    Mailbox { name, address: Some(address).filter(|a| is_usable_address(a)).unwrap_or_default() }
+}
+
+/// RFC 5322 §3.4.1: `local-part = dot-atom / quoted-string`, so `"john doe"@example.org` is one
+/// address. mail-parser 0.11 reads it as the name `john doe` and the address `@example.org`;
+/// rebuild it when the raw header shows exactly that quoted local part before the domain.
+fn quoted_local_part(name: Option<&str>, address: &str, raw_header: &str) -> Option<String> {
+    let domain = address.strip_prefix('@').filter(|d| !d.is_empty())?;
+    // RFC 5322 §3.2.4: inside a quoted-string, `"` and `\` are escaped with a backslash.
+    let local = name?.replace('\\', "\\\\").replace('"', "\\\"");
+    // Lower-cased like every address we keep (`normalize_address`).
+    let candidate = format!("\"{local}\"@{domain}").to_ascii_lowercase();
+    let shown = raw_header.to_ascii_lowercase().contains(&candidate);
+    (shown && is_usable_address(&candidate)).then_some(candidate)
 }
 
 /// The Message-IDs of a list header, at most [`MAX_IDS`]. For References (`keep_root`) the
@@ -663,6 +687,17 @@ Message-ID: <abc@x>\r\nIn-Reply-To: <p1@y>\r\nReferences: <p0@y>\r\n <p1@y>\r\n\
         let a = parse(raw).unwrap();
         assert!(a.message_id_missing);
         assert_eq!(a.message_id, parse(raw).unwrap().message_id);
+    }
+
+    #[test]
+    fn addresses_quoted_grouped_and_commented() {
+        let raw = b"From: \"John Doe\"@Example.ORG\r\nTo: Team: eve@example.org, (x) frank@example.org;, Bob <@example.org>\r\nCc: <not an address>, \"a\\\"b\"@example.org\r\n\r\nbody\r\n";
+        let p = parse(raw).unwrap();
+        assert_eq!(p.from_address(), "\"john doe\"@example.org");
+        let to: Vec<&str> = p.to.iter().map(|m| m.address.as_str()).collect();
+        assert_eq!(to, ["eve@example.org", "frank@example.org", ""], "a name with `<@domain>` is no address");
+        let cc: Vec<&str> = p.cc.iter().map(|m| m.address.as_str()).collect();
+        assert_eq!(cc, ["", "\"a\\\"b\"@example.org"]);
     }
 
     #[test]
