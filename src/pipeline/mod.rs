@@ -221,9 +221,11 @@ enum Prepared {
 /// input quarantines one message instead of killing the daemon. Pure, bounded work
 /// (`message::MAX_IDS` and the other limits).
 fn prepare(desk: &Desk, d: Delivery<'_>) -> Prepared {
+    // Over the size limit, only the header section is read (the size is known before parsing).
+    let raw = if d.raw.len() as u64 > desk.config.limits.max_message_size { header_section(d.raw) } else { d.raw };
     let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        message::parse(d.raw).map(|p| {
-            let v = guard::classify(&p, d.raw, &desk.identity);
+        message::parse(raw).map(|p| {
+            let v = guard::classify(&p, raw, &desk.identity);
             (p, v)
         })
     }));
@@ -310,17 +312,24 @@ enum Placement {
 
 fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict: Verdict, now: &Now) -> Result<Report, StoreError> {
     // Over the size limit: the ticket gets the header facts only, the sender a notice, the
-    // agents an alert, and an IMAP copy stays untouched on the server.
+    // agents an alert. The whole message is kept: an IMAP copy that was not fetched stays
+    // untouched on the server; bytes we were handed (deliver, Maildir) go to quarantine.
     let size = d.truncated_from.unwrap_or(d.raw.len() as u64);
     let oversize = (size > desk.config.limits.max_message_size).then_some(size);
+    let sha = oversize.map(|_| hex::encode(Sha256::digest(d.raw))).unwrap_or_default();
     if let Some(size) = oversize {
+        let kept = match d.truncated_from {
+            Some(_) => "It was left on the mail server.".to_string(),
+            None => format!("It is kept whole in quarantine (sha256 {}) until an admin releases or deletes it.", &sha[..16]),
+        };
         p.body_text = format!(
-            "(This message of {:.1} MB is over the limit of {:.1} MB and was not read. It was left on the mail server.)",
+            "(This message of {:.1} MB is over the limit of {:.1} MB and was not read. {kept})",
             size as f64 / 1048576.0,
             desk.config.limits.max_message_size as f64 / 1048576.0
         );
+        p.visible_text = p.body_text.clone();
         p.attachments.clear();
-        if let Some(c) = d.cursor {
+        if let (Some(c), Some(_)) = (d.cursor, d.truncated_from) {
             tx.leave_on_server(d.mailbox, c, "over limits.max_message_size")?;
         }
     }
@@ -329,6 +338,9 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         let mut r = Report::new(&p, Some(verdict), None, Outcome::Duplicate { ticket: prior.ticket });
         r.actions.push(format!("already stored ({}); nothing to do", prior.outcome));
         return Ok(r);
+    }
+    if let (Some(size), None) = (oversize, d.truncated_from) {
+        quarantine(tx, d, "too_large", &format!("{size} bytes, over limits.max_message_size ({})", desk.config.limits.max_message_size), now)?;
     }
 
     if verdict.class == Class::OwnLoop {
@@ -538,7 +550,8 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     }
 
     if oversize.is_some() {
-        tx.event(ticket, "too_large", &format!("message <{}> of {size} bytes not read (limit {})", p.message_id, desk.config.limits.max_message_size), &now.s)?;
+        let kept = if d.truncated_from.is_some() { "left on the mail server".to_string() } else { format!("kept in quarantine, sha256 {sha}") };
+        tx.event(ticket, "too_large", &format!("message <{}> of {size} bytes not read (limit {}); {kept}", p.message_id, desk.config.limits.max_message_size), &now.s)?;
         too_large_notice(tx, desk, queue, ticket, &p, &verdict, now, &mut actions, &mut mails)?;
     } else if let Outcome::Created { .. } = outcome {
         acknowledge(tx, desk, queue, ticket, &p, &verdict, &ra, now, &mut actions, &mut mails)?;
