@@ -424,4 +424,37 @@ fn tickets_list_into_a_closed_pipe_ends_quietly() {
 /// SIGPIPE's number on Linux.
 fn libc_sigpipe() -> i32 {
     13
+/// Issue 12 item 4: mail over `limits.max_message_size` piped to `deliver` keeps every byte (in
+/// quarantine, for an admin), the sender is told, and nobody is told it stayed on a server.
+#[test]
+fn oversize_mail_through_deliver_is_kept_whole() {
+    let d = Desk::new();
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, format!("{cfg}\n[limits]\nmax_message_size = \"64KB\"\n")).unwrap();
+    let body = "0123456789abcdef".repeat(16 * 1024); // 256 KiB
+    let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "Huge scan", &body);
+    let out = d.deliver(&m.raw);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("mail server"), "{}", stderr(&out));
+    let show = d.json(&["tickets", "show", "PD-1", "--json"]);
+    let text = show.to_string();
+    assert!(!text.contains("left on the mail server"), "{text}");
+    assert!(text.contains("quarantine"), "the ticket says where the message is kept: {text}");
+    let db = rusqlite::Connection::open(d.path("var/postdesk.db")).unwrap();
+    let kept: Vec<u8> = db.query_row("SELECT raw FROM quarantine WHERE reason = 'too_large'", [], |r| r.get(0)).unwrap();
+    assert!(kept == m.raw, "the quarantined bytes are the message as received");
+    let to_sender: i64 = db.query_row("SELECT COUNT(*) FROM outbox WHERE recipients LIKE '%alice@example.org%'", [], |r| r.get(0)).unwrap();
+    assert_eq!(to_sender, 1, "the sender is told");
+}
+
+/// Issue 12 item 5: a forwarded message whose first line is a separator is mail, not EX_DATAERR.
+#[test]
+fn deliver_accepts_mail_with_a_junk_first_line() {
+    let d = Desk::new();
+    let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "Forwarded", "See below.");
+    let mut raw = b"---- Original email message ----\r\n".to_vec();
+    raw.extend_from_slice(&m.raw);
+    let out = d.deliver(&raw);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("created PD-1"), "{}", stderr(&out));
 }
