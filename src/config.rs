@@ -155,6 +155,17 @@ pub struct Queue {
     pub language: Option<String>,
     /// Approvers of changes in this queue (else the desk-wide `[approvals]` list).
     pub approvers: Vec<String>,
+    /// Whether addresses a participant copies (To/Cc) on their own mail join the ticket.
+    pub cc_policy: CcPolicy,
+}
+
+/// Per-queue policy for the addresses a participant copies on their mail (docs/SECURITY.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CcPolicy {
+    /// They join as participants (RT's Cc watchers): they get agents' replies and may answer.
+    Join,
+    /// Only the requester (and holders of a token we sent them) take part.
+    Ignore,
 }
 
 /// Per-queue policy for mail that arrives on a closed ticket.
@@ -496,6 +507,7 @@ struct RawQueue {
     sla: Option<String>,
     language: Option<String>,
     approvers: Option<Vec<String>>,
+    cc_policy: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -934,6 +946,14 @@ impl Validator {
                 }
             };
             let reopen_within = q.reopen_within.as_ref().map(|_| self.duration(&format!("{key}.reopen_within"), &q.reopen_within, Duration::ZERO));
+            let cc_policy = match q.cc_policy.as_deref().unwrap_or("join") {
+                "join" => CcPolicy::Join,
+                "ignore" => CcPolicy::Ignore,
+                other => {
+                    self.add(&format!("{key}.cc_policy"), format!("unknown value `{other}` (expected join or ignore)"));
+                    CcPolicy::Join
+                }
+            };
             queues.insert(
                 name.clone(),
                 Queue {
@@ -949,6 +969,7 @@ impl Validator {
                     sla: q.sla.clone(),
                     language: q.language.clone(),
                     approvers: q.approvers.clone().unwrap_or_default().into_iter().map(|a| a.trim().to_ascii_lowercase()).collect(),
+                    cc_policy,
                 },
             );
         }

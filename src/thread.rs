@@ -1,8 +1,10 @@
 //! Thread: decides which ticket an inbound message belongs to. Order (first match wins):
 //! 1. a signed reply token of ours in In-Reply-To/References that verifies for the sender;
-//! 2. any Message-ID we stored or sent named in In-Reply-To/References;
+//! 2. any Message-ID we stored or sent named in In-Reply-To/References, only when the sender
+//!    already takes part in that ticket (Message-IDs are not secret: they travel in every copy);
 //! 3. our subject tag, only when the sender already takes part in that ticket;
-//! 4. otherwise a new ticket (linked as possibly related when a stranger quoted a tag).
+//! 4. otherwise a new ticket (linked as possibly related when a stranger named a ticket by a
+//!    Message-ID or a tag: the stranger joins nothing and learns nothing).
 //! Pure: history comes in through the [`History`] trait.
 
 use crate::reference::RefFormat;
@@ -25,7 +27,7 @@ pub trait History {
 pub enum Via {
     /// A signed token of ours, verified for this sender.
     Token { message_id: String },
-    /// A Message-ID we know, named in In-Reply-To/References.
+    /// A Message-ID we know, named in In-Reply-To/References by a participant.
     MessageId { message_id: String },
     /// Our subject tag, from a participant of the ticket.
     SubjectTag,
@@ -41,7 +43,7 @@ pub enum Decision {
         via: Via,
     },
     New {
-        /// A ticket whose tag a non-participant quoted: linked, never joined.
+        /// A ticket a non-participant named (tag or Message-ID): linked, never joined.
         possibly_related: Option<TicketId>,
     },
 }
@@ -67,7 +69,7 @@ impl Decision {
                 format!("follow-up on {} (subject tag from a participant)", refs.format(*ticket))
             }
             Decision::New { possibly_related: Some(t) } => {
-                format!("new ticket (subject names {} but the sender is not a participant: linked, not joined)", refs.format(*t))
+                format!("new ticket (the mail names {} but the sender is not a participant: linked, not joined)", refs.format(*t))
             }
             Decision::New { possibly_related: None } => "new ticket".to_string(),
         }
@@ -93,23 +95,29 @@ pub fn decide(
             return Ok(Decision::FollowUp { ticket: v.ticket, via: Via::Token { message_id: id.to_string() } });
         }
     }
-    // 2. Any Message-ID we recorded.
+    // 2. Any Message-ID we recorded, from a participant of its ticket.
+    let is_participant = |history: &mut dyn History, ticket: TicketId| -> Result<Option<bool>, StoreError> {
+        Ok(history.ticket_summary(ticket)?.map(|(_, people)| !sender.is_empty() && people.iter().any(|p| p == sender)))
+    };
+    let mut named = None;
     for id in ancestors {
         if let Some(ticket) = history.ticket_by_message_id(id)? {
-            return Ok(Decision::FollowUp { ticket, via: Via::MessageId { message_id: id.to_string() } });
+            match is_participant(history, ticket)? {
+                Some(true) => return Ok(Decision::FollowUp { ticket, via: Via::MessageId { message_id: id.to_string() } }),
+                Some(false) => named = named.or(Some(ticket)),
+                None => {}
+            }
         }
     }
     // 3. Subject tag, participants only (osTicket's rule: the tag alone proves nothing).
     if let Some(ticket) = refs.find(subject) {
-        return Ok(match history.ticket_summary(ticket)? {
-            Some((_, participants)) if !sender.is_empty() && participants.iter().any(|p| p == sender) => {
-                Decision::FollowUp { ticket, via: Via::SubjectTag }
-            }
-            Some(_) => Decision::New { possibly_related: Some(ticket) },
-            None => Decision::New { possibly_related: None },
-        });
+        match is_participant(history, ticket)? {
+            Some(true) => return Ok(Decision::FollowUp { ticket, via: Via::SubjectTag }),
+            Some(false) => named = named.or(Some(ticket)),
+            None => {}
+        }
     }
-    Ok(Decision::New { possibly_related: None })
+    Ok(Decision::New { possibly_related: named })
 }
 
 #[cfg(test)]
@@ -146,7 +154,7 @@ mod tests {
         let d = decide("alice@example.org", &[], &[&token], "whatever", &mut h, &s, &r).unwrap();
         assert!(matches!(d, Decision::FollowUp { ticket: 7, via: Via::Token { .. } }));
 
-        let d = decide("bob@example.org", &[], &["orig@example.org"], "x", &mut h, &s, &r).unwrap();
+        let d = decide("alice@example.org", &[], &["orig@example.org"], "x", &mut h, &s, &r).unwrap();
         assert!(matches!(d, Decision::FollowUp { ticket: 7, via: Via::MessageId { .. } }));
 
         let d = decide("alice@example.org", &[], &[], "RE: [PD-7] printer", &mut h, &s, &r).unwrap();
@@ -162,6 +170,9 @@ mod tests {
         let token = s.message_id(7, "alice@example.org");
         let d = decide("mallory@example.net", &[], &[&token], "hi", &mut h, &s, &r).unwrap();
         assert_eq!(d, Decision::New { possibly_related: None });
+        // a Message-ID of the ticket proves nothing either: copies of it travel with every mail
+        let d = decide("mallory@example.net", &[], &["orig@example.org"], "hi", &mut h, &s, &r).unwrap();
+        assert_eq!(d, Decision::New { possibly_related: Some(7) });
         // unknown ticket numbers are just text
         let d = decide("alice@example.org", &[], &[], "[PD-999] x", &mut h, &s, &r).unwrap();
         assert_eq!(d, Decision::New { possibly_related: None });

@@ -220,8 +220,11 @@ fn spoofed_agent_mail_cannot_run_commands_or_post() {
     assert_eq!(t.ticket.status, Status::New);
     assert_eq!(t.ticket.owner, None);
     assert!(d.new_mail().iter().all(|m| !m.raw.contains("Closing this.") && !m.raw.contains("Done.") || m.to.iter().all(|t| t.ends_with("agents.example.test"))), "nothing was posted to the customer as the agent");
-    assert!(t.events.iter().any(|e| e.kind == "unauthenticated_agent"), "{:?}", t.events);
     assert!(t.articles.iter().all(|a| a.kind != ArticleKind::AgentReply));
+    // Not a participant of PD-1: the spoofs opened new linked tickets, flagged for the agents.
+    let spoofed = d.p.store.ticket_detail(2).unwrap().unwrap();
+    assert!(spoofed.events.iter().any(|e| e.kind == "unauthenticated_agent"), "{:?}", spoofed.events);
+    assert!(t.events.iter().any(|e| e.kind == "possibly_related"), "{:?}", t.events);
 }
 
 #[test]

@@ -325,13 +325,13 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     }
     let queue = desk.config.queue_of(d.mailbox).or_else(|| desk.config.queues.values().next()).expect("validated config has a queue");
     let tokens: Vec<String> = p.to.iter().chain(p.cc.iter()).filter_map(|m| desk.signer.token_from_address(&m.address)).collect();
-    let mut ancestors = p.ancestors();
+    let ancestors = p.ancestors();
     // A bounce names our original mail inside its report (RFC 3464 §2.1, the returned message or
-    // its headers): thread by that first.
-    if let Some(id) = verdict.bounce.as_ref().and_then(|b| b.original_message_id.as_deref()) {
-        ancestors.insert(0, id);
-    }
-    let decision = thread::decide(&sender, &tokens, &ancestors, &p.subject, tx, &desk.signer, &desk.refs)?;
+    // its headers): it threads by that alone.
+    let decision = match bounce_decision(tx, &verdict)? {
+        Some(d) => d,
+        None => thread::decide(&sender, &tokens, &ancestors, &p.subject, tx, &desk.signer, &desk.refs)?,
+    };
     let threading = decision.describe(&desk.refs);
     let mut actions = Vec::new();
     let mut mails = Vec::new();
@@ -442,6 +442,9 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         Placement::Existing { ticket, status } => {
             if !customer_close {
                 follow_up(tx, desk, ticket, status, &sender, &verdict, now, &mut actions)?;
+                if verdict.class == Class::Human {
+                    add_copied(tx, desk, ticket, &p, &sender, &mut actions)?;
+                }
             }
             (ticket, Outcome::FollowUp { ticket })
         }
@@ -637,6 +640,24 @@ fn follow_up(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, status: Status, sen
     Ok(())
 }
 
+/// People a participant copied on their own mail take part in the conversation (RT's Cc
+/// watchers), when the ticket's queue says so (`cc_policy`, docs/SECURITY.md).
+fn add_copied(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, p: &Parsed, sender: &str, actions: &mut Vec<String>) -> Result<(), StoreError> {
+    let queue = tx.ticket_queue(ticket)?.and_then(|q| desk.config.queues.get(&q));
+    if queue.is_none_or(|q| q.cc_policy != crate::config::CcPolicy::Join) {
+        return Ok(());
+    }
+    let Some((_, participants)) = tx.ticket_summary(ticket)? else { return Ok(()) };
+    for m in p.cc.iter().chain(p.to.iter()) {
+        let a = &m.address;
+        if !a.is_empty() && a != sender && !participants.contains(a) && !desk.identity.own_addresses.contains(a) && desk.signer.token_from_address(a).is_none() && !guard::is_system_address(a) {
+            tx.add_participant(ticket, a, "cc")?;
+            actions.push(format!("added {a} as a participant (copied by {sender})"));
+        }
+    }
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn open_ticket(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, p: &Parsed, sender: &str, related: Option<TicketId>, now: &Now, actions: &mut Vec<String>) -> Result<TicketId, StoreError> {
     let subject = normalize_subject(&p.subject);
@@ -644,12 +665,7 @@ fn open_ticket(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, p: &Parsed, sender: 
     let requester = if sender.is_empty() { "unknown@invalid" } else { sender };
     let ticket = tx.create_ticket(&NewTicket { subject: &subject, queue: &queue.name, priority: Priority::Normal, requester, related_to: related, now: &now.s })?;
     actions.push(format!("created ticket {} in queue {}", desk.refs.format(ticket), queue.name));
-    // People the customer copied take part in the conversation (RT's Cc watchers).
-    for m in p.cc.iter().chain(p.to.iter()) {
-        if !m.address.is_empty() && m.address != requester && !desk.identity.own_addresses.contains(&m.address) && desk.signer.token_from_address(&m.address).is_none() && !guard::is_system_address(&m.address) {
-            tx.add_participant(ticket, &m.address, "cc")?;
-        }
-    }
+    add_copied(tx, desk, ticket, p, requester, actions)?;
     if let Some(rel) = related {
         let note = format!("linked to {} (possibly related)", desk.refs.format(rel));
         tx.event(ticket, "possibly_related", &note, &now.s)?;
@@ -812,6 +828,12 @@ fn close_by_customer(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, ticket: Ticket
     let sent = mailer::send_auto(tx, desk, now, AutoMail::answer(p, Some(ticket), queue, ArticleKind::Notification, "customer_closed", "customer_closed", ctx))?;
     record_sent(sent, actions, mails);
     Ok(())
+}
+
+/// A bounce threads by the original Message-ID its report names, not by its sender.
+fn bounce_decision(tx: &mut Tx<'_>, verdict: &Verdict) -> Result<Option<Decision>, StoreError> {
+    let Some(id) = verdict.bounce.as_ref().and_then(|b| b.original_message_id.as_deref()) else { return Ok(None) };
+    Ok(tx.ticket_by_message_id(id)?.map(|ticket| Decision::FollowUp { ticket, via: Via::MessageId { message_id: id.to_string() } }))
 }
 
 /// Record which recipients failed and stop mailing the ones that failed for good.

@@ -113,6 +113,13 @@ pub fn approver_mail(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, 
     Ok(Some(r))
 }
 
+fn decision_link(d: &Decision) -> Option<TicketId> {
+    match d {
+        Decision::New { possibly_related } => *possibly_related,
+        Decision::FollowUp { .. } => None,
+    }
+}
+
 fn note(tx: &mut Tx<'_>, d: Delivery<'_>, p: &Parsed, ticket: TicketId, from: &str, now: &Now) -> Result<i64, StoreError> {
     tx.add_article(&NewArticle {
         ticket,
@@ -174,11 +181,11 @@ pub fn group_mail(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, ver
         Decision::FollowUp { ticket, via: Via::Token { .. } | Via::MessageId { .. } } => Some(*ticket),
         _ => None,
     };
-    if ticket.is_none()
-        && let Some(id) = desk.refs.find(&p.subject)
-        && handed(tx, id)?
-    {
-        ticket = Some(id);
+    // Our tag, or a Message-ID of ours the group is not a participant of, on a ticket handed to them.
+    for id in [desk.refs.find(&p.subject), decision_link(decision)].into_iter().flatten() {
+        if ticket.is_none() && handed(tx, id)? {
+            ticket = Some(id);
+        }
     }
     if ticket.is_none()
         && let Some(n) = &external
