@@ -261,3 +261,45 @@ fn dkim_requirement_for_agents() {
     d.ingest(&signed);
     assert_eq!(d.ticket().ticket.owner.as_deref(), Some("alice@agents.example.test"));
 }
+
+const SIGNED_DESK: &str = "[security]\nrequire_dkim = true\ntrusted_authserv_ids = [\"mx.example.test\"]\n\n[self_service]\n\n[approvals]\napprovers = [\"cab@example.org\"]\n\n[groups.vendor]\nname = \"Vendor Inc.\"\naddress = \"help@vendor.example\"\nticket_pattern = '\\[Vendor #(\\d+)\\]'\n";
+
+fn dkim_pass(domain: &str, raw: &[u8]) -> Vec<u8> {
+    let mut signed = format!("Authentication-Results: mx.example.test; dkim=pass header.d={domain} header.s=s1\r\n").into_bytes();
+    signed.extend_from_slice(raw);
+    signed
+}
+
+#[test]
+fn dkim_requirement_covers_approvers_groups_and_the_requesters_close() {
+    let d = setup(SIGNED_DESK);
+    let (ack, n) = open_ticket(&d);
+    // An authenticated agent makes it a change and hands it to the vendor: the approver is asked.
+    d.ingest(&dkim_pass("agents.example.test", &agent_reply("alice@agents.example.test", &n, "/type change\n/forward vendor\nPlease look.")));
+    let mails = d.new_mail();
+    let request = to(&mails, "cab@example.org");
+    assert_eq!(request.len(), 1, "{:?}", mails.iter().map(|m| &m.to).collect::<Vec<_>>());
+    assert_eq!(d.ticket().ticket.approval.as_deref(), Some("requested"));
+    let handoff = to(&mails, "help@vendor.example")[0].clone_out();
+
+    // A forged approver: the token is real (stolen from the approval request), DKIM is missing.
+    let forged = clients::thunderbird_reply("CAB", "cab@example.org", "support@example.test", &request[0].h("subject"), &request[0].id(), &[], "/approve");
+    d.ingest(&forged.raw);
+    assert_eq!(d.ticket().ticket.approval.as_deref(), Some("requested"), "a forged approver decides nothing");
+    // A forged vendor reply carrying the hand-off's Message-ID is no internal note.
+    let vendor = format!("From: help@vendor.example\r\nTo: support@example.test\r\nSubject: [Vendor #77] {}\r\nIn-Reply-To: <{}>\r\nMessage-ID: <v1@vendor.example>\r\n\r\nAll fixed, close it.\r\n", handoff.h("subject"), handoff.id());
+    d.ingest(vendor.as_bytes());
+    assert!(!d.ticket().articles.iter().any(|a| a.kind == ArticleKind::Note && a.body_text.contains("All fixed")), "a forged group reply is no note");
+    // The requester's /close without DKIM closes nothing.
+    let close = clients::thunderbird_reply("Dana", "dana@example.org", "support@example.test", &ack.h("subject"), &ack.id(), &[], "/close\nNever mind.");
+    d.ingest(&close.raw);
+    assert_ne!(d.ticket().ticket.status, Status::Closed, "an unauthenticated /close closes nothing");
+
+    // The same three, authenticated, work.
+    d.ingest(&dkim_pass("vendor.example", vendor.replace("v1@", "v2@").as_bytes()));
+    assert!(d.ticket().articles.iter().any(|a| a.kind == ArticleKind::Note && a.body_text.contains("All fixed")));
+    d.ingest(&dkim_pass("example.org", &clients::thunderbird_reply("CAB", "cab@example.org", "support@example.test", &request[0].h("subject"), &request[0].id(), &[], "/approve").raw));
+    assert_eq!(d.ticket().ticket.approval.as_deref(), Some("approved"));
+    d.ingest(&dkim_pass("example.org", &clients::thunderbird_reply("Dana", "dana@example.org", "support@example.test", &ack.h("subject"), &ack.id(), &[], "/close\nDone now.").raw));
+    assert_eq!(d.ticket().ticket.status, Status::Closed);
+}

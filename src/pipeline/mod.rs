@@ -351,9 +351,7 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     if let Some(agent) = agent {
         match (&decision, verdict.class) {
             (Decision::FollowUp { ticket, via: Via::Token { .. } }, Class::Human) => {
-                let domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-                let sec = &desk.config.security;
-                if !sec.require_dkim || crate::authres::passes(p.header_all("authentication-results"), &sec.trusted_authserv_ids, domain) {
+                if authenticated(desk, &p) {
                     let ticket = *ticket;
                     let r = agent::handle(tx, desk, d, &p, verdict, agent, ticket, threading, now)?;
                     tx.record_delivery(&key, None, "agent", &now.s)?;
@@ -416,7 +414,11 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         && verdict.class == Class::Human
         && matches!(&decision, Decision::FollowUp { via: Via::Token { .. } | Via::MessageId { .. }, .. })
         && existing.as_ref().is_some_and(|t| t.requester == sender && t.status != Status::Closed)
-        && matches!(crate::command::parse(&p.visible_text).commands.as_slice(), [crate::command::Command::Status { status: Status::Closed | Status::Resolved }]);
+        && matches!(crate::command::parse(&p.visible_text).commands.as_slice(), [crate::command::Command::Status { status: Status::Closed | Status::Resolved }])
+        && (authenticated(desk, &p) || {
+            actions.push(format!("/close from {sender} failed the DKIM/DMARC requirement: not applied"));
+            false
+        });
     let placement = place(tx, desk, queue, &decision, &sender, &verdict, now, &mut actions)?;
     let (ticket, outcome) = match placement {
         Placement::Quarantine { reason } => {
@@ -828,6 +830,19 @@ fn close_by_customer(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, ticket: Ticket
     let sent = mailer::send_auto(tx, desk, now, AutoMail::answer(p, Some(ticket), queue, ArticleKind::Notification, "customer_closed", "customer_closed", ctx))?;
     record_sent(sent, actions, mails);
     Ok(())
+}
+
+/// The one authentication check for every identity that can change a ticket (agents, approvers,
+/// external groups, a requester's `/close`): with `[security] require_dkim`, one of our trusted
+/// MTAs must have recorded dkim=pass for the From domain, or dmarc=pass (RFC 8601 §5).
+pub(crate) fn authenticated(desk: &Desk, p: &Parsed) -> bool {
+    let sec = &desk.config.security;
+    let domain = p.from_address().rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+    let ok = !sec.require_dkim || crate::authres::passes(p.header_all("authentication-results"), &sec.trusted_authserv_ids, domain);
+    if !ok {
+        tracing::warn!(from = p.from_address(), message_id = p.message_id, "sender failed the DKIM/DMARC requirement");
+    }
+    ok
 }
 
 /// A bounce threads by the original Message-ID its report names, not by its sender.

@@ -56,7 +56,7 @@ pub fn approver_mail(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, 
     let Decision::FollowUp { ticket, via: Via::Token { .. } } = decision else { return Ok(None) };
     let sender = p.from_address();
     let Some(t) = tx.ticket(*ticket)? else { return Ok(None) };
-    if t.approval.as_deref() != Some("requested") || !approvers(desk, &t).iter().any(|a| a == sender) || verdict.class != crate::guard::Class::Human {
+    if t.approval.as_deref() != Some("requested") || !approvers(desk, &t).iter().any(|a| a == sender) || verdict.class != crate::guard::Class::Human || !super::authenticated(desk, p) {
         return Ok(None);
     }
     let mut r = Report::new(p, Some(verdict.clone()), Some(threading.to_string()), Outcome::FollowUp { ticket: t.id });
@@ -175,6 +175,9 @@ pub fn forward(tx: &mut Tx<'_>, desk: &Desk, t: &Ticket, group: &Group, agent: &
 pub fn group_mail(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, verdict: &Verdict, decision: &Decision, now: &Now) -> Result<Option<Report>, StoreError> {
     let sender = p.from_address();
     let Some(group) = desk.config.groups.values().find(|g| g.address == sender) else { return Ok(None) };
+    if !super::authenticated(desk, p) {
+        return Ok(None);
+    }
     let external = group.ticket_pattern.captures(&p.subject).and_then(|c| c.get(1)).map(|m| m.as_str().to_string());
     let handed = |tx: &Tx<'_>, id: TicketId| -> Result<bool, StoreError> { Ok(tx.ticket(id)?.is_some_and(|t| t.groups.iter().any(|g| g.group == group.key))) };
     let mut ticket = match decision {
