@@ -206,6 +206,8 @@ pub struct Guard {
     /// New tickets per sender domain.
     pub domain_rate: Option<Rate>,
     pub flood_action: FloodAction,
+    /// How long a hard bounce keeps an address from being mailed (unless it writes first).
+    pub undeliverable_for: Duration,
 }
 
 /// An agent: works tickets from their own mail client.
@@ -636,6 +638,7 @@ struct RawGuard {
     new_tickets_per_sender: Option<String>,
     new_tickets_per_domain: Option<String>,
     flood_action: Option<String>,
+    undeliverable_for: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1153,7 +1156,8 @@ impl Validator {
                 FloodAction::Append
             }
         };
-        let guard = Guard { auto_mail_caps, sender_rate, domain_rate, flood_action };
+        let undeliverable_for = self.duration("guard.undeliverable_for", &g.undeliverable_for, Duration::from_secs(30 * 86400));
+        let guard = Guard { auto_mail_caps, sender_rate, domain_rate, flood_action, undeliverable_for };
 
         // [agents.*]
         let mut agents = BTreeMap::new();

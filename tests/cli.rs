@@ -368,3 +368,28 @@ fn catalog_and_knowledge_base_shape_the_acknowledgement() {
     let list = store.due_outbound("9999", 10).unwrap().into_iter().map(|m| String::from_utf8(m.raw).unwrap()).find(|m| m.contains("What you can ask us for")).expect("catalog mail queued");
     assert!(list.contains("Firewall change") && list.contains("Cost center"), "{list}");
 }
+
+#[test]
+fn undeliverable_list_and_clear() {
+    let d = Desk::new();
+    let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "Printer jammed", "Floor 3.");
+    assert!(d.deliver(&m.raw).status.success());
+    let ack = d.json(&["tickets", "show", "PD-1", "--json"])["articles"][1]["message_id"].as_str().unwrap().to_string();
+    // The acknowledgement bounced: a DSN naming it and its recipient.
+    let dsn = format!(
+        "From: MAILER-DAEMON@mx.example.org\r\nTo: support@example.test\r\nSubject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn-1@mx.example.org>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.org\r\n\r\nFinal-Recipient: rfc822; alice@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n--b\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <{ack}>\r\n\r\n--b--\r\n"
+    );
+    assert!(d.deliver(dsn.as_bytes()).status.success());
+    let list = d.json(&["undeliverable", "list", "--json"]);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["address"], "alice@example.org");
+    assert!(list[0]["reason"].as_str().unwrap().contains("5.1.1"), "{list}");
+    let text = d.run(&["undeliverable", "list"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("alice@example.org"));
+    let out = d.run(&["undeliverable", "clear", "Alice@Example.org"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(d.json(&["undeliverable", "list", "--json"]).as_array().unwrap().len(), 0);
+    let again = d.run(&["undeliverable", "clear", "alice@example.org"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("not marked undeliverable"), "{}", stderr(&again));
+}

@@ -317,3 +317,57 @@ fn addresses_a_participant_copies_join_as_the_queue_says() {
         assert_eq!(b.ingest(&carol.raw).outcome, expected, "{policy}");
     }
 }
+
+/// A delivery status notification (RFC 3464) as Postfix writes it: `failed` for each address,
+/// and the returned message's headers naming `original` when given.
+fn dsn(from: &str, failed: &[&str], original: Option<&str>) -> Vec<u8> {
+    let recipients: String = failed.iter().map(|r| format!("Final-Recipient: rfc822; {r}\r\nAction: failed\r\nStatus: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 User unknown\r\n\r\n")).collect();
+    let returned = original.map(|id| format!("--b1\r\nContent-Type: text/rfc822-headers\r\n\r\nFrom: Example Support <support@example.test>\r\nSubject: [PD-1] Printer\r\nMessage-ID: <{id}>\r\n\r\n")).unwrap_or_default();
+    format!(
+        "From: Mail Delivery System <{from}>\r\nTo: support@example.test\r\nSubject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn-{}@mx.example.net>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nThis is the mail system.\r\n\r\n--b1\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.net\r\n\r\n{recipients}{returned}--b1--\r\n",
+        failed.join("-").replace('@', "."),
+    )
+    .into_bytes()
+}
+
+fn undeliverable(b: &Bench) -> Vec<String> {
+    b.store().undeliverable_marks("0000").unwrap().into_iter().map(|m| m.address).collect()
+}
+
+#[test]
+fn forged_bounces_change_nothing() {
+    let b = bench("");
+    let first = new_mail("alice@example.org", "Printer");
+    b.ingest(&first.raw);
+    let ack_id = header_of(&b.queued()[0], "message-id").trim_matches(['<', '>']).to_string();
+    // A made-up DSN naming the customer (and anyone else), with no original message.
+    let r = b.ingest(&dsn("MAILER-DAEMON@evil.example.net", &["alice@example.org", "andy@example.test"], None));
+    assert!(matches!(&r.outcome, Outcome::Quarantined { reason } if reason.contains("unverified bounce")), "{:?}", r.outcome);
+    // One naming the customer's own Message-ID (not one of ours), or a copy of ours for someone else.
+    b.ingest(&dsn("MAILER-DAEMON@evil.example.net", &["alice@example.org"], Some(&first.message_id)));
+    let r = b.ingest(&dsn("MAILER-DAEMON@evil.example.net", &["bob@example.org"], Some(&ack_id)));
+    assert!(matches!(&r.outcome, Outcome::Quarantined { .. }), "{:?}", r.outcome);
+    assert_eq!(undeliverable(&b), Vec::<String>::new());
+    assert_eq!(b.tickets(), 1, "no bounce opened or joined a ticket");
+    assert!(!b.store().ticket_detail(1).unwrap().unwrap().events.iter().any(|e| e.kind == "bounce"));
+    // The customer still gets every answer.
+    assert_eq!(b.ingest(&new_mail("alice@example.org", "Scanner").raw).mails.len(), 1);
+}
+
+#[test]
+fn a_genuine_bounce_marks_the_address_until_it_writes_again_or_the_mark_expires() {
+    let b = bench("");
+    b.ingest(&new_mail("alice@example.org", "Printer").raw);
+    let ack_id = header_of(&b.queued()[0], "message-id").trim_matches(['<', '>']).to_string();
+    let r = b.ingest(&dsn("MAILER-DAEMON@mx.example.org", &["alice@example.org"], Some(&ack_id)));
+    assert_eq!(r.outcome, Outcome::FollowUp { ticket: 1 }, "{:?}", r.actions);
+    assert_eq!(undeliverable(&b), vec!["alice@example.org".to_string()]);
+    // Marks expire (default 30 days): still active after 29 days, gone after 31.
+    let at = |days: i64| postdesk::clock::rfc3339(datetime!(2026-11-30 09:00 UTC) + time::Duration::days(days) - time::Duration::days(30));
+    assert_eq!(b.store().undeliverable_marks(&at(29)).unwrap().len(), 1);
+    assert_eq!(b.store().undeliverable_marks(&at(31)).unwrap().len(), 0);
+    // The address writing to us again clears the mark: it gets its acknowledgement.
+    b.clock.advance(time::Duration::days(1));
+    assert_eq!(b.ingest(&new_mail("alice@example.org", "Scanner").raw).mails.len(), 1);
+    assert_eq!(undeliverable(&b), Vec::<String>::new());
+}

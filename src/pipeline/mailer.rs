@@ -115,7 +115,7 @@ fn blocked(tx: &Tx<'_>, desk: &Desk, now: &Now, to: &str, automatic: bool) -> Re
     if desk.identity.own_addresses.iter().any(|a| a == to) {
         return Ok(Some(format!("<{to}> is one of our own addresses")));
     }
-    if let Some(reason) = tx.undeliverable(to)? {
+    if let Some(reason) = tx.undeliverable(to, &now.minus(desk.config.guard.undeliverable_for))? {
         return Ok(Some(format!("<{to}> is undeliverable ({reason})")));
     }
     if !automatic || desk.config.agent_by_email(to).is_some() {

@@ -320,6 +320,10 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     }
 
     let sender = p.from_address().to_string();
+    // A person writing from an address is the best proof that it takes mail again.
+    if verdict.class == Class::Human && !sender.is_empty() && tx.clear_undeliverable(&sender)? {
+        tracing::info!(sender, "undeliverable mark cleared: the address wrote to us");
+    }
     if let Some(r) = status_request(tx, desk, d, &p, &verdict, &key, now)? {
         return Ok(r);
     }
@@ -328,9 +332,21 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     let ancestors = p.ancestors();
     // A bounce names our original mail inside its report (RFC 3464 §2.1, the returned message or
     // its headers): it threads by that alone.
-    let decision = match bounce_decision(tx, &verdict)? {
-        Some(d) => d,
-        None => thread::decide(&sender, &tokens, &ancestors, &p.subject, tx, &desk.signer, &desk.refs)?,
+    let mut bounced = Vec::new();
+    let decision = match check_bounce(tx, desk, &p, &verdict, &tokens)? {
+        BounceCheck::NotABounce => thread::decide(&sender, &tokens, &ancestors, &p.subject, tx, &desk.signer, &desk.refs)?,
+        BounceCheck::Verified { ticket, message_id, recipients } => {
+            bounced = recipients;
+            Decision::FollowUp { ticket, via: Via::MessageId { message_id } }
+        }
+        BounceCheck::Unverified(why) => {
+            let reason = format!("unverified bounce: {why}");
+            quarantine(tx, d, "unverified_bounce", &reason, now)?;
+            tx.record_delivery(&key, None, "unverified_bounce", &now.s)?;
+            let mut r = Report::new(&p, Some(verdict), None, Outcome::Quarantined { reason });
+            r.actions.push("kept in quarantine; no ticket and no address changed".into());
+            return Ok(r);
+        }
     };
     let threading = decision.describe(&desk.refs);
     let mut actions = Vec::new();
@@ -481,7 +497,7 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         tx.event(ticket, "guard", &format!("{}: {}", verdict.class.as_str(), verdict.reasons.join("; ")), &now.s)?;
     }
     if let Some(b) = &verdict.bounce {
-        record_bounce(tx, ticket, b, now, &mut actions)?;
+        record_bounce(tx, ticket, b, &bounced, now, &mut actions)?;
     }
     apply_rule_actions(tx, desk, ticket, &ra, matches!(outcome, Outcome::Created { .. }), now, &mut actions)?;
     if let (Some(svc), Outcome::Created { .. }) = (service, &outcome) {
@@ -845,15 +861,46 @@ pub(crate) fn authenticated(desk: &Desk, p: &Parsed) -> bool {
     ok
 }
 
-/// A bounce threads by the original Message-ID its report names, not by its sender.
-fn bounce_decision(tx: &mut Tx<'_>, verdict: &Verdict) -> Result<Option<Decision>, StoreError> {
-    let Some(id) = verdict.bounce.as_ref().and_then(|b| b.original_message_id.as_deref()) else { return Ok(None) };
-    Ok(tx.ticket_by_message_id(id)?.map(|ticket| Decision::FollowUp { ticket, via: Via::MessageId { message_id: id.to_string() } }))
+/// What a delivery report proves about itself.
+enum BounceCheck {
+    /// Not a delivery report: thread as usual.
+    NotABounce,
+    /// It answers mail of ours on `ticket`, and these of its recipients were recipients of it.
+    Verified { ticket: TicketId, message_id: String, recipients: Vec<String> },
+    /// It names no mail of ours that went to the addresses it reports on: no effect at all.
+    Unverified(String),
 }
 
-/// Record which recipients failed and stop mailing the ones that failed for good.
-fn record_bounce(tx: &mut Tx<'_>, ticket: TicketId, b: &crate::bounce::BounceReport, now: &Now, actions: &mut Vec<String>) -> Result<(), StoreError> {
-    for r in &b.recipients {
+/// A report may touch a ticket or an address only when it names one of our signed Message-IDs
+/// (in the report, the returned message or its headers, its In-Reply-To/References, or a
+/// plus-addressed token it was sent to) and the failed recipient was a recipient of that mail.
+/// Anyone can write a DSN; only the MTA that handled our mail knows our Message-ID for it.
+fn check_bounce(tx: &Tx<'_>, desk: &Desk, p: &Parsed, verdict: &Verdict, tokens: &[String]) -> Result<BounceCheck, StoreError> {
+    let Some(b) = &verdict.bounce else { return Ok(BounceCheck::NotABounce) };
+    let candidates = b.original_message_id.iter().map(String::as_str).chain(tokens.iter().map(String::as_str)).chain(p.ancestors());
+    for id in candidates.filter(|id| desk.signer.is_ours(id)) {
+        let Some((ticket, sent_to)) = tx.our_mail(id)? else { continue };
+        let recipients: Vec<String> = b
+            .recipients
+            .iter()
+            .map(|r| r.address.to_ascii_lowercase())
+            .filter(|a| !a.is_empty() && (sent_to.contains(a) || desk.signer.verify(id, a).is_some_and(|v| v.ticket == ticket)))
+            .collect();
+        if !recipients.is_empty() {
+            return Ok(BounceCheck::Verified { ticket, message_id: id.to_string(), recipients });
+        }
+    }
+    let named: Vec<&str> = b.recipients.iter().map(|r| r.address.as_str()).collect();
+    Ok(BounceCheck::Unverified(match &b.original_message_id {
+        Some(id) => format!("<{id}> is not mail of ours to {}", named.join(", ")),
+        None => format!("names no mail of ours (recipients: {})", named.join(", ")),
+    }))
+}
+
+/// Record which recipients failed and stop mailing the ones that failed for good; only
+/// `verified` recipients (those our mail went to, see [`check_bounce`]) count.
+fn record_bounce(tx: &mut Tx<'_>, ticket: TicketId, b: &crate::bounce::BounceReport, verified: &[String], now: &Now, actions: &mut Vec<String>) -> Result<(), StoreError> {
+    for r in b.recipients.iter().filter(|r| verified.contains(&r.address.to_ascii_lowercase())) {
         let detail = format!(
             "{} for <{}>: status {}{}{}",
             r.kind.as_str(),
