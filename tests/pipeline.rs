@@ -371,3 +371,20 @@ fn a_genuine_bounce_marks_the_address_until_it_writes_again_or_the_mark_expires(
     assert_eq!(b.ingest(&new_mail("alice@example.org", "Scanner").raw).mails.len(), 1);
     assert_eq!(undeliverable(&b), Vec::<String>::new());
 }
+
+#[test]
+fn sender_controlled_text_is_one_short_line_in_our_mail() {
+    let b = bench("");
+    let long = "printer ".repeat(2000);
+    let raw = format!("From: =?utf-8?q?Eve=0D=0ABcc:_victim@example.org=0D=0A=0D=0AWire_money_now?= <eve@example.org>\r\nTo: support@example.test\r\nSubject: Broken\x07 {long}\r\nMessage-ID: <eve-1@example.org>\r\n\r\nHello.\r\n");
+    let r = b.ingest(raw.as_bytes());
+    assert!(matches!(r.outcome, Outcome::Created { .. }), "{:?}", r.outcome);
+    let ack = b.queued().remove(0);
+    let body = ack.split_once("\r\n\r\n").map(|(_, body)| body).unwrap_or_default();
+    assert!(!body.lines().any(|l| l.starts_with("Bcc:") || l.starts_with("Wire money")), "sender text broke into lines:\n{body}");
+    assert!(body.contains("Hello Eve Bcc: victim@example.org Wire money now,"), "{body}");
+    assert!(!ack.contains('\x07'), "control characters are removed");
+    let subject = header_of(&ack, "subject");
+    assert!(subject.starts_with("[PD-1] Broken printer") && subject.chars().count() <= 210, "{} chars: {subject}", subject.chars().count());
+    assert!(body.lines().all(|l| l.len() <= 998), "no line over RFC 5322's limit");
+}

@@ -811,13 +811,13 @@ fn status_request(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, ver
     let tickets: Vec<serde_json::Value> = tx
         .active_tickets_of(sender)?
         .iter()
-        .map(|t| json!({ "ref": desk.refs.format(t.id), "subject": t.subject, "status": t.status.as_str(), "updated_at": t.updated_at }))
+        .map(|t| json!({ "ref": desk.refs.format(t.id), "subject": crate::reference::sender_text(&t.subject), "status": t.status.as_str(), "updated_at": t.updated_at }))
         .collect();
     let name = p.from.as_ref().and_then(|m| m.name.clone()).unwrap_or_default();
     let mut ctx = json!({
         "desk": { "name": desk.config.desk.name },
         "queue": { "name": queue.name, "address": queue.address, "from_name": queue.from_name },
-        "recipient": { "address": sender, "name": name },
+        "recipient": { "address": sender, "name": crate::reference::sender_text(&name) },
     });
     ctx["tickets"] = serde_json::Value::Array(tickets.clone());
     ctx["services"] = serde_json::to_value(&desk.catalog.services).unwrap_or_default();
