@@ -107,38 +107,70 @@ fn split<'a>(id: &'a str, domain: &str) -> Option<(TicketId, &'a str, &'a str)> 
 }
 
 /// Load the signing key: the configured secret, or a random one generated once and kept in
-/// `data_dir/secret` (mode 0600) so tokens stay valid across restarts.
+/// `data_dir/secret` (mode 0600) so tokens stay valid across restarts. The file is created
+/// exclusively and atomically (racing `deliver`s agree on one key) and never replaced: a key
+/// that cannot be read or is not a key is an error, because a new one would silently break
+/// every token sent so far.
 pub fn load_or_create_key(configured: Option<&str>, data_dir: &std::path::Path) -> std::io::Result<Vec<u8>> {
     if let Some(s) = configured {
         return Ok(s.as_bytes().to_vec());
     }
     let path = data_dir.join("secret");
-    match std::fs::read_to_string(&path) {
-        Ok(s) if s.trim().len() >= 32 => Ok(s.trim().as_bytes().to_vec()),
-        _ => {
-            std::fs::create_dir_all(data_dir)?;
-            let key = hex::encode(rand::random::<[u8; 32]>());
-            let tmp = data_dir.join("secret.tmp");
-            {
-                use std::io::Write;
-                let mut f = std::fs::File::create(&tmp)?;
-                #[cfg(unix)]
-                {
-                    use std::os::unix::fs::PermissionsExt;
-                    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    loop {
+        match std::fs::read(&path) {
+            Ok(bytes) => return key_from_file(&path, &bytes),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let key = hex::encode(rand::random::<[u8; 32]>());
+                if crate::fsmode::create_new_private(&path, key.as_bytes())? {
+                    tracing::info!(path = %path.display(), "created the signing key");
+                    return Ok(key.into_bytes());
                 }
-                f.write_all(key.as_bytes())?;
-                f.sync_all()?;
+                // another process created it first: read theirs
             }
-            std::fs::rename(&tmp, &path)?;
-            Ok(key.into_bytes())
+            Err(e) => return Err(std::io::Error::new(e.kind(), format!("cannot read the signing key {}: {e}", path.display()))),
         }
+    }
+}
+
+fn key_from_file(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    match std::str::from_utf8(bytes).map(str::trim) {
+        Ok(s) if s.len() >= 32 => Ok(s.as_bytes().to_vec()),
+        _ => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("{} is not a signing key (32 or more characters of text); restore it, or remove it to start with a new key and break every earlier reply token", path.display()),
+        )),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_key_is_created_once_even_by_racing_processes() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("var");
+        let keys: Vec<Vec<u8>> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..12).map(|_| s.spawn(|| load_or_create_key(None, &data).unwrap())).collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        let on_disk = std::fs::read_to_string(data.join("secret")).unwrap();
+        assert!(keys.iter().all(|k| k == on_disk.trim().as_bytes()), "every racer signs with the key on disk");
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(data.join("secret")).unwrap().permissions().mode() & 0o777, 0o600);
+        let leftovers: Vec<_> = std::fs::read_dir(&data).unwrap().flatten().map(|e| e.file_name()).filter(|n| n != "secret").collect();
+        assert!(leftovers.is_empty(), "{leftovers:?}");
+    }
+
+    #[test]
+    fn an_unusable_key_file_is_an_error_and_stays_as_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        for content in [b"short".as_slice(), b"\xff\xfe not text at all, but long enough to be a key"] {
+            std::fs::write(dir.path().join("secret"), content).unwrap();
+            assert!(load_or_create_key(None, dir.path()).is_err());
+            assert_eq!(std::fs::read(dir.path().join("secret")).unwrap(), content, "never replaced");
+        }
+    }
 
     #[test]
     fn tokens_verify_only_for_their_recipient_and_key() {

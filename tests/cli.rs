@@ -393,3 +393,15 @@ fn undeliverable_list_and_clear() {
     assert_eq!(again.status.code(), Some(1));
     assert!(stderr(&again).contains("not marked undeliverable"), "{}", stderr(&again));
 }
+
+#[test]
+fn deliver_never_replaces_an_unusable_signing_key() {
+    let d = Desk::new();
+    let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "VPN", "x");
+    std::fs::create_dir_all(d.path("var")).unwrap();
+    std::fs::write(d.path("var/secret"), b"\xff\xfe damaged, but long enough to look like a key").unwrap();
+    let out = d.deliver(&m.raw);
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not a signing key"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(d.path("var/secret")).unwrap(), b"\xff\xfe damaged, but long enough to look like a key");
+}
