@@ -25,8 +25,12 @@ pub trait History {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "via", rename_all = "snake_case")]
 pub enum Via {
-    /// A signed token of ours, verified for this sender.
-    Token { message_id: String },
+    /// A signed token of ours, verified for this sender; `issued` (unix seconds) when it says.
+    Token {
+        message_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        issued: Option<i64>,
+    },
     /// A Message-ID we know, named in In-Reply-To/References by a participant.
     MessageId { message_id: String },
     /// Our subject tag, from a participant of the ticket.
@@ -59,7 +63,7 @@ impl Decision {
     /// One line for logs and the dry run.
     pub fn describe(&self, refs: &RefFormat) -> String {
         match self {
-            Decision::FollowUp { ticket, via: Via::Token { message_id } } => {
+            Decision::FollowUp { ticket, via: Via::Token { message_id, .. } } => {
                 format!("follow-up on {} (signed reply token <{message_id}> verified for the sender)", refs.format(*ticket))
             }
             Decision::FollowUp { ticket, via: Via::MessageId { message_id } } => {
@@ -77,7 +81,9 @@ impl Decision {
 }
 
 /// Decide the ticket for a message from `sender` with the given ancestors and subject.
-/// `tokens` are extra token candidates (from plus-addressed recipients, in Message-ID form).
+/// `tokens` are extra token candidates (from plus-addressed recipients, in Message-ID form);
+/// `now` (unix seconds) decides whether a previous signing key still counts.
+#[allow(clippy::too_many_arguments)]
 pub fn decide(
     sender: &str,
     tokens: &[String],
@@ -86,13 +92,14 @@ pub fn decide(
     history: &mut dyn History,
     signer: &Signer,
     refs: &RefFormat,
+    now: i64,
 ) -> Result<Decision, StoreError> {
     // 1. Signed token verified for this sender.
     for id in tokens.iter().map(String::as_str).chain(ancestors.iter().copied()) {
-        if let Some(v) = signer.verify(id, sender)
+        if let Some(v) = signer.verify(id, sender, now)
             && history.ticket_summary(v.ticket)?.is_some()
         {
-            return Ok(Decision::FollowUp { ticket: v.ticket, via: Via::Token { message_id: id.to_string() } });
+            return Ok(Decision::FollowUp { ticket: v.ticket, via: Via::Token { message_id: id.to_string(), issued: v.issued } });
         }
     }
     // 2. Any Message-ID we recorded, from a participant of its ticket.
@@ -150,41 +157,41 @@ mod tests {
     #[test]
     fn threading_order() {
         let (mut h, s, r) = setup();
-        let token = s.message_id(7, "alice@example.org");
-        let d = decide("alice@example.org", &[], &[&token], "whatever", &mut h, &s, &r).unwrap();
+        let token = s.message_id(7, "alice@example.org", 0);
+        let d = decide("alice@example.org", &[], &[&token], "whatever", &mut h, &s, &r, 0).unwrap();
         assert!(matches!(d, Decision::FollowUp { ticket: 7, via: Via::Token { .. } }));
 
-        let d = decide("alice@example.org", &[], &["orig@example.org"], "x", &mut h, &s, &r).unwrap();
+        let d = decide("alice@example.org", &[], &["orig@example.org"], "x", &mut h, &s, &r, 0).unwrap();
         assert!(matches!(d, Decision::FollowUp { ticket: 7, via: Via::MessageId { .. } }));
 
-        let d = decide("alice@example.org", &[], &[], "RE: [PD-7] printer", &mut h, &s, &r).unwrap();
+        let d = decide("alice@example.org", &[], &[], "RE: [PD-7] printer", &mut h, &s, &r, 0).unwrap();
         assert_eq!(d, Decision::FollowUp { ticket: 7, via: Via::SubjectTag });
     }
 
     #[test]
     fn strangers_with_a_tag_get_a_new_linked_ticket() {
         let (mut h, s, r) = setup();
-        let d = decide("mallory@example.net", &[], &[], "Re: [PD-7] printer", &mut h, &s, &r).unwrap();
+        let d = decide("mallory@example.net", &[], &[], "Re: [PD-7] printer", &mut h, &s, &r, 0).unwrap();
         assert_eq!(d, Decision::New { possibly_related: Some(7) });
         // a token issued to alice does not verify for mallory, and is not a known id
-        let token = s.message_id(7, "alice@example.org");
-        let d = decide("mallory@example.net", &[], &[&token], "hi", &mut h, &s, &r).unwrap();
+        let token = s.message_id(7, "alice@example.org", 0);
+        let d = decide("mallory@example.net", &[], &[&token], "hi", &mut h, &s, &r, 0).unwrap();
         assert_eq!(d, Decision::New { possibly_related: None });
         // a Message-ID of the ticket proves nothing either: copies of it travel with every mail
-        let d = decide("mallory@example.net", &[], &["orig@example.org"], "hi", &mut h, &s, &r).unwrap();
+        let d = decide("mallory@example.net", &[], &["orig@example.org"], "hi", &mut h, &s, &r, 0).unwrap();
         assert_eq!(d, Decision::New { possibly_related: Some(7) });
         // unknown ticket numbers are just text
-        let d = decide("alice@example.org", &[], &[], "[PD-999] x", &mut h, &s, &r).unwrap();
+        let d = decide("alice@example.org", &[], &[], "[PD-999] x", &mut h, &s, &r, 0).unwrap();
         assert_eq!(d, Decision::New { possibly_related: None });
     }
 
     #[test]
     fn plus_address_tokens_thread_without_headers() {
         let (mut h, s, r) = setup();
-        let token = s.message_id(7, "alice@example.org");
-        let d = decide("alice@example.org", &[token.clone()], &[], "no tag", &mut h, &s, &r).unwrap();
+        let token = s.message_id(7, "alice@example.org", 0);
+        let d = decide("alice@example.org", &[token.clone()], &[], "no tag", &mut h, &s, &r, 0).unwrap();
         assert!(matches!(d, Decision::FollowUp { ticket: 7, via: Via::Token { .. } }));
-        let d = decide("mallory@example.net", &[token], &[], "no tag", &mut h, &s, &r).unwrap();
+        let d = decide("mallory@example.net", &[token], &[], "no tag", &mut h, &s, &r, 0).unwrap();
         assert_eq!(d, Decision::New { possibly_related: None });
     }
 }

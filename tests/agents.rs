@@ -54,6 +54,7 @@ struct Desk2 {
     desk: Desk,
     p: Pipeline,
     sent: std::cell::Cell<usize>,
+    clock: ManualClock,
 }
 
 fn setup(extra: &str) -> Desk2 {
@@ -61,8 +62,9 @@ fn setup(extra: &str) -> Desk2 {
     let path = common::write_config(dir.path(), &format!("{DESK}\n{extra}"));
     let desk = Desk::load(&path, KeyMode::Persistent).unwrap_or_else(|p| panic!("{p}"));
     let store = Arc::new(Store::open(&desk.config.desk.database).unwrap());
-    let p = Pipeline::new(store, Arc::new(ManualClock::new(datetime!(2026-11-30 09:00 UTC))));
-    Desk2 { _dir: dir, desk, p, sent: std::cell::Cell::new(0) }
+    let clock = ManualClock::new(datetime!(2026-11-30 09:00 UTC));
+    let p = Pipeline::new(store, Arc::new(clock.clone()));
+    Desk2 { _dir: dir, desk, p, sent: std::cell::Cell::new(0), clock }
 }
 
 /// A queued mail, parsed.
@@ -302,4 +304,20 @@ fn dkim_requirement_covers_approvers_groups_and_the_requesters_close() {
     assert_eq!(d.ticket().ticket.approval.as_deref(), Some("approved"));
     d.ingest(&dkim_pass("example.org", &clients::thunderbird_reply("Dana", "dana@example.org", "support@example.test", &ack.h("subject"), &ack.id(), &[], "/close\nDone now.").raw));
     assert_eq!(d.ticket().ticket.status, Status::Closed);
+}
+
+#[test]
+fn commands_from_an_old_notification_are_refused_with_a_pointer_to_a_fresh_one() {
+    let d = setup("[security]\ncommand_token_max_age = \"30d\"\n");
+    let (_, n) = open_ticket(&d);
+    d.clock.advance(time::Duration::days(31));
+    d.ingest(&agent_reply("alice@agents.example.test", &n, "/status resolved\nDana, all done."));
+    let mails = d.new_mail();
+    assert!(to(&mails, "dana@example.org").is_empty(), "nothing reached the customer");
+    assert_eq!(d.ticket().ticket.status, Status::New, "nothing was applied");
+    let back = to(&mails, "alice@agents.example.test");
+    assert_eq!(back.len(), 1);
+    let text = postdesk::message::parse(back[0].raw.as_bytes()).unwrap().body_text;
+    assert!(text.contains("fresh notification"), "{text}");
+    assert!(d.ticket().events.iter().any(|e| e.kind == "commands_rejected"), "{:?}", d.ticket().events);
 }

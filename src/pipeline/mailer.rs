@@ -142,7 +142,7 @@ fn queue(tx: &mut Tx<'_>, desk: &Desk, now: &Now, m: &AutoMail<'_>) -> Result<Re
         rendered.subject = desk.refs.tagged_subject(t, &rendered.subject);
     }
     // Desk mail gets a token for ticket 0, which names no ticket: replies to it start new ones.
-    let message_id = desk.signer.message_id(m.ticket.unwrap_or(0), m.to);
+    let message_id = desk.signer.message_id(m.ticket.unwrap_or(0), m.to, now.t.unix_timestamp());
     let reply_to = if m.queue.plus_addressing { desk.signer.reply_address(&m.queue.address, &message_id) } else { None };
     let from_name = m.from_name.clone().unwrap_or_else(|| m.queue.from_name.clone());
     let raw = match compose(&Outgoing {

@@ -333,8 +333,8 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     // A bounce names our original mail inside its report (RFC 3464 §2.1, the returned message or
     // its headers): it threads by that alone.
     let mut bounced = Vec::new();
-    let decision = match check_bounce(tx, desk, &p, &verdict, &tokens)? {
-        BounceCheck::NotABounce => thread::decide(&sender, &tokens, &ancestors, &p.subject, tx, &desk.signer, &desk.refs)?,
+    let decision = match check_bounce(tx, desk, &p, &verdict, &tokens, now)? {
+        BounceCheck::NotABounce => thread::decide(&sender, &tokens, &ancestors, &p.subject, tx, &desk.signer, &desk.refs, now.t.unix_timestamp())?,
         BounceCheck::Verified { ticket, message_id, recipients } => {
             bounced = recipients;
             Decision::FollowUp { ticket, via: Via::MessageId { message_id } }
@@ -366,10 +366,11 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     let agent = desk.config.agent_by_email(&sender);
     if let Some(agent) = agent {
         match (&decision, verdict.class) {
-            (Decision::FollowUp { ticket, via: Via::Token { .. } }, Class::Human) => {
+            (Decision::FollowUp { ticket, via: Via::Token { issued, .. } }, Class::Human) => {
                 if authenticated(desk, &p) {
                     let ticket = *ticket;
-                    let r = agent::handle(tx, desk, d, &p, verdict, agent, ticket, threading, now)?;
+                    let stale = stale_token(desk, *issued, now);
+                    let r = agent::handle(tx, desk, d, &p, verdict, agent, ticket, threading, stale, now)?;
                     tx.record_delivery(&key, None, "agent", &now.s)?;
                     return Ok(r);
                 }
@@ -861,6 +862,20 @@ pub(crate) fn authenticated(desk: &Desk, p: &Parsed) -> bool {
     ok
 }
 
+/// Why a token is too old to carry commands (`security.command_token_max_age`), if it is:
+/// a stolen or long-forwarded notification cannot act for ever. Tokens of the earlier format
+/// carry no issue time and count as too old.
+pub(crate) fn stale_token(desk: &Desk, issued: Option<i64>, now: &Now) -> Option<String> {
+    let max = desk.config.security.command_token_max_age?;
+    let fresh = issued.is_some_and(|t| now.t.unix_timestamp() - t <= max.as_secs() as i64);
+    (!fresh).then(|| {
+        format!(
+            "the mail you answered was sent more than {} day(s) ago (security.command_token_max_age); commands are taken only from an answer to a fresh notification: answer the latest notification of this ticket",
+            max.as_secs().div_ceil(86400)
+        )
+    })
+}
+
 /// What a delivery report proves about itself.
 enum BounceCheck {
     /// Not a delivery report: thread as usual.
@@ -875,7 +890,7 @@ enum BounceCheck {
 /// (in the report, the returned message or its headers, its In-Reply-To/References, or a
 /// plus-addressed token it was sent to) and the failed recipient was a recipient of that mail.
 /// Anyone can write a DSN; only the MTA that handled our mail knows our Message-ID for it.
-fn check_bounce(tx: &Tx<'_>, desk: &Desk, p: &Parsed, verdict: &Verdict, tokens: &[String]) -> Result<BounceCheck, StoreError> {
+fn check_bounce(tx: &Tx<'_>, desk: &Desk, p: &Parsed, verdict: &Verdict, tokens: &[String], now: &Now) -> Result<BounceCheck, StoreError> {
     let Some(b) = &verdict.bounce else { return Ok(BounceCheck::NotABounce) };
     let candidates = b.original_message_id.iter().map(String::as_str).chain(tokens.iter().map(String::as_str)).chain(p.ancestors());
     for id in candidates.filter(|id| desk.signer.is_ours(id)) {
@@ -884,7 +899,7 @@ fn check_bounce(tx: &Tx<'_>, desk: &Desk, p: &Parsed, verdict: &Verdict, tokens:
             .recipients
             .iter()
             .map(|r| r.address.to_ascii_lowercase())
-            .filter(|a| !a.is_empty() && (sent_to.contains(a) || desk.signer.verify(id, a).is_some_and(|v| v.ticket == ticket)))
+            .filter(|a| !a.is_empty() && (sent_to.contains(a) || desk.signer.verify(id, a, now.t.unix_timestamp()).is_some_and(|v| v.ticket == ticket)))
             .collect();
         if !recipients.is_empty() {
             return Ok(BounceCheck::Verified { ticket, message_id: id.to_string(), recipients });

@@ -53,7 +53,7 @@ pub fn request_approval(tx: &mut Tx<'_>, desk: &Desk, t: &Ticket, now: &Now, act
 /// An approver's answer, if this mail is one: authenticated by a token signed for the approver.
 #[allow(clippy::too_many_arguments)]
 pub fn approver_mail(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, verdict: &Verdict, decision: &Decision, threading: &str, now: &Now) -> Result<Option<Report>, StoreError> {
-    let Decision::FollowUp { ticket, via: Via::Token { .. } } = decision else { return Ok(None) };
+    let Decision::FollowUp { ticket, via: Via::Token { issued, .. } } = decision else { return Ok(None) };
     let sender = p.from_address();
     let Some(t) = tx.ticket(*ticket)? else { return Ok(None) };
     if t.approval.as_deref() != Some("requested") || !approvers(desk, &t).iter().any(|a| a == sender) || verdict.class != crate::guard::Class::Human || !super::authenticated(desk, p) {
@@ -61,12 +61,13 @@ pub fn approver_mail(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, 
     }
     let mut r = Report::new(p, Some(verdict.clone()), Some(threading.to_string()), Outcome::FollowUp { ticket: t.id });
     let cmds = command::parse(&p.visible_text);
+    let stale = super::stale_token(desk, *issued, now);
     let (state, reason) = match cmds.commands.as_slice() {
-        [Command::Approve] => ("approved", String::new()),
-        [Command::Reject { reason }] => ("rejected", reason.clone()),
+        [Command::Approve] if stale.is_none() => ("approved", String::new()),
+        [Command::Reject { reason }] if stale.is_none() => ("rejected", reason.clone()),
         _ => {
             note(tx, d, p, t.id, sender, now)?;
-            let errors = vec!["answer with /approve, or /reject and your reason, on the first line".to_string()];
+            let errors = vec![stale.unwrap_or_else(|| "answer with /approve, or /reject and your reason, on the first line".to_string())];
             let me = person(sender, sender);
             let about = About { agent: Some(&me), errors: &errors, ..Default::default() };
             let sent = notify::agents(tx, desk, now, &t, "agent_command_errors", &[&me], None, &about, Some(&p.message_id))?;
