@@ -118,6 +118,40 @@ fn open_for_reading(config: &Path) -> anyhow::Result<(crate::reference::RefForma
     Ok((crate::reference::RefFormat::new(&cfg.desk.ref_prefix), Store::open(&cfg.desk.database)?))
 }
 
+/// `postdesk undeliverable list`: the marks that still stop mail (younger than
+/// `guard.undeliverable_for`).
+pub fn undeliverable_list(config: &Path, json: bool) -> anyhow::Result<i32> {
+    let cfg = crate::config::load(config).map_err(|p| anyhow::anyhow!("invalid configuration:\n{p}"))?;
+    let store = Store::open(&cfg.desk.database)?;
+    let now = crate::pipeline::Now::at(clock().now());
+    let marks = store.undeliverable_marks(&now.minus(cfg.guard.undeliverable_for))?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&marks)?);
+    } else {
+        println!("{:<40} {:<26} REASON", "ADDRESS", "SINCE");
+        for m in &marks {
+            println!("{:<40} {:<26} {}", m.address, m.since, m.reason);
+        }
+    }
+    Ok(0)
+}
+
+/// `postdesk undeliverable clear ADDRESS`: mail the address again; 1 when it was not marked.
+pub fn undeliverable_clear(config: &Path, address: &str) -> anyhow::Result<i32> {
+    let (_, store) = open_for_reading(config)?;
+    let address = address.trim().to_ascii_lowercase();
+    let mut tx = store.begin()?;
+    let cleared = tx.clear_undeliverable(&address)?;
+    tx.commit()?;
+    if cleared {
+        println!("{address}: cleared; it will be mailed again");
+        Ok(0)
+    } else {
+        eprintln!("postdesk: {address} is not marked undeliverable");
+        Ok(1)
+    }
+}
+
 /// `postdesk tickets list`.
 pub fn tickets_list(config: &Path, status: Option<&str>, queue: Option<&str>, ci: Option<&str>, json: bool) -> anyhow::Result<i32> {
     let status = status.map(|s| s.parse::<Status>()).transpose().map_err(|e| anyhow::anyhow!(e))?;

@@ -155,6 +155,17 @@ pub struct Queue {
     pub language: Option<String>,
     /// Approvers of changes in this queue (else the desk-wide `[approvals]` list).
     pub approvers: Vec<String>,
+    /// Whether addresses a participant copies (To/Cc) on their own mail join the ticket.
+    pub cc_policy: CcPolicy,
+}
+
+/// Per-queue policy for the addresses a participant copies on their mail (docs/SECURITY.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CcPolicy {
+    /// They join as participants (RT's Cc watchers): they get agents' replies and may answer.
+    Join,
+    /// Only the requester (and holders of a token we sent them) take part.
+    Ignore,
 }
 
 /// Per-queue policy for mail that arrives on a closed ticket.
@@ -195,6 +206,8 @@ pub struct Guard {
     /// New tickets per sender domain.
     pub domain_rate: Option<Rate>,
     pub flood_action: FloodAction,
+    /// How long a hard bounce keeps an address from being mailed (unless it writes first).
+    pub undeliverable_for: Duration,
 }
 
 /// An agent: works tickets from their own mail client.
@@ -225,6 +238,8 @@ pub struct Security {
     /// from one of `trusted_authserv_ids` (RFC 8601 §5: only trust results our own MTA added).
     pub require_dkim: bool,
     pub trusted_authserv_ids: Vec<String>,
+    /// Commands (and approvals) are taken only from answers to mail sent at most this long ago.
+    pub command_token_max_age: Option<Duration>,
 }
 
 /// Targets of one service-level policy, in business seconds of its calendar.
@@ -354,6 +369,9 @@ pub struct Desk {
     pub ref_prefix: String,
     /// HMAC key for reply tokens; `None` means "generate and keep one in data_dir/secret".
     pub secret: Option<Secret>,
+    /// After a key rotation: the previous key, which still verifies (never signs) until the
+    /// given moment (unix seconds).
+    pub previous_secret: Option<(Secret, i64)>,
 }
 
 /// Limits that protect the desk from hostile or broken input.
@@ -480,6 +498,9 @@ struct RawDesk {
     ref_prefix: Option<String>,
     secret: Option<String>,
     secret_file: Option<String>,
+    previous_secret: Option<String>,
+    previous_secret_file: Option<String>,
+    previous_secret_until: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -496,6 +517,7 @@ struct RawQueue {
     sla: Option<String>,
     language: Option<String>,
     approvers: Option<Vec<String>>,
+    cc_policy: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -615,6 +637,7 @@ struct RawPolicy {
 struct RawSecurity {
     require_dkim: Option<bool>,
     trusted_authserv_ids: Option<Vec<String>>,
+    command_token_max_age: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -624,6 +647,7 @@ struct RawGuard {
     new_tickets_per_sender: Option<String>,
     new_tickets_per_domain: Option<String>,
     flood_action: Option<String>,
+    undeliverable_for: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -802,6 +826,31 @@ impl Validator {
         }
     }
 
+    /// `[desk] previous_secret(_file)` with `previous_secret_until` (RFC 3339 or YYYY-MM-DD, UTC).
+    fn previous_secret(&mut self, d: &RawDesk) -> Option<(Secret, i64)> {
+        let secret = self.secret("desk.previous_secret", &d.previous_secret, &d.previous_secret_file);
+        let until = d.previous_secret_until.as_deref().map(|u| {
+            let full = if u.len() == 10 { format!("{u}T00:00:00Z") } else { u.to_string() };
+            time::OffsetDateTime::parse(&full, &time::format_description::well_known::Rfc3339).map(|t| t.unix_timestamp())
+        });
+        match (secret, until) {
+            (Some(s), Some(Ok(t))) => Some((s, t)),
+            (_, Some(Err(_))) => {
+                self.add("desk.previous_secret_until", "expected a date (2027-01-31) or an RFC 3339 time".into());
+                None
+            }
+            (Some(_), None) => {
+                self.add("desk.previous_secret_until", "a previous key needs the date its grace period ends".into());
+                None
+            }
+            (None, Some(_)) => {
+                self.add("desk.previous_secret", "previous_secret_until without previous_secret or previous_secret_file".into());
+                None
+            }
+            (None, None) => None,
+        }
+    }
+
     fn secret(&mut self, key: &str, value: &Option<String>, file: &Option<String>) -> Option<Secret> {
         match (value, file) {
             (Some(_), Some(_)) => {
@@ -896,6 +945,7 @@ impl Validator {
             templates_dir,
             ref_prefix,
             secret,
+            previous_secret: self.previous_secret(d),
         };
 
         // [queues.*]
@@ -934,6 +984,14 @@ impl Validator {
                 }
             };
             let reopen_within = q.reopen_within.as_ref().map(|_| self.duration(&format!("{key}.reopen_within"), &q.reopen_within, Duration::ZERO));
+            let cc_policy = match q.cc_policy.as_deref().unwrap_or("join") {
+                "join" => CcPolicy::Join,
+                "ignore" => CcPolicy::Ignore,
+                other => {
+                    self.add(&format!("{key}.cc_policy"), format!("unknown value `{other}` (expected join or ignore)"));
+                    CcPolicy::Join
+                }
+            };
             queues.insert(
                 name.clone(),
                 Queue {
@@ -949,6 +1007,7 @@ impl Validator {
                     sla: q.sla.clone(),
                     language: q.language.clone(),
                     approvers: q.approvers.clone().unwrap_or_default().into_iter().map(|a| a.trim().to_ascii_lowercase()).collect(),
+                    cc_policy,
                 },
             );
         }
@@ -1132,7 +1191,8 @@ impl Validator {
                 FloodAction::Append
             }
         };
-        let guard = Guard { auto_mail_caps, sender_rate, domain_rate, flood_action };
+        let undeliverable_for = self.duration("guard.undeliverable_for", &g.undeliverable_for, Duration::from_secs(30 * 86400));
+        let guard = Guard { auto_mail_caps, sender_rate, domain_rate, flood_action, undeliverable_for };
 
         // [agents.*]
         let mut agents = BTreeMap::new();
@@ -1219,6 +1279,10 @@ impl Validator {
         let security = Security {
             require_dkim: raw.security.require_dkim.unwrap_or(false),
             trusted_authserv_ids: raw.security.trusted_authserv_ids.clone().unwrap_or_default().into_iter().map(|s| s.to_ascii_lowercase()).collect(),
+            command_token_max_age: match raw.security.command_token_max_age.as_deref() {
+                Some("off") => None,
+                other => Some(self.duration("security.command_token_max_age", &other.map(str::to_string), Duration::from_secs(30 * 86400))),
+            },
         };
         if security.require_dkim && security.trusted_authserv_ids.is_empty() {
             self.add("security.trusted_authserv_ids", "require_dkim needs the authserv-id(s) of your own MTA".into());
@@ -1480,6 +1544,22 @@ poll_interval = "soon"
         assert!(s.contains("mailboxes.support.host: is required"), "{s}");
         assert!(s.contains("postdesk.toml:12: mailboxes.support.poll_interval"), "{s}");
         assert!(err.0.len() >= 4, "{s}");
+    }
+
+    #[test]
+    fn key_rotation_and_token_age() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("old.key"), "the previous key, long enough\n").unwrap();
+        let base = "[queues.support]\naddress = \"support@example.com\"\n[mailboxes.support]\nkind = \"pipe\"\n";
+        let cfg = load(&write(dir.path(), &format!("[desk]\nprevious_secret_file = \"old.key\"\nprevious_secret_until = \"2027-01-31\"\n{base}"))).unwrap();
+        let (prev, until) = cfg.desk.previous_secret.as_ref().unwrap();
+        assert_eq!((prev.expose(), *until), ("the previous key, long enough", 1_801_353_600));
+        assert_eq!(cfg.security.command_token_max_age, Some(Duration::from_secs(30 * 86400)), "default");
+        let text = format!("[desk]\nprevious_secret_file = \"old.key\"\n[security]\ncommand_token_max_age = \"soon\"\n{base}");
+        let p = load(&write(dir.path(), &text)).unwrap_err().to_string();
+        assert!(p.contains("desk.previous_secret_until") && p.contains("security.command_token_max_age"), "{p}");
+        let off = load(&write(dir.path(), &format!("[security]\ncommand_token_max_age = \"off\"\n{base}"))).unwrap();
+        assert_eq!(off.security.command_token_max_age, None);
     }
 
     #[test]

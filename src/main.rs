@@ -36,6 +36,12 @@ enum Command {
         #[command(subcommand)]
         command: RulesCommand,
     },
+    /// Addresses we stopped mailing because they bounced permanently (marks expire after
+    /// guard.undeliverable_for, or when the address writes to us).
+    Undeliverable {
+        #[command(subcommand)]
+        command: UndeliverableCommand,
+    },
     /// Configuration items from the inventory, with how many tickets each is linked to.
     Cis {
         #[arg(long)]
@@ -72,6 +78,17 @@ enum TicketsCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum UndeliverableCommand {
+    /// List the active marks.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mail ADDRESS again. Exit 1 when it was not marked.
+    Clear { address: String },
 }
 
 #[derive(Subcommand)]
@@ -116,6 +133,8 @@ fn main() -> ExitCode {
             commands::tickets_list(&config, status.as_deref(), queue.as_deref(), ci.as_deref(), json)
         }
         Command::Cis { json } => commands::cis_list(&config, json),
+        Command::Undeliverable { command: UndeliverableCommand::List { json } } => commands::undeliverable_list(&config, json),
+        Command::Undeliverable { command: UndeliverableCommand::Clear { address } } => commands::undeliverable_clear(&config, &address),
         Command::Tickets { command: TicketsCommand::Show { id, json } } => commands::tickets_show(&config, &id, json),
         Command::Rules { command: RulesCommand::Test { file, mailbox, json } } => commands::rules_test(&config, &file, mailbox.as_deref(), json),
         Command::Report { since, format } => commands::report(&config, &since, &format),

@@ -75,6 +75,22 @@ pub fn one_line(s: &str) -> String {
     out.trim().to_string()
 }
 
+/// Longest sender-controlled text (a name, a subject) we put into a template, in characters.
+pub const SENDER_TEXT_MAX: usize = 200;
+
+/// Text a sender controls, as our templates may show it: one line, control characters removed,
+/// at most [`SENDER_TEXT_MAX`] characters (ending in `...` when cut: ASCII, so an ASCII subject
+/// stays free of encoded words). Backscatter through our
+/// acknowledgements can then carry neither extra lines nor pages of text.
+pub fn sender_text(s: &str) -> String {
+    let line = one_line(s);
+    if line.chars().nth(SENDER_TEXT_MAX).is_none() {
+        return line;
+    }
+    let cut = line.char_indices().nth(SENDER_TEXT_MAX - 3).map_or(line.len(), |(i, _)| i);
+    format!("{}...", line[..cut].trim_end())
+}
+
 /// The subject without reply/forward prefixes (Re, AW, SV, Fwd, WG, TR, Antw, …) or `[…]` tags,
 /// for showing and comparing conversations.
 pub fn normalize_subject(subject: &str) -> String {
@@ -107,6 +123,15 @@ mod tests {
         assert_eq!(f.parse_user_input("42"), Some(42));
         assert_eq!(f.tagged_subject(42, "Printer\r\nBcc: evil@example.org"), "[PD-42] Printer Bcc: evil@example.org");
         assert_eq!(f.tagged_subject(42, "Re: [PD-42] Printer"), "Re: [PD-42] Printer");
+    }
+
+    #[test]
+    fn sender_text_is_one_capped_line() {
+        assert_eq!(sender_text("Eve\r\nBcc: x@example.org\u{7}\tz"), "Eve Bcc: x@example.org z");
+        let long = sender_text(&"ab ".repeat(500));
+        assert_eq!(long.chars().count(), SENDER_TEXT_MAX);
+        assert!(long.ends_with("..."), "{long}");
+        assert_eq!(sender_text(&"ü".repeat(SENDER_TEXT_MAX)), "ü".repeat(SENDER_TEXT_MAX), "exactly at the cap: untouched");
     }
 
     #[test]

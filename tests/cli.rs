@@ -424,6 +424,8 @@ fn tickets_list_into_a_closed_pipe_ends_quietly() {
 /// SIGPIPE's number on Linux.
 fn libc_sigpipe() -> i32 {
     13
+}
+
 /// Issue 12 item 4: mail over `limits.max_message_size` piped to `deliver` keeps every byte (in
 /// quarantine, for an admin), the sender is told, and nobody is told it stayed on a server.
 #[test]
@@ -458,3 +460,61 @@ fn deliver_accepts_mail_with_a_junk_first_line() {
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(stderr(&out).contains("created PD-1"), "{}", stderr(&out));
 }
+
+#[test]
+fn undeliverable_list_and_clear() {
+    let d = Desk::new();
+    let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "Printer jammed", "Floor 3.");
+    assert!(d.deliver(&m.raw).status.success());
+    let ack = d.json(&["tickets", "show", "PD-1", "--json"])["articles"][1]["message_id"].as_str().unwrap().to_string();
+    // The acknowledgement bounced: a DSN naming it and its recipient.
+    let dsn = format!(
+        "From: MAILER-DAEMON@mx.example.org\r\nTo: support@example.test\r\nSubject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn-1@mx.example.org>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.org\r\n\r\nFinal-Recipient: rfc822; alice@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n--b\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <{ack}>\r\n\r\n--b--\r\n"
+    );
+    assert!(d.deliver(dsn.as_bytes()).status.success());
+    let list = d.json(&["undeliverable", "list", "--json"]);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["address"], "alice@example.org");
+    assert!(list[0]["reason"].as_str().unwrap().contains("5.1.1"), "{list}");
+    let text = d.run(&["undeliverable", "list"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("alice@example.org"));
+    let out = d.run(&["undeliverable", "clear", "Alice@Example.org"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(d.json(&["undeliverable", "list", "--json"]).as_array().unwrap().len(), 0);
+    let again = d.run(&["undeliverable", "clear", "alice@example.org"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("not marked undeliverable"), "{}", stderr(&again));
+}
+
+#[test]
+fn deliver_never_replaces_an_unusable_signing_key() {
+    let d = Desk::new();
+    let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "VPN", "x");
+    std::fs::create_dir_all(d.path("var")).unwrap();
+    std::fs::write(d.path("var/secret"), b"\xff\xfe damaged, but long enough to look like a key").unwrap();
+    let out = d.deliver(&m.raw);
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not a signing key"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(d.path("var/secret")).unwrap(), b"\xff\xfe damaged, but long enough to look like a key");
+}
+#[test]
+fn concurrent_delivers_on_a_fresh_data_dir_all_succeed() {
+    let d = Desk::new();
+    let outs: Vec<Output> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..12)
+            .map(|i| {
+                let d = &d;
+                scope.spawn(move || {
+                    let m = clients::thunderbird_new("Customer", &format!("c{i}@example.org"), "support@example.test", &format!("Question {i}"), "Hello");
+                    d.deliver(&m.raw)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, out) in outs.iter().enumerate() {
+        assert!(out.status.success(), "deliver {i}: {:?} {}", out.status, stderr(out));
+    }
+    assert_eq!(d.json(&["tickets", "list", "--json"]).as_array().unwrap().len(), 12, "every message on a ticket of its own");
+}
+

@@ -176,14 +176,16 @@ fn reply_not_sent(tx: &mut Tx<'_>, desk: &Desk, now: &Now, t: &Ticket, agent: &A
     Ok(())
 }
 
-/// Handle a verified agent's mail on `ticket`.
+/// Handle a verified agent's mail on `ticket`; `stale` says why its token is too old to act on
+/// (everything is then refused).
 #[allow(clippy::too_many_arguments)]
-pub(super) fn handle(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, verdict: Verdict, agent: &Agent, ticket: TicketId, threading: String, now: &Now) -> Result<Report, StoreError> {
+pub(super) fn handle(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, verdict: Verdict, agent: &Agent, ticket: TicketId, threading: String, stale: Option<String>, now: &Now) -> Result<Report, StoreError> {
     let mut r = Report::new(p, Some(verdict), Some(threading), Outcome::FollowUp { ticket });
     let Some(t) = tx.ticket(ticket)? else { return Ok(r) };
     let parsed = command::parse(&p.visible_text);
     let mut errors: Vec<String> = parsed.errors.iter().map(|e| format!("{}: {}", e.line, e.error)).collect();
     errors.extend(validate(desk, &parsed.commands));
+    errors.extend(stale);
     tx.add_ticket_agent(ticket, &agent.email)?;
 
     let article = |tx: &mut Tx<'_>, kind: ArticleKind, body: &str| {

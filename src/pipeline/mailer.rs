@@ -141,7 +141,7 @@ fn blocked(tx: &Tx<'_>, desk: &Desk, now: &Now, to: &str, automatic: bool) -> Re
     if desk.identity.own_addresses.iter().any(|a| a == to) {
         return Ok(Some(format!("<{to}> is one of our own addresses")));
     }
-    if let Some(reason) = tx.undeliverable(to)? {
+    if let Some(reason) = tx.undeliverable(to, &now.minus(desk.config.guard.undeliverable_for))? {
         return Ok(Some(format!("<{to}> is undeliverable ({reason})")));
     }
     if !automatic || desk.config.agent_by_email(to).is_some() {
@@ -168,7 +168,7 @@ fn queue(tx: &mut Tx<'_>, desk: &Desk, now: &Now, m: &AutoMail<'_>, to: &str) ->
         rendered.subject = desk.refs.tagged_subject(t, &rendered.subject);
     }
     // Desk mail gets a token for ticket 0, which names no ticket: replies to it start new ones.
-    let message_id = desk.signer.message_id(m.ticket.unwrap_or(0), to);
+    let message_id = desk.signer.message_id(m.ticket.unwrap_or(0), to, now.t.unix_timestamp());
     let reply_to = if m.queue.plus_addressing { desk.signer.reply_address(&m.queue.address, &message_id) } else { None };
     let from_name = m.from_name.clone().unwrap_or_else(|| m.queue.from_name.clone());
     let raw = match compose(&Outgoing {

@@ -353,18 +353,34 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     }
 
     let sender = p.from_address().to_string();
+    // A person writing from an address is the best proof that it takes mail again.
+    if verdict.class == Class::Human && !sender.is_empty() && tx.clear_undeliverable(&sender)? {
+        tracing::info!(sender, "undeliverable mark cleared: the address wrote to us");
+    }
     if let Some(r) = status_request(tx, desk, d, &p, &verdict, &key, now)? {
         return Ok(r);
     }
     let queue = desk.config.queue_of(d.mailbox).or_else(|| desk.config.queues.values().next()).expect("validated config has a queue");
     let tokens: Vec<String> = p.to.iter().chain(p.cc.iter()).filter_map(|m| desk.signer.token_from_address(&m.address)).collect();
-    let mut ancestors = p.ancestors();
+    let ancestors = p.ancestors();
     // A bounce names our original mail inside its report (RFC 3464 §2.1, the returned message or
-    // its headers): thread by that first.
-    if let Some(id) = verdict.bounce.as_ref().and_then(|b| b.original_message_id.as_deref()) {
-        ancestors.insert(0, id);
-    }
-    let decision = thread::decide(&sender, &tokens, &ancestors, &p.subject, tx, &desk.signer, &desk.refs)?;
+    // its headers): it threads by that alone.
+    let mut bounced = Vec::new();
+    let decision = match check_bounce(tx, desk, &p, &verdict, &tokens, now)? {
+        BounceCheck::NotABounce => thread::decide(&sender, &tokens, &ancestors, &p.subject, tx, &desk.signer, &desk.refs, now.t.unix_timestamp())?,
+        BounceCheck::Verified { ticket, message_id, recipients } => {
+            bounced = recipients;
+            Decision::FollowUp { ticket, via: Via::MessageId { message_id } }
+        }
+        BounceCheck::Unverified(why) => {
+            let reason = format!("unverified bounce: {why}");
+            quarantine(tx, d, "unverified_bounce", &reason, now)?;
+            tx.record_delivery(&key, None, "unverified_bounce", &now.s)?;
+            let mut r = Report::new(&p, Some(verdict), None, Outcome::Quarantined { reason });
+            r.actions.push("kept in quarantine; no ticket and no address changed".into());
+            return Ok(r);
+        }
+    };
     let threading = decision.describe(&desk.refs);
     let mut actions = Vec::new();
     let mut mails = Vec::new();
@@ -384,12 +400,11 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     let agent = desk.config.agent_by_email(&sender).filter(|_| p.from_fallback.is_none());
     if let Some(agent) = agent {
         match (&decision, verdict.class) {
-            (Decision::FollowUp { ticket, via: Via::Token { .. } }, Class::Human) => {
-                let domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-                let sec = &desk.config.security;
-                if !sec.require_dkim || crate::authres::passes(p.header_all("authentication-results"), &sec.trusted_authserv_ids, domain) {
+            (Decision::FollowUp { ticket, via: Via::Token { issued, .. } }, Class::Human) => {
+                if authenticated(desk, &p) {
                     let ticket = *ticket;
-                    let r = agent::handle(tx, desk, d, &p, verdict, agent, ticket, threading, now)?;
+                    let stale = stale_token(desk, *issued, now);
+                    let r = agent::handle(tx, desk, d, &p, verdict, agent, ticket, threading, stale, now)?;
                     tx.record_delivery(&key, None, "agent", &now.s)?;
                     return Ok(r);
                 }
@@ -450,7 +465,11 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         && verdict.class == Class::Human
         && matches!(&decision, Decision::FollowUp { via: Via::Token { .. } | Via::MessageId { .. }, .. })
         && existing.as_ref().is_some_and(|t| t.requester == sender && t.status != Status::Closed)
-        && matches!(crate::command::parse(&p.visible_text).commands.as_slice(), [crate::command::Command::Status { status: Status::Closed | Status::Resolved }]);
+        && matches!(crate::command::parse(&p.visible_text).commands.as_slice(), [crate::command::Command::Status { status: Status::Closed | Status::Resolved }])
+        && (authenticated(desk, &p) || {
+            actions.push(format!("/close from {sender} failed the DKIM/DMARC requirement: not applied"));
+            false
+        });
     let placement = place(tx, desk, queue, &decision, &sender, &verdict, now, &mut actions)?;
     let (ticket, outcome) = match placement {
         Placement::Quarantine { reason } => {
@@ -476,6 +495,9 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         Placement::Existing { ticket, status } => {
             if !customer_close {
                 follow_up(tx, desk, ticket, status, &sender, &verdict, now, &mut actions)?;
+                if verdict.class == Class::Human {
+                    add_copied(tx, desk, ticket, &p, &sender, &mut actions)?;
+                }
             }
             (ticket, Outcome::FollowUp { ticket })
         }
@@ -515,7 +537,7 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         tx.event(ticket, "guard", &format!("{}: {}", verdict.class.as_str(), verdict.reasons.join("; ")), &now.s)?;
     }
     if let Some(b) = &verdict.bounce {
-        record_bounce(tx, ticket, b, now, &mut actions)?;
+        record_bounce(tx, ticket, b, &bounced, now, &mut actions)?;
     }
     apply_rule_actions(tx, desk, ticket, &ra, matches!(outcome, Outcome::Created { .. }), now, &mut actions)?;
     if let (Some(svc), Outcome::Created { .. }) = (service, &outcome) {
@@ -677,6 +699,24 @@ fn follow_up(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, status: Status, sen
     Ok(())
 }
 
+/// People a participant copied on their own mail take part in the conversation (RT's Cc
+/// watchers), when the ticket's queue says so (`cc_policy`, docs/SECURITY.md).
+fn add_copied(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, p: &Parsed, sender: &str, actions: &mut Vec<String>) -> Result<(), StoreError> {
+    let queue = tx.ticket_queue(ticket)?.and_then(|q| desk.config.queues.get(&q));
+    if queue.is_none_or(|q| q.cc_policy != crate::config::CcPolicy::Join) {
+        return Ok(());
+    }
+    let Some((_, participants)) = tx.ticket_summary(ticket)? else { return Ok(()) };
+    for m in p.cc.iter().chain(p.to.iter()) {
+        let a = &m.address;
+        if !a.is_empty() && a != sender && !participants.contains(a) && !desk.identity.own_addresses.contains(a) && desk.signer.token_from_address(a).is_none() && !guard::is_system_address(a) {
+            tx.add_participant(ticket, a, "cc")?;
+            actions.push(format!("added {a} as a participant (copied by {sender})"));
+        }
+    }
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn open_ticket(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, p: &Parsed, sender: &str, related: Option<TicketId>, now: &Now, actions: &mut Vec<String>) -> Result<TicketId, StoreError> {
     let subject = normalize_subject(&p.subject);
@@ -684,12 +724,7 @@ fn open_ticket(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, p: &Parsed, sender: 
     let requester = if sender.is_empty() { "unknown@invalid" } else { sender };
     let ticket = tx.create_ticket(&NewTicket { subject: &subject, queue: &queue.name, priority: Priority::Normal, requester, related_to: related, now: &now.s })?;
     actions.push(format!("created ticket {} in queue {}", desk.refs.format(ticket), queue.name));
-    // People the customer copied take part in the conversation (RT's Cc watchers).
-    for m in p.cc.iter().chain(p.to.iter()) {
-        if !m.address.is_empty() && m.address != requester && !desk.identity.own_addresses.contains(&m.address) && desk.signer.token_from_address(&m.address).is_none() && !guard::is_system_address(&m.address) {
-            tx.add_participant(ticket, &m.address, "cc")?;
-        }
-    }
+    add_copied(tx, desk, ticket, p, requester, actions)?;
     if let Some(rel) = related {
         let note = format!("linked to {} (possibly related)", desk.refs.format(rel));
         tx.event(ticket, "possibly_related", &note, &now.s)?;
@@ -817,13 +852,13 @@ fn status_request(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, ver
     let tickets: Vec<serde_json::Value> = tx
         .active_tickets_of(sender)?
         .iter()
-        .map(|t| json!({ "ref": desk.refs.format(t.id), "subject": t.subject, "status": t.status.as_str(), "updated_at": t.updated_at }))
+        .map(|t| json!({ "ref": desk.refs.format(t.id), "subject": crate::reference::sender_text(&t.subject), "status": t.status.as_str(), "updated_at": t.updated_at }))
         .collect();
     let name = p.from.as_ref().and_then(|m| m.name.clone()).unwrap_or_default();
     let mut ctx = json!({
         "desk": { "name": desk.config.desk.name },
         "queue": { "name": queue.name, "address": queue.address, "from_name": queue.from_name },
-        "recipient": { "address": sender, "name": name },
+        "recipient": { "address": sender, "name": crate::reference::sender_text(&name) },
     });
     ctx["tickets"] = serde_json::Value::Array(tickets.clone());
     ctx["services"] = serde_json::to_value(&desk.catalog.services).unwrap_or_default();
@@ -854,9 +889,73 @@ fn close_by_customer(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, ticket: Ticket
     Ok(())
 }
 
-/// Record which recipients failed and stop mailing the ones that failed for good.
-fn record_bounce(tx: &mut Tx<'_>, ticket: TicketId, b: &crate::bounce::BounceReport, now: &Now, actions: &mut Vec<String>) -> Result<(), StoreError> {
-    for r in &b.recipients {
+/// The one authentication check for every identity that can change a ticket (agents, approvers,
+/// external groups, a requester's `/close`): with `[security] require_dkim`, one of our trusted
+/// MTAs must have recorded dkim=pass for the From domain, or dmarc=pass (RFC 8601 §5).
+pub(crate) fn authenticated(desk: &Desk, p: &Parsed) -> bool {
+    let sec = &desk.config.security;
+    let domain = p.from_address().rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+    let ok = !sec.require_dkim || crate::authres::passes(p.header_all("authentication-results"), &sec.trusted_authserv_ids, domain);
+    if !ok {
+        tracing::warn!(from = p.from_address(), message_id = p.message_id, "sender failed the DKIM/DMARC requirement");
+    }
+    ok
+}
+
+/// Why a token is too old to carry commands (`security.command_token_max_age`), if it is:
+/// a stolen or long-forwarded notification cannot act for ever. Tokens of the earlier format
+/// carry no issue time and count as too old.
+pub(crate) fn stale_token(desk: &Desk, issued: Option<i64>, now: &Now) -> Option<String> {
+    let max = desk.config.security.command_token_max_age?;
+    let fresh = issued.is_some_and(|t| now.t.unix_timestamp() - t <= max.as_secs() as i64);
+    (!fresh).then(|| {
+        format!(
+            "the mail you answered was sent more than {} day(s) ago (security.command_token_max_age); commands are taken only from an answer to a fresh notification: answer the latest notification of this ticket",
+            max.as_secs().div_ceil(86400)
+        )
+    })
+}
+
+/// What a delivery report proves about itself.
+enum BounceCheck {
+    /// Not a delivery report: thread as usual.
+    NotABounce,
+    /// It answers mail of ours on `ticket`, and these of its recipients were recipients of it.
+    Verified { ticket: TicketId, message_id: String, recipients: Vec<String> },
+    /// It names no mail of ours that went to the addresses it reports on: no effect at all.
+    Unverified(String),
+}
+
+/// A report may touch a ticket or an address only when it names one of our signed Message-IDs
+/// (in the report, the returned message or its headers, its In-Reply-To/References, or a
+/// plus-addressed token it was sent to) and the failed recipient was a recipient of that mail.
+/// Anyone can write a DSN; only the MTA that handled our mail knows our Message-ID for it.
+fn check_bounce(tx: &Tx<'_>, desk: &Desk, p: &Parsed, verdict: &Verdict, tokens: &[String], now: &Now) -> Result<BounceCheck, StoreError> {
+    let Some(b) = &verdict.bounce else { return Ok(BounceCheck::NotABounce) };
+    let candidates = b.original_message_id.iter().map(String::as_str).chain(tokens.iter().map(String::as_str)).chain(p.ancestors());
+    for id in candidates.filter(|id| desk.signer.is_ours(id)) {
+        let Some((ticket, sent_to)) = tx.our_mail(id)? else { continue };
+        let recipients: Vec<String> = b
+            .recipients
+            .iter()
+            .map(|r| r.address.to_ascii_lowercase())
+            .filter(|a| !a.is_empty() && (sent_to.contains(a) || desk.signer.verify(id, a, now.t.unix_timestamp()).is_some_and(|v| v.ticket == ticket)))
+            .collect();
+        if !recipients.is_empty() {
+            return Ok(BounceCheck::Verified { ticket, message_id: id.to_string(), recipients });
+        }
+    }
+    let named: Vec<&str> = b.recipients.iter().map(|r| r.address.as_str()).collect();
+    Ok(BounceCheck::Unverified(match &b.original_message_id {
+        Some(id) => format!("<{id}> is not mail of ours to {}", named.join(", ")),
+        None => format!("names no mail of ours (recipients: {})", named.join(", ")),
+    }))
+}
+
+/// Record which recipients failed and stop mailing the ones that failed for good; only
+/// `verified` recipients (those our mail went to, see [`check_bounce`]) count.
+fn record_bounce(tx: &mut Tx<'_>, ticket: TicketId, b: &crate::bounce::BounceReport, verified: &[String], now: &Now, actions: &mut Vec<String>) -> Result<(), StoreError> {
+    for r in b.recipients.iter().filter(|r| verified.contains(&r.address.to_ascii_lowercase())) {
         let detail = format!(
             "{} for <{}>: status {}{}{}",
             r.kind.as_str(),

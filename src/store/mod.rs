@@ -132,6 +132,15 @@ pub struct NewOutbound<'a> {
     pub now: &'a str,
 }
 
+/// An address we stopped mailing because it bounced permanently (`postdesk undeliverable list`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UndeliverableMark {
+    pub address: String,
+    pub reason: String,
+    /// When it last bounced (RFC 3339); the mark expires `guard.undeliverable_for` later.
+    pub since: String,
+}
+
 /// A queued mail as the outbound worker sees it.
 #[derive(Debug, Clone)]
 pub struct QueuedMail {
@@ -529,6 +538,14 @@ impl Store {
         Ok(c)
     }
 
+    /// Undeliverable marks set at or after `not_before` (older ones have expired), by address.
+    pub fn undeliverable_marks(&self, not_before: &str) -> Result<Vec<UndeliverableMark>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT address, reason, since FROM undeliverable WHERE since >= ? ORDER BY address")?;
+        let rows = stmt.query_map([not_before], |r| Ok(UndeliverableMark { address: r.get(0)?, reason: r.get(1)?, since: r.get(2)? }))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
     /// Number of quarantined messages, by reason.
     pub fn quarantine_counts(&self) -> Result<Vec<(String, u64)>> {
         let conn = self.lock();
@@ -832,17 +849,32 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Why an address must not be mailed (it bounced permanently), if so.
-    pub fn undeliverable(&self, address: &str) -> Result<Option<String>> {
-        Ok(self.conn.prepare_cached("SELECT reason FROM undeliverable WHERE address = ?")?.query_row([address], |r| r.get(0)).optional()?)
+    /// Why an address must not be mailed (it bounced permanently at or after `not_before`), if so.
+    pub fn undeliverable(&self, address: &str, not_before: &str) -> Result<Option<String>> {
+        Ok(self.conn.prepare_cached("SELECT reason FROM undeliverable WHERE address = ? AND since >= ?")?.query_row([address, not_before], |r| r.get(0)).optional()?)
     }
 
+    /// Mark (or mark again, restarting its expiry) an address that bounced permanently.
     pub fn mark_undeliverable(&mut self, address: &str, reason: &str, now: &str) -> Result<()> {
         self.conn.execute(
-            "INSERT INTO undeliverable (address, reason, since) VALUES (?1, ?2, ?3) ON CONFLICT(address) DO UPDATE SET reason = ?2",
+            "INSERT INTO undeliverable (address, reason, since) VALUES (?1, ?2, ?3) ON CONFLICT(address) DO UPDATE SET reason = ?2, since = ?3",
             params![address, reason, now],
         )?;
         Ok(())
+    }
+
+    /// Forget a mark; true when there was one.
+    pub fn clear_undeliverable(&mut self, address: &str) -> Result<bool> {
+        Ok(self.conn.execute("DELETE FROM undeliverable WHERE address = ?", [address])? > 0)
+    }
+
+    /// The ticket and recipients of an outgoing mail of ours, by its Message-ID.
+    pub fn our_mail(&self, message_id: &str) -> Result<Option<(TicketId, Vec<String>)>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT a.ticket_id, a.to_addrs FROM message_ids m JOIN articles a ON a.id = m.article_id WHERE m.message_id = ? AND a.direction = 'outbound'")?
+            .query_row([message_id], |r| Ok((r.get(0)?, lines(&r.get::<_, String>(1)?))))
+            .optional()?)
     }
 
     /// The whole ticket as listed (participants and tags included).
