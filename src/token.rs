@@ -88,6 +88,18 @@ impl Signer {
     }
 }
 
+/// `pd.42.…@desk.example.com`: one of our ids with its nonce and signature cut out, for logs and
+/// reports; anything else unchanged. Whoever holds a token can write to the ticket as its
+/// recipient, so tokens never reach logs or command output (issue 17.11).
+pub fn redact(id: &str) -> String {
+    let (local, dom) = id.rsplit_once('@').unwrap_or((id, ""));
+    let parts: Vec<&str> = local.split('.').collect();
+    match parts.as_slice() {
+        [PREFIX, ticket, _, _] if ticket.bytes().all(|b| b.is_ascii_digit()) => format!("{PREFIX}.{ticket}.…@{dom}"),
+        _ => id.to_string(),
+    }
+}
+
 fn split<'a>(id: &'a str, domain: &str) -> Option<(TicketId, &'a str, &'a str)> {
     let (local, dom) = id.rsplit_once('@')?;
     if !dom.eq_ignore_ascii_case(domain) {
@@ -139,6 +151,17 @@ pub fn load_or_create_key(configured: Option<&str>, data_dir: &std::path::Path) 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redaction_keeps_ticket_and_domain_only() {
+        let s = Signer::new(b"0123456789abcdef0123", "desk.example.com");
+        let id = s.message_id(42, "alice@example.org");
+        let (_, rest) = id.split_once(".42.").unwrap();
+        let secret = rest.split('@').next().unwrap();
+        assert_eq!(redact(&id), "pd.42.…@desk.example.com");
+        assert!(!redact(&id).contains(secret));
+        assert_eq!(redact("CAF00@mail.gmail.com"), "CAF00@mail.gmail.com");
+    }
 
     #[test]
     fn tokens_verify_only_for_their_recipient_and_key() {
