@@ -213,6 +213,40 @@ fn rules_test_is_a_dry_run() {
     assert_eq!(d.json(&["tickets", "show", "PD-1", "--json"])["articles"].as_array().unwrap().len(), 2);
 }
 
+/// Our Message-IDs are signed reply tokens (`pd.TICKET.NONCE.SIG@domain`): whoever holds one can
+/// write to the ticket, so neither the "mail sent" log line nor `rules test --json` shows one
+/// whole (issue 17.11).
+#[test]
+fn reply_tokens_stay_out_of_logs_and_dry_runs() {
+    // Both token formats: pd.TICKET.NONCE.MAC and pd.TICKET.NONCE.HOUR.MAC.
+    let token = regex::Regex::new(r"pd\.\d+\.[0-9a-f]{12}\.([0-9a-f]+\.)?[0-9a-f]{20,}").unwrap();
+    let d = Desk::new();
+    let eml = d.path("new.eml");
+    let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "Printer jammed", "Floor 3.");
+    std::fs::write(&eml, &m.raw).unwrap();
+    let out = d.run(&["rules", "test", eml.to_str().unwrap(), "--json"]);
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(json.contains("\"mails\"") && json.contains("acknowledgement"), "{json}");
+    assert!(!token.is_match(&json), "{json}");
+
+    let log = std::fs::File::create(d.path("daemon.log")).unwrap();
+    let mut child = d.cmd(&["run"]).stderr(log).stdout(Stdio::null()).spawn().unwrap();
+    let newdir = d.path("var/maildir/support/new");
+    common::eventually(Duration::from_secs(10), "Maildir created", || newdir.is_dir().then_some(()));
+    std::fs::write(newdir.join("1700000000.1.host"), &m.raw).unwrap();
+    let ack = common::eventually(Duration::from_secs(10), "acknowledgement in the outbox", || outbox_files(&d).into_iter().next());
+    let sent = common::eventually(Duration::from_secs(10), "mail sent logged", || {
+        let l = std::fs::read_to_string(d.path("daemon.log")).unwrap();
+        l.contains("mail sent").then_some(l)
+    });
+    signal(&child, "TERM");
+    common::eventually(Duration::from_secs(15), "daemon exit", || child.try_wait().unwrap());
+    let id = common::header(&ack, "message-id").unwrap();
+    assert!(token.is_match(&id), "{id}");
+    assert!(sent.contains("pd.1.…@desk.example.test"), "{sent}");
+    assert!(!token.is_match(&sent), "{sent}");
+}
+
 fn outbox_files(d: &Desk) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(d.path("var/outbox"))
         .map(|rd| rd.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "eml")).map(|e| std::fs::read_to_string(e.path()).unwrap()).collect())

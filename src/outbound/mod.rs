@@ -115,7 +115,7 @@ impl Worker {
         }
         let record = match result {
             Ok(()) => {
-                tracing::info!(outbox = mail.id, ticket = mail.ticket, message_id = %mail.message_id, to = %mail.recipients.join(","), "mail sent");
+                tracing::info!(outbox = mail.id, ticket = mail.ticket, message_id = %crate::token::redact(&mail.message_id), to = %mail.recipients.join(","), "mail sent");
                 match marked {
                     Some(Ok(())) => self.store.confirm_sent(mail.id),
                     Some(Err(e)) => Err(e),

@@ -63,7 +63,13 @@ pub struct PlannedMail {
     pub kind: &'static str,
     pub to: String,
     pub subject: String,
+    /// Carries the reply token: reports and `rules test --json` show it redacted.
+    #[serde(serialize_with = "redacted_id")]
     pub message_id: String,
+}
+
+fn redacted_id<S: serde::Serializer>(id: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::token::redact(id))
 }
 
 /// The full account of one message's trip through the pipeline (logs, dry run).
