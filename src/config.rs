@@ -35,6 +35,25 @@ impl fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 pub struct Problems(pub Vec<Problem>);
 
+/// The message of the one problem a missing config file makes.
+const NOT_FOUND: &str = "config file not found (give one with --config PATH; see the README's Configuration)";
+
+impl Problems {
+    /// The config file does not exist: nothing in it is invalid, so callers say "not found".
+    pub fn is_not_found(&self) -> bool {
+        matches!(self.0.as_slice(), [p] if p.message == NOT_FOUND)
+    }
+
+    /// One error for a command that cannot go on without a valid config.
+    pub fn into_error(self) -> anyhow::Error {
+        if self.is_not_found() {
+            anyhow::anyhow!("{self}")
+        } else {
+            anyhow::anyhow!("invalid configuration:\n{self}")
+        }
+    }
+}
+
 impl fmt::Display for Problems {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, p) in self.0.iter().enumerate() {
@@ -414,6 +433,9 @@ pub struct Config {
     /// The knowledge-base folder (`[kb] folder`) and how many articles an acknowledgement suggests.
     pub kb: Option<(PathBuf, usize)>,
     pub log_level: String,
+    /// `[log] format`: `text` (the default; colours only on a terminal without NO_COLOR) or `json`
+    /// (one object per line, for log shippers).
+    pub log_json: bool,
     /// Graceful shutdown deadline (finish the message in hand, then abort).
     pub shutdown_timeout: Duration,
 }
@@ -704,6 +726,7 @@ struct RawLimits {
 #[serde(default)]
 struct RawLog {
     level: Option<String>,
+    format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -724,8 +747,13 @@ pub fn load(path: &Path) -> Result<Config, Problems> {
 /// [`load`] with the environment given explicitly (tests).
 pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, Problems> {
     let problem = |key: &str, message: String| Problem { file: path.to_path_buf(), line: None, key: key.to_string(), message };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Problems(vec![problem("", format!("cannot read config file: {e}"))]))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let message = match e.kind() {
+            std::io::ErrorKind::NotFound => NOT_FOUND.to_string(),
+            _ => format!("cannot read config file: {e}"),
+        };
+        Problems(vec![problem("", message)])
+    })?;
     let locator = Locator::new(&text);
 
     // Secrets are taken as they are: never parsed as numbers (a digits-only password keeps its
@@ -1300,6 +1328,14 @@ impl Validator {
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
             self.add("log.level", format!("`{log_level}` is not a log level or filter"));
         }
+        let log_json = match raw.log.format.as_deref().unwrap_or("text") {
+            "text" => false,
+            "json" => true,
+            other => {
+                self.add("log.format", format!("`{other}`: expected text or json"));
+                false
+            }
+        };
         let shutdown_timeout = self.duration("daemon.shutdown_timeout", &raw.daemon.shutdown_timeout, Duration::from_secs(20));
 
         Config {
@@ -1339,6 +1375,7 @@ impl Validator {
                 allow_close: s.allow_close.unwrap_or(true),
             }),
             log_level,
+            log_json,
             shutdown_timeout,
         }
     }

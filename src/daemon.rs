@@ -159,7 +159,7 @@ impl Running {
 /// `postdesk run`: start, tell systemd we are ready, serve until SIGTERM/SIGINT, reload on SIGHUP.
 pub async fn run(config_path: &Path, clock: SharedClock) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let desk = Desk::load(config_path, KeyMode::Persistent).map_err(|p| anyhow::anyhow!("invalid configuration:\n{p}"))?;
+    let desk = Desk::load(config_path, KeyMode::Persistent).map_err(crate::config::Problems::into_error)?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;

@@ -115,21 +115,7 @@ fn main() -> ExitCode {
         }
     }
     let config = cli.config.clone().unwrap_or_else(postdesk::config::default_path);
-    // `run` logs at the config's log.level; other commands only warn.
-    let level = match cli.command {
-        Command::Run => postdesk::config::load(&config).map(|c| c.log_level).unwrap_or_else(|_| "info".into()),
-        _ => "warn".into(),
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("POSTDESK_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // async-imap traces every command it writes (LOGIN with the password) and every response
-    // buffer it parses (whole mails, again on each read): never shown, at any POSTDESK_LOG.
-    let no_wire = tracing_subscriber::filter::filter_fn(|m| !(m.target().starts_with("async_imap") && *m.level() == tracing::Level::TRACE));
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).finish().with(no_wire).init();
-
+    init_logging(&cli, &config);
     let result: anyhow::Result<i32> = match cli.command {
         Command::Run => run(&config),
         Command::Check => Ok(commands::check(&config)),
@@ -157,4 +143,37 @@ fn run(config: &std::path::Path) -> anyhow::Result<i32> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(postdesk::daemon::run(config, std::sync::Arc::new(postdesk::clock::SystemClock)))?;
     Ok(0)
+}
+
+/// Logs go to stderr: `run` at the config's `log.level` (other commands only warn), overridden by
+/// `POSTDESK_LOG`; plain text without colour codes unless stderr is a terminal and NO_COLOR is
+/// unset (journald and log files get clean lines); JSON lines with `[log] format = "json"` or
+/// `POSTDESK_LOG_FORMAT=json`.
+fn init_logging(cli: &Cli, config: &std::path::Path) {
+    use std::io::IsTerminal;
+    let loaded = matches!(cli.command, Command::Run).then(|| postdesk::config::load(config).ok()).flatten();
+    let level = match (&cli.command, &loaded) {
+        (Command::Run, Some(c)) => c.log_level.clone(),
+        (Command::Run, None) => "info".into(),
+        _ => "warn".into(),
+    };
+    let json = match std::env::var("POSTDESK_LOG_FORMAT") {
+        Ok(f) => f == "json",
+        Err(_) => loaded.as_ref().is_some_and(|c| c.log_json),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POSTDESK_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    // async-imap traces every command it writes (LOGIN with the password) and every response
+    // buffer it parses (whole mails, again on each read): never shown, at any POSTDESK_LOG.
+    let no_wire = tracing_subscriber::filter::filter_fn(|m| !(m.target().starts_with("async_imap") && *m.level() == tracing::Level::TRACE));
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().finish().with(no_wire).init();
+    } else {
+        builder.with_ansi(ansi).finish().with(no_wire).init();
+    }
 }

@@ -236,14 +236,20 @@ fn smtp_outage_keeps_mail_queued_until_the_server_is_back() {
     common::lmtp_deliver(&s, "support@example.test", &m.raw);
     let store = d.store();
     common::eventually(WAIT, "ticket created", || (d.tickets().len() == 1).then_some(()));
-    common::eventually(WAIT, "a failed attempt recorded", || {
-        let c = store.outbox_counts().unwrap();
-        (c.queued == 1 && store.due_outbound("9999", 10).unwrap().first().is_some_and(|q| q.attempts >= 1)).then_some(())
+    // The server is down: the outbound side says so, and the mail keeps its attempts (an outage
+    // is the server's trouble, not the mail's, and must never fail it for good).
+    let down = common::eventually(WAIT, "the outbound side reports the server down", || {
+        store.health().unwrap().into_iter().find(|h| h.component == "outbound" && !h.ok)
     });
+    assert!(down.detail.contains("connect"), "{down:?}");
+    let c = store.outbox_counts().unwrap();
+    assert_eq!((c.queued, c.failed), (1, 0));
+    assert_eq!(store.due_outbound("9999", 10).unwrap()[0].attempts, 0);
     common::postfix(&s, "start");
     let ack = s.wait_for("alice", WAIT, |m| m.contains("[PD-1]"));
     assert!(ack.contains("Email is down"));
     common::eventually(WAIT, "outbox drained", || (store.outbox_counts().unwrap().sent == 1).then_some(()));
+    common::eventually(WAIT, "the outbound side reports ok again", || store.health().unwrap().into_iter().find(|h| h.component == "outbound" && h.ok));
 
     // Both servers restart under the daemon: it reconnects (IDLE session lost) and carries on.
     s.restart();

@@ -5,6 +5,9 @@
 //! Writes happen in a [`Tx`] (`BEGIN IMMEDIATE`): one ingest = one transaction holding the article,
 //! ticket changes, outbox rows and the mailbox cursor, so a crash leaves all or nothing.
 
+mod ops;
+pub use ops::{Health, Quarantined};
+
 use crate::ticket::{Article, ArticleKind, AttachmentInfo, Direction, Event, Priority, Status, Ticket, TicketDetail, TicketId};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeMap;
@@ -22,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_resolved_at.sql"),
     include_str!("migrations/0009_lifecycle.sql"),
     include_str!("migrations/0010_report_log.sql"),
+    include_str!("migrations/0011_health.sql"),
 ];
 
 /// A storage failure. `is_transient` tells callers whether retrying later can help.
