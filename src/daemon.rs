@@ -34,12 +34,31 @@ pub enum LockError {
 }
 
 impl DaemonLock {
+    fn path(database: &Path) -> PathBuf {
+        let mut path = database.as_os_str().to_owned();
+        path.push("-daemon.pid");
+        PathBuf::from(path)
+    }
+
+    /// The pid of the daemon running on `database`, if one is (for `postdesk status`). The probe
+    /// takes a shared lock for an instant, never the exclusive one.
+    pub fn holder(database: &Path) -> Option<String> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(Self::path(database)).ok()?;
+        match file.try_lock_shared() {
+            Ok(()) => None,
+            Err(_) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                Some(if pid.trim().is_empty() { "unknown".into() } else { pid.trim().to_string() })
+            }
+        }
+    }
+
     pub fn take(database: &Path) -> Result<DaemonLock, LockError> {
         use std::io::{Read, Seek, Write};
         use std::os::unix::fs::OpenOptionsExt;
-        let mut path = database.as_os_str().to_owned();
-        path.push("-daemon.pid");
-        let path = PathBuf::from(path);
+        let path = Self::path(database);
         let io = |source| LockError::Io { path: path.clone(), source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;

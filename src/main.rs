@@ -26,6 +26,19 @@ enum Command {
         #[arg(long)]
         mailbox: String,
     },
+    /// The daemon, each mailbox, the outbox and the quarantine. Exit 0 ok, 1 warning, 2 critical.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Messages kept out of the ticket flow, and what to do with them.
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
+    /// A consistent copy of the database, the sent log and the signing key into a new folder,
+    /// while the daemon runs.
+    Backup { dir: PathBuf },
     /// Tickets in the database.
     Tickets {
         #[command(subcommand)]
@@ -56,6 +69,30 @@ enum Command {
         #[arg(long, default_value = "text")]
         format: String,
     },
+}
+
+#[derive(Subcommand)]
+enum QuarantineCommand {
+    /// Quarantined messages with the reason each was kept.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Why one message was kept and its header (or, with --raw, its bytes as received).
+    Show {
+        id: i64,
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Run the message through the pipeline again (e.g. after fixing a rule) and take it out.
+    Release {
+        id: i64,
+        /// Also release our own mail that came back (a mail loop).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Drop the message for good.
+    Delete { id: i64 },
 }
 
 #[derive(Subcommand)]
@@ -129,6 +166,12 @@ fn main() -> ExitCode {
         Command::Tickets { command: TicketsCommand::Show { id, json } } => commands::tickets_show(&config, &id, json),
         Command::Rules { command: RulesCommand::Test { file, mailbox, json } } => commands::rules_test(&config, &file, mailbox.as_deref(), json),
         Command::Report { since, format } => commands::report(&config, &since, &format),
+        Command::Status { json } => commands::status(&config, json),
+        Command::Quarantine { command: QuarantineCommand::List { json } } => commands::quarantine_list(&config, json),
+        Command::Quarantine { command: QuarantineCommand::Show { id, raw } } => commands::quarantine_show(&config, id, raw),
+        Command::Quarantine { command: QuarantineCommand::Release { id, force } } => commands::quarantine_release(&config, id, force),
+        Command::Quarantine { command: QuarantineCommand::Delete { id } } => commands::quarantine_delete(&config, id),
+        Command::Backup { dir } => commands::backup(&config, &dir),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),

@@ -7,6 +7,7 @@ mod agent;
 mod context;
 pub mod mailer;
 mod notify;
+pub mod release;
 mod service;
 mod sla;
 mod timer;

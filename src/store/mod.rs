@@ -593,6 +593,17 @@ impl Tx<'_> {
     }
 
     /// Remember a delivery so a second copy is recognised.
+    /// Forget that a message was refused (a dedupe record without an article), so a released
+    /// copy is processed instead of taken for a duplicate.
+    pub fn forget_refusal(&mut self, dedupe_key: &str) -> Result<()> {
+        self.conn.execute("DELETE FROM deliveries WHERE dedupe_key = ? AND article_id IS NULL", [dedupe_key])?;
+        Ok(())
+    }
+
+    pub fn delete_quarantined(&mut self, id: i64) -> Result<bool> {
+        Ok(self.conn.execute("DELETE FROM quarantine WHERE id = ?", [id])? == 1)
+    }
+
     pub fn record_delivery(&mut self, dedupe_key: &str, article: Option<i64>, outcome: &str, now: &str) -> Result<()> {
         self.conn.execute(
             "INSERT OR IGNORE INTO deliveries (dedupe_key, article_id, outcome, created_at) VALUES (?, ?, ?, ?)",

@@ -8,6 +8,9 @@ use crate::pipeline::{Delivery, IngestError, Pipeline, Report};
 use crate::store::{Store, TicketFilter};
 use crate::ticket::{Status, TicketDetail};
 use std::io::Read;
+
+mod ops;
+pub use ops::{backup, quarantine_delete, quarantine_list, quarantine_release, quarantine_show, status};
 use std::path::Path;
 use std::sync::Arc;
 
