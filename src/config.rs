@@ -380,10 +380,21 @@ pub struct Limits {
     pub max_message_size: u64,
 }
 
+/// Where a secret (`password`, `secret`, …) was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretSource {
+    /// Its key path, `mailboxes.support.password`.
+    pub key: String,
+    /// The `*_file` it was read from; `None` when written inline in the config file.
+    pub file: Option<PathBuf>,
+}
+
 /// The validated configuration; every field is ready to use.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub file: PathBuf,
+    /// Where each configured secret came from (for `postdesk check`'s file-mode warnings).
+    pub secret_sources: Vec<SecretSource>,
     pub desk: Desk,
     pub queues: BTreeMap<String, Queue>,
     pub mailboxes: BTreeMap<String, Mailbox>,
@@ -749,7 +760,7 @@ pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, Pr
         .map_err(|e| Problems(vec![problem("", e.to_string())]))?;
 
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut v = Validator { file: path.to_path_buf(), locator, problems: Vec::new(), base };
+    let mut v = Validator { file: path.to_path_buf(), locator, problems: Vec::new(), base, secrets: Vec::new() };
     for key in unknown {
         v.add(&key, "unknown key".to_string());
     }
@@ -797,6 +808,7 @@ struct Validator {
     locator: Locator,
     problems: Vec<Problem>,
     base: PathBuf,
+    secrets: Vec<SecretSource>,
 }
 
 impl Validator {
@@ -857,9 +869,16 @@ impl Validator {
                 self.add(key, format!("give either `{}` or `{}_file`, not both", leaf(key), leaf(key)));
                 None
             }
-            (Some(v), None) => Some(Secret::new(v.clone())),
+            (Some(v), None) => {
+                // Inline in the file (not from an environment override): check warns if others can read it.
+                if self.locator.line_of(key).is_some() {
+                    self.secrets.push(SecretSource { key: key.to_string(), file: None });
+                }
+                Some(Secret::new(v.clone()))
+            }
             (None, Some(f)) => {
                 let p = self.path(f);
+                self.secrets.push(SecretSource { key: format!("{key}_file"), file: Some(p.clone()) });
                 match std::fs::read_to_string(&p) {
                     Ok(s) => Some(Secret::new(s.trim_end_matches(['\r', '\n']).to_string())),
                     Err(e) => {
@@ -1296,6 +1315,7 @@ impl Validator {
 
         Config {
             file: self.file.clone(),
+            secret_sources: std::mem::take(&mut self.secrets),
             desk,
             queues,
             mailboxes,
