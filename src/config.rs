@@ -208,6 +208,9 @@ pub struct Guard {
     pub flood_action: FloodAction,
     /// How long a hard bounce keeps an address from being mailed (unless it writes first).
     pub undeliverable_for: Duration,
+    /// A new mail this soon after our automatic mail to its sender, shaped like the sender's
+    /// previous mail, is a responder answering us: kept in quarantine, never answered.
+    pub loop_reply_window: Duration,
 }
 
 /// An agent: works tickets from their own mail client.
@@ -659,6 +662,7 @@ struct RawGuard {
     new_tickets_per_domain: Option<String>,
     flood_action: Option<String>,
     undeliverable_for: Option<String>,
+    loop_reply_window: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1211,7 +1215,8 @@ impl Validator {
             }
         };
         let undeliverable_for = self.duration("guard.undeliverable_for", &g.undeliverable_for, Duration::from_secs(30 * 86400));
-        let guard = Guard { auto_mail_caps, sender_rate, domain_rate, flood_action, undeliverable_for };
+        let loop_reply_window = self.duration("guard.loop_reply_window", &g.loop_reply_window, Duration::from_secs(120));
+        let guard = Guard { auto_mail_caps, sender_rate, domain_rate, flood_action, undeliverable_for, loop_reply_window };
 
         // [agents.*]
         let mut agents = BTreeMap::new();
