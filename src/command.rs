@@ -136,7 +136,8 @@ fn parse_one(s: &str) -> Result<Command, String> {
         },
         "cc" if !args.is_empty() => {
             let addrs: Vec<String> = args.iter().flat_map(|a| a.split(',')).map(|a| a.trim().trim_matches(['<', '>']).to_ascii_lowercase()).filter(|a| !a.is_empty()).collect();
-            match addrs.iter().find(|a| !a.contains('@') || a.contains(char::is_whitespace)) {
+            // An RFC 5322 addr-spec we can write to; `@example.org` would break every reply.
+            match addrs.iter().find(|a| !crate::ticket::is_usable_address(a)) {
                 Some(bad) => Err(format!("`{bad}` is not an email address")),
                 None => Ok(Command::Cc { addresses: addrs }),
             }
@@ -180,6 +181,12 @@ mod tests {
         assert!(p.errors[1].error.contains("unknown command /frobnicate"));
         assert!(p.errors[2].error.contains("takes no argument"));
         assert_eq!(p.text, "Text");
+    }
+
+    #[test]
+    fn cc_takes_only_usable_addresses() {
+        assert_eq!(parse("/cc Carl@Example.org, <dee@example.org>\nHi").commands, vec![Command::Cc { addresses: vec!["carl@example.org".into(), "dee@example.org".into()] }]);
+        assert_eq!(parse("/cc @example.org\nHi").errors.len(), 1);
     }
 
     #[test]

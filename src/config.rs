@@ -743,25 +743,27 @@ pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, Pr
         .map_err(|e| Problems(vec![problem("", format!("cannot read config file: {e}"))]))?;
     let locator = Locator::new(&text);
 
-    let env_map: std::collections::HashMap<String, String> = env.iter().cloned().collect();
+    // Secrets are taken as they are: never parsed as numbers (a digits-only password keeps its
+    // leading zeros and is no type error) and scrubbed from any message (issue 17.11).
+    let (secret_env, plain_env): (Vec<_>, Vec<_>) = env.iter().cloned().partition(|(k, _)| is_secret_env(k));
+    let secrets: Vec<String> = secret_env.iter().map(|(_, v)| v.clone()).filter(|v| !v.is_empty()).collect();
+    let scrub = |msg: String| secrets.iter().fold(msg, |m, s| m.replace(s.as_str(), "***"));
+    let environment = |vars: Vec<(String, String)>, parse: bool| {
+        config::Environment::with_prefix("POSTDESK").prefix_separator("__").separator("__").try_parsing(parse).source(Some(vars.into_iter().collect()))
+    };
     let built = config::Config::builder()
         .add_source(config::File::from_str(&text, config::FileFormat::Toml))
-        .add_source(
-            config::Environment::with_prefix("POSTDESK")
-                .prefix_separator("__")
-                .separator("__")
-                .try_parsing(true)
-                .source(Some(env_map)),
-        )
+        .add_source(environment(plain_env, true))
+        .add_source(environment(secret_env, false))
         .build()
-        .map_err(|e| Problems(vec![Problem { line: locator.line_of_error(&e.to_string()), ..problem("", e.to_string()) }]))?;
+        .map_err(|e| Problems(vec![Problem { line: locator.line_of_error(&e.to_string()), ..problem("", scrub(e.to_string())) }]))?;
     let value: config::Value = built
         .try_deserialize()
-        .map_err(|e| Problems(vec![problem("", e.to_string())]))?;
+        .map_err(|e| Problems(vec![problem("", scrub(e.to_string()))]))?;
 
     let mut unknown = Vec::new();
     let raw: RawConfig = serde_ignored::deserialize(value, |p| unknown.push(p.to_string()))
-        .map_err(|e| Problems(vec![problem("", e.to_string())]))?;
+        .map_err(|e| Problems(vec![problem("", scrub(e.to_string()))]))?;
 
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let mut v = Validator { file: path.to_path_buf(), locator, problems: Vec::new(), base, secrets: Vec::new() };
@@ -771,6 +773,12 @@ pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, Pr
     let cfg = v.config(raw);
     v.problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
     if v.problems.is_empty() { Ok(cfg) } else { Err(Problems(v.problems)) }
+}
+
+/// `POSTDESK__…__PASSWORD` and `POSTDESK__DESK__SECRET`: environment values that are secrets.
+fn is_secret_env(key: &str) -> bool {
+    let last = key.rsplit("__").next().unwrap_or_default();
+    last.eq_ignore_ascii_case("password") || last.eq_ignore_ascii_case("secret")
 }
 
 /// Finds the line of a dotted key in the TOML text, so messages can say `file:line`.
@@ -1607,6 +1615,23 @@ password_file = "pw"
         assert_eq!(imap.endpoint.port, 1993);
         assert_eq!(imap.endpoint.password.as_ref().unwrap().expose(), "s3cret");
         assert_eq!(format!("{:?}", imap.endpoint.password), "Some(Secret(***))");
+    }
+
+    /// A digits-only password from the environment is a password, not a number, and no error
+    /// ever echoes it (issue 17.11).
+    #[test]
+    fn digits_only_secrets_from_the_environment_stay_strings_and_unseen() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = "[queues.support]\naddress = \"support@example.com\"\n\n[mailboxes.support]\nkind = \"imap\"\nhost = \"imap.example.com\"\nusername = \"support@example.com\"\n";
+        let path = write(dir.path(), text);
+        let env = vec![("POSTDESK__MAILBOXES__SUPPORT__PASSWORD".to_string(), "0987654321".to_string())];
+        let cfg = load_with_env(&path, &env).unwrap_or_else(|e| panic!("{e}"));
+        let Source::Imap(imap) = &cfg.mailboxes["support"].source else { panic!() };
+        assert_eq!(imap.endpoint.password.as_ref().unwrap().expose(), "0987654321");
+        // With another problem in the file, the report still never shows the secret.
+        std::fs::write(&path, format!("{text}port = \"many\"\n")).unwrap();
+        let e = load_with_env(&path, &env).unwrap_err().to_string();
+        assert!(!e.contains("0987654321") && !e.contains("987654321"), "{e}");
     }
 
     #[test]

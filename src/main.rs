@@ -105,6 +105,15 @@ enum RulesCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !matches!(cli.command, Command::Run | Command::Deliver { .. }) {
+        // Reports end quietly when their reader goes away (`postdesk tickets list | head`), the
+        // way Unix tools do, instead of panicking on a closed pipe. The daemon and `deliver`
+        // keep SIGPIPE ignored: a vanished peer is an error they handle, never a reason to die.
+        // SAFETY: called before any thread starts; restores the default disposition.
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let config = cli.config.clone().unwrap_or_else(postdesk::config::default_path);
     // `run` logs at the config's log.level; other commands only warn.
     let level = match cli.command {
@@ -114,7 +123,12 @@ fn main() -> ExitCode {
     let filter = tracing_subscriber::EnvFilter::try_from_env("POSTDESK_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(&level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    // async-imap traces every command it writes (LOGIN with the password) and every response
+    // buffer it parses (whole mails, again on each read): never shown, at any POSTDESK_LOG.
+    let no_wire = tracing_subscriber::filter::filter_fn(|m| !(m.target().starts_with("async_imap") && *m.level() == tracing::Level::TRACE));
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).finish().with(no_wire).init();
 
     let result: anyhow::Result<i32> = match cli.command {
         Command::Run => run(&config),

@@ -129,6 +129,18 @@ struct Parts<'a> {
     sig: &'a str,
 }
 
+/// `pd.42.…@desk.example.com`: one of our ids with its nonce, hour and signature cut out, for
+/// logs and reports; anything else unchanged. Whoever holds a token can write to the ticket as
+/// its recipient, so tokens never reach logs or command output (issue 17.11).
+pub fn redact(id: &str) -> String {
+    let (local, dom) = id.rsplit_once('@').unwrap_or((id, ""));
+    let parts: Vec<&str> = local.split('.').collect();
+    match parts.as_slice() {
+        [PREFIX, ticket, _, _] | [PREFIX, ticket, _, _, _] if ticket.bytes().all(|b| b.is_ascii_digit()) => format!("{PREFIX}.{ticket}.…@{dom}"),
+        _ => id.to_string(),
+    }
+}
+
 fn split<'a>(id: &'a str, domain: &str) -> Option<Parts<'a>> {
     let (local, dom) = id.rsplit_once('@')?;
     if !dom.eq_ignore_ascii_case(domain) {
@@ -207,6 +219,17 @@ mod tests {
             assert!(load_or_create_key(None, dir.path()).is_err());
             assert_eq!(std::fs::read(dir.path().join("secret")).unwrap(), content, "never replaced");
         }
+    }
+
+    #[test]
+    fn redaction_keeps_ticket_and_domain_only() {
+        let s = Signer::new(b"0123456789abcdef0123", "desk.example.com");
+        let id = s.message_id(42, "alice@example.org", 1_764_000_000);
+        let (_, rest) = id.split_once(".42.").unwrap();
+        let secret = rest.split('@').next().unwrap();
+        assert_eq!(redact(&id), "pd.42.…@desk.example.com");
+        assert!(!redact(&id).contains(secret));
+        assert_eq!(redact("CAF00@mail.gmail.com"), "CAF00@mail.gmail.com");
     }
 
     #[test]

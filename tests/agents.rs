@@ -88,7 +88,9 @@ impl Desk2 {
     }
     /// Mail queued since the last call.
     fn new_mail(&self) -> Vec<Out> {
-        let all = self.p.store.due_outbound("9999", 10_000).unwrap();
+        // In the order the mail was queued (the worker's sending order puts agents' replies first).
+        let mut all = self.p.store.due_outbound("9999", 10_000).unwrap();
+        all.sort_by_key(|m| m.id);
         let new: Vec<Out> = all.iter().skip(self.sent.get()).map(|m| Out { to: m.recipients.clone(), raw: String::from_utf8(m.raw.clone()).unwrap() }).collect();
         self.sent.set(all.len());
         new
@@ -262,6 +264,66 @@ fn dkim_requirement_for_agents() {
     signed.extend(agent_reply("alice@agents.example.test", &n, "/take\nHi again"));
     d.ingest(&signed);
     assert_eq!(d.ticket().ticket.owner.as_deref(), Some("alice@agents.example.test"));
+}
+
+/// Issue 12 item 1: a quoted local part in a customer's Cc (RFC 5322 §3.4.1) is a real address;
+/// it was stored as `@example.org` and then broke every agent reply.
+#[test]
+fn quoted_local_part_cc_is_kept_and_replies_reach_everyone() {
+    let d = setup("");
+    let raw = "Message-ID: <q1@example.org>\r\nFrom: Dana Customer <dana@example.org>\r\nTo: support@example.test\r\n\
+Cc: \"john doe\"@example.org, Team: eve@example.org, (a comment) frank@example.org;\r\nSubject: VPN broken\r\n\r\nThe VPN drops.\r\n";
+    assert!(matches!(d.ingest(raw.as_bytes()).outcome, Outcome::Created { ticket: 1 }));
+    let participants = d.ticket().ticket.participants;
+    assert!(participants.iter().all(|p| !p.starts_with('@')), "{participants:?}");
+    for who in ["\"john doe\"@example.org", "eve@example.org", "frank@example.org"] {
+        assert!(participants.iter().any(|p| p == who), "{who} missing from {participants:?}");
+    }
+    let mails = d.new_mail();
+    let n = mails.into_iter().find(|m| m.to == ["alice@agents.example.test"]).unwrap();
+    let r = d.ingest(&agent_reply("alice@agents.example.test", &n, "Hello all, fixed."));
+    let mails = d.new_mail();
+    let reply = to(&mails, "dana@example.org");
+    assert_eq!(reply.len(), 1, "{:?}", r.actions);
+    assert!(reply[0].to.iter().any(|t| t == "\"john doe\"@example.org"), "{:?}", reply[0].to);
+}
+
+/// A participant that is not an address at all (stored before the fix, or typed by hand): the
+/// reply goes to everyone else and the ticket records the one left out.
+#[test]
+fn one_unusable_participant_does_not_stop_a_reply() {
+    let d = setup("");
+    let (_, n) = open_ticket(&d);
+    let mut tx = d.p.store.begin().unwrap();
+    tx.add_participant(1, "@example.org", "cc").unwrap();
+    tx.add_participant(1, "carl@example.org", "cc").unwrap();
+    tx.commit().unwrap();
+    let r = d.ingest(&agent_reply("alice@agents.example.test", &n, "Hello Dana, fixed."));
+    let mails = d.new_mail();
+    let reply = to(&mails, "dana@example.org");
+    assert_eq!(reply.len(), 1, "{:?}", r.actions);
+    assert!(reply[0].to.iter().any(|t| t == "carl@example.org"), "{:?}", reply[0].to);
+    assert!(!reply[0].to.iter().any(|t| t == "@example.org"), "{:?}", reply[0].to);
+    let events = d.ticket().events;
+    assert!(events.iter().any(|e| e.kind == "recipient_refused" && e.detail.contains("@example.org")), "{events:?}");
+}
+
+/// A reply nobody can receive is never dropped silently: the agent hears of it, the ticket too.
+#[test]
+fn a_reply_that_cannot_be_sent_at_all_tells_the_agent() {
+    let d = setup("");
+    let (_, n) = open_ticket(&d);
+    let mut tx = d.p.store.begin().unwrap();
+    tx.mark_undeliverable("dana@example.org", "hard bounce, status 5.1.1", "2026-11-30T09:00:00Z").unwrap();
+    tx.commit().unwrap();
+    d.ingest(&agent_reply("alice@agents.example.test", &n, "Hello Dana, fixed."));
+    let mails = d.new_mail();
+    assert!(to(&mails, "dana@example.org").is_empty());
+    let back = to(&mails, "alice@agents.example.test");
+    assert_eq!(back.len(), 1, "the agent is told the reply was not sent");
+    assert!(back[0].raw.contains("dana@example.org") && back[0].raw.contains("undeliverable"), "{}", back[0].raw);
+    let events = d.ticket().events;
+    assert!(events.iter().any(|e| e.kind == "reply_not_sent"), "{events:?}");
 }
 
 const SIGNED_DESK: &str = "[security]\nrequire_dkim = true\ntrusted_authserv_ids = [\"mx.example.test\"]\n\n[self_service]\n\n[approvals]\napprovers = [\"cab@example.org\"]\n\n[groups.vendor]\nname = \"Vendor Inc.\"\naddress = \"help@vendor.example\"\nticket_pattern = '\\[Vendor #(\\d+)\\]'\n";

@@ -213,6 +213,40 @@ fn rules_test_is_a_dry_run() {
     assert_eq!(d.json(&["tickets", "show", "PD-1", "--json"])["articles"].as_array().unwrap().len(), 2);
 }
 
+/// Our Message-IDs are signed reply tokens (`pd.TICKET.NONCE.SIG@domain`): whoever holds one can
+/// write to the ticket, so neither the "mail sent" log line nor `rules test --json` shows one
+/// whole (issue 17.11).
+#[test]
+fn reply_tokens_stay_out_of_logs_and_dry_runs() {
+    // Both token formats: pd.TICKET.NONCE.MAC and pd.TICKET.NONCE.HOUR.MAC.
+    let token = regex::Regex::new(r"pd\.\d+\.[0-9a-f]{12}\.([0-9a-f]+\.)?[0-9a-f]{20,}").unwrap();
+    let d = Desk::new();
+    let eml = d.path("new.eml");
+    let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "Printer jammed", "Floor 3.");
+    std::fs::write(&eml, &m.raw).unwrap();
+    let out = d.run(&["rules", "test", eml.to_str().unwrap(), "--json"]);
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(json.contains("\"mails\"") && json.contains("acknowledgement"), "{json}");
+    assert!(!token.is_match(&json), "{json}");
+
+    let log = std::fs::File::create(d.path("daemon.log")).unwrap();
+    let mut child = d.cmd(&["run"]).stderr(log).stdout(Stdio::null()).spawn().unwrap();
+    let newdir = d.path("var/maildir/support/new");
+    common::eventually(Duration::from_secs(10), "Maildir created", || newdir.is_dir().then_some(()));
+    std::fs::write(newdir.join("1700000000.1.host"), &m.raw).unwrap();
+    let ack = common::eventually(Duration::from_secs(10), "acknowledgement in the outbox", || outbox_files(&d).into_iter().next());
+    let sent = common::eventually(Duration::from_secs(10), "mail sent logged", || {
+        let l = std::fs::read_to_string(d.path("daemon.log")).unwrap();
+        l.contains("mail sent").then_some(l)
+    });
+    signal(&child, "TERM");
+    common::eventually(Duration::from_secs(15), "daemon exit", || child.try_wait().unwrap());
+    let id = common::header(&ack, "message-id").unwrap();
+    assert!(token.is_match(&id), "{id}");
+    assert!(sent.contains("pd.1.…@desk.example.test"), "{sent}");
+    assert!(!token.is_match(&sent), "{sent}");
+}
+
 fn outbox_files(d: &Desk) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(d.path("var/outbox"))
         .map(|rd| rd.flatten().filter(|e| e.path().extension().is_some_and(|x| x == "eml")).map(|e| std::fs::read_to_string(e.path()).unwrap()).collect())
@@ -370,6 +404,98 @@ fn catalog_and_knowledge_base_shape_the_acknowledgement() {
 }
 
 #[test]
+fn a_second_daemon_on_the_same_database_exits_naming_the_first() {
+    let d = Desk::new();
+    let log = std::fs::File::create(d.path("daemon.log")).unwrap();
+    let mut first = d.cmd(&["run"]).stderr(log).stdout(Stdio::null()).spawn().unwrap();
+    common::eventually(Duration::from_secs(60), "the first daemon started", || {
+        std::fs::read_to_string(d.path("daemon.log")).unwrap().contains("postdesk started").then_some(())
+    });
+    let mut second = d.cmd(&["run"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let status = common::eventually(Duration::from_secs(60), "the second daemon exits", || second.try_wait().unwrap());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "a second daemon on the same database must not run: {err}");
+    assert!(err.contains(&format!("pid {}", first.id())), "the message names the running daemon's pid: {err}");
+
+    // Beside the daemon, `deliver` and the CLI keep working.
+    let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "Printer jammed", "Floor 3.");
+    let out = d.deliver(&m.raw);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(d.json(&["tickets", "list", "--json"]).as_array().unwrap().len(), 1);
+    signal(&first, "TERM");
+    assert!(common::eventually(Duration::from_secs(60), "exit", || first.try_wait().unwrap()).success());
+
+    // Once it is gone, a new daemon starts (the kernel dropped the lock).
+    let log = std::fs::File::create(d.path("daemon2.log")).unwrap();
+    let mut again = d.cmd(&["run"]).stderr(log).stdout(Stdio::null()).spawn().unwrap();
+    common::eventually(Duration::from_secs(60), "a new daemon started", || {
+        std::fs::read_to_string(d.path("daemon2.log")).unwrap().contains("postdesk started").then_some(())
+    });
+    signal(&again, "TERM");
+    assert!(common::eventually(Duration::from_secs(60), "exit", || again.try_wait().unwrap()).success());
+}
+
+#[test]
+fn tickets_list_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let d = Desk::new();
+    for i in 0..3 {
+        let m = clients::thunderbird_new("Customer", &format!("c{i}@example.org"), "support@example.test", &format!("Question {i}"), "Hello");
+        assert!(d.deliver(&m.raw).status.success());
+    }
+    for args in [&["tickets", "list"][..], &["tickets", "list", "--json"], &["tickets", "show", "PD-1"], &["report"]] {
+        // The reader is gone before the command writes its first byte (`… | head -0`).
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = d.cmd(args).stdout(writer).stderr(Stdio::piped()).output().unwrap();
+        let err = stderr(&out);
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{args:?}: {err}");
+        assert!(out.status.success() || out.status.signal() == Some(libc_sigpipe()), "{args:?} ends quietly: {:?} {err}", out.status);
+    }
+}
+
+/// SIGPIPE's number on Linux.
+fn libc_sigpipe() -> i32 {
+    13
+}
+
+/// Issue 12 item 4: mail over `limits.max_message_size` piped to `deliver` keeps every byte (in
+/// quarantine, for an admin), the sender is told, and nobody is told it stayed on a server.
+#[test]
+fn oversize_mail_through_deliver_is_kept_whole() {
+    let d = Desk::new();
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, format!("{cfg}\n[limits]\nmax_message_size = \"64KB\"\n")).unwrap();
+    let body = "0123456789abcdef".repeat(16 * 1024); // 256 KiB
+    let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "Huge scan", &body);
+    let out = d.deliver(&m.raw);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("mail server"), "{}", stderr(&out));
+    let show = d.json(&["tickets", "show", "PD-1", "--json"]);
+    let text = show.to_string();
+    assert!(!text.contains("left on the mail server"), "{text}");
+    assert!(text.contains("quarantine"), "the ticket says where the message is kept: {text}");
+    let db = rusqlite::Connection::open(d.path("var/postdesk.db")).unwrap();
+    let kept: Vec<u8> = db.query_row("SELECT raw FROM quarantine WHERE reason = 'too_large'", [], |r| r.get(0)).unwrap();
+    assert!(kept == m.raw, "the quarantined bytes are the message as received");
+    let to_sender: i64 = db.query_row("SELECT COUNT(*) FROM outbox WHERE recipients LIKE '%alice@example.org%'", [], |r| r.get(0)).unwrap();
+    assert_eq!(to_sender, 1, "the sender is told");
+}
+
+/// Issue 12 item 5: a forwarded message whose first line is a separator is mail, not EX_DATAERR.
+#[test]
+fn deliver_accepts_mail_with_a_junk_first_line() {
+    let d = Desk::new();
+    let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "Forwarded", "See below.");
+    let mut raw = b"---- Original email message ----\r\n".to_vec();
+    raw.extend_from_slice(&m.raw);
+    let out = d.deliver(&raw);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("created PD-1"), "{}", stderr(&out));
+}
+
+#[test]
 fn undeliverable_list_and_clear() {
     let d = Desk::new();
     let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "Printer jammed", "Floor 3.");
@@ -453,3 +579,25 @@ fn check_warns_about_readable_secrets() {
     let out = d.run(&["check"]);
     assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
 }
+
+#[test]
+fn concurrent_delivers_on_a_fresh_data_dir_all_succeed() {
+    let d = Desk::new();
+    let outs: Vec<Output> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..12)
+            .map(|i| {
+                let d = &d;
+                scope.spawn(move || {
+                    let m = clients::thunderbird_new("Customer", &format!("c{i}@example.org"), "support@example.test", &format!("Question {i}"), "Hello");
+                    d.deliver(&m.raw)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, out) in outs.iter().enumerate() {
+        assert!(out.status.success(), "deliver {i}: {:?} {}", out.status, stderr(out));
+    }
+    assert_eq!(d.json(&["tickets", "list", "--json"]).as_array().unwrap().len(), 12, "every message on a ticket of its own");
+}
+

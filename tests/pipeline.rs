@@ -74,7 +74,9 @@ impl Bench {
         self.store().list_tickets(&TicketFilter::default()).unwrap().len()
     }
     fn queued(&self) -> Vec<String> {
-        self.store().due_outbound("9999", 1000).unwrap().into_iter().map(|m| String::from_utf8(m.raw).unwrap()).collect()
+        let mut all = self.store().due_outbound("9999", 1000).unwrap();
+        all.sort_by_key(|m| m.id); // queued order, not sending order
+        all.into_iter().map(|m| String::from_utf8(m.raw).unwrap()).collect()
     }
     fn set_status(&self, ticket: i64, s: Status) {
         let mut tx = self.store().begin().unwrap();
@@ -281,6 +283,57 @@ fn unprocessable_input_is_quarantined_and_intake_moves_on() {
     assert!(matches!(r.outcome, Outcome::Quarantined { .. }));
     assert_eq!(b.store().cursor("support").unwrap().unwrap().last_uid, 3, "the cursor moves past it");
     assert_eq!(b.store().quarantine_counts().unwrap(), vec![("not_mail".to_string(), 1)]);
+}
+
+/// Issue 12 item 5: junk before the header section (a forwarding client's separator line, a
+/// line of spaces) is skipped as MTAs do; the stored raw message keeps every byte.
+#[test]
+fn leading_junk_before_the_headers_is_skipped_and_kept() {
+    let b = bench("");
+    for (i, junk) in ["---- Original email message ----\r\n", "   \r\n"].iter().enumerate() {
+        let raw = format!("{junk}From: Alice <alice{i}@example.org>\r\nTo: support@example.test\r\nSubject: Printer {i}\r\nMessage-ID: <junk{i}@example.org>\r\n\r\nIt jams.\r\n");
+        let r = b.ingest(raw.as_bytes());
+        let Outcome::Created { ticket } = r.outcome else { panic!("{junk:?}: {:?}", r.outcome) };
+        let t = b.store().ticket_detail(ticket).unwrap().unwrap();
+        assert_eq!(t.ticket.requester, format!("alice{i}@example.org"));
+        assert_eq!(t.ticket.subject, format!("Printer {i}"));
+        assert!(t.articles[0].body_text.contains("It jams."), "{:?}", t.articles[0].body_text);
+    }
+}
+
+/// Issue 12 item 5: a From without a usable address falls back to Sender, then Reply-To, then
+/// the next From address (RFC 5322 §3.6.2), not `unknown@invalid`.
+#[test]
+fn sender_falls_back_to_sender_reply_to_and_next_from() {
+    let b = bench("");
+    let cases = [
+        ("From: Broken <>\r\nSender: real-sender@example.org\r\nReply-To: rt@example.org\r\n", "real-sender@example.org"),
+        ("From: \"Broken\" <not an address>\r\nReply-To: rt@example.org\r\n", "rt@example.org"),
+        ("From: Nobody <@>, second@example.org\r\n", "second@example.org"),
+    ];
+    for (i, (from, want)) in cases.iter().enumerate() {
+        let raw = format!("{from}To: support@example.test\r\nSubject: Fallback {i}\r\nMessage-ID: <fb{i}@example.org>\r\n\r\nhello\r\n");
+        let r = b.ingest(raw.as_bytes());
+        let Outcome::Created { ticket } = r.outcome else { panic!("{from:?}: {:?}", r.outcome) };
+        assert_eq!(b.store().ticket_detail(ticket).unwrap().unwrap().ticket.requester, *want, "{from:?}");
+    }
+}
+
+/// Issue 12 item 6: a References header with 100k Message-IDs is cut to a bounded list before
+/// threading, and the cut is recorded on the ticket.
+#[test]
+fn huge_reference_lists_are_bounded_and_the_cut_is_recorded() {
+    let b = bench("");
+    let mut raw = String::from("From: alice@example.org\r\nTo: support@example.test\r\nSubject: many refs\r\nMessage-ID: <many@example.org>\r\nReferences:");
+    for i in 0..100_000 {
+        raw.push_str(&format!(" <r{i}@example.org>\r\n"));
+    }
+    raw.push_str("\r\nbody\r\n");
+    let r = b.ingest(raw.as_bytes());
+    let Outcome::Created { ticket } = r.outcome else { panic!("{:?}", r.outcome) };
+    let events = b.store().ticket_detail(ticket).unwrap().unwrap().events;
+    let cut = events.iter().find(|e| e.kind == "parse_limits").unwrap_or_else(|| panic!("{events:?}"));
+    assert!(cut.detail.contains("References") && cut.detail.contains("100000"), "{}", cut.detail);
 }
 
 fn participants(b: &Bench, ticket: i64) -> Vec<String> {

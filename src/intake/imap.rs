@@ -4,6 +4,7 @@
 //! or move it. Waits with IDLE where the server has it, else polls. Reconnects with backoff.
 
 use super::Backoff;
+use super::bounded::{Allowance, Bounded};
 use crate::config::{AfterCommit, Endpoint, ImapSource, Tls};
 use crate::desk::DeskHandle;
 use crate::pipeline::Pipeline;
@@ -28,8 +29,9 @@ pub enum ImapError {
     Connect(String, String),
     #[error("login as {0} failed: {1}")]
     Login(String, String),
+    /// async-imap's error text, cut to a bounded excerpt.
     #[error("IMAP: {0}")]
-    Protocol(#[from] async_imap::error::Error),
+    Protocol(String),
     #[error("connection lost")]
     Lost,
     #[error("timed out: {0}")]
@@ -39,6 +41,27 @@ pub enum ImapError {
     #[error("cannot read cursor: {0}")]
     Store(#[from] crate::store::StoreError),
 }
+
+/// Longest excerpt of an IMAP error we keep: async-imap's parse errors quote the whole response
+/// buffer, as decimal bytes (a 32 MiB literal made 160 MB log lines, issue 17.10).
+const MAX_ERROR_TEXT: usize = 300;
+
+impl From<async_imap::error::Error> for ImapError {
+    fn from(e: async_imap::error::Error) -> ImapError {
+        ImapError::Protocol(excerpt(&e.to_string()))
+    }
+}
+
+/// `text` cut to `MAX_ERROR_TEXT` characters, saying how long it was.
+fn excerpt(text: &str) -> String {
+    match text.char_indices().nth(MAX_ERROR_TEXT) {
+        Some((cut, _)) => format!("{}… ({} bytes in all)", &text[..cut], text.len()),
+        None => text.to_string(),
+    }
+}
+
+/// What any response but a message body may cost: room for `MAX_LINE` twice (a long SEARCH).
+const CONTROL_BYTES: u64 = 2 * super::bounded::MAX_LINE;
 
 /// Run until shutdown, reconnecting after failures.
 pub async fn run(name: String, src: ImapSource, pipeline: Pipeline, desk: DeskHandle, shutdown: Shutdown) {
@@ -74,22 +97,27 @@ pub async fn run(name: String, src: ImapSource, pipeline: Pipeline, desk: DeskHa
     .await
 }
 
-/// Open an authenticated session.
+/// Open an authenticated session with no limit on what the server sends (tests, benchmarks).
 pub async fn connect(e: &Endpoint) -> Result<Session, ImapError> {
+    connect_bounded(e, Allowance::unlimited()).await
+}
+
+/// Open an authenticated session whose reads are bounded by `allowance` (after TLS).
+pub async fn connect_bounded(e: &Endpoint, allowance: Allowance) -> Result<Session, ImapError> {
     let addr = format!("{}:{}", e.host, e.port);
     let fut = async {
         let tcp = TcpStream::connect(&addr).await.map_err(|err| ImapError::Connect(addr.clone(), err.to_string()))?;
         let _ = tcp.set_nodelay(true);
         let stream: Box<dyn ImapStream> = match e.tls {
-            Tls::None => Box::new(tcp),
-            Tls::Implicit => Box::new(tls(e, tcp).await?),
+            Tls::None => Box::new(Bounded::new(tcp, allowance)),
+            Tls::Implicit => Box::new(Bounded::new(tls(e, tcp).await?, allowance)),
             Tls::StartTls => {
                 let mut client = async_imap::Client::new(tcp);
                 client.read_response().await.map_err(|err| ImapError::Connect(addr.clone(), err.to_string()))?;
                 client.run_command_and_check_ok("STARTTLS", None).await?;
                 // After STARTTLS there is no second greeting (reading one would hang).
                 let tls = tls(e, client.into_inner()).await?;
-                let client = async_imap::Client::new(Box::new(tls) as Box<dyn ImapStream>);
+                let client = async_imap::Client::new(Box::new(Bounded::new(tls, allowance)) as Box<dyn ImapStream>);
                 return login(e, client).await;
             }
         };
@@ -119,7 +147,9 @@ async fn login(e: &Endpoint, client: async_imap::Client<Box<dyn ImapStream>>) ->
 /// One connection's life. `progressed` is set once the session committed a message or caught up
 /// with the folder (reached IDLE or the poll wait): the signal that the server works again.
 async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskHandle, shutdown: &Shutdown, progressed: &mut bool) -> Result<(), ImapError> {
-    let mut s = connect(&src.endpoint).await?;
+    let budget = Allowance::new(CONTROL_BYTES);
+    let mut s = connect_bounded(&src.endpoint, budget.clone()).await?;
+    budget.allow(CONTROL_BYTES);
     let caps = s.capabilities().await?;
     let can_idle = src.idle && caps.has_str("IDLE");
     let can_move = caps.has_str("MOVE");
@@ -130,6 +160,7 @@ async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskH
     tracing::info!(idle = can_idle, "IMAP connected");
     let mut settled = false;
     loop {
+        budget.allow(CONTROL_BYTES);
         let mbox = s.select(&src.folder).await?;
         let validity = mbox.uid_validity.unwrap_or(0);
         let stored = pipeline.store.cursor(name)?;
@@ -154,19 +185,25 @@ async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskH
                 let _ = s.logout().await;
                 return Ok(());
             }
-            let mut uids: Vec<u32> = s.uid_search(format!("UID {}:*", last + 1)).await?.into_iter().filter(|u| *u > last).collect();
+            // RFC 3501 §2.3.1.1: UIDs are 32-bit; after 4294967295 nothing can follow (issue 17.9).
+            let Some(next) = last.checked_add(1) else { break };
+            budget.allow(CONTROL_BYTES);
+            let search = tokio::time::timeout(Duration::from_secs(120), s.uid_search(format!("UID {next}:*"))).await.map_err(|_| ImapError::Timeout("search"))??;
+            let mut uids: Vec<u32> = search.into_iter().filter(|u| *u > last).collect();
             if uids.is_empty() {
                 break;
             }
             uids.sort_unstable();
             uids.truncate(src.batch_size as usize);
+            budget.allow(CONTROL_BYTES);
             let sizes = sizes(&mut s, &uids).await?;
             let max = desk.current().config.limits.max_message_size;
             let head = uids[0];
             let head_size = sizes.get(&head).copied().unwrap_or(0);
             if head_size > max {
                 // Over the limit: read only the header section, leave the message untouched.
-                let header = fetch(&mut s, &head.to_string(), "BODY.PEEK[HEADER]").await?.into_iter().next().map(|(_, b)| b).unwrap_or_default();
+                budget.allow(CONTROL_BYTES);
+                let header = fetch(&mut s, &[head], "BODY.PEEK[HEADER]").await?.into_iter().next().map(|(_, b)| b).unwrap_or_default();
                 let cursor = Cursor { uid_validity: validity, last_uid: head };
                 let report = pipeline.ingest_async(desk.current(), name.to_string(), header, Some(cursor), Some(head_size)).await?;
                 tracing::warn!(uid = head, size = head_size, outcome = ?report.outcome, "message over the size limit left on the server");
@@ -184,8 +221,8 @@ async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskH
                 bytes += sz;
                 batch.push(*u);
             }
-            let set = batch.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
-            let mut fetched = fetch(&mut s, &set, "BODY.PEEK[]").await?;
+            budget.allow(body_bytes(&batch, &sizes));
+            let mut fetched = fetch(&mut s, &batch, "BODY.PEEK[]").await?;
             fetched.retain(|(u, _)| *u > last);
             if fetched.is_empty() {
                 // Messages expunged between SEARCH and FETCH: skip past them.
@@ -201,6 +238,7 @@ async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskH
             }
             last = *uids.last().unwrap_or(&last);
             let done = uids;
+            budget.allow(CONTROL_BYTES);
             after_commit(&mut s, src, &done, can_move).await?;
         }
         if shutdown.is_triggered() {
@@ -210,6 +248,7 @@ async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskH
         // Caught up with the folder.
         *progressed = true;
         // Wait for news.
+        budget.allow(CONTROL_BYTES);
         if can_idle {
             let mut idle = s.idle();
             idle.init().await?;
@@ -257,25 +296,34 @@ async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskH
 /// Most bytes fetched in one batch (a single larger message is fetched alone).
 const BATCH_BYTES: u64 = 32 * 1024 * 1024;
 
-/// RFC822.SIZE of each UID.
+/// What a body FETCH of `batch` may cost: each message at up to twice its reported RFC822.SIZE
+/// (servers round it) plus room for the FETCH line. Unasked-for messages or a literal far beyond
+/// the reported size break it and end the session (issue 17.8).
+fn body_bytes(batch: &[u32], sizes: &std::collections::HashMap<u32, u64>) -> u64 {
+    batch.iter().map(|u| sizes.get(u).copied().unwrap_or(0).saturating_mul(2).saturating_add(16 * 1024)).sum::<u64>() + 64 * 1024
+}
+
+/// RFC822.SIZE of each UID asked for (answers about other UIDs are ignored).
 async fn sizes(s: &mut Session, uids: &[u32]) -> Result<std::collections::HashMap<u32, u64>, ImapError> {
     let set = uids.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
     let items: Vec<_> = tokio::time::timeout(Duration::from_secs(120), async { s.uid_fetch(&set, "(UID RFC822.SIZE)").await?.try_collect().await })
         .await
         .map_err(|_| ImapError::Timeout("fetch sizes"))??;
-    Ok(items.into_iter().filter_map(|f: async_imap::types::Fetch| Some((f.uid?, f.size? as u64))).collect())
+    Ok(items.into_iter().filter_map(|f: async_imap::types::Fetch| Some((f.uid?, f.size? as u64))).filter(|(u, _)| uids.contains(u)).collect())
 }
 
-/// Fetch `item` (a body section) of the UIDs in `set`, in UID order.
-async fn fetch(s: &mut Session, set: &str, item: &str) -> Result<Vec<(u32, Vec<u8>)>, ImapError> {
+/// Fetch `item` (a body section) of the UIDs `asked`, in UID order. Answers for any other UID
+/// are dropped: a server cannot move the cursor past mail it never delivered (issue 17.9).
+async fn fetch(s: &mut Session, asked: &[u32], item: &str) -> Result<Vec<(u32, Vec<u8>)>, ImapError> {
     let query = format!("(UID {item})");
-    let items: Vec<_> = tokio::time::timeout(Duration::from_secs(600), async { s.uid_fetch(set, &query).await?.try_collect().await })
+    let set = asked.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
+    let items: Vec<_> = tokio::time::timeout(Duration::from_secs(600), async { s.uid_fetch(&set, &query).await?.try_collect().await })
         .await
         .map_err(|_| ImapError::Timeout("fetch"))??;
     let mut out: Vec<(u32, Vec<u8>)> = items
         .into_iter()
         .filter_map(|f: async_imap::types::Fetch| {
-            let uid = f.uid?;
+            let uid = f.uid.filter(|u| asked.contains(u))?;
             let body = f.body().or_else(|| f.header()).map(|b| b.to_vec())?;
             Some((uid, body))
         })

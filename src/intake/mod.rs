@@ -3,6 +3,7 @@
 //! hand bytes to the pipeline; they never decide anything about a message, and never mark, move or
 //! delete server mail before the pipeline's transaction committed.
 
+pub mod bounded;
 pub mod imap;
 pub mod maildir;
 pub mod tls;

@@ -6,6 +6,7 @@ use crate::guard::LOOP_HEADER;
 use crate::reference::one_line;
 use crate::render::Rendered;
 use lettre::message::header::{ContentType, HeaderName, HeaderValue};
+use lettre::Address;
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 
 /// RFC 3834 Auto-Submitted values we use.
@@ -45,40 +46,34 @@ pub struct ComposeError(String);
 
 /// Build the wire bytes.
 pub fn compose(o: &Outgoing<'_>) -> Result<Vec<u8>, ComposeError> {
-    let from = Mailbox::new(Some(one_line(o.from_name)).filter(|n| !n.is_empty()), o.from_address.parse().map_err(|e| ComposeError(format!("from <{}>: {e}", o.from_address)))?);
+    let from = Mailbox::new(Some(header_text(o.from_name)).filter(|n| !n.is_empty()), o.from_address.parse().map_err(|e| ComposeError(format!("from <{}>: {e}", o.from_address)))?);
     let to = Mailbox::new(
-        o.to_name.map(one_line).filter(|n| !n.is_empty()),
+        o.to_name.map(header_text).filter(|n| !n.is_empty()),
         o.to_address.parse().map_err(|e| ComposeError(format!("to <{}>: {e}", o.to_address)))?,
     );
     let mut b = lettre::Message::builder()
         .from(from)
         .to(to)
-        .subject(one_line(&o.rendered.subject))
+        .subject(header_text(&o.rendered.subject))
         .date(o.date)
         .message_id(Some(format!("<{}>", o.message_id)));
-    for c in o.cc {
-        b = b.cc(Mailbox::new(None, c.parse().map_err(|e| ComposeError(format!("cc <{c}>: {e}")))?));
-    }
+    let cc = o.cc.iter().map(|c| c.parse().map_err(|e| ComposeError(format!("cc <{c}>: {e}")))).collect::<Result<Vec<Address>, _>>()?;
     if let Some(rt) = o.reply_to {
         let addr = rt.parse().map_err(|e| ComposeError(format!("reply-to <{rt}>: {e}")))?;
-        b = b.reply_to(Mailbox::new(Some(one_line(o.from_name)).filter(|n| !n.is_empty()), addr));
+        b = b.reply_to(Mailbox::new(Some(header_text(o.from_name)).filter(|n| !n.is_empty()), addr));
     }
-    if let Some(irt) = o.in_reply_to {
-        b = b.in_reply_to(format!("<{}>", safe_id(irt)));
+    if let Some(irt) = o.in_reply_to.and_then(safe_id) {
+        b = b.in_reply_to(format!("<{irt}>"));
     }
-    if !o.references.is_empty() {
-        // Keep the first (thread root) and the most recent ones, as RFC 5322 §3.6.4 suggests.
-        let refs: Vec<&String> = if o.references.len() > 10 {
-            o.references.iter().take(1).chain(o.references.iter().skip(o.references.len() - 9)).collect()
-        } else {
-            o.references.iter().collect()
-        };
-        b = b.references(refs.iter().map(|r| format!("<{}>", safe_id(r))).collect::<Vec<_>>().join(" "));
+    let refs = references(o.references);
+    if !refs.is_empty() {
+        // One id per folded line: lettre folds at the spaces.
+        b = b.references(refs.iter().map(|r| format!("<{r}>")).collect::<Vec<_>>().join(" "));
     }
-    let text = crlf(&o.rendered.text);
+    let text = canonical_text(&o.rendered.text);
     let mut msg = match &o.rendered.html {
         None => b.header(ContentType::TEXT_PLAIN).body(text),
-        Some(html) => b.multipart(MultiPart::alternative().singlepart(SinglePart::plain(text)).singlepart(SinglePart::html(crlf(html)))),
+        Some(html) => b.multipart(MultiPart::alternative().singlepart(SinglePart::plain(text)).singlepart(SinglePart::html(canonical_text(html)))),
     }
     .map_err(|e| ComposeError(e.to_string()))?;
     let h = msg.headers_mut();
@@ -92,17 +87,105 @@ pub fn compose(o: &Outgoing<'_>) -> Result<Vec<u8>, ComposeError> {
         h.insert_raw(HeaderValue::new(HeaderName::new_from_ascii_str("Precedence"), "auto_reply".into()));
     }
     h.insert_raw(HeaderValue::new(HeaderName::new_from_ascii_str(LOOP_HEADER), one_line(o.domain)));
-    Ok(msg.formatted())
+    if !cc.is_empty() {
+        h.insert_raw(cc_header(&cc));
+    }
+    let raw = msg.formatted();
+    // Defence in depth: whatever slipped past the steps above never reaches a relay.
+    match wire_fault(&raw) {
+        Some(fault) => Err(ComposeError(fault)),
+        None => Ok(raw),
+    }
+}
+
+/// `Cc:` with one address per folded line. lettre writes an address list as one unfolded line
+/// (300 addresses made a 6,494-octet line, issue 17.2). Addresses are parsed, so plain ASCII or
+/// UTF-8 without CR/LF; `wire_fault` checks the result anyway.
+fn cc_header(cc: &[Address]) -> HeaderValue {
+    let list: Vec<&str> = cc.iter().map(|a| a.as_ref()).collect();
+    HeaderValue::dangerous_new_pre_encoded(HeaderName::new_from_ascii_str("Cc"), list.join(", "), list.join(",\r\n "))
+}
+
+/// Longest display name or subject we write, in characters. lettre folds header text at spaces
+/// and RFC 2047 words; a single ASCII word this long still fits a 998-octet line.
+const MAX_HEADER_TEXT: usize = 400;
+
+/// Longest Message-ID we echo; longer ones are dropped (real ones are under 100 characters).
+const MAX_ID: usize = 250;
+
+/// Header text on one line (no CR/LF/controls: header injection), cut to `MAX_HEADER_TEXT`.
+fn header_text(s: &str) -> String {
+    let s = one_line(s);
+    match s.char_indices().nth(MAX_HEADER_TEXT) {
+        Some((cut, _)) => format!("{}…", &s[..cut]),
+        None => s,
+    }
+}
+
+/// The References we write: usable ids only, the first (thread root) and the most recent ones.
+fn references(all: &[String]) -> Vec<String> {
+    let ids: Vec<String> = all.iter().filter_map(|r| safe_id(r)).collect();
+    if ids.len() <= MAX_REFERENCES {
+        return ids;
+    }
+    let tail = ids.len() - (MAX_REFERENCES - 1);
+    std::iter::once(ids[0].clone()).chain(ids[tail..].iter().cloned()).collect()
+}
+
+/// Most ids kept in References: the thread root and the most recent ones (RFC 5322 §3.6.4).
+pub const MAX_REFERENCES: usize = 10;
+
+/// RFC 5322 §2.1.1: a line is at most 998 octets before its CRLF.
+const MAX_LINE: usize = 998;
+
+/// The first thing on the wire no relay must see: a bare CR or LF, a NUL, or a line over 998
+/// octets (RFC 5321 §2.3.8, §4.5.3.1.6; the "SMTP smuggling" class of bugs). `None` when clean.
+pub fn wire_fault(raw: &[u8]) -> Option<String> {
+    let mut line = 0usize;
+    for (i, &b) in raw.iter().enumerate() {
+        match b {
+            0 => return Some(format!("NUL at byte {i}")),
+            b'\r' if raw.get(i + 1) != Some(&b'\n') => return Some(format!("bare CR at byte {i}")),
+            b'\n' if i == 0 || raw[i - 1] != b'\r' => return Some(format!("bare LF at byte {i}")),
+            b'\n' => line = 0,
+            b'\r' => {}
+            _ => {
+                line += 1;
+                if line > MAX_LINE {
+                    return Some(format!("line over {MAX_LINE} octets at byte {i}"));
+                }
+            }
+        }
+    }
+    None
 }
 
 /// A Message-ID from someone else's mail, made safe to echo in our headers.
-fn safe_id(id: &str) -> String {
-    id.chars().filter(|c| c.is_ascii_graphic() && !matches!(c, '<' | '>' | '(' | ')' | ',' | ';' | '"' | '\\')).collect()
+/// `None` when nothing usable is left or it is too long to echo.
+fn safe_id(id: &str) -> Option<String> {
+    let id: String = id.chars().filter(|c| c.is_ascii_graphic() && !matches!(c, '<' | '>' | '(' | ')' | ',' | ';' | '"' | '\\')).collect();
+    (!id.is_empty() && id.len() <= MAX_ID).then_some(id)
 }
 
-/// lettre dot-stuffs only CRLF text: a bare-LF body would lose leading dots (CRATE-FACTS).
-fn crlf(s: &str) -> String {
-    s.replace("\r\n", "\n").replace('\n', "\r\n")
+/// Text in MIME canonical form (RFC 2045 §2.10, RFC 2046 §4.1.1): every CRLF, bare CR and bare
+/// LF becomes one CRLF line break, and NUL becomes U+FFFD (which makes lettre pick
+/// quoted-printable or base64). lettre dot-stuffs only after CRLF (CRATE-FACTS), so a bare CR
+/// left in a 7bit body would let `<CR>.<CR>` end the data early on some relays (issue 17.1).
+fn canonical_text(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + s.len() / 32);
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                chars.next_if_eq(&'\n');
+                out.push_str("\r\n");
+            }
+            '\n' => out.push_str("\r\n"),
+            '\0' => out.push('\u{FFFD}'),
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 #[cfg(test)]
@@ -138,5 +221,53 @@ mod tests {
         assert_eq!(p.subject, "[PD-1] Hi Bcc: evil@example.org");
         assert_eq!(p.to.len(), 1);
         assert!(p.body_text.contains("\n.\n") || p.body_text.contains("\r\n.\r\n"), "{:?}", p.body_text);
+    }
+
+    fn hostile(r: &Rendered, from_name: &str, cc: &[String], refs: &[String]) -> Vec<u8> {
+        compose(&Outgoing {
+            from_name,
+            from_address: "support@example.com",
+            to_name: Some("Eve\r.\r\nMAIL FROM:<x@y.z>"),
+            to_address: "alice@example.org",
+            cc,
+            reply_to: Some("support+tok@example.com"),
+            message_id: "pd.1.aa.bb@desk.example.com",
+            in_reply_to: refs.last().map(String::as_str),
+            references: refs,
+            auto: Some(AutoSubmitted::AutoReplied),
+            domain: "desk.example.com",
+            rendered: r,
+            date: std::time::SystemTime::UNIX_EPOCH,
+        })
+        .unwrap()
+    }
+
+    /// Every line-ending variant and NUL in text and HTML become canonical CRLF lines (issue 17.1).
+    #[test]
+    fn no_bare_cr_lf_or_nul_on_the_wire() {
+        let body = "a\rb\nc\r\nd\r\re\n\rf\0g\r.\r\nMAIL FROM:<evil@x.y>\r\n.\n.\r.\rend";
+        let r = Rendered { subject: "S\r.\rx\0y".into(), text: body.into(), html: Some(format!("<p>{body}</p>")) };
+        let raw = hostile(&r, "Ann\r\0Lee", &[], &[]);
+        assert_eq!(wire_fault(&raw), None, "{}", String::from_utf8_lossy(&raw));
+        let p = crate::message::parse(&raw).unwrap();
+        let t = p.body_text.replace("\r\n", "\n");
+        assert!(t.contains("a\nb\nc\nd\n\ne\n\nf"), "{t:?}");
+        assert!(t.contains("MAIL FROM:<evil@x.y>\n.\n.\n.\nend"), "{t:?}");
+    }
+
+    /// No header line over 998 octets whatever the input; References keeps the root and the last ids
+    /// (issue 17.2).
+    #[test]
+    fn headers_are_folded_and_references_capped() {
+        let r = Rendered { subject: format!("{} {}", "w".repeat(3001), "word ".repeat(600)), text: "hi".into(), html: None };
+        let cc: Vec<String> = (0..300).map(|i| format!("person{i}@example.org")).collect();
+        let refs: Vec<String> = (0..40).map(|i| format!("{i}.{}@example.org", "r".repeat(140))).chain(["x".repeat(3000) + "@e.org"]).collect();
+        let raw = hostile(&r, &"N".repeat(2000), &cc, &refs);
+        assert_eq!(wire_fault(&raw), None, "{}", String::from_utf8_lossy(&raw));
+        let p = crate::message::parse(&raw).unwrap();
+        assert_eq!(p.cc.len(), 300);
+        assert!(p.references.len() <= MAX_REFERENCES, "{}", p.references.len());
+        assert!(p.references.first().is_some_and(|r| r.starts_with("0.")), "{:?}", p.references);
+        assert!(p.references.last().is_some_and(|r| r.starts_with("39.")), "{:?}", p.references);
     }
 }

@@ -63,7 +63,13 @@ pub struct PlannedMail {
     pub kind: &'static str,
     pub to: String,
     pub subject: String,
+    /// Carries the reply token: reports and `rules test --json` show it redacted.
+    #[serde(serialize_with = "redacted_id")]
     pub message_id: String,
+}
+
+fn redacted_id<S: serde::Serializer>(id: &str, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::token::redact(id))
 }
 
 /// The full account of one message's trip through the pipeline (logs, dry run).
@@ -164,8 +170,10 @@ impl Pipeline {
 
     fn run(&self, desk: &Desk, d: Delivery<'_>, dry: bool, quarantine_non_mail: bool) -> Result<Report, IngestError> {
         let now = Now::at(self.clock.now());
+        // Parse and classify before the write lock: a slow message never holds up other writers.
+        let prepared = prepare(desk, d);
         let mut tx = self.store.begin()?;
-        let report = one(&mut tx, desk, d, quarantine_non_mail, &now)?;
+        let report = one(&mut tx, desk, d, prepared, quarantine_non_mail, &now)?;
         if dry {
             drop(tx); // rolls back
         } else {
@@ -183,10 +191,12 @@ impl Pipeline {
     /// intake fetches it again.
     pub fn ingest_batch(&self, desk: &Desk, mailbox: &str, batch: &[(Vec<u8>, Cursor)]) -> Result<Vec<Report>, IngestError> {
         let now = Now::at(self.clock.now());
+        let deliveries: Vec<Delivery<'_>> = batch.iter().map(|(raw, cursor)| Delivery { mailbox, raw, cursor: Some(*cursor), truncated_from: None }).collect();
+        let prepared: Vec<Prepared> = deliveries.iter().map(|d| prepare(desk, *d)).collect();
         let mut tx = self.store.begin()?;
         let mut reports = Vec::with_capacity(batch.len());
-        for (raw, cursor) in batch {
-            reports.push(one(&mut tx, desk, Delivery { mailbox, raw, cursor: Some(*cursor), truncated_from: None }, true, &now)?);
+        for (d, prepared) in deliveries.into_iter().zip(prepared) {
+            reports.push(one(&mut tx, desk, d, prepared, true, &now)?);
         }
         tx.commit()?;
         if reports.iter().any(|r| !r.mails.is_empty()) {
@@ -205,18 +215,38 @@ impl Pipeline {
     }
 }
 
-/// One message inside the caller's transaction: parse and guard (under catch_unwind: a bug on
-/// hostile input quarantines one message instead of killing the daemon), process, move the cursor.
-fn one(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, quarantine_non_mail: bool, now: &Now) -> Result<Report, IngestError> {
+/// A message parsed and classified, ready for the write transaction.
+enum Prepared {
+    Mail(Box<Parsed>, Verdict),
+    NotMail(message::NotMail),
+    /// Parse or guard panicked (a bug on hostile input), with the panic's message.
+    Panicked(String),
+}
+
+/// Parse and guard one message, outside any transaction, under catch_unwind: a bug on hostile
+/// input quarantines one message instead of killing the daemon. Pure, bounded work
+/// (`message::MAX_IDS` and the other limits).
+fn prepare(desk: &Desk, d: Delivery<'_>) -> Prepared {
+    // Over the size limit, only the header section is read (the size is known before parsing).
+    let raw = if d.raw.len() as u64 > desk.config.limits.max_message_size { header_section(d.raw) } else { d.raw };
     let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        message::parse(d.raw).map(|p| {
-            let v = guard::classify(&p, d.raw, &desk.identity);
+        message::parse(raw).map(|p| {
+            let v = guard::classify(&p, raw, &desk.identity);
             (p, v)
         })
     }));
-    let report = match parsed {
-        Ok(Ok((p, verdict))) => process(tx, desk, d, p, verdict, now)?,
-        Ok(Err(not_mail)) => {
+    match parsed {
+        Ok(Ok((p, v))) => Prepared::Mail(Box::new(p), v),
+        Ok(Err(not_mail)) => Prepared::NotMail(not_mail),
+        Err(panic) => Prepared::Panicked(panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default()),
+    }
+}
+
+/// One prepared message inside the caller's transaction: decide and write, move the cursor.
+fn one(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, prepared: Prepared, quarantine_non_mail: bool, now: &Now) -> Result<Report, IngestError> {
+    let report = match prepared {
+        Prepared::Mail(p, verdict) => process(tx, desk, d, *p, verdict, now)?,
+        Prepared::NotMail(not_mail) => {
             if !quarantine_non_mail {
                 return Err(not_mail.into());
             }
@@ -224,8 +254,7 @@ fn one(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, quarantine_non_mail: bool,
             quarantine(tx, d, "not_mail", &reason, now)?;
             Report::bare(Outcome::Quarantined { reason })
         }
-        Err(panic) => {
-            let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+        Prepared::Panicked(what) => {
             let reason = format!("internal error while parsing: {what}");
             quarantine(tx, d, "internal_error", &reason, now)?;
             Report::bare(Outcome::Quarantined { reason })
@@ -289,17 +318,24 @@ enum Placement {
 
 fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict: Verdict, now: &Now) -> Result<Report, StoreError> {
     // Over the size limit: the ticket gets the header facts only, the sender a notice, the
-    // agents an alert, and an IMAP copy stays untouched on the server.
+    // agents an alert. The whole message is kept: an IMAP copy that was not fetched stays
+    // untouched on the server; bytes we were handed (deliver, Maildir) go to quarantine.
     let size = d.truncated_from.unwrap_or(d.raw.len() as u64);
     let oversize = (size > desk.config.limits.max_message_size).then_some(size);
+    let sha = oversize.map(|_| hex::encode(Sha256::digest(d.raw))).unwrap_or_default();
     if let Some(size) = oversize {
+        let kept = match d.truncated_from {
+            Some(_) => "It was left on the mail server.".to_string(),
+            None => format!("It is kept whole in quarantine (sha256 {}) until an admin releases or deletes it.", &sha[..16]),
+        };
         p.body_text = format!(
-            "(This message of {:.1} MB is over the limit of {:.1} MB and was not read. It was left on the mail server.)",
+            "(This message of {:.1} MB is over the limit of {:.1} MB and was not read. {kept})",
             size as f64 / 1048576.0,
             desk.config.limits.max_message_size as f64 / 1048576.0
         );
+        p.visible_text = p.body_text.clone();
         p.attachments.clear();
-        if let Some(c) = d.cursor {
+        if let (Some(c), Some(_)) = (d.cursor, d.truncated_from) {
             tx.leave_on_server(d.mailbox, c, "over limits.max_message_size")?;
         }
     }
@@ -308,6 +344,9 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         let mut r = Report::new(&p, Some(verdict), None, Outcome::Duplicate { ticket: prior.ticket });
         r.actions.push(format!("already stored ({}); nothing to do", prior.outcome));
         return Ok(r);
+    }
+    if let (Some(size), None) = (oversize, d.truncated_from) {
+        quarantine(tx, d, "too_large", &format!("{size} bytes, over limits.max_message_size ({})", desk.config.limits.max_message_size), now)?;
     }
 
     if verdict.class == Class::OwnLoop {
@@ -363,7 +402,8 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     }
     // An agent's mail runs commands and posts replies only when it answers a notification sent to
     // that agent (a token signed for their address) and, if configured, passed DKIM/DMARC.
-    let agent = desk.config.agent_by_email(&sender);
+    // Only From is identity: an author taken from Sender or Reply-To is never an agent.
+    let agent = desk.config.agent_by_email(&sender).filter(|_| p.from_fallback.is_none());
     if let Some(agent) = agent {
         match (&decision, verdict.class) {
             (Decision::FollowUp { ticket, via: Via::Token { issued, .. } }, Class::Human) => {
@@ -499,6 +539,11 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         attachments: &p.attachments,
         now: &now.s,
     })?;
+    if !p.truncated.is_empty() {
+        let cut = p.truncated.join("; ");
+        tx.event(ticket, "parse_limits", &format!("message <{}> read within limits: {cut}", p.message_id), &now.s)?;
+        actions.push(format!("parse limits: {cut}"));
+    }
     if verdict.class != Class::Human {
         tx.event(ticket, "guard", &format!("{}: {}", verdict.class.as_str(), verdict.reasons.join("; ")), &now.s)?;
     }
@@ -538,7 +583,8 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     }
 
     if oversize.is_some() {
-        tx.event(ticket, "too_large", &format!("message <{}> of {size} bytes not read (limit {})", p.message_id, desk.config.limits.max_message_size), &now.s)?;
+        let kept = if d.truncated_from.is_some() { "left on the mail server".to_string() } else { format!("kept in quarantine, sha256 {sha}") };
+        tx.event(ticket, "too_large", &format!("message <{}> of {size} bytes not read (limit {}); {kept}", p.message_id, desk.config.limits.max_message_size), &now.s)?;
         too_large_notice(tx, desk, queue, ticket, &p, &verdict, now, &mut actions, &mut mails)?;
     } else if let Outcome::Created { .. } = outcome {
         acknowledge(tx, desk, queue, ticket, &p, &verdict, &ra, now, &mut actions, &mut mails)?;

@@ -221,14 +221,7 @@ impl Store {
 
     fn setup(conn: Connection, path: PathBuf) -> Result<Store> {
         configure(&conn)?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        let known = MIGRATIONS.len() as i64;
-        if version > known {
-            return Err(StoreError::TooNew { path, found: version, known });
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            conn.execute_batch(&format!("BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {}; COMMIT;", i + 1))?;
-        }
+        migrate(&conn, &path)?;
         let store = Store { conn: Mutex::new(conn), outbox: None, path };
         if store.path.as_os_str() == ":memory:" {
             attach_sent_log(&store.lock(), Path::new(":memory:"))?;
@@ -402,13 +395,26 @@ impl Store {
         Ok(self.lock().query_row("SELECT raw FROM raw_messages WHERE article_id = ?", [article], |r| r.get(0)).optional()?)
     }
 
-    /// Mail due for a (re)try at `now`, oldest first.
+    /// Mail due for a (re)try at `now`, in sending order: what an agent wrote first (a person is
+    /// waiting on it), then the queues in turn — the oldest due mail of each queue, then the
+    /// second oldest of each, and so on — so a backlog in one queue never holds up another
+    /// queue's acknowledgements. Oldest first within a queue.
     pub fn due_outbound(&self, now: &str, limit: u32) -> Result<Vec<QueuedMail>> {
         let conn = self.lock_outbox();
         let mut stmt = conn.prepare_cached(
-            "SELECT id, ticket_id, message_id, envelope_from, recipients, raw, attempts FROM main.outbox
-             WHERE state = 'queued' AND next_attempt_at <= ? AND id NOT IN (SELECT outbox_id FROM sentlog.sent)
-             ORDER BY next_attempt_at, id LIMIT ?",
+            "WITH due AS (
+                SELECT o.id, o.ticket_id, o.message_id, o.envelope_from, o.recipients, o.attempts, o.next_attempt_at,
+                       o.kind = 'agent_reply' AS by_agent, coalesce(t.queue, '') AS lane
+                FROM main.outbox o LEFT JOIN main.tickets t ON t.id = o.ticket_id
+                WHERE o.state = 'queued' AND o.next_attempt_at <= ?1 AND o.id NOT IN (SELECT outbox_id FROM sentlog.sent)
+             ), ranked AS (
+                SELECT *, row_number() OVER (PARTITION BY by_agent, lane ORDER BY next_attempt_at, id) AS turn FROM due
+             ), picked AS (
+                SELECT * FROM ranked ORDER BY by_agent DESC, turn, next_attempt_at, id LIMIT ?2
+             )
+             SELECT p.id, p.ticket_id, p.message_id, p.envelope_from, p.recipients, o.raw, p.attempts
+             FROM picked p JOIN main.outbox o ON o.id = p.id
+             ORDER BY p.by_agent DESC, p.turn, p.next_attempt_at, p.id",
         )?;
         let rows = stmt
             .query_map(params![now, limit], |r| {
@@ -1047,6 +1053,39 @@ fn cursor(conn: &Connection, mailbox: &str) -> Result<Option<Cursor>> {
         .prepare_cached("SELECT uid_validity, last_uid FROM mailbox_cursors WHERE mailbox = ?")?
         .query_row([mailbox], |r| Ok(Cursor { uid_validity: r.get(0)?, last_uid: r.get(1)? }))
         .optional()?)
+}
+
+/// Apply the migrations this database lacks. Each one runs under SQLite's write lock and reads
+/// the schema version inside it, so processes opening a fresh database at once (an MTA starting
+/// a dozen `deliver`s) apply each migration exactly once; the others wait, then see it done.
+fn migrate(conn: &Connection, path: &Path) -> Result<()> {
+    let known = MIGRATIONS.len() as i64;
+    loop {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let step = (|| {
+            let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if version > known {
+                return Err(StoreError::TooNew { path: path.to_path_buf(), found: version, known });
+            }
+            if version == known {
+                return Ok(false);
+            }
+            conn.execute_batch(&format!("{}; PRAGMA user_version = {};", MIGRATIONS[version as usize], version + 1))?;
+            Ok(true)
+        })();
+        match step {
+            Ok(more) => {
+                conn.execute_batch("COMMIT")?;
+                if !more {
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        }
+    }
 }
 
 /// Settings every connection gets: WAL; FULL sync, so a commit survives power loss too before
