@@ -349,14 +349,14 @@ fn a_stranger_copying_our_message_ids_gets_a_new_linked_ticket() {
     let ack_id = header_of(&ack, "message-id").trim_matches(['<', '>']).to_string();
     // Mallory copies the acknowledgement's Message-ID and the customer's own into her headers.
     for (i, parent) in [ack_id.as_str(), first.message_id.as_str()].into_iter().enumerate() {
-        let m = clients::thunderbird_reply("Mallory", "mallory@example.net", "support@example.test", "[PD-1] Printer", parent, &[first.message_id.clone()], "Let me in.");
+        let m = clients::thunderbird_reply("Mallory", "mallory@example.net", "support@example.test", "[PD-1] Printer", parent, std::slice::from_ref(&first.message_id), "Let me in.");
         let r = b.ingest(&m.raw);
         assert_eq!(r.outcome, Outcome::Created { ticket: 2 + i as i64 }, "{:?}", r.actions);
         assert!(r.threading.as_deref().unwrap_or("").contains("not a participant"), "{:?}", r.threading);
     }
     assert!(!participants(&b, 1).contains(&"mallory@example.net".to_string()), "{:?}", participants(&b, 1));
     // The customer herself still threads by the same headers.
-    let m = clients::thunderbird_reply("Alice", "alice@example.org", "support@example.test", "[PD-1] Printer", &ack_id, &[first.message_id.clone()], "More.");
+    let m = clients::thunderbird_reply("Alice", "alice@example.org", "support@example.test", "[PD-1] Printer", &ack_id, std::slice::from_ref(&first.message_id), "More.");
     assert_eq!(b.ingest(&m.raw).outcome, Outcome::FollowUp { ticket: 1 });
 }
 
@@ -368,11 +368,11 @@ fn addresses_a_participant_copies_join_as_the_queue_says() {
         b.ingest(&first.raw);
         let ack = b.queued().remove(0);
         let ack_id = header_of(&ack, "message-id").trim_matches(['<', '>']).to_string();
-        let reply = clients::thunderbird_reply("Alice", "alice@example.org", "support@example.test, Carol <carol@example.org>", "[PD-1] Printer", &ack_id, &[first.message_id.clone()], "Copying Carol.");
+        let reply = clients::thunderbird_reply("Alice", "alice@example.org", "support@example.test, Carol <carol@example.org>", "[PD-1] Printer", &ack_id, std::slice::from_ref(&first.message_id), "Copying Carol.");
         assert_eq!(b.ingest(&reply.raw).outcome, Outcome::FollowUp { ticket: 1 });
         assert_eq!(participants(&b, 1).contains(&"carol@example.org".to_string()), joins, "{policy}: {:?}", participants(&b, 1));
         // Carol answering the thread joins the ticket only when she was let in.
-        let carol = clients::thunderbird_reply("Carol", "carol@example.org", "support@example.test", "[PD-1] Printer", &reply.message_id, &[ack_id.clone()], "Me too.");
+        let carol = clients::thunderbird_reply("Carol", "carol@example.org", "support@example.test", "[PD-1] Printer", &reply.message_id, std::slice::from_ref(&ack_id), "Me too.");
         let expected = if joins { Outcome::FollowUp { ticket: 1 } } else { Outcome::Created { ticket: 2 } };
         assert_eq!(b.ingest(&carol.raw).outcome, expected, "{policy}");
     }
