@@ -227,6 +227,9 @@ pub struct Guard {
     pub flood_action: FloodAction,
     /// How long a hard bounce keeps an address from being mailed (unless it writes first).
     pub undeliverable_for: Duration,
+    /// A new mail this soon after our automatic mail to its sender, shaped like the sender's
+    /// previous mail, is a responder answering us: kept in quarantine, never answered.
+    pub loop_reply_window: Duration,
 }
 
 /// An agent: works tickets from their own mail client.
@@ -399,10 +402,21 @@ pub struct Limits {
     pub max_message_size: u64,
 }
 
+/// Where a secret (`password`, `secret`, …) was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretSource {
+    /// Its key path, `mailboxes.support.password`.
+    pub key: String,
+    /// The `*_file` it was read from; `None` when written inline in the config file.
+    pub file: Option<PathBuf>,
+}
+
 /// The validated configuration; every field is ready to use.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub file: PathBuf,
+    /// Where each configured secret came from (for `postdesk check`'s file-mode warnings).
+    pub secret_sources: Vec<SecretSource>,
     pub desk: Desk,
     pub queues: BTreeMap<String, Queue>,
     pub mailboxes: BTreeMap<String, Mailbox>,
@@ -670,6 +684,7 @@ struct RawGuard {
     new_tickets_per_domain: Option<String>,
     flood_action: Option<String>,
     undeliverable_for: Option<String>,
+    loop_reply_window: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -779,7 +794,7 @@ pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, Pr
         .map_err(|e| Problems(vec![problem("", scrub(e.to_string()))]))?;
 
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut v = Validator { file: path.to_path_buf(), locator, problems: Vec::new(), base };
+    let mut v = Validator { file: path.to_path_buf(), locator, problems: Vec::new(), base, secrets: Vec::new() };
     for key in unknown {
         v.add(&key, "unknown key".to_string());
     }
@@ -833,6 +848,7 @@ struct Validator {
     locator: Locator,
     problems: Vec<Problem>,
     base: PathBuf,
+    secrets: Vec<SecretSource>,
 }
 
 impl Validator {
@@ -893,9 +909,16 @@ impl Validator {
                 self.add(key, format!("give either `{}` or `{}_file`, not both", leaf(key), leaf(key)));
                 None
             }
-            (Some(v), None) => Some(Secret::new(v.clone())),
+            (Some(v), None) => {
+                // Inline in the file (not from an environment override): check warns if others can read it.
+                if self.locator.line_of(key).is_some() {
+                    self.secrets.push(SecretSource { key: key.to_string(), file: None });
+                }
+                Some(Secret::new(v.clone()))
+            }
             (None, Some(f)) => {
                 let p = self.path(f);
+                self.secrets.push(SecretSource { key: format!("{key}_file"), file: Some(p.clone()) });
                 match std::fs::read_to_string(&p) {
                     Ok(s) => Some(Secret::new(s.trim_end_matches(['\r', '\n']).to_string())),
                     Err(e) => {
@@ -1228,7 +1251,8 @@ impl Validator {
             }
         };
         let undeliverable_for = self.duration("guard.undeliverable_for", &g.undeliverable_for, Duration::from_secs(30 * 86400));
-        let guard = Guard { auto_mail_caps, sender_rate, domain_rate, flood_action, undeliverable_for };
+        let loop_reply_window = self.duration("guard.loop_reply_window", &g.loop_reply_window, Duration::from_secs(120));
+        let guard = Guard { auto_mail_caps, sender_rate, domain_rate, flood_action, undeliverable_for, loop_reply_window };
 
         // [agents.*]
         let mut agents = BTreeMap::new();
@@ -1340,6 +1364,7 @@ impl Validator {
 
         Config {
             file: self.file.clone(),
+            secret_sources: std::mem::take(&mut self.secrets),
             desk,
             queues,
             mailboxes,

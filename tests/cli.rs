@@ -531,6 +531,55 @@ fn deliver_never_replaces_an_unusable_signing_key() {
     assert!(stderr(&out).contains("not a signing key"), "{}", stderr(&out));
     assert_eq!(std::fs::read(d.path("var/secret")).unwrap(), b"\xff\xfe damaged, but long enough to look like a key");
 }
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn data_files_are_private_whatever_the_umask() {
+    let d = Desk::new();
+    let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "VPN", "x");
+    // An MTA running `deliver` with umask 022.
+    let mut c = Command::new("sh");
+    c.arg("-c").arg(format!("umask 022; exec '{BIN}' --config '{}' deliver --mailbox pipe", d.config.display())).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &m.raw).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(mode(&d.path("var")), 0o700, "data dir");
+    for f in ["var/postdesk.db", "var/postdesk.db-sent", "var/secret"] {
+        assert_eq!(mode(&d.path(f)), 0o600, "{f}");
+    }
+    for f in ["var/postdesk.db-wal", "var/postdesk.db-shm"] {
+        if d.path(f).exists() {
+            assert_eq!(mode(&d.path(f)), 0o600, "{f}");
+        }
+    }
+}
+
+#[test]
+fn check_warns_about_readable_secrets() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Desk::new();
+    std::fs::write(d.path("old.key"), "the previous signing key, long\n").unwrap();
+    std::fs::set_permissions(d.path("old.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = std::fs::read_to_string(&d.config).unwrap().replace("[desk]\n", "[desk]\nsecret = \"an inline signing key, 0123456789\"\nprevious_secret_file = \"old.key\"\nprevious_secret_until = \"2027-01-31\"\n");
+    std::fs::write(&d.config, text).unwrap();
+    std::fs::set_permissions(&d.config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = d.run(&["check"]);
+    assert!(out.status.success(), "warnings are not errors: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("old.key") && err.contains("desk.previous_secret_file") && err.contains("0644"), "{err}");
+    assert!(err.contains("desk.secret") && err.contains("inline") && err.contains("world-readable"), "{err}");
+    // Private files and a private config: no warnings.
+    std::fs::set_permissions(d.path("old.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&d.config, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = d.run(&["check"]);
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}
+
 #[test]
 fn concurrent_delivers_on_a_fresh_data_dir_all_succeed() {
     let d = Desk::new();

@@ -44,6 +44,9 @@ pub fn check(config: &Path) -> i32 {
                 },
                 c.desk.templates_dir.display()
             );
+            for w in secret_warnings(c) {
+                eprintln!("warning: {w}");
+            }
             0
         }
         Err(p) => {
@@ -54,6 +57,34 @@ pub fn check(config: &Path) -> i32 {
             1
         }
     }
+}
+
+/// Secrets others can read: `*_file`s and data-dir files with group/world bits, and inline
+/// secrets in a world-readable config file (docs/SECURITY.md).
+fn secret_warnings(c: &crate::config::Config) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).ok().map(|m| m.permissions().mode() & 0o777);
+    let mut out = Vec::new();
+    for s in &c.secret_sources {
+        match &s.file {
+            Some(f) => {
+                if let Some(m) = mode(f).filter(|m| m & 0o077 != 0) {
+                    out.push(format!("{} ({}) is readable by group or others (mode {m:04o}); chmod 600 it", f.display(), s.key));
+                }
+            }
+            None => {
+                if let Some(m) = mode(&c.file).filter(|m| m & 0o004 != 0) {
+                    out.push(format!("{} is world-readable (mode {m:04o}) and holds `{}` inline; use `{}_file` or chmod 640 the config", c.file.display(), s.key, s.key));
+                }
+            }
+        }
+    }
+    for f in [c.desk.data_dir.join("secret"), c.desk.database.clone()] {
+        if let Some(m) = mode(&f).filter(|m| m & 0o077 != 0) {
+            out.push(format!("{} is readable by group or others (mode {m:04o}); chmod 600 it", f.display()));
+        }
+    }
+    out
 }
 
 /// `postdesk deliver --mailbox NAME`: one message from stdin. 0 stored or deliberately dropped,

@@ -477,6 +477,11 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
             actions.push(format!("/close from {sender} failed the DKIM/DMARC requirement: not applied"));
             false
         });
+    // A responder answering our mail: kept as a ticket, never answered (the loop stops here).
+    let verdict = match responder_loop(tx, desk, &decision, &sender, &p, &verdict, now)? {
+        Some(why) => Verdict { auto_reply_allowed: false, reasons: [verdict.reasons, vec![why]].concat(), ..verdict },
+        None => verdict,
+    };
     let placement = place(tx, desk, queue, &decision, &sender, &verdict, now, &mut actions)?;
     let (ticket, outcome) = match placement {
         Placement::Quarantine { reason } => {
@@ -621,6 +626,30 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     r.mails = mails;
     r.rules = Some(eval);
     Ok(r)
+}
+
+/// A responder that neither tags its answers nor keeps our headers (so neither threading nor the
+/// guard sees a loop): a new mail from an address we sent automatic mail to within
+/// `guard.loop_reply_window`, with the same subject and words (digits aside) as its previous
+/// mail to us. Its
+/// ticket gets no acknowledgement, so such a pair opens at most three tickets (docs/SECURITY.md).
+fn responder_loop(tx: &Tx<'_>, desk: &Desk, decision: &Decision, sender: &str, p: &Parsed, verdict: &Verdict, now: &Now) -> Result<Option<String>, StoreError> {
+    let window = desk.config.guard.loop_reply_window;
+    if !matches!(decision, Decision::New { .. }) || verdict.class != Class::Human || sender.is_empty() || window.is_zero() {
+        return Ok(None);
+    }
+    // Mail that names our tag or one of our Message-IDs is threaded or linked, not this pattern.
+    if desk.refs.find(&p.subject).is_some() || p.ancestors().iter().any(|id| desk.signer.is_ours(id)) {
+        return Ok(None);
+    }
+    if tx.auto_mail_count(sender, &now.minus(window))? == 0 {
+        return Ok(None);
+    }
+    let Some(t) = tx.latest_active_ticket(sender)?.map(|t| tx.ticket(t)).transpose()?.flatten() else { return Ok(None) };
+    let previous = tx.latest_customer_text(t.id)?.unwrap_or_default();
+    let same_subject = guard::body_shape(&normalize_subject(&p.subject)) == guard::body_shape(&t.subject);
+    let same = same_subject && guard::body_shape(&p.body_text) == guard::body_shape(&previous);
+    Ok(same.then(|| format!("mail loop suspected: {sender} answered our mail within {}s with the same subject and text as before", window.as_secs())))
 }
 
 /// Apply the closed-ticket policy and flood control to the threading decision.

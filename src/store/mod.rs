@@ -203,7 +203,11 @@ impl Store {
     /// Open (creating if needed) and migrate the database at `path`.
     pub fn open(path: &Path) -> Result<Store> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
+            crate::fsmode::private_dir(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
+        }
+        // 0600 whatever the umask (docs/SECURITY.md); SQLite keeps the mode for -wal and -shm.
+        for f in [path.to_path_buf(), sent_log_path(path)] {
+            crate::fsmode::private_file(&f).map_err(|source| StoreError::Io { path: f.clone(), source })?;
         }
         let conn = Connection::open(path).map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
         let mut store = Self::setup(conn, path.to_path_buf())?;
