@@ -450,6 +450,8 @@ pub struct Config {
     /// `[log] format`: `text` (the default; colours only on a terminal without NO_COLOR) or `json`
     /// (one object per line, for log shippers).
     pub log_json: bool,
+    /// `[metrics] listen`: where `/metrics` (Prometheus) and `/health` are served, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Graceful shutdown deadline (finish the message in hand, then abort).
     pub shutdown_timeout: Duration,
 }
@@ -520,6 +522,7 @@ struct RawConfig {
     kb: RawKb,
     groups: BTreeMap<String, RawGroup>,
     log: RawLog,
+    metrics: RawMetrics,
     daemon: RawDaemon,
 }
 
@@ -735,6 +738,12 @@ struct RawOutbound {
 #[serde(default)]
 struct RawLimits {
     max_message_size: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawMetrics {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1360,6 +1369,13 @@ impl Validator {
                 false
             }
         };
+        let metrics_listen = raw.metrics.listen.as_deref().and_then(|l| match l.parse::<std::net::SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.add("metrics.listen", format!("`{l}`: expected an address and port, like 127.0.0.1:9464"));
+                None
+            }
+        });
         let shutdown_timeout = self.duration("daemon.shutdown_timeout", &raw.daemon.shutdown_timeout, Duration::from_secs(20));
 
         Config {
@@ -1401,6 +1417,7 @@ impl Validator {
             }),
             log_level,
             log_json,
+            metrics_listen,
             shutdown_timeout,
         }
     }

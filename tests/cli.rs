@@ -690,3 +690,48 @@ fn status_quarantine_and_backup_for_the_admin() {
     let out = d.deliver(&reply.raw);
     assert!(stderr(&out).contains("added to PD-1"), "{}", stderr(&out));
 }
+
+/// GET `path` from 127.0.0.1:`port`: (status code, body).
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
+}
+
+#[test]
+fn metrics_and_health_over_http() {
+    let d = Desk::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, format!("{cfg}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap();
+    let log = std::fs::File::create(d.path("daemon.log")).unwrap();
+    let mut child = d.cmd(&["run"]).stderr(log).stdout(Stdio::null()).spawn().unwrap();
+    let newdir = d.path("var/maildir/support/new");
+    common::eventually(Duration::from_secs(60), "Maildir created", || newdir.is_dir().then_some(()));
+    let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "Printer jammed", "Floor 3.");
+    std::fs::write(newdir.join("1700000000.1.host"), &m.raw).unwrap();
+    common::eventually(Duration::from_secs(60), "acknowledgement sent", || outbox_files(&d).into_iter().next());
+    let metrics = common::eventually(Duration::from_secs(60), "metrics show the mail", || {
+        let (code, body) = http_get(port, "/metrics")?;
+        (code == 200 && body.contains("postdesk_outbox_mails{state=\"sent\"} 1")).then_some(body)
+    });
+    for line in [
+        "postdesk_messages_ingested_total{mailbox=\"support\",class=\"human\"} 1",
+        "postdesk_tickets_created_total{mailbox=\"support\"} 1",
+        "postdesk_outbox_mails{state=\"queued\"} 0",
+        "postdesk_mailbox_up{mailbox=\"support\"} 1",
+        "postdesk_outbound_up 1",
+        "postdesk_quarantine_messages 0",
+        "# EOF",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+    assert_eq!(http_get(port, "/health").map(|(c, _)| c), Some(200));
+    assert_eq!(http_get(port, "/nothing").map(|(c, _)| c), Some(404));
+    signal(&child, "TERM");
+    assert!(common::eventually(Duration::from_secs(60), "exit", || child.try_wait().unwrap()).success());
+}
