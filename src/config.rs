@@ -387,6 +387,8 @@ pub struct Desk {
     pub data_dir: PathBuf,
     pub database: PathBuf,
     pub templates_dir: PathBuf,
+    /// Templates here (same names and sub-folders) replace those in `templates_dir`.
+    pub templates_override_dir: Option<PathBuf>,
     /// Prefix of ticket references: `PD-` gives `[PD-1042]` in subjects.
     pub ref_prefix: String,
     /// HMAC key for reply tokens; `None` means "generate and keep one in data_dir/secret".
@@ -534,6 +536,7 @@ struct RawDesk {
     data_dir: Option<String>,
     database: Option<String>,
     templates_dir: Option<String>,
+    templates_override_dir: Option<String>,
     ref_prefix: Option<String>,
     secret: Option<String>,
     secret_file: Option<String>,
@@ -1011,6 +1014,7 @@ impl Validator {
             data_dir,
             database,
             templates_dir,
+            templates_override_dir: d.templates_override_dir.as_deref().map(|p| self.path(p)),
             ref_prefix,
             secret,
             previous_secret: self.previous_secret(d),
