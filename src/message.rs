@@ -27,6 +27,8 @@ pub const MAX_IDS: usize = 500;
 pub const MAX_HEADERS: usize = 1000;
 /// MIME parts read for text and attachments.
 pub const MAX_PARTS: usize = 1000;
+/// Addresses kept per address header (To, Cc, From, Sender, Reply-To).
+pub const MAX_ADDRESSES: usize = 1000;
 /// Multipart / nested-message depth read; deeper parts are ignored.
 pub const MAX_DEPTH: usize = 32;
 /// Lines before the header section skipped as junk (an mbox `From ` line, a forwarding client's
@@ -179,7 +181,7 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, NotMail> {
     }
     let files = files_and_tnef.0;
     let visible_text = quote::visible_text(&text);
-    let (from, from_fallback) = author(&msg).unzip();
+    let (from, from_fallback) = author(&msg, &mut truncated).unzip();
     let from_fallback = from_fallback.flatten();
     Ok(Parsed {
         message_id,
@@ -188,9 +190,9 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, NotMail> {
         references: id_list(msg.references(), "References", true, &mut truncated),
         from,
         from_fallback,
-        to: mailboxes(&msg, "To"),
-        cc: mailboxes(&msg, "Cc"),
-        reply_to: mailboxes(&msg, "Reply-To"),
+        to: mailboxes(&msg, "To", &mut truncated),
+        cc: mailboxes(&msg, "Cc", &mut truncated),
+        reply_to: mailboxes(&msg, "Reply-To", &mut truncated),
         subject,
         headers,
         content_type,
@@ -567,8 +569,9 @@ fn header_start(raw: &[u8]) -> Option<usize> {
 /// The author (RFC 5322 §3.6.2): the first From mailbox with a usable address; else the Sender,
 /// then Reply-To, then a later From address (with the header it came from). With none usable,
 /// the first From as it is (a `MAILER-DAEMON` name without address).
-fn author(msg: &Message<'_>) -> Option<(Mailbox, Option<&'static str>)> {
-    let (from, sender, reply_to) = (mailboxes(msg, "From"), mailboxes(msg, "Sender"), mailboxes(msg, "Reply-To"));
+fn author(msg: &Message<'_>, truncated: &mut Vec<String>) -> Option<(Mailbox, Option<&'static str>)> {
+    let mut ignored = Vec::new(); // Reply-To's cut is reported once, with the reply_to field
+    let (from, sender, reply_to) = (mailboxes(msg, "From", truncated), mailboxes(msg, "Sender", truncated), mailboxes(msg, "Reply-To", &mut ignored));
     let first = from.first().map(|m| (m, None));
     let mut candidates = first
         .into_iter()
@@ -579,35 +582,64 @@ fn author(msg: &Message<'_>) -> Option<(Mailbox, Option<&'static str>)> {
 }
 
 /// The mailboxes of an address header (groups flattened, comments dropped: mail-parser reads
-/// RFC 5322 §3.4 address lists), each through [`mailbox`].
-fn mailboxes(msg: &Message<'_>, header: &'static str) -> Vec<Mailbox> {
-    let raw = msg.header_raw(header).unwrap_or("");
-    let list = msg.root_part().headers.iter().find(|h| h.name.as_str().eq_ignore_ascii_case(header)).and_then(|h| h.value.as_address());
-    list.map(|a| a.iter().map(|a| mailbox(a, raw)).collect()).unwrap_or_default()
+/// RFC 5322 §3.4 address lists), each through [`mailbox`], at most [`MAX_ADDRESSES`].
+fn mailboxes(msg: &Message<'_>, header: &'static str, truncated: &mut Vec<String>) -> Vec<Mailbox> {
+    let Some(list) = msg.root_part().headers.iter().find(|h| h.name.as_str().eq_ignore_ascii_case(header)).and_then(|h| h.value.as_address()) else {
+        return Vec::new();
+    };
+    let quoted = quoted_addresses(msg.header_raw(header).unwrap_or(""));
+    let total = list.iter().count();
+    if total > MAX_ADDRESSES {
+        truncated.push(format!("{header}: kept the first {MAX_ADDRESSES} of {total} addresses"));
+    }
+    list.iter().take(MAX_ADDRESSES).map(|a| mailbox(a, &quoted)).collect()
 }
 
 /// One mailbox; its address is empty unless usable ([`is_usable_address`]): an invalid address is
 /// never stored as a participant nor written to.
-fn mailbox(a: &mail_parser::Addr<'_>, raw_header: &str) -> Mailbox {
+fn mailbox(a: &mail_parser::Addr<'_>, quoted: &HashSet<String>) -> Mailbox {
     let name = a.name.as_ref().map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
     let address = a.address.as_deref().map(normalize_address).unwrap_or_default();
-    if let Some(quoted) = quoted_local_part(name.as_deref(), &address, raw_header) {
-        return Mailbox { name: None, address: quoted };
+    if let Some(q) = quoted_local_part(name.as_deref(), &address, quoted) {
+        return Mailbox { name: None, address: q };
     }
     Mailbox { name, address: Some(address).filter(|a| is_usable_address(a)).unwrap_or_default() }
 }
 
 /// RFC 5322 §3.4.1: `local-part = dot-atom / quoted-string`, so `"john doe"@example.org` is one
 /// address. mail-parser 0.11 reads it as the name `john doe` and the address `@example.org`;
-/// rebuild it when the raw header shows exactly that quoted local part before the domain.
-fn quoted_local_part(name: Option<&str>, address: &str, raw_header: &str) -> Option<String> {
+/// rebuild it when the raw header holds exactly that quoted local part before the domain.
+fn quoted_local_part(name: Option<&str>, address: &str, quoted: &HashSet<String>) -> Option<String> {
     let domain = address.strip_prefix('@').filter(|d| !d.is_empty())?;
     // RFC 5322 §3.2.4: inside a quoted-string, `"` and `\` are escaped with a backslash.
     let local = name?.replace('\\', "\\\\").replace('"', "\\\"");
     // Lower-cased like every address we keep (`normalize_address`).
     let candidate = format!("\"{local}\"@{domain}").to_ascii_lowercase();
-    let shown = raw_header.to_ascii_lowercase().contains(&candidate);
-    (shown && is_usable_address(&candidate)).then_some(candidate)
+    (quoted.contains(&candidate) && is_usable_address(&candidate)).then_some(candidate)
+}
+
+/// Every `"quoted string"@domain` in a raw address header, lower-cased, in one pass (a header
+/// with thousands of addresses stays linear).
+fn quoted_addresses(raw: &str) -> HashSet<String> {
+    let b = raw.as_bytes();
+    let mut out = HashSet::new();
+    let mut i = 0;
+    while let Some(open) = memchr::memchr(b'"', &b[i..]).map(|o| i + o) {
+        let mut j = open + 1;
+        while j < b.len() && b[j] != b'"' {
+            j += if b[j] == b'\\' { 2 } else { 1 };
+        }
+        if j >= b.len() {
+            break;
+        }
+        let end = j + 1;
+        if b.get(end) == Some(&b'@') {
+            let domain_len = b[end + 1..].iter().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'[' | b']' | b':')).count();
+            out.insert(raw[open..end + 1 + domain_len].to_ascii_lowercase());
+        }
+        i = end;
+    }
+    out
 }
 
 /// The Message-IDs of a list header, at most [`MAX_IDS`]. For References (`keep_root`) the
