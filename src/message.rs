@@ -16,8 +16,11 @@
 use crate::ticket::{AttachmentInfo, is_usable_address, normalize_address};
 use crate::{html, quote, tnef};
 use mail_parser::{HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use aho_corasick::AhoCorasick;
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::collections::HashSet;
+use std::sync::LazyLock;
 
 /// Bounds on the work one message may cause, whatever its size: hostile mail costs time linear
 /// in its length and never more than these. What they cut is listed in [`Parsed::truncated`].
@@ -27,6 +30,9 @@ pub const MAX_IDS: usize = 500;
 pub const MAX_HEADERS: usize = 1000;
 /// MIME parts read for text and attachments.
 pub const MAX_PARTS: usize = 1000;
+/// Nested-message types (`message/rfc822`, `message/global`, `multipart/digest`) opened per
+/// message; later ones are read as opaque parts. Bounds the nesting mail-parser builds.
+pub const MAX_NESTED_MESSAGES: usize = 256;
 /// Addresses kept per address header (To, Cc, From, Sender, Reply-To).
 pub const MAX_ADDRESSES: usize = 1000;
 /// Multipart / nested-message depth read; deeper parts are ignored.
@@ -143,7 +149,7 @@ impl Parsed {
 /// Parse raw bytes. Never panics; `Err(NotMail)` only when there is no header section.
 pub fn parse(raw: &[u8]) -> Result<Parsed, NotMail> {
     let sha256 = hex::encode(Sha256::digest(raw));
-    let normalized = normalize_line_endings(raw);
+    let (normalized, opaque) = bound_nesting(line_endings(raw));
     // Junk before the header section is skipped for parsing only: `raw` is stored as received.
     let start = header_start(&normalized).ok_or(NotMail)?;
     let msg = MessageParser::default().parse(&normalized[start..]).ok_or(NotMail)?;
@@ -151,6 +157,9 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, NotMail> {
         return Err(NotMail);
     }
     let mut truncated = Vec::new();
+    if opaque > 0 {
+        truncated.push(format!("nested messages: opened the first {MAX_NESTED_MESSAGES}, {opaque} more kept as opaque parts"));
+    }
 
     let header_count = msg.headers_raw().count();
     let headers: Vec<(String, String)> = msg
@@ -241,16 +250,52 @@ fn readable_parts(msg: &Message<'_>, truncated: &mut Vec<String>) -> Vec<bool> {
     readable
 }
 
-/// Mail whose lines end mostly in a bare CR (classic Mac OS) with its bare CRs as LF, so
-/// mail-parser sees its lines; LF and CRLF mail is returned unchanged (borrowed).
-pub fn normalize_line_endings(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+/// Mail as mail-parser should read it (both [`parse`] and the bounce reader): lines ending
+/// mostly in a bare CR (classic Mac OS) get LF, and nesting types past the
+/// [`MAX_NESTED_MESSAGES`]th are made opaque ([`bound_nesting`]). Ordinary mail is returned
+/// unchanged (borrowed).
+pub fn normalize_line_endings(raw: &[u8]) -> Cow<'_, [u8]> {
+    bound_nesting(line_endings(raw)).0
+}
+
+/// Bare CRs as LF when they end most lines, so mail-parser sees the lines.
+fn line_endings(raw: &[u8]) -> Cow<'_, [u8]> {
     let bare_cr = |i: usize| raw[i] == b'\r' && raw.get(i + 1) != Some(&b'\n');
     let lf = raw.iter().filter(|&&b| b == b'\n').count();
     let cr = (0..raw.len()).filter(|&i| bare_cr(i)).count();
     if cr <= lf {
-        return std::borrow::Cow::Borrowed(raw);
+        return Cow::Borrowed(raw);
     }
-    std::borrow::Cow::Owned((0..raw.len()).map(|i| if bare_cr(i) { b'\n' } else { raw[i] }).collect())
+    Cow::Owned((0..raw.len()).map(|i| if bare_cr(i) { b'\n' } else { raw[i] }).collect())
+}
+
+/// Types that make mail-parser open a nested message (RFC 2046 §5.2.1, RFC 6532 §3.5; a
+/// digest's parts are messages by default, RFC 2046 §5.1.5).
+static NESTING: LazyLock<AhoCorasick> =
+    LazyLock::new(|| AhoCorasick::builder().ascii_case_insensitive(true).build(["message/rfc822", "message/global", "multipart/digest"]).expect("fixed patterns"));
+
+/// mail-parser nests one value per nested message and frees them recursively: 250k levels (a
+/// 20 MB message) overflow the stack and abort the daemon, which no catch_unwind stops. Past the
+/// first [`MAX_NESTED_MESSAGES`] mentions of a nesting type, each is rewritten to a type that
+/// nests nothing (an opaque attachment, or a plain multipart). Returns how many were rewritten.
+fn bound_nesting(raw: Cow<'_, [u8]>) -> (Cow<'_, [u8]>, usize) {
+    let over = NESTING.find_iter(raw.as_ref()).skip(MAX_NESTED_MESSAGES);
+    let mut out: Option<Vec<u8>> = None;
+    let (mut copied, mut n) = (0, 0);
+    for m in over {
+        let buf = out.get_or_insert_with(|| Vec::with_capacity(raw.len() + 1024));
+        buf.extend_from_slice(&raw[copied..m.start()]);
+        buf.extend_from_slice(if m.pattern().as_usize() == 2 { b"multipart/mixed" } else { b"application/octet-stream" });
+        copied = m.end();
+        n += 1;
+    }
+    match out {
+        None => (raw, 0),
+        Some(mut buf) => {
+            buf.extend_from_slice(&raw[copied..]);
+            (Cow::Owned(buf), n)
+        }
+    }
 }
 
 /// `type/subtype` of a part, lower-case, or `default` when it has no Content-Type.
@@ -754,6 +799,17 @@ Message-ID: <abc@x>\r\nIn-Reply-To: <p1@y>\r\nReferences: <p0@y>\r\n <p1@y>\r\n\
         assert_eq!(p.ancestors().len(), 10);
         assert_eq!(p.ancestors()[..2], ["p9@y", "p8@y"]);
         assert!(p.truncated.iter().any(|t| t.contains("References") && t.contains("5000")), "{:?}", p.truncated);
+    }
+
+    #[test]
+    fn nested_messages_are_bounded_before_mail_parser_builds_them() {
+        // 100k levels: unbounded, freeing mail-parser's tree overflows the stack (an abort).
+        let mut raw = String::from("From: a@b.c\r\nSubject: top\r\n");
+        for i in 0..100_000 {
+            raw.push_str(&format!("Content-Type: Message/RFC822\r\n\r\nFrom: n{i}@b.c\r\nSubject: level {i}\r\n"));
+        }
+        let p = std::thread::Builder::new().stack_size(256 * 1024).spawn(move || parse(raw.as_bytes()).map(|p| p.truncated)).unwrap().join().unwrap().unwrap();
+        assert!(p.iter().any(|t| t.contains("nested messages") && t.contains(&format!("{}", 100_000 - MAX_NESTED_MESSAGES))), "{p:?}");
     }
 
     #[test]

@@ -31,6 +31,7 @@ pub fn all(size: usize) -> Vec<(&'static str, Vec<u8>)> {
         ("html nesting", (fill(format!("{HEAD}Content-Type: text/html\r\n\r\n"), size, |_| "<div><blockquote><table><tr><td>".into())).into_bytes()),
         ("quoted reply depth", (fill(format!("{HEAD}\r\n"), size, |i| format!("{} line {i}\r\n", ">".repeat(i % 200)))).into_bytes()),
         ("encoded words", (fill(format!("{HEAD}X-Words:"), size, |_| " =?utf-8?q?=C3=A9t=C3=A9?=\r\n".into()) + "\r\nbody\r\n").into_bytes()),
+        ("text bounce", text_bounce(size).into_bytes()),
         ("junk lines", (fill(String::new(), size, |_| "----\r\n".into()) + HEAD + "\r\nbody\r\n").into_bytes()),
     ]
 }
@@ -46,4 +47,11 @@ fn mime_nesting(size: usize) -> String {
 
 fn nested_messages(size: usize) -> String {
     fill(HEAD.to_string(), size, |i| format!("Content-Type: message/rfc822\r\n\r\nFrom: n{i}@example.org\r\nSubject: level {i}\r\n"))
+}
+
+/// An MTA's text bounce naming thousands of recipients in non-ASCII prose (bounce reading runs
+/// regexes over the report text).
+fn text_bounce(size: usize) -> String {
+    let head = "Return-Path: <>\r\nFrom: MAILER-DAEMON@mx.example.net\r\nTo: support@example.test\r\nSubject: Delivery failure\r\nMessage-ID: <bounce@mx.example.net>\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nThis is the mail system. Your message could not be delivered.\r\n\r\n";
+    fill(head.to_string(), size, |i| format!("<user{i}@example.org>: host mx.example.org said: 550 5.1.1 Benutzer unbekannt, Zustellung fehlgeschlagen (in reply to RCPT TO command) üöä\r\n"))
 }
