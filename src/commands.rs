@@ -41,6 +41,11 @@ pub fn check(config: &Path) -> i32 {
                 },
                 c.desk.templates_dir.display()
             );
+            for (what, e) in c.endpoints() {
+                if e.insecure() {
+                    println!("warning: {what}: plain TCP to {}:{} (not loopback): mail{} cross the network in clear", e.host, e.port, if e.username.is_some() { " and the password" } else { "" });
+                }
+            }
             0
         }
         Err(p) => {

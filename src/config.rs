@@ -401,6 +401,19 @@ pub struct Config {
 }
 
 impl Config {
+    /// Every server we connect to, named by its config section.
+    pub fn endpoints(&self) -> Vec<(String, &Endpoint)> {
+        let boxes = self.mailboxes.iter().filter_map(|(n, m)| match &m.source {
+            Source::Imap(i) => Some((format!("mailboxes.{n}"), &i.endpoint)),
+            _ => None,
+        });
+        let out = match &self.outbound.transport {
+            Transport::Smtp(e) => Some(("outbound".to_string(), e)),
+            Transport::Folder(_) => None,
+        };
+        boxes.chain(out).collect()
+    }
+
     /// The queue that owns a mailbox. Validation guarantees it exists.
     pub fn queue_of(&self, mailbox: &str) -> Option<&Queue> {
         self.mailboxes.get(mailbox).and_then(|m| self.queues.get(&m.queue))
@@ -736,6 +749,21 @@ pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, Pr
     if v.problems.is_empty() { Ok(cfg) } else { Err(Problems(v.problems)) }
 }
 
+/// 127.0.0.0/8, ::1 or `localhost`: a connection that never leaves this machine. Names are not
+/// resolved (no I/O here).
+pub fn is_loopback(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost") || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+impl Endpoint {
+    /// Plain TCP to a host that is not loopback (`tls = "none_insecure"` or an unauthenticated
+    /// relay): `check` says so.
+    pub fn insecure(&self) -> bool {
+        self.tls == Tls::None && !is_loopback(&self.host)
+    }
+}
+
 /// `POSTDESK__…__PASSWORD` and `POSTDESK__DESK__SECRET`: environment values that are secrets.
 fn is_secret_env(key: &str) -> bool {
     let last = key.rsplit("__").next().unwrap_or_default();
@@ -842,9 +870,14 @@ impl Validator {
         let tls = match raw.tls.as_deref().unwrap_or("implicit") {
             "implicit" | "tls" | "ssl" => Tls::Implicit,
             "starttls" => Tls::StartTls,
-            "none" | "plain" => Tls::None,
+            // Credentials in clear only to this machine, unless the admin says so loudly (17.7).
+            "none" | "plain" if !is_loopback(&host) && (raw.username.is_some() || raw.password.is_some() || raw.password_file.is_some()) => {
+                self.add(&format!("{section}.tls"), format!("`none` would send the password in clear to {host}, which is not loopback: use implicit or starttls (or `none_insecure` to accept that)"));
+                Tls::None
+            }
+            "none" | "plain" | "none_insecure" => Tls::None,
             other => {
-                self.add(&format!("{section}.tls"), format!("unknown value `{other}` (expected implicit, starttls or none)"));
+                self.add(&format!("{section}.tls"), format!("unknown value `{other}` (expected implicit, starttls, none or none_insecure)"));
                 Tls::Implicit
             }
         };
@@ -1510,6 +1543,22 @@ password_file = "pw"
         assert_eq!(imap.endpoint.port, 1993);
         assert_eq!(imap.endpoint.password.as_ref().unwrap().expose(), "s3cret");
         assert_eq!(format!("{:?}", imap.endpoint.password), "Some(Secret(***))");
+    }
+
+    /// Plain IMAP/SMTP with credentials only to loopback, or with the loud opt-in (17.7).
+    #[test]
+    fn plaintext_credentials_only_to_loopback_unless_insecure_is_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = |host: &str, tls: &str| format!("[queues.support]\naddress = \"support@example.com\"\n\n[mailboxes.support]\nkind = \"imap\"\nhost = \"{host}\"\ntls = \"{tls}\"\nusername = \"support@example.com\"\npassword = \"pw\"\n");
+        let e = load_with_env(&write(dir.path(), &text("imap.example.com", "none")), &[]).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!((e.0[0].key.as_str(), e.0[0].line), ("mailboxes.support.tls", Some(7)), "{e}");
+        assert!(e.0[0].message.contains("in clear"), "{e}");
+        for (host, tls) in [("127.0.0.1", "none"), ("localhost", "plain"), ("::1", "none"), ("imap.example.com", "none_insecure")] {
+            let cfg = load_with_env(&write(dir.path(), &text(host, tls)), &[]).unwrap_or_else(|e| panic!("{host} {tls}: {e}"));
+            let Source::Imap(imap) = &cfg.mailboxes["support"].source else { panic!() };
+            assert_eq!(imap.endpoint.insecure(), host == "imap.example.com");
+        }
     }
 
     /// A digits-only password from the environment is a password, not a number, and no error

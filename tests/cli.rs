@@ -120,6 +120,23 @@ fn check_reports_every_problem_with_file_line_and_key() {
     assert!(err.contains("acknowledgement.txt.hbs") && err.contains("no_such_thing"), "{err}");
 }
 
+/// Plain SMTP with a password to a host that is not loopback is refused with its line, unless the
+/// config says `none_insecure`, which `check` then reports (issue 17.7).
+#[test]
+fn check_refuses_plaintext_passwords_beyond_loopback() {
+    let d = Desk::new();
+    let smtp = |tls: &str| DESK.replace("transport = \"folder\"\nfolder = \"var/outbox\"", &format!("transport = \"smtp\"\nhost = \"smtp.example.org\"\ntls = \"{tls}\"\nusername = \"support\"\npassword = \"pw\""));
+    std::fs::write(&d.config, smtp("none")).unwrap();
+    let out = d.run(&["check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(stderr(&out).contains("outbound.tls: `none` would send the password in clear to smtp.example.org"), "{}", stderr(&out));
+    std::fs::write(&d.config, smtp("none_insecure")).unwrap();
+    let out = d.run(&["check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("warning: outbound: plain TCP to smtp.example.org:25 (not loopback): mail and the password cross the network in clear"), "{text}");
+}
+
 #[test]
 fn usage_errors_exit_2() {
     let out = Command::new(BIN).arg("frobnicate").output().unwrap();
