@@ -9,6 +9,9 @@
 use crate::ticket::{Priority, Status};
 use serde::Serialize;
 
+/// Most addresses one `/cc` adds (the ticket's participant cap applies on top).
+pub const MAX_CC: usize = 10;
+
 /// One parsed command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
@@ -126,8 +129,9 @@ fn parse_one(s: &str) -> Result<Command, String> {
         "unassign" => none(Command::Unassign),
         "priority" | "prio" => Ok(Command::Priority { priority: one("a priority")?.parse()? }),
         "queue" | "move" => Ok(Command::Queue { queue: one("a queue")? }),
-        "tag" | "tags" | "label" if !args.is_empty() => Ok(Command::Tag { tags: args.iter().map(|t| t.trim_matches(',').to_string()).filter(|t| !t.is_empty()).collect() }),
-        "untag" | "unlabel" if !args.is_empty() => Ok(Command::Untag { tags: args.iter().map(|t| t.trim_matches(',').to_string()).collect() }),
+        // Tags lose control characters (ESC would reach `tickets show` on a terminal, issue 17.5).
+        "tag" | "tags" | "label" if !args.is_empty() => Ok(Command::Tag { tags: args.iter().filter_map(|t| crate::rules::normalize_tag(t.trim_matches(','))).collect() }),
+        "untag" | "unlabel" if !args.is_empty() => Ok(Command::Untag { tags: args.iter().filter_map(|t| crate::rules::normalize_tag(t.trim_matches(','))).collect() }),
         "tag" | "tags" | "label" | "untag" | "unlabel" => Err(format!("/{name} needs at least one tag")),
         "escalate" => match args.as_slice() {
             [] => Ok(Command::Escalate { to: None }),
@@ -136,8 +140,9 @@ fn parse_one(s: &str) -> Result<Command, String> {
         },
         "cc" if !args.is_empty() => {
             let addrs: Vec<String> = args.iter().flat_map(|a| a.split(',')).map(|a| a.trim().trim_matches(['<', '>']).to_ascii_lowercase()).filter(|a| !a.is_empty()).collect();
-            match addrs.iter().find(|a| !a.contains('@') || a.contains(char::is_whitespace)) {
-                Some(bad) => Err(format!("`{bad}` is not an email address")),
+            match addrs.iter().find(|a| !crate::reference::valid_address(a)) {
+                Some(bad) => Err(format!("`{}` is not an email address", crate::reference::one_line(bad))),
+                None if addrs.len() > MAX_CC => Err(format!("/cc takes at most {MAX_CC} addresses")),
                 None => Ok(Command::Cc { addresses: addrs }),
             }
         }

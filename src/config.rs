@@ -190,7 +190,10 @@ pub struct Guard {
     /// Caps on ALL automatic mail (acknowledgements, notices, SLA mail) per recipient; a send
     /// over any cap is suppressed and recorded on the ticket.
     pub auto_mail_caps: Vec<Rate>,
-    /// New tickets per sender address.
+    /// Cap on all automatic mail to outside addresses together, whoever it goes to (forged
+    /// senders spread over many victims); `None` when "off".
+    pub auto_mail_total: Option<Rate>,
+    /// Requests per sender address: new tickets plus desk answers (status lists, catalog).
     pub sender_rate: Option<Rate>,
     /// New tickets per sender domain.
     pub domain_rate: Option<Rate>,
@@ -360,6 +363,11 @@ pub struct Desk {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_message_size: u64,
+    /// Most participants (requester included) one ticket takes; more are refused and recorded.
+    pub max_participants: u32,
+    /// Most outside addresses one mail we send goes to (To plus Cc): one inbound mail never
+    /// makes us write to more (issue 17.3).
+    pub max_recipients: u32,
 }
 
 /// The validated configuration; every field is ready to use.
@@ -634,6 +642,7 @@ struct RawSecurity {
 #[serde(default)]
 struct RawGuard {
     auto_mail_caps: Option<Vec<String>>,
+    auto_mail_total: Option<String>,
     new_tickets_per_sender: Option<String>,
     new_tickets_per_domain: Option<String>,
     flood_action: Option<String>,
@@ -687,6 +696,8 @@ struct RawOutbound {
 #[serde(default)]
 struct RawLimits {
     max_message_size: Option<String>,
+    max_participants: Option<u32>,
+    max_recipients: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1141,6 +1152,15 @@ impl Validator {
                 50 * 1024 * 1024
             }),
         };
+        let mut count = |key: &str, raw: Option<u32>, default: u32| match raw {
+            Some(0) => {
+                self.add(key, "must be at least 1".into());
+                default
+            }
+            v => v.unwrap_or(default),
+        };
+        let max_participants = count("limits.max_participants", raw.limits.max_participants, 20);
+        let max_recipients = count("limits.max_recipients", raw.limits.max_recipients, 10);
         let g = &raw.guard;
         // Defaults after Zammad (10 in 10 min) and Znuny (40 per day per address).
         let caps_raw = g.auto_mail_caps.clone().unwrap_or_else(|| vec!["10/10m".into(), "40/1d".into()]);
@@ -1163,6 +1183,7 @@ impl Validator {
                 },
             }
         };
+        let auto_mail_total = rate("guard.auto_mail_total", &g.auto_mail_total, "300/1h");
         let sender_rate = rate("guard.new_tickets_per_sender", &g.new_tickets_per_sender, "20/1h");
         let domain_rate = rate("guard.new_tickets_per_domain", &g.new_tickets_per_domain, "200/1h");
         let flood_action = match g.flood_action.as_deref().unwrap_or("append") {
@@ -1173,7 +1194,7 @@ impl Validator {
                 FloodAction::Append
             }
         };
-        let guard = Guard { auto_mail_caps, sender_rate, domain_rate, flood_action };
+        let guard = Guard { auto_mail_caps, auto_mail_total, sender_rate, domain_rate, flood_action };
 
         // [agents.*]
         let mut agents = BTreeMap::new();
@@ -1277,7 +1298,7 @@ impl Validator {
             queues,
             mailboxes,
             outbound,
-            limits: Limits { max_message_size },
+            limits: Limits { max_message_size, max_participants, max_recipients },
             guard,
             agents,
             security,

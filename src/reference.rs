@@ -75,6 +75,16 @@ pub fn one_line(s: &str) -> String {
     out.trim().to_string()
 }
 
+/// A plain `local@domain` address we can write to: one the composer's parser (lettre) takes, with
+/// a domain of non-empty dot-separated labels (`evil@x..y` is not one, issue 17.5).
+pub fn valid_address(a: &str) -> bool {
+    let Some((local, domain)) = a.rsplit_once('@') else { return false };
+    !local.is_empty()
+        && !domain.split('.').any(|l| l.is_empty() || l.starts_with('-') || l.ends_with('-'))
+        && a.chars().all(|c| c.is_ascii_graphic() || !c.is_ascii())
+        && a.parse::<lettre::Address>().is_ok()
+}
+
 /// The subject without reply/forward prefixes (Re, AW, SV, Fwd, WG, TR, Antw, …) or `[…]` tags,
 /// for showing and comparing conversations.
 pub fn normalize_subject(subject: &str) -> String {
@@ -107,6 +117,14 @@ mod tests {
         assert_eq!(f.parse_user_input("42"), Some(42));
         assert_eq!(f.tagged_subject(42, "Printer\r\nBcc: evil@example.org"), "[PD-42] Printer Bcc: evil@example.org");
         assert_eq!(f.tagged_subject(42, "Re: [PD-42] Printer"), "Re: [PD-42] Printer");
+    }
+
+    #[test]
+    fn addresses_are_checked_like_the_composer_does() {
+        assert!(valid_address("alice@example.org"));
+        for bad in ["evil@x..y", "evil@.x", "evil@x.", "a b@x.y", "@x.y", "x@", "nobody", "a@-x.y", "a\u{1b}@x.y"] {
+            assert!(!valid_address(bad), "{bad}");
+        }
     }
 
     #[test]

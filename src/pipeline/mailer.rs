@@ -81,7 +81,7 @@ pub fn send_auto(tx: &mut Tx<'_>, desk: &Desk, now: &Now, mut m: AutoMail<'_>) -
             None => cc.push(c),
         }
     }
-    m.cc = cc;
+    cap_recipients(tx, desk, now, &mut m, cc)?;
     match blocked(tx, desk, now, m.to, m.auto.is_some())? {
         Some(why) => {
             if let Some(t) = m.ticket {
@@ -92,7 +92,9 @@ pub fn send_auto(tx: &mut Tx<'_>, desk: &Desk, now: &Now, mut m: AutoMail<'_>) -
         }
         None => match queue(tx, desk, now, &m)? {
             Ok(p) => {
-                if m.auto.is_some() {
+                // Caps count mail to outside addresses; agents are never capped, and their
+                // notifications must not use up the desk-wide cap.
+                if m.auto.is_some() && desk.config.agent_by_email(m.to).is_none() {
                     tx.log_auto_mail(m.to, m.ticket, &now.s)?;
                 }
                 Ok(Sent::Queued(p))
@@ -128,7 +130,34 @@ fn blocked(tx: &Tx<'_>, desk: &Desk, now: &Now, to: &str, automatic: bool) -> Re
             return Ok(Some(format!("cap of {} automatic mails per {}s reached", cap.count, cap.window.as_secs())));
         }
     }
+    // Forged senders spread over many victims meet one cap for the whole desk (issue 17.4).
+    if let Some(cap) = desk.config.guard.auto_mail_total
+        && tx.auto_mail_total_reaches(cap.count, &now.minus(cap.window))?
+    {
+        return Ok(Some(format!("desk-wide cap of {} automatic mails per {}s reached", cap.count, cap.window.as_secs())));
+    }
     Ok(None)
+}
+
+/// Keep To plus Cc within `limits.max_recipients`; the rest are left out and recorded (17.3).
+fn cap_recipients(tx: &mut Tx<'_>, desk: &Desk, now: &Now, m: &mut AutoMail<'_>, mut cc: Vec<String>) -> Result<(), StoreError> {
+    let room = (desk.config.limits.max_recipients as usize).saturating_sub(1);
+    if cc.len() > room {
+        let left_out = cc.split_off(room);
+        if let Some(t) = m.ticket {
+            let why = format!("{} not copied to {} address(es) over limits.max_recipients = {}: {}", m.label, left_out.len(), room + 1, left_out.join(", "));
+            tx.event(t, "auto_mail_suppressed", &why, &now.s)?;
+        }
+    }
+    m.cc = cc;
+    Ok(())
+}
+
+/// Who a reply on `t` goes to: the requester, then the other outside participants, at most
+/// `limits.max_recipients` in all. Agents see this list in their notifications.
+pub fn reply_recipients(desk: &Desk, t: &crate::ticket::Ticket) -> Vec<String> {
+    let others = t.participants.iter().filter(|e| **e != t.requester && desk.config.agent_by_email(e).is_none());
+    std::iter::once(&t.requester).chain(others).take(desk.config.limits.max_recipients as usize).cloned().collect()
 }
 
 /// Render, compose, record and queue. `Ok(Err(why))` when the template or address is unusable.

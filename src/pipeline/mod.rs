@@ -599,8 +599,8 @@ fn place(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, decision: &Decision, sende
             }
             let g = &desk.config.guard;
             let domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-            let over = if let Some(r) = g.sender_rate.filter(|r| tx.tickets_opened_by(sender, &now.minus(r.window)).is_ok_and(|n| n >= r.count as u64)) {
-                Some(format!("{sender} opened {} or more tickets within {}s", r.count, r.window.as_secs()))
+            let over = if let Some(why) = sender_flood(tx, desk, sender, now)? {
+                Some(why)
             } else { g.domain_rate.filter(|r| !domain.is_empty() && tx.tickets_opened_from_domain(domain, &now.minus(r.window)).is_ok_and(|n| n >= r.count as u64)).map(|r| format!("{domain} opened {} or more tickets within {}s", r.count, r.window.as_secs())) };
             let Some(why) = over else { return Ok(Placement::New { related: *possibly_related }) };
             tracing::warn!(sender, why, "new-ticket flood");
@@ -620,13 +620,41 @@ fn place(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, decision: &Decision, sende
     }
 }
 
+/// Add outside people to a ticket's participants, up to `limits.max_participants` (requester
+/// included): one mail Cc'ing 300 people must not make every later reply go to all of them
+/// (issue 17.3). Those over the cap are recorded on the ticket and returned.
+pub(crate) fn add_participants(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, addresses: &[String], now: &Now) -> Result<Vec<String>, StoreError> {
+    let (_, mut have) = tx.ticket_summary(ticket)?.unwrap_or((Status::Open, Vec::new()));
+    let max = desk.config.limits.max_participants as usize;
+    let mut refused = Vec::new();
+    for a in addresses {
+        if have.contains(a) {
+            continue;
+        }
+        if have.len() >= max {
+            refused.push(a.clone());
+            continue;
+        }
+        tx.add_participant(ticket, a, "cc")?;
+        have.push(a.clone());
+    }
+    if !refused.is_empty() {
+        let detail = format!("{} address(es) not added, limits.max_participants = {max} reached: {}", refused.len(), refused.join(", "));
+        tx.event(ticket, "participants_capped", &detail, &now.s)?;
+    }
+    Ok(refused)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn follow_up(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, status: Status, sender: &str, verdict: &Verdict, now: &Now, actions: &mut Vec<String>) -> Result<(), StoreError> {
     let (_, participants) = tx.ticket_summary(ticket)?.unwrap_or((status, Vec::new()));
     // People who write join the conversation; mail systems and robots do not.
     if verdict.class == Class::Human && !sender.is_empty() && !participants.iter().any(|p| p == sender) {
-        tx.add_participant(ticket, sender, "cc")?;
-        actions.push(format!("added {sender} as a participant"));
+        if add_participants(tx, desk, ticket, &[sender.to_string()], now)?.is_empty() {
+            actions.push(format!("added {sender} as a participant"));
+        } else {
+            actions.push(format!("{sender} not added as a participant: limits.max_participants reached"));
+        }
     }
     // Automatic mail (out-of-office, bounces) never changes a ticket's state.
     if verdict.class == Class::Human && matches!(status, Status::Pending | Status::Resolved | Status::Closed) {
@@ -651,10 +679,16 @@ fn open_ticket(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, p: &Parsed, sender: 
     let ticket = tx.create_ticket(&NewTicket { subject: &subject, queue: &queue.name, priority: Priority::Normal, requester, related_to: related, now: &now.s })?;
     actions.push(format!("created ticket {} in queue {}", desk.refs.format(ticket), queue.name));
     // People the customer copied take part in the conversation (RT's Cc watchers).
-    for m in p.cc.iter().chain(p.to.iter()) {
-        if !m.address.is_empty() && m.address != requester && !desk.identity.own_addresses.contains(&m.address) && desk.signer.token_from_address(&m.address).is_none() && !guard::is_system_address(&m.address) {
-            tx.add_participant(ticket, &m.address, "cc")?;
-        }
+    let copied: Vec<String> = p
+        .cc
+        .iter()
+        .chain(p.to.iter())
+        .map(|m| m.address.clone())
+        .filter(|a| !a.is_empty() && a != requester && !desk.identity.own_addresses.contains(a) && desk.signer.token_from_address(a).is_none() && !guard::is_system_address(a))
+        .collect();
+    let refused = add_participants(tx, desk, ticket, &copied, now)?;
+    if !refused.is_empty() {
+        actions.push(format!("{} copied address(es) not added: limits.max_participants = {}", refused.len(), desk.config.limits.max_participants));
     }
     if let Some(rel) = related {
         let note = format!("linked to {} (possibly related)", desk.refs.format(rel));
@@ -757,9 +791,8 @@ fn apply_rule_actions(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, ra: &crate
     for ci in &ra.ci {
         tx.link_ci(ticket, ci)?;
     }
-    for w in &ra.watchers {
-        tx.add_participant(ticket, &w.to_ascii_lowercase(), "cc")?;
-    }
+    let watchers: Vec<String> = ra.watchers.iter().map(|w| w.to_ascii_lowercase()).collect();
+    add_participants(tx, desk, ticket, &watchers, now)?;
     // Priority, queue or policy changed on a running ticket: its SLA clocks follow.
     if !created && (ra.priority.is_some() || ra.queue.is_some() || ra.sla_policy.is_some())
         && let Some(t) = tx.ticket(ticket)?
@@ -767,6 +800,15 @@ fn apply_rule_actions(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, ra: &crate
         sla::recompute(tx, desk, &t)?;
     }
     Ok(())
+}
+
+/// Why `sender` may not make another request now: new tickets plus desk answers (status lists,
+/// catalog) within `guard.new_tickets_per_sender`. `None` when within the rate.
+fn sender_flood(tx: &Tx<'_>, desk: &Desk, sender: &str, now: &Now) -> Result<Option<String>, StoreError> {
+    let Some(r) = desk.config.guard.sender_rate else { return Ok(None) };
+    let since = now.minus(r.window);
+    let n = tx.tickets_opened_by(sender, &since)? + tx.desk_answers_to(sender, &since)?;
+    Ok((n >= r.count as u64).then(|| format!("{sender} made {} or more requests (new tickets, status or catalog answers) within {}s", r.count, r.window.as_secs())))
 }
 
 /// "status" from a customer: the list of their open tickets, by mail. No ticket is opened; the
@@ -780,6 +822,15 @@ fn status_request(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, ver
         return Ok(None);
     }
     let queue = desk.config.queue_of(d.mailbox).or_else(|| desk.config.queues.values().next()).expect("validated config has a queue");
+    // Desk answers count toward the sender's flood limit like new tickets (issue 17.4).
+    if let Some(why) = sender_flood(tx, desk, sender, now)? {
+        tracing::warn!(sender, why, "status request flood");
+        quarantine(tx, d, "flood", &format!("status request not answered: {why}"), now)?;
+        tx.record_delivery(key, None, "quarantined", &now.s)?;
+        let mut r = Report::new(p, Some(verdict.clone()), Some("status request (self-service)".into()), Outcome::Quarantined { reason: format!("flood control: {why}") });
+        r.actions.push(format!("flood control: {why}; not answered"));
+        return Ok(Some(r));
+    }
     let tickets: Vec<serde_json::Value> = tx
         .active_tickets_of(sender)?
         .iter()
