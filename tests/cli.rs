@@ -281,7 +281,8 @@ fn daemon_maildir_loop_reload_and_shutdown() {
     let log = std::fs::File::create(d.path("daemon.log")).unwrap();
     let mut child = d.cmd(&["run"]).stderr(log).stdout(Stdio::null()).spawn().unwrap();
     let newdir = d.path("var/maildir/support/new");
-    common::eventually(Duration::from_secs(10), "Maildir created", || newdir.is_dir().then_some(()));
+    // The daemon makes new/ before tmp/: wait for the last one.
+    common::eventually(Duration::from_secs(10), "Maildir created", || d.path("var/maildir/support/tmp").is_dir().then_some(()));
 
     let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "Printer jammed", "Floor 3.");
     std::fs::write(d.dir.path().join("var/maildir/support/tmp/1.eml"), &m.raw).unwrap();
