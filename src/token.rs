@@ -100,6 +100,13 @@ pub fn redact(id: &str) -> String {
     }
 }
 
+/// `text` with every id of ours in it redacted like [`redact`] (threading explanations).
+pub fn redact_in(text: &str) -> String {
+    static ID: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = ID.get_or_init(|| regex::Regex::new(&format!(r"\b{PREFIX}\.(\d+)\.[0-9A-Za-z]+\.[0-9A-Za-z]+@")).expect("static regex"));
+    re.replace_all(text, format!("{PREFIX}.$1.…@").as_str()).into_owned()
+}
+
 fn split<'a>(id: &'a str, domain: &str) -> Option<(TicketId, &'a str, &'a str)> {
     let (local, dom) = id.rsplit_once('@')?;
     if !dom.eq_ignore_ascii_case(domain) {
@@ -161,6 +168,8 @@ mod tests {
         assert_eq!(redact(&id), "pd.42.…@desk.example.com");
         assert!(!redact(&id).contains(secret));
         assert_eq!(redact("CAF00@mail.gmail.com"), "CAF00@mail.gmail.com");
+        let text = format!("follow-up on PD-42 (signed reply token <{id}> verified)");
+        assert_eq!(redact_in(&text), "follow-up on PD-42 (signed reply token <pd.42.…@desk.example.com> verified)");
     }
 
     #[test]

@@ -338,7 +338,8 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         ancestors.insert(0, id);
     }
     let decision = thread::decide(&sender, &tokens, &ancestors, &p.subject, tx, &desk.signer, &desk.refs)?;
-    let threading = decision.describe(&desk.refs);
+    // The explanation names the reply token it verified: logs and dry runs show it redacted.
+    let threading = crate::token::redact_in(&decision.describe(&desk.refs));
     let mut actions = Vec::new();
     let mut mails = Vec::new();
 
