@@ -396,7 +396,7 @@ fn grow(db: &Path, from: usize, to: usize, desk: &Desk, rng: &mut Rng) -> u64 {
             let a1 = conn.last_insert_rowid();
             mid.execute(params![inbound_id, id, a1]).unwrap();
             delivery.execute(params![rng.hex(64), a1, "created", t0]).unwrap();
-            let outbound_id = desk.signer.message_id(id, &requester);
+            let outbound_id = desk.signer.message_id(id, &requester, 0);
             let tagged = desk.refs.tagged_subject(id, &subject);
             article.execute(params![id, "outbound", "auto_reply", "support@example.test", requester, tagged, outbound_id, text(rng, 300), None::<String>, None::<String>, t0]).unwrap();
             let a2 = conn.last_insert_rowid();

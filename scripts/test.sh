@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, on a fresh Debian machine: installs the real mail servers the
 # integration tests start (Dovecot, Postfix, mutt) when missing, then runs every test.
-# Usage: scripts/test.sh [extra cargo test args]
+# Usage: scripts/test.sh                  every test binary (CI)
+#        scripts/test.sh --test faults    only what the arguments select (cargo test args)
+# Every selected test binary runs even when an earlier one fails (--no-fail-fast), so one
+# failure never hides another; the exit status is non-zero if any failed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,4 +13,7 @@ if [ "$(id -u)" -ne 0 ]; then
     exit 1
 fi
 bash scripts/install-test-deps.sh
-cargo test --locked --lib --bins --tests "$@"
+if [ "$#" -eq 0 ]; then
+    set -- --lib --bins --tests
+fi
+cargo test --locked --no-fail-fast "$@"

@@ -140,7 +140,8 @@ fn parse_one(s: &str) -> Result<Command, String> {
         },
         "cc" if !args.is_empty() => {
             let addrs: Vec<String> = args.iter().flat_map(|a| a.split(',')).map(|a| a.trim().trim_matches(['<', '>']).to_ascii_lowercase()).filter(|a| !a.is_empty()).collect();
-            match addrs.iter().find(|a| !crate::reference::valid_address(a)) {
+            // An RFC 5322 addr-spec we can write to; `@example.org` would break every reply.
+            match addrs.iter().find(|a| !crate::ticket::is_usable_address(a)) {
                 Some(bad) => Err(format!("`{}` is not an email address", crate::reference::one_line(bad))),
                 None if addrs.len() > MAX_CC => Err(format!("/cc takes at most {MAX_CC} addresses")),
                 None => Ok(Command::Cc { addresses: addrs }),
@@ -185,6 +186,18 @@ mod tests {
         assert!(p.errors[1].error.contains("unknown command /frobnicate"));
         assert!(p.errors[2].error.contains("takes no argument"));
         assert_eq!(p.text, "Text");
+    }
+
+    #[test]
+    fn cc_takes_only_usable_addresses() {
+        assert_eq!(parse("/cc Carl@Example.org, <dee@example.org>\nHi").commands, vec![Command::Cc { addresses: vec!["carl@example.org".into(), "dee@example.org".into()] }]);
+        assert_eq!(parse("/cc @example.org\nHi").errors.len(), 1);
+        // Issue 17.5: an empty domain label, a control character, more than MAX_CC addresses.
+        for bad in ["evil@x..y", "evil@.x", "a\u{1b}b@x.y", "a@-x.y"] {
+            assert_eq!(parse(&format!("/cc {bad}\nHi")).errors.len(), 1, "{bad}");
+        }
+        let many: Vec<String> = (0..=MAX_CC).map(|i| format!("p{i}@example.net")).collect();
+        assert!(parse(&format!("/cc {}\nHi", many.join(" "))).errors[0].error.contains("at most"));
     }
 
     #[test]

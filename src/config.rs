@@ -35,6 +35,25 @@ impl fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 pub struct Problems(pub Vec<Problem>);
 
+/// The message of the one problem a missing config file makes.
+const NOT_FOUND: &str = "config file not found (give one with --config PATH; see the README's Configuration)";
+
+impl Problems {
+    /// The config file does not exist: nothing in it is invalid, so callers say "not found".
+    pub fn is_not_found(&self) -> bool {
+        matches!(self.0.as_slice(), [p] if p.message == NOT_FOUND)
+    }
+
+    /// One error for a command that cannot go on without a valid config.
+    pub fn into_error(self) -> anyhow::Error {
+        if self.is_not_found() {
+            anyhow::anyhow!("{self}")
+        } else {
+            anyhow::anyhow!("invalid configuration:\n{self}")
+        }
+    }
+}
+
 impl fmt::Display for Problems {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, p) in self.0.iter().enumerate() {
@@ -155,6 +174,17 @@ pub struct Queue {
     pub language: Option<String>,
     /// Approvers of changes in this queue (else the desk-wide `[approvals]` list).
     pub approvers: Vec<String>,
+    /// Whether addresses a participant copies (To/Cc) on their own mail join the ticket.
+    pub cc_policy: CcPolicy,
+}
+
+/// Per-queue policy for the addresses a participant copies on their mail (docs/SECURITY.md).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CcPolicy {
+    /// They join as participants (RT's Cc watchers): they get agents' replies and may answer.
+    Join,
+    /// Only the requester (and holders of a token we sent them) take part.
+    Ignore,
 }
 
 /// Per-queue policy for mail that arrives on a closed ticket.
@@ -198,6 +228,11 @@ pub struct Guard {
     /// New tickets per sender domain.
     pub domain_rate: Option<Rate>,
     pub flood_action: FloodAction,
+    /// How long a hard bounce keeps an address from being mailed (unless it writes first).
+    pub undeliverable_for: Duration,
+    /// A new mail this soon after our automatic mail to its sender, shaped like the sender's
+    /// previous mail, is a responder answering us: kept in quarantine, never answered.
+    pub loop_reply_window: Duration,
 }
 
 /// An agent: works tickets from their own mail client.
@@ -228,6 +263,8 @@ pub struct Security {
     /// from one of `trusted_authserv_ids` (RFC 8601 §5: only trust results our own MTA added).
     pub require_dkim: bool,
     pub trusted_authserv_ids: Vec<String>,
+    /// Commands (and approvals) are taken only from answers to mail sent at most this long ago.
+    pub command_token_max_age: Option<Duration>,
 }
 
 /// Targets of one service-level policy, in business seconds of its calendar.
@@ -357,6 +394,9 @@ pub struct Desk {
     pub ref_prefix: String,
     /// HMAC key for reply tokens; `None` means "generate and keep one in data_dir/secret".
     pub secret: Option<Secret>,
+    /// After a key rotation: the previous key, which still verifies (never signs) until the
+    /// given moment (unix seconds).
+    pub previous_secret: Option<(Secret, i64)>,
 }
 
 /// Limits that protect the desk from hostile or broken input.
@@ -370,10 +410,21 @@ pub struct Limits {
     pub max_recipients: u32,
 }
 
+/// Where a secret (`password`, `secret`, …) was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretSource {
+    /// Its key path, `mailboxes.support.password`.
+    pub key: String,
+    /// The `*_file` it was read from; `None` when written inline in the config file.
+    pub file: Option<PathBuf>,
+}
+
 /// The validated configuration; every field is ready to use.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub file: PathBuf,
+    /// Where each configured secret came from (for `postdesk check`'s file-mode warnings).
+    pub secret_sources: Vec<SecretSource>,
     pub desk: Desk,
     pub queues: BTreeMap<String, Queue>,
     pub mailboxes: BTreeMap<String, Mailbox>,
@@ -404,6 +455,9 @@ pub struct Config {
     /// The knowledge-base folder (`[kb] folder`) and how many articles an acknowledgement suggests.
     pub kb: Option<(PathBuf, usize)>,
     pub log_level: String,
+    /// `[log] format`: `text` (the default; colours only on a terminal without NO_COLOR) or `json`
+    /// (one object per line, for log shippers).
+    pub log_json: bool,
     /// Graceful shutdown deadline (finish the message in hand, then abort).
     pub shutdown_timeout: Duration,
 }
@@ -501,6 +555,9 @@ struct RawDesk {
     ref_prefix: Option<String>,
     secret: Option<String>,
     secret_file: Option<String>,
+    previous_secret: Option<String>,
+    previous_secret_file: Option<String>,
+    previous_secret_until: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -517,6 +574,7 @@ struct RawQueue {
     sla: Option<String>,
     language: Option<String>,
     approvers: Option<Vec<String>>,
+    cc_policy: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -636,6 +694,7 @@ struct RawPolicy {
 struct RawSecurity {
     require_dkim: Option<bool>,
     trusted_authserv_ids: Option<Vec<String>>,
+    command_token_max_age: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -646,6 +705,8 @@ struct RawGuard {
     new_tickets_per_sender: Option<String>,
     new_tickets_per_domain: Option<String>,
     flood_action: Option<String>,
+    undeliverable_for: Option<String>,
+    loop_reply_window: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -704,6 +765,7 @@ struct RawLimits {
 #[serde(default)]
 struct RawLog {
     level: Option<String>,
+    format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -724,8 +786,13 @@ pub fn load(path: &Path) -> Result<Config, Problems> {
 /// [`load`] with the environment given explicitly (tests).
 pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, Problems> {
     let problem = |key: &str, message: String| Problem { file: path.to_path_buf(), line: None, key: key.to_string(), message };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Problems(vec![problem("", format!("cannot read config file: {e}"))]))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let message = match e.kind() {
+            std::io::ErrorKind::NotFound => NOT_FOUND.to_string(),
+            _ => format!("cannot read config file: {e}"),
+        };
+        Problems(vec![problem("", message)])
+    })?;
     let locator = Locator::new(&text);
 
     // Secrets are taken as they are: never parsed as numbers (a digits-only password keeps its
@@ -751,7 +818,7 @@ pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, Pr
         .map_err(|e| Problems(vec![problem("", scrub(e.to_string()))]))?;
 
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut v = Validator { file: path.to_path_buf(), locator, problems: Vec::new(), base };
+    let mut v = Validator { file: path.to_path_buf(), locator, problems: Vec::new(), base, secrets: Vec::new() };
     for key in unknown {
         v.add(&key, "unknown key".to_string());
     }
@@ -820,6 +887,7 @@ struct Validator {
     locator: Locator,
     problems: Vec<Problem>,
     base: PathBuf,
+    secrets: Vec<SecretSource>,
 }
 
 impl Validator {
@@ -849,15 +917,47 @@ impl Validator {
         }
     }
 
+    /// `[desk] previous_secret(_file)` with `previous_secret_until` (RFC 3339 or YYYY-MM-DD, UTC).
+    fn previous_secret(&mut self, d: &RawDesk) -> Option<(Secret, i64)> {
+        let secret = self.secret("desk.previous_secret", &d.previous_secret, &d.previous_secret_file);
+        let until = d.previous_secret_until.as_deref().map(|u| {
+            let full = if u.len() == 10 { format!("{u}T00:00:00Z") } else { u.to_string() };
+            time::OffsetDateTime::parse(&full, &time::format_description::well_known::Rfc3339).map(|t| t.unix_timestamp())
+        });
+        match (secret, until) {
+            (Some(s), Some(Ok(t))) => Some((s, t)),
+            (_, Some(Err(_))) => {
+                self.add("desk.previous_secret_until", "expected a date (2027-01-31) or an RFC 3339 time".into());
+                None
+            }
+            (Some(_), None) => {
+                self.add("desk.previous_secret_until", "a previous key needs the date its grace period ends".into());
+                None
+            }
+            (None, Some(_)) => {
+                self.add("desk.previous_secret", "previous_secret_until without previous_secret or previous_secret_file".into());
+                None
+            }
+            (None, None) => None,
+        }
+    }
+
     fn secret(&mut self, key: &str, value: &Option<String>, file: &Option<String>) -> Option<Secret> {
         match (value, file) {
             (Some(_), Some(_)) => {
                 self.add(key, format!("give either `{}` or `{}_file`, not both", leaf(key), leaf(key)));
                 None
             }
-            (Some(v), None) => Some(Secret::new(v.clone())),
+            (Some(v), None) => {
+                // Inline in the file (not from an environment override): check warns if others can read it.
+                if self.locator.line_of(key).is_some() {
+                    self.secrets.push(SecretSource { key: key.to_string(), file: None });
+                }
+                Some(Secret::new(v.clone()))
+            }
             (None, Some(f)) => {
                 let p = self.path(f);
+                self.secrets.push(SecretSource { key: format!("{key}_file"), file: Some(p.clone()) });
                 match std::fs::read_to_string(&p) {
                     Ok(s) => Some(Secret::new(s.trim_end_matches(['\r', '\n']).to_string())),
                     Err(e) => {
@@ -948,6 +1048,7 @@ impl Validator {
             templates_dir,
             ref_prefix,
             secret,
+            previous_secret: self.previous_secret(d),
         };
 
         // [queues.*]
@@ -986,6 +1087,14 @@ impl Validator {
                 }
             };
             let reopen_within = q.reopen_within.as_ref().map(|_| self.duration(&format!("{key}.reopen_within"), &q.reopen_within, Duration::ZERO));
+            let cc_policy = match q.cc_policy.as_deref().unwrap_or("join") {
+                "join" => CcPolicy::Join,
+                "ignore" => CcPolicy::Ignore,
+                other => {
+                    self.add(&format!("{key}.cc_policy"), format!("unknown value `{other}` (expected join or ignore)"));
+                    CcPolicy::Join
+                }
+            };
             queues.insert(
                 name.clone(),
                 Queue {
@@ -1001,6 +1110,7 @@ impl Validator {
                     sla: q.sla.clone(),
                     language: q.language.clone(),
                     approvers: q.approvers.clone().unwrap_or_default().into_iter().map(|a| a.trim().to_ascii_lowercase()).collect(),
+                    cc_policy,
                 },
             );
         }
@@ -1194,7 +1304,9 @@ impl Validator {
                 FloodAction::Append
             }
         };
-        let guard = Guard { auto_mail_caps, auto_mail_total, sender_rate, domain_rate, flood_action };
+        let undeliverable_for = self.duration("guard.undeliverable_for", &g.undeliverable_for, Duration::from_secs(30 * 86400));
+        let loop_reply_window = self.duration("guard.loop_reply_window", &g.loop_reply_window, Duration::from_secs(120));
+        let guard = Guard { auto_mail_caps, auto_mail_total, sender_rate, domain_rate, flood_action, undeliverable_for, loop_reply_window };
 
         // [agents.*]
         let mut agents = BTreeMap::new();
@@ -1281,6 +1393,10 @@ impl Validator {
         let security = Security {
             require_dkim: raw.security.require_dkim.unwrap_or(false),
             trusted_authserv_ids: raw.security.trusted_authserv_ids.clone().unwrap_or_default().into_iter().map(|s| s.to_ascii_lowercase()).collect(),
+            command_token_max_age: match raw.security.command_token_max_age.as_deref() {
+                Some("off") => None,
+                other => Some(self.duration("security.command_token_max_age", &other.map(str::to_string), Duration::from_secs(30 * 86400))),
+            },
         };
         if security.require_dkim && security.trusted_authserv_ids.is_empty() {
             self.add("security.trusted_authserv_ids", "require_dkim needs the authserv-id(s) of your own MTA".into());
@@ -1290,10 +1406,19 @@ impl Validator {
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
             self.add("log.level", format!("`{log_level}` is not a log level or filter"));
         }
+        let log_json = match raw.log.format.as_deref().unwrap_or("text") {
+            "text" => false,
+            "json" => true,
+            other => {
+                self.add("log.format", format!("`{other}`: expected text or json"));
+                false
+            }
+        };
         let shutdown_timeout = self.duration("daemon.shutdown_timeout", &raw.daemon.shutdown_timeout, Duration::from_secs(20));
 
         Config {
             file: self.file.clone(),
+            secret_sources: std::mem::take(&mut self.secrets),
             desk,
             queues,
             mailboxes,
@@ -1329,6 +1454,7 @@ impl Validator {
                 allow_close: s.allow_close.unwrap_or(true),
             }),
             log_level,
+            log_json,
             shutdown_timeout,
         }
     }
@@ -1542,6 +1668,22 @@ poll_interval = "soon"
         assert!(s.contains("mailboxes.support.host: is required"), "{s}");
         assert!(s.contains("postdesk.toml:12: mailboxes.support.poll_interval"), "{s}");
         assert!(err.0.len() >= 4, "{s}");
+    }
+
+    #[test]
+    fn key_rotation_and_token_age() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("old.key"), "the previous key, long enough\n").unwrap();
+        let base = "[queues.support]\naddress = \"support@example.com\"\n[mailboxes.support]\nkind = \"pipe\"\n";
+        let cfg = load(&write(dir.path(), &format!("[desk]\nprevious_secret_file = \"old.key\"\nprevious_secret_until = \"2027-01-31\"\n{base}"))).unwrap();
+        let (prev, until) = cfg.desk.previous_secret.as_ref().unwrap();
+        assert_eq!((prev.expose(), *until), ("the previous key, long enough", 1_801_353_600));
+        assert_eq!(cfg.security.command_token_max_age, Some(Duration::from_secs(30 * 86400)), "default");
+        let text = format!("[desk]\nprevious_secret_file = \"old.key\"\n[security]\ncommand_token_max_age = \"soon\"\n{base}");
+        let p = load(&write(dir.path(), &text)).unwrap_err().to_string();
+        assert!(p.contains("desk.previous_secret_until") && p.contains("security.command_token_max_age"), "{p}");
+        let off = load(&write(dir.path(), &format!("[security]\ncommand_token_max_age = \"off\"\n{base}"))).unwrap();
+        assert_eq!(off.security.command_token_max_age, None);
     }
 
     #[test]

@@ -15,8 +15,73 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::task::JoinSet;
 
+/// One daemon per database: an exclusive lock on `<database>-daemon.pid`, which holds the
+/// daemon's pid, kept for its whole life (the kernel drops it when the process ends, even by
+/// kill -9). Two daemons on one database would send the same mail twice. `deliver` and the
+/// other commands do not take it: SQLite's own locking keeps them safe beside the daemon.
+#[derive(Debug)]
+pub struct DaemonLock {
+    _file: std::fs::File,
+}
+
+/// The daemon lock could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum LockError {
+    #[error("another postdesk daemon (pid {pid}) is running on {database}; stop it first: two daemons on one database would send mail twice")]
+    Held { pid: String, database: PathBuf },
+    #[error("cannot lock {path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+impl DaemonLock {
+    fn path(database: &Path) -> PathBuf {
+        let mut path = database.as_os_str().to_owned();
+        path.push("-daemon.pid");
+        PathBuf::from(path)
+    }
+
+    /// The pid of the daemon running on `database`, if one is (for `postdesk status`). The probe
+    /// takes a shared lock for an instant, never the exclusive one.
+    pub fn holder(database: &Path) -> Option<String> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(Self::path(database)).ok()?;
+        match file.try_lock_shared() {
+            Ok(()) => None,
+            Err(_) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                Some(if pid.trim().is_empty() { "unknown".into() } else { pid.trim().to_string() })
+            }
+        }
+    }
+
+    pub fn take(database: &Path) -> Result<DaemonLock, LockError> {
+        use std::io::{Read, Seek, Write};
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = Self::path(database);
+        let io = |source| LockError::Io { path: path.clone(), source };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(io)?;
+        }
+        let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(&path).map_err(io)?;
+        match file.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                let pid = if pid.trim().is_empty() { "unknown".to_string() } else { pid.trim().to_string() };
+                return Err(LockError::Held { pid, database: database.to_path_buf() });
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        file.set_len(0).and_then(|_| file.rewind()).and_then(|_| writeln!(file, "{}", std::process::id())).map_err(io)?;
+        Ok(DaemonLock { _file: file })
+    }
+}
+
 /// A started daemon; tests drive it in process, `run` drives it from signals.
 pub struct Running {
+    _lock: DaemonLock,
     trigger: Trigger,
     tasks: JoinSet<()>,
     pub pipeline: Pipeline,
@@ -28,6 +93,7 @@ pub struct Running {
 /// Open the database, start the outbound worker and every intake.
 pub async fn start(desk: Desk, config_path: &Path, clock: SharedClock) -> anyhow::Result<Running> {
     let cfg = &desk.config;
+    let lock = DaemonLock::take(&cfg.desk.database)?;
     let store = Arc::new(Store::open(&cfg.desk.database).context("opening the database")?);
     let transport = Arc::new(Transport::from_config(&cfg.outbound.transport)?);
     let pipeline = Pipeline::new(store.clone(), clock.clone());
@@ -53,7 +119,7 @@ pub async fn start(desk: Desk, config_path: &Path, clock: SharedClock) -> anyhow
         tasks.spawn(crate::intake::run_mailbox(name, pipeline.clone(), handle.clone(), shutdown.clone()));
     }
     tracing::info!(database = %pipeline.store.path().display(), "postdesk started");
-    Ok(Running { trigger, tasks, pipeline, desk: handle, config_path: config_path.to_path_buf(), deadline })
+    Ok(Running { _lock: lock, trigger, tasks, pipeline, desk: handle, config_path: config_path.to_path_buf(), deadline })
 }
 
 /// Announce SLA warnings and breaches as they fall due and run the lifecycle timers (checked
@@ -112,7 +178,7 @@ impl Running {
 /// `postdesk run`: start, tell systemd we are ready, serve until SIGTERM/SIGINT, reload on SIGHUP.
 pub async fn run(config_path: &Path, clock: SharedClock) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let desk = Desk::load(config_path, KeyMode::Persistent).map_err(|p| anyhow::anyhow!("invalid configuration:\n{p}"))?;
+    let desk = Desk::load(config_path, KeyMode::Persistent).map_err(crate::config::Problems::into_error)?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;

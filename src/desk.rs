@@ -162,7 +162,10 @@ impl Desk {
                 cis,
                 catalog,
                 kb,
-                signer: Signer::new(&key, &config.desk.domain),
+                signer: match &config.desk.previous_secret {
+                    Some((prev, until)) => Signer::new(&key, &config.desk.domain).with_previous(prev.expose().as_bytes(), *until),
+                    None => Signer::new(&key, &config.desk.domain),
+                },
                 refs: RefFormat::new(&config.desk.ref_prefix),
                 identity: Identity { domain: config.desk.domain.clone(), own_addresses: config.own_addresses() },
                 templates,

@@ -23,6 +23,7 @@ pub mod ticket;
 pub mod tnef;
 pub mod token;
 pub mod desk;
+pub mod fsmode;
 pub mod outbound;
 pub mod pipeline;
 pub mod render;

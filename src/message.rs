@@ -13,10 +13,25 @@
 //!   the files unpacked from it (kept as is when nothing could be unpacked).
 //! - **Visible text**: [`crate::quote::visible_text`] of the text body, for notifications.
 
-use crate::ticket::{AttachmentInfo, normalize_address};
+use crate::ticket::{AttachmentInfo, is_usable_address, normalize_address};
 use crate::{html, quote, tnef};
 use mail_parser::{HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 use sha2::{Digest, Sha256};
+use std::collections::HashSet;
+
+/// Bounds on the work one message may cause, whatever its size: hostile mail costs time linear
+/// in its length and never more than these. What they cut is listed in [`Parsed::truncated`].
+/// Message-IDs kept per In-Reply-To / References list (References keeps its root and the newest).
+pub const MAX_IDS: usize = 500;
+/// Top-level header fields kept in [`Parsed::headers`].
+pub const MAX_HEADERS: usize = 1000;
+/// MIME parts read for text and attachments.
+pub const MAX_PARTS: usize = 1000;
+/// Multipart / nested-message depth read; deeper parts are ignored.
+pub const MAX_DEPTH: usize = 32;
+/// Lines before the header section skipped as junk (an mbox `From ` line, a forwarding client's
+/// "---- Original email message ----", a line of spaces).
+const MAX_JUNK_LINES: usize = 5;
 
 /// An address with its display name, as found in a header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +80,10 @@ pub struct Parsed {
     pub in_reply_to: Vec<String>,
     pub references: Vec<String>,
     pub from: Option<Mailbox>,
+    /// The header `from` was taken from when From itself had no usable address ("Sender",
+    /// "Reply-To", "From" for a later From mailbox); `None` when it is From's first mailbox.
+    /// Such an author is never taken for an agent (only From is identity).
+    pub from_fallback: Option<&'static str>,
     pub to: Vec<Mailbox>,
     pub cc: Vec<Mailbox>,
     pub reply_to: Vec<Mailbox>,
@@ -90,6 +109,9 @@ pub struct Parsed {
     pub size: usize,
     /// Hex SHA-256 of the raw bytes: duplicate-delivery detection and quarantine names.
     pub sha256: String,
+    /// What parsing left out to bound its work (see [`MAX_IDS`] and the other limits), one
+    /// line each; empty for ordinary mail. The pipeline records it on the ticket.
+    pub truncated: Vec<String>,
 }
 
 impl Parsed {
@@ -108,15 +130,11 @@ impl Parsed {
         self.from.as_ref().map(|m| m.address.as_str()).unwrap_or("")
     }
 
-    /// Every Message-ID this message points back to: In-Reply-To first, then References newest first.
+    /// Every Message-ID this message points back to: In-Reply-To first, then References newest
+    /// first, each once. Linear: the lists are bounded by [`MAX_IDS`] and seen once through a set.
     pub fn ancestors(&self) -> Vec<&str> {
-        let mut out: Vec<&str> = Vec::new();
-        for id in self.in_reply_to.iter().chain(self.references.iter().rev()) {
-            if !out.contains(&id.as_str()) {
-                out.push(id);
-            }
-        }
-        out
+        let mut seen: HashSet<&str> = HashSet::with_capacity(self.in_reply_to.len() + self.references.len());
+        self.in_reply_to.iter().chain(self.references.iter().rev()).map(String::as_str).filter(|id| seen.insert(id)).collect()
     }
 }
 
@@ -124,18 +142,23 @@ impl Parsed {
 pub fn parse(raw: &[u8]) -> Result<Parsed, NotMail> {
     let sha256 = hex::encode(Sha256::digest(raw));
     let normalized = normalize_line_endings(raw);
-    if !starts_with_header(&normalized) {
-        return Err(NotMail);
-    }
-    let msg = MessageParser::default().parse(normalized.as_ref()).ok_or(NotMail)?;
+    // Junk before the header section is skipped for parsing only: `raw` is stored as received.
+    let start = header_start(&normalized).ok_or(NotMail)?;
+    let msg = MessageParser::default().parse(&normalized[start..]).ok_or(NotMail)?;
     if msg.headers().is_empty() {
         return Err(NotMail);
     }
+    let mut truncated = Vec::new();
 
+    let header_count = msg.headers_raw().count();
     let headers: Vec<(String, String)> = msg
         .headers_raw()
+        .take(MAX_HEADERS)
         .map(|(n, v)| (n.to_ascii_lowercase(), unfold(v)))
         .collect();
+    if header_count > MAX_HEADERS {
+        truncated.push(format!("header fields: kept the first {MAX_HEADERS} of {header_count}"));
+    }
 
     let (message_id, message_id_missing) = match msg.message_id().map(clean_id).filter(|s| !s.is_empty()) {
         Some(id) => (id, false),
@@ -145,8 +168,9 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, NotMail> {
     let subject = subject(&msg);
     let content_type = mime_type(msg.root_part(), "text/plain");
 
-    let files_and_tnef = attachments(&msg);
-    let Content { mut text, html, repaired } = content(&msg);
+    let readable = readable_parts(&msg, &mut truncated);
+    let files_and_tnef = attachments(&msg, &readable);
+    let Content { mut text, html, repaired } = content(&msg, &readable, 0);
     if text.trim().is_empty() {
         // Outlook's rich-text mail: the only body may be inside winmail.dat.
         if let Some(t) = files_and_tnef.1.filter(|t| !t.trim().is_empty()) {
@@ -155,15 +179,18 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, NotMail> {
     }
     let files = files_and_tnef.0;
     let visible_text = quote::visible_text(&text);
+    let (from, from_fallback) = author(&msg).unzip();
+    let from_fallback = from_fallback.flatten();
     Ok(Parsed {
         message_id,
         message_id_missing,
-        in_reply_to: id_list(msg.in_reply_to()),
-        references: id_list(msg.references()),
-        from: msg.from().and_then(|a| a.first()).map(mailbox),
-        to: msg.to().map(|a| a.iter().map(mailbox).collect()).unwrap_or_default(),
-        cc: msg.cc().map(|a| a.iter().map(mailbox).collect()).unwrap_or_default(),
-        reply_to: msg.reply_to().map(|a| a.iter().map(mailbox).collect()).unwrap_or_default(),
+        in_reply_to: id_list(msg.in_reply_to(), "In-Reply-To", false, &mut truncated),
+        references: id_list(msg.references(), "References", true, &mut truncated),
+        from,
+        from_fallback,
+        to: mailboxes(&msg, "To"),
+        cc: mailboxes(&msg, "Cc"),
+        reply_to: mailboxes(&msg, "Reply-To"),
         subject,
         headers,
         content_type,
@@ -175,7 +202,41 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, NotMail> {
         files,
         size: raw.len(),
         sha256,
+        truncated,
     })
+}
+
+/// Which of the message's parts are read: the first [`MAX_PARTS`], no deeper than [`MAX_DEPTH`]
+/// multiparts. One pass over the part tree (mail-parser keeps it flat, children by index).
+fn readable_parts(msg: &Message<'_>, truncated: &mut Vec<String>) -> Vec<bool> {
+    let n = msg.parts.len();
+    let mut readable = vec![false; n];
+    let mut stack = vec![(0usize, 0usize)];
+    let (mut too_deep, mut kept) = (false, 0usize);
+    while let Some((i, depth)) = stack.pop() {
+        if i >= n || readable[i] {
+            continue; // a malformed tree never makes us loop
+        }
+        if depth > MAX_DEPTH {
+            too_deep = true;
+            continue;
+        }
+        if kept == MAX_PARTS {
+            break;
+        }
+        readable[i] = true;
+        kept += 1;
+        if let PartType::Multipart(children) = &msg.parts[i].body {
+            stack.extend(children.iter().rev().map(|&c| (c as usize, depth + 1)));
+        }
+    }
+    if n > MAX_PARTS {
+        truncated.push(format!("MIME parts: read {kept} of {n}"));
+    }
+    if too_deep {
+        truncated.push(format!("MIME nesting deeper than {MAX_DEPTH} levels: the deeper parts were not read"));
+    }
+    readable
 }
 
 /// Mail whose lines end mostly in a bare CR (classic Mac OS) with its bare CRs as LF, so
@@ -226,10 +287,11 @@ struct Content {
 
 /// Body text and HTML from the parts mail-parser chose as body (RFC 2046 §5.1.4: the last
 /// alternative is the richest, but agents read text, so the plain alternative is preferred).
-fn content(msg: &Message<'_>) -> Content {
+fn content(msg: &Message<'_>, readable: &[bool], depth: usize) -> Content {
     let mut repaired = false;
     let mut texts: Vec<String> = Vec::new();
-    for part in msg.text_body.iter().filter_map(|&i| msg.parts.get(i as usize)) {
+    let readable = |i: &&u32| readable.get(**i as usize).copied().unwrap_or(false);
+    for part in msg.text_body.iter().filter(readable).filter_map(|&i| msg.parts.get(i as usize)) {
         match &part.body {
             PartType::Text(_) => texts.push(decoded_text(msg, part, &mut repaired)),
             PartType::Html(_) => texts.push(html::to_text(&decoded_text(msg, part, &mut repaired))),
@@ -239,6 +301,7 @@ fn content(msg: &Message<'_>) -> Content {
     let htmls: Vec<String> = msg
         .html_body
         .iter()
+        .filter(readable)
         .filter_map(|&i| msg.parts.get(i as usize))
         .filter(|p| matches!(p.body, PartType::Html(_)))
         .map(|p| decoded_text(msg, p, &mut repaired))
@@ -254,11 +317,14 @@ fn content(msg: &Message<'_>) -> Content {
     // Forwarded as attachment with nothing written above it: the attached message is the request.
     // Not for reports (RFC 6522): a bounce's returned message is not what the bounce says.
     let report = msg.root_part().content_type().is_some_and(|ct| ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("report")));
+    // Each nested message is read to a bounded depth (RFC 2046 §5.2.1 allows any nesting).
     if text.trim().is_empty()
         && !report
-        && let Some(nested) = msg.attachments().find_map(|p| p.message())
+        && depth < MAX_DEPTH
+        && let Some(nested) = msg.attachments.iter().filter(readable).filter_map(|&i| msg.parts.get(i as usize)).find_map(|p| p.message())
     {
-        let inner = content(nested);
+        let mut ignored = Vec::new();
+        let inner = content(nested, &readable_parts(nested, &mut ignored), depth + 1);
         repaired |= inner.repaired;
         text = inner.text;
     }
@@ -346,10 +412,11 @@ fn guess_decode(bytes: &[u8], allow_utf8: bool) -> String {
 }
 
 /// Every attachment of the message, TNEF unpacked; plus the text body found inside TNEF.
-fn attachments(msg: &Message<'_>) -> (Vec<Attachment>, Option<String>) {
+fn attachments(msg: &Message<'_>, readable: &[bool]) -> (Vec<Attachment>, Option<String>) {
     let mut out = Vec::new();
     let mut tnef_text = None;
-    for (i, part) in msg.attachments().enumerate() {
+    let parts = msg.attachments.iter().filter(|&&i| readable.get(i as usize).copied().unwrap_or(false)).filter_map(|&i| msg.parts.get(i as usize));
+    for (i, part) in parts.enumerate() {
         let content_type = mime_type(part, "application/octet-stream");
         // mail-parser lists a multipart whose boundary never appears as a part of its own; that
         // is a broken container, not a file. An empty part without a name carries nothing.
@@ -479,41 +546,90 @@ fn clean_file_name(name: &str) -> String {
     cleaned.trim().to_string()
 }
 
-/// RFC 5322 §2.2: a header section starts with `field-name ":"`, field-name being printable
-/// ASCII without colon. An mbox `From ` separator line before it is tolerated.
-fn starts_with_header(raw: &[u8]) -> bool {
-    let mut rest = raw;
-    while let Some(r) = rest.strip_prefix(b"\n").or_else(|| rest.strip_prefix(b"\r\n")) {
-        rest = r;
-    }
-    if rest.starts_with(b"From ") {
-        match rest.iter().position(|&b| b == b'\n') {
-            Some(i) => rest = &rest[i + 1..],
-            None => return false,
+/// Where the header section starts. RFC 5322 §2.2: a field starts with `field-name ":"`,
+/// field-name being printable ASCII without colon. Like MTAs and other help desks, up to
+/// [`MAX_JUNK_LINES`] lines before it that are not fields are skipped (an mbox `From ` line,
+/// a forwarding client's separator, a line of spaces, blank lines). `None`: not mail.
+fn header_start(raw: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    for _ in 0..=MAX_JUNK_LINES {
+        let line = &raw[at..];
+        let name_len = line.iter().take_while(|&&b| (33..=126).contains(&b) && b != b':').count();
+        let spaces = line[name_len..].iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+        if name_len > 0 && line.get(name_len + spaces) == Some(&b':') {
+            return Some(at);
         }
+        at += memchr::memchr(b'\n', line)? + 1;
     }
-    let name_len = rest.iter().take_while(|&&b| (33..=126).contains(&b) && b != b':').count();
-    let spaces = rest[name_len..].iter().take_while(|&&b| b == b' ' || b == b'\t').count();
-    name_len > 0 && rest.get(name_len + spaces) == Some(&b':')
+    None
 }
 
-fn mailbox(a: &mail_parser::Addr<'_>) -> Mailbox {
-    Mailbox {
-        name: a.name.as_ref().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()),
-        address: a.address.as_deref().map(normalize_address).unwrap_or_default(),
-    }
+/// The author (RFC 5322 §3.6.2): the first From mailbox with a usable address; else the Sender,
+/// then Reply-To, then a later From address (with the header it came from). With none usable,
+/// the first From as it is (a `MAILER-DAEMON` name without address).
+fn author(msg: &Message<'_>) -> Option<(Mailbox, Option<&'static str>)> {
+    let (from, sender, reply_to) = (mailboxes(msg, "From"), mailboxes(msg, "Sender"), mailboxes(msg, "Reply-To"));
+    let first = from.first().map(|m| (m, None));
+    let mut candidates = first
+        .into_iter()
+        .chain(sender.iter().map(|m| (m, Some("Sender"))))
+        .chain(reply_to.iter().map(|m| (m, Some("Reply-To"))))
+        .chain(from.iter().skip(1).map(|m| (m, Some("From"))));
+    candidates.find(|(m, _)| !m.address.is_empty()).or(first).map(|(m, h)| (m.clone(), h))
 }
 
-fn id_list(v: &HeaderValue<'_>) -> Vec<String> {
+/// The mailboxes of an address header (groups flattened, comments dropped: mail-parser reads
+/// RFC 5322 §3.4 address lists), each through [`mailbox`].
+fn mailboxes(msg: &Message<'_>, header: &'static str) -> Vec<Mailbox> {
+    let raw = msg.header_raw(header).unwrap_or("");
+    let list = msg.root_part().headers.iter().find(|h| h.name.as_str().eq_ignore_ascii_case(header)).and_then(|h| h.value.as_address());
+    list.map(|a| a.iter().map(|a| mailbox(a, raw)).collect()).unwrap_or_default()
+}
+
+/// One mailbox; its address is empty unless usable ([`is_usable_address`]): an invalid address is
+/// never stored as a participant nor written to.
+fn mailbox(a: &mail_parser::Addr<'_>, raw_header: &str) -> Mailbox {
+    let name = a.name.as_ref().map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
+    let address = a.address.as_deref().map(normalize_address).unwrap_or_default();
+    if let Some(quoted) = quoted_local_part(name.as_deref(), &address, raw_header) {
+        return Mailbox { name: None, address: quoted };
+    }
+    Mailbox { name, address: Some(address).filter(|a| is_usable_address(a)).unwrap_or_default() }
+}
+
+/// RFC 5322 §3.4.1: `local-part = dot-atom / quoted-string`, so `"john doe"@example.org` is one
+/// address. mail-parser 0.11 reads it as the name `john doe` and the address `@example.org`;
+/// rebuild it when the raw header shows exactly that quoted local part before the domain.
+fn quoted_local_part(name: Option<&str>, address: &str, raw_header: &str) -> Option<String> {
+    let domain = address.strip_prefix('@').filter(|d| !d.is_empty())?;
+    // RFC 5322 §3.2.4: inside a quoted-string, `"` and `\` are escaped with a backslash.
+    let local = name?.replace('\\', "\\\\").replace('"', "\\\"");
+    // Lower-cased like every address we keep (`normalize_address`).
+    let candidate = format!("\"{local}\"@{domain}").to_ascii_lowercase();
+    let shown = raw_header.to_ascii_lowercase().contains(&candidate);
+    (shown && is_usable_address(&candidate)).then_some(candidate)
+}
+
+/// The Message-IDs of a list header, at most [`MAX_IDS`]. For References (`keep_root`) the
+/// first (the thread's root) and the newest are kept: RFC 5322 §3.6.4 appends each parent's
+/// id, so the end of the list is what threading needs.
+fn id_list(v: &HeaderValue<'_>, header: &str, keep_root: bool, truncated: &mut Vec<String>) -> Vec<String> {
     // `as_text_list`, not `as_text`: the latter returns only the last id of a list.
-    match v {
-        HeaderValue::Text(t) => vec![clean_id(t)],
-        HeaderValue::TextList(l) => l.iter().map(|t| clean_id(t)).collect(),
+    let all: Vec<&str> = match v {
+        HeaderValue::Text(t) => vec![t.as_ref()],
+        HeaderValue::TextList(l) => l.iter().map(|t| t.as_ref()).collect(),
         _ => Vec::new(),
-    }
-    .into_iter()
-    .filter(|s| !s.is_empty())
-    .collect()
+    };
+    let picked: Vec<&str> = if all.len() <= MAX_IDS {
+        all.clone()
+    } else if keep_root {
+        truncated.push(format!("{header}: kept the first and the newest {} of {} Message-IDs", MAX_IDS - 1, all.len()));
+        all[..1].iter().chain(&all[all.len() - (MAX_IDS - 1)..]).copied().collect()
+    } else {
+        truncated.push(format!("{header}: kept the first {MAX_IDS} of {} Message-IDs", all.len()));
+        all[..MAX_IDS].to_vec()
+    };
+    picked.into_iter().map(clean_id).filter(|s| !s.is_empty()).collect()
 }
 
 /// Message-IDs compare without brackets and surrounding space.
@@ -571,5 +687,67 @@ Message-ID: <abc@x>\r\nIn-Reply-To: <p1@y>\r\nReferences: <p0@y>\r\n <p1@y>\r\n\
         let a = parse(raw).unwrap();
         assert!(a.message_id_missing);
         assert_eq!(a.message_id, parse(raw).unwrap().message_id);
+    }
+
+    #[test]
+    fn addresses_quoted_grouped_and_commented() {
+        let raw = b"From: \"John Doe\"@Example.ORG\r\nTo: Team: eve@example.org, (x) frank@example.org;, Bob <@example.org>\r\nCc: <not an address>, \"a\\\"b\"@example.org\r\n\r\nbody\r\n";
+        let p = parse(raw).unwrap();
+        assert_eq!(p.from_address(), "\"john doe\"@example.org");
+        let to: Vec<&str> = p.to.iter().map(|m| m.address.as_str()).collect();
+        assert_eq!(to, ["eve@example.org", "frank@example.org", ""], "a name with `<@domain>` is no address");
+        let cc: Vec<&str> = p.cc.iter().map(|m| m.address.as_str()).collect();
+        assert_eq!(cc, ["", "\"a\\\"b\"@example.org"]);
+    }
+
+    #[test]
+    fn junk_before_the_headers_is_skipped_within_limits() {
+        let p = parse(b"---- Original email message ----\r\n  \r\nFrom: a@b.c\r\nSubject: x\r\n\r\nbody\r\n").unwrap();
+        assert_eq!((p.from_address(), p.subject.as_str()), ("a@b.c", "x"));
+        assert!(parse(b"1\n2\n3\n4\n5\n6\nFrom: a@b.c\n\nbody\n").is_err(), "more junk than MAX_JUNK_LINES is not mail");
+        assert!(parse(b"just some text\nwithout any header\n").is_err());
+    }
+
+    #[test]
+    fn ancestors_are_unique_and_lists_bounded() {
+        let mut raw = String::from("From: a@b.c\r\nIn-Reply-To: <p9@y>\r\nReferences:");
+        for i in 0..5000 {
+            raw.push_str(&format!(" <p{}@y>\r\n", i % 10));
+        }
+        raw.push_str("\r\nbody\r\n");
+        let p = parse(raw.as_bytes()).unwrap();
+        assert_eq!(p.references.len(), MAX_IDS);
+        assert_eq!(p.references[0], "p0@y", "the thread's root is kept");
+        assert_eq!(p.references.last().map(String::as_str), Some("p9@y"), "the newest is kept");
+        assert_eq!(p.ancestors().len(), 10);
+        assert_eq!(p.ancestors()[..2], ["p9@y", "p8@y"]);
+        assert!(p.truncated.iter().any(|t| t.contains("References") && t.contains("5000")), "{:?}", p.truncated);
+    }
+
+    #[test]
+    fn parts_depth_and_headers_are_bounded() {
+        // 40 nested multiparts with a text part at the bottom: the deep text is not read.
+        let mut raw = String::from("From: a@b.c\r\nContent-Type: multipart/mixed; boundary=\"b0\"\r\n\r\n");
+        for i in 0..40 {
+            raw.push_str(&format!("--b{i}\r\nContent-Type: multipart/mixed; boundary=\"b{}\"\r\n\r\n", i + 1));
+        }
+        raw.push_str("--b40\r\nContent-Type: text/plain\r\n\r\ndeep text\r\n");
+        let p = parse(raw.as_bytes()).unwrap();
+        assert!(p.truncated.iter().any(|t| t.contains("nesting")), "{:?}", p.truncated);
+        assert!(!p.body_text.contains("deep text"));
+
+        let mut raw = String::from("From: a@b.c\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n");
+        for i in 0..(MAX_HEADERS + 10) {
+            raw.push_str(&format!("X-H{i}: v\r\n"));
+        }
+        raw.push_str("\r\n");
+        for i in 0..(MAX_PARTS + 10) {
+            raw.push_str(&format!("--b\r\nContent-Type: application/octet-stream; name=\"f{i}.bin\"\r\n\r\nx\r\n"));
+        }
+        raw.push_str("--b--\r\n");
+        let p = parse(raw.as_bytes()).unwrap();
+        assert_eq!(p.headers.len(), MAX_HEADERS);
+        assert!(p.attachments.len() < MAX_PARTS, "{}", p.attachments.len());
+        assert!(p.truncated.iter().any(|t| t.contains("header fields")) && p.truncated.iter().any(|t| t.contains("MIME parts")), "{:?}", p.truncated);
     }
 }

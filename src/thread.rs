@@ -1,8 +1,11 @@
 //! Thread: decides which ticket an inbound message belongs to. Order (first match wins):
 //! 1. a signed reply token of ours in In-Reply-To/References that verifies for the sender;
-//! 2. any Message-ID we stored or sent named in In-Reply-To/References;
+//! 2. any Message-ID we stored or sent named in In-Reply-To/References, only when the sender
+//!    already takes part in that ticket (Message-IDs are not secret: they travel in every copy);
 //! 3. our subject tag, only when the sender already takes part in that ticket;
-//! 4. otherwise a new ticket (linked as possibly related when a stranger quoted a tag).
+//! 4. otherwise a new ticket (linked as possibly related when a stranger named a ticket by a
+//!    Message-ID or a tag: the stranger joins nothing and learns nothing).
+//!
 //! Pure: history comes in through the [`History`] trait.
 
 use crate::reference::RefFormat;
@@ -23,9 +26,13 @@ pub trait History {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "via", rename_all = "snake_case")]
 pub enum Via {
-    /// A signed token of ours, verified for this sender.
-    Token { message_id: String },
-    /// A Message-ID we know, named in In-Reply-To/References.
+    /// A signed token of ours, verified for this sender; `issued` (unix seconds) when it says.
+    Token {
+        message_id: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        issued: Option<i64>,
+    },
+    /// A Message-ID we know, named in In-Reply-To/References by a participant.
     MessageId { message_id: String },
     /// Our subject tag, from a participant of the ticket.
     SubjectTag,
@@ -41,7 +48,7 @@ pub enum Decision {
         via: Via,
     },
     New {
-        /// A ticket whose tag a non-participant quoted: linked, never joined.
+        /// A ticket a non-participant named (tag or Message-ID): linked, never joined.
         possibly_related: Option<TicketId>,
     },
 }
@@ -57,7 +64,7 @@ impl Decision {
     /// One line for logs and the dry run.
     pub fn describe(&self, refs: &RefFormat) -> String {
         match self {
-            Decision::FollowUp { ticket, via: Via::Token { message_id } } => {
+            Decision::FollowUp { ticket, via: Via::Token { message_id, .. } } => {
                 format!("follow-up on {} (signed reply token <{message_id}> verified for the sender)", refs.format(*ticket))
             }
             Decision::FollowUp { ticket, via: Via::MessageId { message_id } } => {
@@ -67,7 +74,7 @@ impl Decision {
                 format!("follow-up on {} (subject tag from a participant)", refs.format(*ticket))
             }
             Decision::New { possibly_related: Some(t) } => {
-                format!("new ticket (subject names {} but the sender is not a participant: linked, not joined)", refs.format(*t))
+                format!("new ticket (the mail names {} but the sender is not a participant: linked, not joined)", refs.format(*t))
             }
             Decision::New { possibly_related: None } => "new ticket".to_string(),
         }
@@ -75,7 +82,9 @@ impl Decision {
 }
 
 /// Decide the ticket for a message from `sender` with the given ancestors and subject.
-/// `tokens` are extra token candidates (from plus-addressed recipients, in Message-ID form).
+/// `tokens` are extra token candidates (from plus-addressed recipients, in Message-ID form);
+/// `now` (unix seconds) decides whether a previous signing key still counts.
+#[allow(clippy::too_many_arguments)]
 pub fn decide(
     sender: &str,
     tokens: &[String],
@@ -84,32 +93,39 @@ pub fn decide(
     history: &mut dyn History,
     signer: &Signer,
     refs: &RefFormat,
+    now: i64,
 ) -> Result<Decision, StoreError> {
     // 1. Signed token verified for this sender.
     for id in tokens.iter().map(String::as_str).chain(ancestors.iter().copied()) {
-        if let Some(v) = signer.verify(id, sender)
+        if let Some(v) = signer.verify(id, sender, now)
             && history.ticket_summary(v.ticket)?.is_some()
         {
-            return Ok(Decision::FollowUp { ticket: v.ticket, via: Via::Token { message_id: id.to_string() } });
+            return Ok(Decision::FollowUp { ticket: v.ticket, via: Via::Token { message_id: id.to_string(), issued: v.issued } });
         }
     }
-    // 2. Any Message-ID we recorded.
+    // 2. Any Message-ID we recorded, from a participant of its ticket.
+    let is_participant = |history: &mut dyn History, ticket: TicketId| -> Result<Option<bool>, StoreError> {
+        Ok(history.ticket_summary(ticket)?.map(|(_, people)| !sender.is_empty() && people.iter().any(|p| p == sender)))
+    };
+    let mut named = None;
     for id in ancestors {
         if let Some(ticket) = history.ticket_by_message_id(id)? {
-            return Ok(Decision::FollowUp { ticket, via: Via::MessageId { message_id: id.to_string() } });
+            match is_participant(history, ticket)? {
+                Some(true) => return Ok(Decision::FollowUp { ticket, via: Via::MessageId { message_id: id.to_string() } }),
+                Some(false) => named = named.or(Some(ticket)),
+                None => {}
+            }
         }
     }
     // 3. Subject tag, participants only (osTicket's rule: the tag alone proves nothing).
     if let Some(ticket) = refs.find(subject) {
-        return Ok(match history.ticket_summary(ticket)? {
-            Some((_, participants)) if !sender.is_empty() && participants.iter().any(|p| p == sender) => {
-                Decision::FollowUp { ticket, via: Via::SubjectTag }
-            }
-            Some(_) => Decision::New { possibly_related: Some(ticket) },
-            None => Decision::New { possibly_related: None },
-        });
+        match is_participant(history, ticket)? {
+            Some(true) => return Ok(Decision::FollowUp { ticket, via: Via::SubjectTag }),
+            Some(false) => named = named.or(Some(ticket)),
+            None => {}
+        }
     }
-    Ok(Decision::New { possibly_related: None })
+    Ok(Decision::New { possibly_related: named })
 }
 
 #[cfg(test)]
@@ -142,38 +158,41 @@ mod tests {
     #[test]
     fn threading_order() {
         let (mut h, s, r) = setup();
-        let token = s.message_id(7, "alice@example.org");
-        let d = decide("alice@example.org", &[], &[&token], "whatever", &mut h, &s, &r).unwrap();
+        let token = s.message_id(7, "alice@example.org", 0);
+        let d = decide("alice@example.org", &[], &[&token], "whatever", &mut h, &s, &r, 0).unwrap();
         assert!(matches!(d, Decision::FollowUp { ticket: 7, via: Via::Token { .. } }));
 
-        let d = decide("bob@example.org", &[], &["orig@example.org"], "x", &mut h, &s, &r).unwrap();
+        let d = decide("alice@example.org", &[], &["orig@example.org"], "x", &mut h, &s, &r, 0).unwrap();
         assert!(matches!(d, Decision::FollowUp { ticket: 7, via: Via::MessageId { .. } }));
 
-        let d = decide("alice@example.org", &[], &[], "RE: [PD-7] printer", &mut h, &s, &r).unwrap();
+        let d = decide("alice@example.org", &[], &[], "RE: [PD-7] printer", &mut h, &s, &r, 0).unwrap();
         assert_eq!(d, Decision::FollowUp { ticket: 7, via: Via::SubjectTag });
     }
 
     #[test]
     fn strangers_with_a_tag_get_a_new_linked_ticket() {
         let (mut h, s, r) = setup();
-        let d = decide("mallory@example.net", &[], &[], "Re: [PD-7] printer", &mut h, &s, &r).unwrap();
+        let d = decide("mallory@example.net", &[], &[], "Re: [PD-7] printer", &mut h, &s, &r, 0).unwrap();
         assert_eq!(d, Decision::New { possibly_related: Some(7) });
         // a token issued to alice does not verify for mallory, and is not a known id
-        let token = s.message_id(7, "alice@example.org");
-        let d = decide("mallory@example.net", &[], &[&token], "hi", &mut h, &s, &r).unwrap();
+        let token = s.message_id(7, "alice@example.org", 0);
+        let d = decide("mallory@example.net", &[], &[&token], "hi", &mut h, &s, &r, 0).unwrap();
         assert_eq!(d, Decision::New { possibly_related: None });
+        // a Message-ID of the ticket proves nothing either: copies of it travel with every mail
+        let d = decide("mallory@example.net", &[], &["orig@example.org"], "hi", &mut h, &s, &r, 0).unwrap();
+        assert_eq!(d, Decision::New { possibly_related: Some(7) });
         // unknown ticket numbers are just text
-        let d = decide("alice@example.org", &[], &[], "[PD-999] x", &mut h, &s, &r).unwrap();
+        let d = decide("alice@example.org", &[], &[], "[PD-999] x", &mut h, &s, &r, 0).unwrap();
         assert_eq!(d, Decision::New { possibly_related: None });
     }
 
     #[test]
     fn plus_address_tokens_thread_without_headers() {
         let (mut h, s, r) = setup();
-        let token = s.message_id(7, "alice@example.org");
-        let d = decide("alice@example.org", &[token.clone()], &[], "no tag", &mut h, &s, &r).unwrap();
+        let token = s.message_id(7, "alice@example.org", 0);
+        let d = decide("alice@example.org", &[token.clone()], &[], "no tag", &mut h, &s, &r, 0).unwrap();
         assert!(matches!(d, Decision::FollowUp { ticket: 7, via: Via::Token { .. } }));
-        let d = decide("mallory@example.net", &[token], &[], "no tag", &mut h, &s, &r).unwrap();
+        let d = decide("mallory@example.net", &[token], &[], "no tag", &mut h, &s, &r, 0).unwrap();
         assert_eq!(d, Decision::New { possibly_related: None });
     }
 }

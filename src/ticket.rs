@@ -249,6 +249,12 @@ pub fn normalize_address(addr: &str) -> String {
     addr.trim().trim_matches(|c| c == '<' || c == '>').to_ascii_lowercase()
 }
 
+/// An address we can store as a participant and write to: an RFC 5322 §3.4.1 addr-spec
+/// (dot-atom or quoted-string local part, domain or literal) as lettre, our composer, accepts it.
+pub fn is_usable_address(addr: &str) -> bool {
+    addr.parse::<lettre::Address>().is_ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

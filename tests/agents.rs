@@ -54,6 +54,7 @@ struct Desk2 {
     desk: Desk,
     p: Pipeline,
     sent: std::cell::Cell<usize>,
+    clock: ManualClock,
 }
 
 fn setup(extra: &str) -> Desk2 {
@@ -61,8 +62,9 @@ fn setup(extra: &str) -> Desk2 {
     let path = common::write_config(dir.path(), &format!("{DESK}\n{extra}"));
     let desk = Desk::load(&path, KeyMode::Persistent).unwrap_or_else(|p| panic!("{p}"));
     let store = Arc::new(Store::open(&desk.config.desk.database).unwrap());
-    let p = Pipeline::new(store, Arc::new(ManualClock::new(datetime!(2026-11-30 09:00 UTC))));
-    Desk2 { _dir: dir, desk, p, sent: std::cell::Cell::new(0) }
+    let clock = ManualClock::new(datetime!(2026-11-30 09:00 UTC));
+    let p = Pipeline::new(store, Arc::new(clock.clone()));
+    Desk2 { _dir: dir, desk, p, sent: std::cell::Cell::new(0), clock }
 }
 
 /// A queued mail, parsed.
@@ -86,7 +88,9 @@ impl Desk2 {
     }
     /// Mail queued since the last call.
     fn new_mail(&self) -> Vec<Out> {
-        let all = self.p.store.due_outbound("9999", 10_000).unwrap();
+        // In the order the mail was queued (the worker's sending order puts agents' replies first).
+        let mut all = self.p.store.due_outbound("9999", 10_000).unwrap();
+        all.sort_by_key(|m| m.id);
         let new: Vec<Out> = all.iter().skip(self.sent.get()).map(|m| Out { to: m.recipients.clone(), raw: String::from_utf8(m.raw.clone()).unwrap() }).collect();
         self.sent.set(all.len());
         new
@@ -220,8 +224,11 @@ fn spoofed_agent_mail_cannot_run_commands_or_post() {
     assert_eq!(t.ticket.status, Status::New);
     assert_eq!(t.ticket.owner, None);
     assert!(d.new_mail().iter().all(|m| !m.raw.contains("Closing this.") && !m.raw.contains("Done.") || m.to.iter().all(|t| t.ends_with("agents.example.test"))), "nothing was posted to the customer as the agent");
-    assert!(t.events.iter().any(|e| e.kind == "unauthenticated_agent"), "{:?}", t.events);
     assert!(t.articles.iter().all(|a| a.kind != ArticleKind::AgentReply));
+    // Not a participant of PD-1: the spoofs opened new linked tickets, flagged for the agents.
+    let spoofed = d.p.store.ticket_detail(2).unwrap().unwrap();
+    assert!(spoofed.events.iter().any(|e| e.kind == "unauthenticated_agent"), "{:?}", spoofed.events);
+    assert!(t.events.iter().any(|e| e.kind == "possibly_related"), "{:?}", t.events);
 }
 
 #[test]
@@ -313,4 +320,122 @@ fn cc_addresses_are_validated_and_capped_and_tags_lose_control_characters() {
     assert!(t.tags.iter().all(|tag| !tag.contains(char::is_control)), "{:?}", t.tags);
     assert!(t.tags.iter().any(|tag| tag.starts_with("red")), "{:?}", t.tags);
     assert!(t.participants.contains(&"carol.customer@example.net".to_string()), "{:?}", t.participants);
+}
+
+/// Issue 12 item 1: a quoted local part in a customer's Cc (RFC 5322 §3.4.1) is a real address;
+/// it was stored as `@example.org` and then broke every agent reply.
+#[test]
+fn quoted_local_part_cc_is_kept_and_replies_reach_everyone() {
+    let d = setup("");
+    let raw = "Message-ID: <q1@example.org>\r\nFrom: Dana Customer <dana@example.org>\r\nTo: support@example.test\r\n\
+Cc: \"john doe\"@example.org, Team: eve@example.org, (a comment) frank@example.org;\r\nSubject: VPN broken\r\n\r\nThe VPN drops.\r\n";
+    assert!(matches!(d.ingest(raw.as_bytes()).outcome, Outcome::Created { ticket: 1 }));
+    let participants = d.ticket().ticket.participants;
+    assert!(participants.iter().all(|p| !p.starts_with('@')), "{participants:?}");
+    for who in ["\"john doe\"@example.org", "eve@example.org", "frank@example.org"] {
+        assert!(participants.iter().any(|p| p == who), "{who} missing from {participants:?}");
+    }
+    let mails = d.new_mail();
+    let n = mails.into_iter().find(|m| m.to == ["alice@agents.example.test"]).unwrap();
+    let r = d.ingest(&agent_reply("alice@agents.example.test", &n, "Hello all, fixed."));
+    let mails = d.new_mail();
+    let reply = to(&mails, "dana@example.org");
+    assert_eq!(reply.len(), 1, "{:?}", r.actions);
+    assert!(reply[0].to.iter().any(|t| t == "\"john doe\"@example.org"), "{:?}", reply[0].to);
+}
+
+/// A participant that is not an address at all (stored before the fix, or typed by hand): the
+/// reply goes to everyone else and the ticket records the one left out.
+#[test]
+fn one_unusable_participant_does_not_stop_a_reply() {
+    let d = setup("");
+    let (_, n) = open_ticket(&d);
+    let mut tx = d.p.store.begin().unwrap();
+    tx.add_participant(1, "@example.org", "cc").unwrap();
+    tx.add_participant(1, "carl@example.org", "cc").unwrap();
+    tx.commit().unwrap();
+    let r = d.ingest(&agent_reply("alice@agents.example.test", &n, "Hello Dana, fixed."));
+    let mails = d.new_mail();
+    let reply = to(&mails, "dana@example.org");
+    assert_eq!(reply.len(), 1, "{:?}", r.actions);
+    assert!(reply[0].to.iter().any(|t| t == "carl@example.org"), "{:?}", reply[0].to);
+    assert!(!reply[0].to.iter().any(|t| t == "@example.org"), "{:?}", reply[0].to);
+    let events = d.ticket().events;
+    assert!(events.iter().any(|e| e.kind == "recipient_refused" && e.detail.contains("@example.org")), "{events:?}");
+}
+
+/// A reply nobody can receive is never dropped silently: the agent hears of it, the ticket too.
+#[test]
+fn a_reply_that_cannot_be_sent_at_all_tells_the_agent() {
+    let d = setup("");
+    let (_, n) = open_ticket(&d);
+    let mut tx = d.p.store.begin().unwrap();
+    tx.mark_undeliverable("dana@example.org", "hard bounce, status 5.1.1", "2026-11-30T09:00:00Z").unwrap();
+    tx.commit().unwrap();
+    d.ingest(&agent_reply("alice@agents.example.test", &n, "Hello Dana, fixed."));
+    let mails = d.new_mail();
+    assert!(to(&mails, "dana@example.org").is_empty());
+    let back = to(&mails, "alice@agents.example.test");
+    assert_eq!(back.len(), 1, "the agent is told the reply was not sent");
+    assert!(back[0].raw.contains("dana@example.org") && back[0].raw.contains("undeliverable"), "{}", back[0].raw);
+    let events = d.ticket().events;
+    assert!(events.iter().any(|e| e.kind == "reply_not_sent"), "{events:?}");
+}
+
+const SIGNED_DESK: &str = "[security]\nrequire_dkim = true\ntrusted_authserv_ids = [\"mx.example.test\"]\n\n[self_service]\n\n[approvals]\napprovers = [\"cab@example.org\"]\n\n[groups.vendor]\nname = \"Vendor Inc.\"\naddress = \"help@vendor.example\"\nticket_pattern = '\\[Vendor #(\\d+)\\]'\n";
+
+fn dkim_pass(domain: &str, raw: &[u8]) -> Vec<u8> {
+    let mut signed = format!("Authentication-Results: mx.example.test; dkim=pass header.d={domain} header.s=s1\r\n").into_bytes();
+    signed.extend_from_slice(raw);
+    signed
+}
+
+#[test]
+fn dkim_requirement_covers_approvers_groups_and_the_requesters_close() {
+    let d = setup(SIGNED_DESK);
+    let (ack, n) = open_ticket(&d);
+    // An authenticated agent makes it a change and hands it to the vendor: the approver is asked.
+    d.ingest(&dkim_pass("agents.example.test", &agent_reply("alice@agents.example.test", &n, "/type change\n/forward vendor\nPlease look.")));
+    let mails = d.new_mail();
+    let request = to(&mails, "cab@example.org");
+    assert_eq!(request.len(), 1, "{:?}", mails.iter().map(|m| &m.to).collect::<Vec<_>>());
+    assert_eq!(d.ticket().ticket.approval.as_deref(), Some("requested"));
+    let handoff = to(&mails, "help@vendor.example")[0].clone_out();
+
+    // A forged approver: the token is real (stolen from the approval request), DKIM is missing.
+    let forged = clients::thunderbird_reply("CAB", "cab@example.org", "support@example.test", &request[0].h("subject"), &request[0].id(), &[], "/approve");
+    d.ingest(&forged.raw);
+    assert_eq!(d.ticket().ticket.approval.as_deref(), Some("requested"), "a forged approver decides nothing");
+    // A forged vendor reply carrying the hand-off's Message-ID is no internal note.
+    let vendor = format!("From: help@vendor.example\r\nTo: support@example.test\r\nSubject: [Vendor #77] {}\r\nIn-Reply-To: <{}>\r\nMessage-ID: <v1@vendor.example>\r\n\r\nAll fixed, close it.\r\n", handoff.h("subject"), handoff.id());
+    d.ingest(vendor.as_bytes());
+    assert!(!d.ticket().articles.iter().any(|a| a.kind == ArticleKind::Note && a.body_text.contains("All fixed")), "a forged group reply is no note");
+    // The requester's /close without DKIM closes nothing.
+    let close = clients::thunderbird_reply("Dana", "dana@example.org", "support@example.test", &ack.h("subject"), &ack.id(), &[], "/close\nNever mind.");
+    d.ingest(&close.raw);
+    assert_ne!(d.ticket().ticket.status, Status::Closed, "an unauthenticated /close closes nothing");
+
+    // The same three, authenticated, work.
+    d.ingest(&dkim_pass("vendor.example", vendor.replace("v1@", "v2@").as_bytes()));
+    assert!(d.ticket().articles.iter().any(|a| a.kind == ArticleKind::Note && a.body_text.contains("All fixed")));
+    d.ingest(&dkim_pass("example.org", &clients::thunderbird_reply("CAB", "cab@example.org", "support@example.test", &request[0].h("subject"), &request[0].id(), &[], "/approve").raw));
+    assert_eq!(d.ticket().ticket.approval.as_deref(), Some("approved"));
+    d.ingest(&dkim_pass("example.org", &clients::thunderbird_reply("Dana", "dana@example.org", "support@example.test", &ack.h("subject"), &ack.id(), &[], "/close\nDone now.").raw));
+    assert_eq!(d.ticket().ticket.status, Status::Closed);
+}
+
+#[test]
+fn commands_from_an_old_notification_are_refused_with_a_pointer_to_a_fresh_one() {
+    let d = setup("[security]\ncommand_token_max_age = \"30d\"\n");
+    let (_, n) = open_ticket(&d);
+    d.clock.advance(time::Duration::days(31));
+    d.ingest(&agent_reply("alice@agents.example.test", &n, "/status resolved\nDana, all done."));
+    let mails = d.new_mail();
+    assert!(to(&mails, "dana@example.org").is_empty(), "nothing reached the customer");
+    assert_eq!(d.ticket().ticket.status, Status::New, "nothing was applied");
+    let back = to(&mails, "alice@agents.example.test");
+    assert_eq!(back.len(), 1);
+    let text = postdesk::message::parse(back[0].raw.as_bytes()).unwrap().body_text;
+    assert!(text.contains("fresh notification"), "{text}");
+    assert!(d.ticket().events.iter().any(|e| e.kind == "commands_rejected"), "{:?}", d.ticket().events);
 }

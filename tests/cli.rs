@@ -133,7 +133,7 @@ fn check_refuses_plaintext_passwords_beyond_loopback() {
     std::fs::write(&d.config, smtp("none_insecure")).unwrap();
     let out = d.run(&["check"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text = stderr(&out);
     assert!(text.contains("warning: outbound: plain TCP to smtp.example.org:25 (not loopback): mail and the password cross the network in clear"), "{text}");
 }
 
@@ -235,7 +235,8 @@ fn rules_test_is_a_dry_run() {
 /// whole (issue 17.11).
 #[test]
 fn reply_tokens_stay_out_of_logs_and_dry_runs() {
-    let token = regex::Regex::new(r"pd\.\d+\.[0-9a-f]{12}\.[0-9a-f]{20}").unwrap();
+    // Both token formats: pd.TICKET.NONCE.MAC and pd.TICKET.NONCE.HOUR.MAC.
+    let token = regex::Regex::new(r"pd\.\d+\.[0-9a-f]{12}\.([0-9a-f]+\.)?[0-9a-f]{20,}").unwrap();
     let d = Desk::new();
     let eml = d.path("new.eml");
     let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "Printer jammed", "Floor 3.");
@@ -427,3 +428,202 @@ fn catalog_and_knowledge_base_shape_the_acknowledgement() {
     let list = store.due_outbound("9999", 10).unwrap().into_iter().map(|m| String::from_utf8(m.raw).unwrap()).find(|m| m.contains("What you can ask us for")).expect("catalog mail queued");
     assert!(list.contains("Firewall change") && list.contains("Cost center"), "{list}");
 }
+
+#[test]
+fn a_second_daemon_on_the_same_database_exits_naming_the_first() {
+    let d = Desk::new();
+    let log = std::fs::File::create(d.path("daemon.log")).unwrap();
+    let mut first = d.cmd(&["run"]).stderr(log).stdout(Stdio::null()).spawn().unwrap();
+    common::eventually(Duration::from_secs(60), "the first daemon started", || {
+        std::fs::read_to_string(d.path("daemon.log")).unwrap().contains("postdesk started").then_some(())
+    });
+    let mut second = d.cmd(&["run"]).stdout(Stdio::null()).stderr(Stdio::piped()).spawn().unwrap();
+    let status = common::eventually(Duration::from_secs(60), "the second daemon exits", || second.try_wait().unwrap());
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut second.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "a second daemon on the same database must not run: {err}");
+    assert!(err.contains(&format!("pid {}", first.id())), "the message names the running daemon's pid: {err}");
+
+    // Beside the daemon, `deliver` and the CLI keep working.
+    let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "Printer jammed", "Floor 3.");
+    let out = d.deliver(&m.raw);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(d.json(&["tickets", "list", "--json"]).as_array().unwrap().len(), 1);
+    signal(&first, "TERM");
+    assert!(common::eventually(Duration::from_secs(60), "exit", || first.try_wait().unwrap()).success());
+
+    // Once it is gone, a new daemon starts (the kernel dropped the lock).
+    let log = std::fs::File::create(d.path("daemon2.log")).unwrap();
+    let mut again = d.cmd(&["run"]).stderr(log).stdout(Stdio::null()).spawn().unwrap();
+    common::eventually(Duration::from_secs(60), "a new daemon started", || {
+        std::fs::read_to_string(d.path("daemon2.log")).unwrap().contains("postdesk started").then_some(())
+    });
+    signal(&again, "TERM");
+    assert!(common::eventually(Duration::from_secs(60), "exit", || again.try_wait().unwrap()).success());
+}
+
+#[test]
+fn tickets_list_into_a_closed_pipe_ends_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let d = Desk::new();
+    for i in 0..3 {
+        let m = clients::thunderbird_new("Customer", &format!("c{i}@example.org"), "support@example.test", &format!("Question {i}"), "Hello");
+        assert!(d.deliver(&m.raw).status.success());
+    }
+    for args in [&["tickets", "list"][..], &["tickets", "list", "--json"], &["tickets", "show", "PD-1"], &["report"]] {
+        // The reader is gone before the command writes its first byte (`… | head -0`).
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let out = d.cmd(args).stdout(writer).stderr(Stdio::piped()).output().unwrap();
+        let err = stderr(&out);
+        assert!(!err.contains("panicked") && !err.contains("Broken pipe"), "{args:?}: {err}");
+        assert!(out.status.success() || out.status.signal() == Some(libc_sigpipe()), "{args:?} ends quietly: {:?} {err}", out.status);
+    }
+}
+
+/// SIGPIPE's number on Linux.
+fn libc_sigpipe() -> i32 {
+    13
+}
+
+/// Issue 12 item 4: mail over `limits.max_message_size` piped to `deliver` keeps every byte (in
+/// quarantine, for an admin), the sender is told, and nobody is told it stayed on a server.
+#[test]
+fn oversize_mail_through_deliver_is_kept_whole() {
+    let d = Desk::new();
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, format!("{cfg}\n[limits]\nmax_message_size = \"64KB\"\n")).unwrap();
+    let body = "0123456789abcdef".repeat(16 * 1024); // 256 KiB
+    let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "Huge scan", &body);
+    let out = d.deliver(&m.raw);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("mail server"), "{}", stderr(&out));
+    let show = d.json(&["tickets", "show", "PD-1", "--json"]);
+    let text = show.to_string();
+    assert!(!text.contains("left on the mail server"), "{text}");
+    assert!(text.contains("quarantine"), "the ticket says where the message is kept: {text}");
+    let db = rusqlite::Connection::open(d.path("var/postdesk.db")).unwrap();
+    let kept: Vec<u8> = db.query_row("SELECT raw FROM quarantine WHERE reason = 'too_large'", [], |r| r.get(0)).unwrap();
+    assert!(kept == m.raw, "the quarantined bytes are the message as received");
+    let to_sender: i64 = db.query_row("SELECT COUNT(*) FROM outbox WHERE recipients LIKE '%alice@example.org%'", [], |r| r.get(0)).unwrap();
+    assert_eq!(to_sender, 1, "the sender is told");
+}
+
+/// Issue 12 item 5: a forwarded message whose first line is a separator is mail, not EX_DATAERR.
+#[test]
+fn deliver_accepts_mail_with_a_junk_first_line() {
+    let d = Desk::new();
+    let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "Forwarded", "See below.");
+    let mut raw = b"---- Original email message ----\r\n".to_vec();
+    raw.extend_from_slice(&m.raw);
+    let out = d.deliver(&raw);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stderr(&out).contains("created PD-1"), "{}", stderr(&out));
+}
+
+#[test]
+fn undeliverable_list_and_clear() {
+    let d = Desk::new();
+    let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "Printer jammed", "Floor 3.");
+    assert!(d.deliver(&m.raw).status.success());
+    let ack = d.json(&["tickets", "show", "PD-1", "--json"])["articles"][1]["message_id"].as_str().unwrap().to_string();
+    // The acknowledgement bounced: a DSN naming it and its recipient.
+    let dsn = format!(
+        "From: MAILER-DAEMON@mx.example.org\r\nTo: support@example.test\r\nSubject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn-1@mx.example.org>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\r\n--b\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.org\r\n\r\nFinal-Recipient: rfc822; alice@example.org\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n--b\r\nContent-Type: text/rfc822-headers\r\n\r\nMessage-ID: <{ack}>\r\n\r\n--b--\r\n"
+    );
+    assert!(d.deliver(dsn.as_bytes()).status.success());
+    let list = d.json(&["undeliverable", "list", "--json"]);
+    assert_eq!(list.as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["address"], "alice@example.org");
+    assert!(list[0]["reason"].as_str().unwrap().contains("5.1.1"), "{list}");
+    let text = d.run(&["undeliverable", "list"]);
+    assert!(String::from_utf8_lossy(&text.stdout).contains("alice@example.org"));
+    let out = d.run(&["undeliverable", "clear", "Alice@Example.org"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(d.json(&["undeliverable", "list", "--json"]).as_array().unwrap().len(), 0);
+    let again = d.run(&["undeliverable", "clear", "alice@example.org"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(stderr(&again).contains("not marked undeliverable"), "{}", stderr(&again));
+}
+
+#[test]
+fn deliver_never_replaces_an_unusable_signing_key() {
+    let d = Desk::new();
+    let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "VPN", "x");
+    std::fs::create_dir_all(d.path("var")).unwrap();
+    std::fs::write(d.path("var/secret"), b"\xff\xfe damaged, but long enough to look like a key").unwrap();
+    let out = d.deliver(&m.raw);
+    assert_eq!(out.status.code(), Some(75), "{}", stderr(&out));
+    assert!(stderr(&out).contains("not a signing key"), "{}", stderr(&out));
+    assert_eq!(std::fs::read(d.path("var/secret")).unwrap(), b"\xff\xfe damaged, but long enough to look like a key");
+}
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn data_files_are_private_whatever_the_umask() {
+    let d = Desk::new();
+    let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "VPN", "x");
+    // An MTA running `deliver` with umask 022.
+    let mut c = Command::new("sh");
+    c.arg("-c").arg(format!("umask 022; exec '{BIN}' --config '{}' deliver --mailbox pipe", d.config.display())).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &m.raw).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(mode(&d.path("var")), 0o700, "data dir");
+    for f in ["var/postdesk.db", "var/postdesk.db-sent", "var/secret"] {
+        assert_eq!(mode(&d.path(f)), 0o600, "{f}");
+    }
+    for f in ["var/postdesk.db-wal", "var/postdesk.db-shm"] {
+        if d.path(f).exists() {
+            assert_eq!(mode(&d.path(f)), 0o600, "{f}");
+        }
+    }
+}
+
+#[test]
+fn check_warns_about_readable_secrets() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Desk::new();
+    std::fs::write(d.path("old.key"), "the previous signing key, long\n").unwrap();
+    std::fs::set_permissions(d.path("old.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = std::fs::read_to_string(&d.config).unwrap().replace("[desk]\n", "[desk]\nsecret = \"an inline signing key, 0123456789\"\nprevious_secret_file = \"old.key\"\nprevious_secret_until = \"2027-01-31\"\n");
+    std::fs::write(&d.config, text).unwrap();
+    std::fs::set_permissions(&d.config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = d.run(&["check"]);
+    assert!(out.status.success(), "warnings are not errors: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("old.key") && err.contains("desk.previous_secret_file") && err.contains("0644"), "{err}");
+    assert!(err.contains("desk.secret") && err.contains("inline") && err.contains("world-readable"), "{err}");
+    // Private files and a private config: no warnings.
+    std::fs::set_permissions(d.path("old.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&d.config, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = d.run(&["check"]);
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}
+
+#[test]
+fn concurrent_delivers_on_a_fresh_data_dir_all_succeed() {
+    let d = Desk::new();
+    let outs: Vec<Output> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..12)
+            .map(|i| {
+                let d = &d;
+                scope.spawn(move || {
+                    let m = clients::thunderbird_new("Customer", &format!("c{i}@example.org"), "support@example.test", &format!("Question {i}"), "Hello");
+                    d.deliver(&m.raw)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for (i, out) in outs.iter().enumerate() {
+        assert!(out.status.success(), "deliver {i}: {:?} {}", out.status, stderr(out));
+    }
+    assert_eq!(d.json(&["tickets", "list", "--json"]).as_array().unwrap().len(), 12, "every message on a ticket of its own");
+}
+

@@ -43,7 +43,11 @@ async fn every_line_ending_variant_reaches_the_relay_as_crlf() {
     let sender = SmtpSender::new(&endpoint(sink.port)).unwrap();
     let mail = QueuedMail { id: 1, ticket: None, message_id: "m".into(), envelope_from: "support@example.com".into(), recipients: vec!["bob@example.org".into()], raw: raw.clone(), attempts: 0 };
     let mut committed = 0;
-    sender.send(&mail, &mut || committed += 1).await.expect("sink accepts");
+    sender.send(&mail, &mut || {
+        committed += 1;
+        true
+    })
+    .await.expect("sink accepts");
     assert_eq!(committed, 1);
     let sessions = sink.sessions.lock().unwrap().clone();
     assert_eq!(sessions.len(), 1);

@@ -74,7 +74,9 @@ impl Bench {
         self.store().list_tickets(&TicketFilter::default()).unwrap().len()
     }
     fn queued(&self) -> Vec<String> {
-        self.store().due_outbound("9999", 1000).unwrap().into_iter().map(|m| String::from_utf8(m.raw).unwrap()).collect()
+        let mut all = self.store().due_outbound("9999", 1000).unwrap();
+        all.sort_by_key(|m| m.id); // queued order, not sending order
+        all.into_iter().map(|m| String::from_utf8(m.raw).unwrap()).collect()
     }
     fn set_status(&self, ticket: i64, s: Status) {
         let mut tx = self.store().begin().unwrap();
@@ -84,6 +86,13 @@ impl Bench {
     fn status(&self, ticket: i64) -> Status {
         self.store().ticket_detail(ticket).unwrap().unwrap().ticket.status
     }
+}
+
+/// A word per number ("ab", "ac", …): subjects that differ in shape, so a test about caps is not
+/// taken for a responder loop (same subject and text, digits aside, right after our mail).
+fn word(i: usize) -> String {
+    let l = |n: usize| (b'a' + (n % 26) as u8) as char;
+    format!("{}{}", l(i / 26), l(i))
 }
 
 fn new_mail(from: &str, subject: &str) -> clients::Mail {
@@ -140,7 +149,7 @@ fn caps_on_automatic_mail_per_recipient() {
     // Caps apply per recipient over several windows (default 10 per 10 min, 40 per day).
     let mut acks = 0;
     for i in 0..60 {
-        let r = b.ingest(&new_mail("robot@example.org", &format!("Alert {i}")).raw);
+        let r = b.ingest(&new_mail("robot@example.org", &format!("Alert {}", word(i))).raw);
         acks += r.mails.len();
         if i % 5 == 4 {
             b.clock.advance(time::Duration::minutes(11));
@@ -159,7 +168,7 @@ fn ten_in_ten_minutes_cap() {
     let b = bench_with("", "new_tickets_per_sender = \"off\"");
     let acks: usize = (0..15).map(|i| b.ingest(&new_mail(&format!("user{i}@example.org"), "x").raw).mails.len()).sum();
     assert_eq!(acks, 15, "different recipients are not capped together");
-    let acks: usize = (0..15).map(|i| b.ingest(&new_mail("same@example.org", &format!("y{i}")).raw).mails.len()).sum();
+    let acks: usize = (0..15).map(|i| b.ingest(&new_mail("same@example.org", &format!("y {}", word(i))).raw).mails.len()).sum();
     assert_eq!(acks, 10);
 }
 
@@ -308,4 +317,198 @@ fn automatic_mail_has_a_desk_wide_cap() {
     assert!(t.events.iter().any(|e| e.kind == "auto_mail_suppressed" && e.detail.contains("desk-wide cap of 5")), "{:?}", t.events);
     b.clock.advance(time::Duration::minutes(61));
     assert_eq!(b.ingest(&new_mail("late@example.org", "Hello").raw).mails.len(), 1);
+}
+
+/// Issue 12 item 5: junk before the header section (a forwarding client's separator line, a
+/// line of spaces) is skipped as MTAs do; the stored raw message keeps every byte.
+#[test]
+fn leading_junk_before_the_headers_is_skipped_and_kept() {
+    let b = bench("");
+    for (i, junk) in ["---- Original email message ----\r\n", "   \r\n"].iter().enumerate() {
+        let raw = format!("{junk}From: Alice <alice{i}@example.org>\r\nTo: support@example.test\r\nSubject: Printer {i}\r\nMessage-ID: <junk{i}@example.org>\r\n\r\nIt jams.\r\n");
+        let r = b.ingest(raw.as_bytes());
+        let Outcome::Created { ticket } = r.outcome else { panic!("{junk:?}: {:?}", r.outcome) };
+        let t = b.store().ticket_detail(ticket).unwrap().unwrap();
+        assert_eq!(t.ticket.requester, format!("alice{i}@example.org"));
+        assert_eq!(t.ticket.subject, format!("Printer {i}"));
+        assert!(t.articles[0].body_text.contains("It jams."), "{:?}", t.articles[0].body_text);
+    }
+}
+
+/// Issue 12 item 5: a From without a usable address falls back to Sender, then Reply-To, then
+/// the next From address (RFC 5322 §3.6.2), not `unknown@invalid`.
+#[test]
+fn sender_falls_back_to_sender_reply_to_and_next_from() {
+    let b = bench("");
+    let cases = [
+        ("From: Broken <>\r\nSender: real-sender@example.org\r\nReply-To: rt@example.org\r\n", "real-sender@example.org"),
+        ("From: \"Broken\" <not an address>\r\nReply-To: rt@example.org\r\n", "rt@example.org"),
+        ("From: Nobody <@>, second@example.org\r\n", "second@example.org"),
+    ];
+    for (i, (from, want)) in cases.iter().enumerate() {
+        let raw = format!("{from}To: support@example.test\r\nSubject: Fallback {i}\r\nMessage-ID: <fb{i}@example.org>\r\n\r\nhello\r\n");
+        let r = b.ingest(raw.as_bytes());
+        let Outcome::Created { ticket } = r.outcome else { panic!("{from:?}: {:?}", r.outcome) };
+        assert_eq!(b.store().ticket_detail(ticket).unwrap().unwrap().ticket.requester, *want, "{from:?}");
+    }
+}
+
+/// Issue 12 item 6: a References header with 100k Message-IDs is cut to a bounded list before
+/// threading, and the cut is recorded on the ticket.
+#[test]
+fn huge_reference_lists_are_bounded_and_the_cut_is_recorded() {
+    let b = bench("");
+    let mut raw = String::from("From: alice@example.org\r\nTo: support@example.test\r\nSubject: many refs\r\nMessage-ID: <many@example.org>\r\nReferences:");
+    for i in 0..100_000 {
+        raw.push_str(&format!(" <r{i}@example.org>\r\n"));
+    }
+    raw.push_str("\r\nbody\r\n");
+    let r = b.ingest(raw.as_bytes());
+    let Outcome::Created { ticket } = r.outcome else { panic!("{:?}", r.outcome) };
+    let events = b.store().ticket_detail(ticket).unwrap().unwrap().events;
+    let cut = events.iter().find(|e| e.kind == "parse_limits").unwrap_or_else(|| panic!("{events:?}"));
+    assert!(cut.detail.contains("References") && cut.detail.contains("100000"), "{}", cut.detail);
+}
+
+fn participants(b: &Bench, ticket: i64) -> Vec<String> {
+    b.store().ticket_detail(ticket).unwrap().unwrap().ticket.participants
+}
+
+#[test]
+fn a_stranger_copying_our_message_ids_gets_a_new_linked_ticket() {
+    let b = bench("");
+    let first = new_mail("alice@example.org", "Printer");
+    b.ingest(&first.raw);
+    let ack = b.queued().remove(0);
+    let ack_id = header_of(&ack, "message-id").trim_matches(['<', '>']).to_string();
+    // Mallory copies the acknowledgement's Message-ID and the customer's own into her headers.
+    for (i, parent) in [ack_id.as_str(), first.message_id.as_str()].into_iter().enumerate() {
+        let m = clients::thunderbird_reply("Mallory", "mallory@example.net", "support@example.test", "[PD-1] Printer", parent, std::slice::from_ref(&first.message_id), "Let me in.");
+        let r = b.ingest(&m.raw);
+        assert_eq!(r.outcome, Outcome::Created { ticket: 2 + i as i64 }, "{:?}", r.actions);
+        assert!(r.threading.as_deref().unwrap_or("").contains("not a participant"), "{:?}", r.threading);
+    }
+    assert!(!participants(&b, 1).contains(&"mallory@example.net".to_string()), "{:?}", participants(&b, 1));
+    // The customer herself still threads by the same headers.
+    let m = clients::thunderbird_reply("Alice", "alice@example.org", "support@example.test", "[PD-1] Printer", &ack_id, std::slice::from_ref(&first.message_id), "More.");
+    assert_eq!(b.ingest(&m.raw).outcome, Outcome::FollowUp { ticket: 1 });
+}
+
+#[test]
+fn addresses_a_participant_copies_join_as_the_queue_says() {
+    for (policy, joins) in [("", true), ("cc_policy = \"join\"", true), ("cc_policy = \"ignore\"", false)] {
+        let b = bench(policy);
+        let first = new_mail("alice@example.org", "Printer");
+        b.ingest(&first.raw);
+        let ack = b.queued().remove(0);
+        let ack_id = header_of(&ack, "message-id").trim_matches(['<', '>']).to_string();
+        let reply = clients::thunderbird_reply("Alice", "alice@example.org", "support@example.test, Carol <carol@example.org>", "[PD-1] Printer", &ack_id, std::slice::from_ref(&first.message_id), "Copying Carol.");
+        assert_eq!(b.ingest(&reply.raw).outcome, Outcome::FollowUp { ticket: 1 });
+        assert_eq!(participants(&b, 1).contains(&"carol@example.org".to_string()), joins, "{policy}: {:?}", participants(&b, 1));
+        // Carol answering the thread joins the ticket only when she was let in.
+        let carol = clients::thunderbird_reply("Carol", "carol@example.org", "support@example.test", "[PD-1] Printer", &reply.message_id, std::slice::from_ref(&ack_id), "Me too.");
+        let expected = if joins { Outcome::FollowUp { ticket: 1 } } else { Outcome::Created { ticket: 2 } };
+        assert_eq!(b.ingest(&carol.raw).outcome, expected, "{policy}");
+    }
+}
+
+/// A delivery status notification (RFC 3464) as Postfix writes it: `failed` for each address,
+/// and the returned message's headers naming `original` when given.
+fn dsn(from: &str, failed: &[&str], original: Option<&str>) -> Vec<u8> {
+    let recipients: String = failed.iter().map(|r| format!("Final-Recipient: rfc822; {r}\r\nAction: failed\r\nStatus: 5.1.1\r\nDiagnostic-Code: smtp; 550 5.1.1 User unknown\r\n\r\n")).collect();
+    let returned = original.map(|id| format!("--b1\r\nContent-Type: text/rfc822-headers\r\n\r\nFrom: Example Support <support@example.test>\r\nSubject: [PD-1] Printer\r\nMessage-ID: <{id}>\r\n\r\n")).unwrap_or_default();
+    format!(
+        "From: Mail Delivery System <{from}>\r\nTo: support@example.test\r\nSubject: Undelivered Mail Returned to Sender\r\nMessage-ID: <dsn-{}@mx.example.net>\r\nMIME-Version: 1.0\r\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b1\"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nThis is the mail system.\r\n\r\n--b1\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.net\r\n\r\n{recipients}{returned}--b1--\r\n",
+        failed.join("-").replace('@', "."),
+    )
+    .into_bytes()
+}
+
+fn undeliverable(b: &Bench) -> Vec<String> {
+    b.store().undeliverable_marks("0000").unwrap().into_iter().map(|m| m.address).collect()
+}
+
+#[test]
+fn forged_bounces_change_nothing() {
+    let b = bench("");
+    let first = new_mail("alice@example.org", "Printer");
+    b.ingest(&first.raw);
+    let ack_id = header_of(&b.queued()[0], "message-id").trim_matches(['<', '>']).to_string();
+    // A made-up DSN naming the customer (and anyone else), with no original message.
+    let r = b.ingest(&dsn("MAILER-DAEMON@evil.example.net", &["alice@example.org", "andy@example.test"], None));
+    assert!(matches!(&r.outcome, Outcome::Quarantined { reason } if reason.contains("unverified bounce")), "{:?}", r.outcome);
+    // One naming the customer's own Message-ID (not one of ours), or a copy of ours for someone else.
+    b.ingest(&dsn("MAILER-DAEMON@evil.example.net", &["alice@example.org"], Some(&first.message_id)));
+    let r = b.ingest(&dsn("MAILER-DAEMON@evil.example.net", &["bob@example.org"], Some(&ack_id)));
+    assert!(matches!(&r.outcome, Outcome::Quarantined { .. }), "{:?}", r.outcome);
+    assert_eq!(undeliverable(&b), Vec::<String>::new());
+    assert_eq!(b.tickets(), 1, "no bounce opened or joined a ticket");
+    assert!(!b.store().ticket_detail(1).unwrap().unwrap().events.iter().any(|e| e.kind == "bounce"));
+    // The customer still gets every answer.
+    assert_eq!(b.ingest(&new_mail("alice@example.org", "Scanner").raw).mails.len(), 1);
+}
+
+#[test]
+fn a_genuine_bounce_marks_the_address_until_it_writes_again_or_the_mark_expires() {
+    let b = bench("");
+    b.ingest(&new_mail("alice@example.org", "Printer").raw);
+    let ack_id = header_of(&b.queued()[0], "message-id").trim_matches(['<', '>']).to_string();
+    let r = b.ingest(&dsn("MAILER-DAEMON@mx.example.org", &["alice@example.org"], Some(&ack_id)));
+    assert_eq!(r.outcome, Outcome::FollowUp { ticket: 1 }, "{:?}", r.actions);
+    assert_eq!(undeliverable(&b), vec!["alice@example.org".to_string()]);
+    // Marks expire (default 30 days): still active after 29 days, gone after 31.
+    let at = |days: i64| postdesk::clock::rfc3339(datetime!(2026-11-30 09:00 UTC) + time::Duration::days(days) - time::Duration::days(30));
+    assert_eq!(b.store().undeliverable_marks(&at(29)).unwrap().len(), 1);
+    assert_eq!(b.store().undeliverable_marks(&at(31)).unwrap().len(), 0);
+    // The address writing to us again clears the mark: it gets its acknowledgement.
+    b.clock.advance(time::Duration::days(1));
+    assert_eq!(b.ingest(&new_mail("alice@example.org", "Scanner").raw).mails.len(), 1);
+    assert_eq!(undeliverable(&b), Vec::<String>::new());
+}
+
+#[test]
+fn sender_controlled_text_is_one_short_line_in_our_mail() {
+    let b = bench("");
+    let long = "printer ".repeat(2000);
+    let raw = format!("From: =?utf-8?q?Eve=0D=0ABcc:_victim@example.org=0D=0A=0D=0AWire_money_now?= <eve@example.org>\r\nTo: support@example.test\r\nSubject: Broken\x07 {long}\r\nMessage-ID: <eve-1@example.org>\r\n\r\nHello.\r\n");
+    let r = b.ingest(raw.as_bytes());
+    assert!(matches!(r.outcome, Outcome::Created { .. }), "{:?}", r.outcome);
+    let ack = b.queued().remove(0);
+    let body = ack.split_once("\r\n\r\n").map(|(_, body)| body).unwrap_or_default();
+    assert!(!body.lines().any(|l| l.starts_with("Bcc:") || l.starts_with("Wire money")), "sender text broke into lines:\n{body}");
+    assert!(body.contains("Hello Eve Bcc: victim@example.org Wire money now,"), "{body}");
+    assert!(!ack.contains('\x07'), "control characters are removed");
+    let subject = header_of(&ack, "subject");
+    assert!(subject.starts_with("[PD-1] Broken printer") && subject.chars().count() <= 210, "{} chars: {subject}", subject.chars().count());
+    assert!(body.lines().all(|l| l.len() <= 998), "no line over RFC 5322's limit");
+}
+
+/// A responder that answers every mail at once with the same text, without our tag, our
+/// headers or any Auto-Submitted marking.
+fn responder_mail(n: usize) -> Vec<u8> {
+    format!("From: Helpdesk Bot <bot@vendor.example>\r\nTo: support@example.test\r\nSubject: Your request {n}\r\nMessage-ID: <bot-{n}@vendor.example>\r\n\r\nThank you for contacting us. Your case number is {}. An engineer will reply within 24 hours.\r\n", 1000 + n).into_bytes()
+}
+
+#[test]
+fn a_responder_that_neither_tags_nor_quotes_is_stopped_after_three_tickets() {
+    let b = bench_with("", "new_tickets_per_sender = \"off\"");
+    // The bot's first mail is something else (an alert); then it answers each acknowledgement.
+    let alert = b"From: bot@vendor.example\r\nTo: support@example.test\r\nSubject: Disk almost full\r\nMessage-ID: <alert@vendor.example>\r\n\r\n/var is 91% full on host db3.\r\n";
+    let mut outcomes = vec![b.ingest(alert).outcome];
+    b.clock.advance(time::Duration::seconds(3));
+    // It answers each of our mails within seconds; it stops when we stop writing.
+    let mut n = 1;
+    while b.queued().len() >= n && n < 12 {
+        outcomes.push(b.ingest(&responder_mail(n)).outcome);
+        b.clock.advance(time::Duration::seconds(3));
+        n += 1;
+    }
+    assert_eq!(b.tickets(), 3, "{outcomes:?}");
+    assert_eq!(b.queued().len(), 2, "two acknowledgements, then the loop is broken");
+    let third = b.store().ticket_detail(3).unwrap().unwrap();
+    assert!(third.events.iter().any(|e| e.kind == "ack_suppressed" && e.detail.contains("mail loop suspected")), "{:?}", third.events);
+    // A person writing twice within seconds, with different words, still gets two tickets.
+    b.ingest(&new_mail("alice@example.org", "Printer").raw);
+    let second = clients::thunderbird_new("Alice", "alice@example.org", "support@example.test", "Scanner", "The scanner is broken too.");
+    assert!(matches!(b.ingest(&second.raw).outcome, Outcome::Created { .. }));
 }

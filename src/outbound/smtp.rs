@@ -4,8 +4,9 @@
 //! From then on the server holds the whole message, so a crash cannot make it go out twice; the
 //! remaining window (a crash between that commit and writing five bytes) can only lose a mail,
 //! is microseconds long, and such a send is recorded as unconfirmed on restart.
-//! One connection is kept open and reused; plain connections set TCP_NODELAY (lettre's own
-//! sockets wait ~40 ms per message on delayed ACKs).
+//! One connection is kept open and reused; we open its socket ourselves (TCP_NODELAY: lettre's
+//! own sockets wait ~40 ms per message on delayed ACKs) and wrap it in [`Held`], which withholds
+//! the final dot when the send could not be recorded.
 
 use super::transport::{SendError, error_chain};
 use crate::config::{Endpoint, Tls};
@@ -14,7 +15,14 @@ use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, MailBodyParameter, MailParameter};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Mutex;
 
 /// Close an idle connection after this long rather than let the server time it out.
@@ -25,7 +33,8 @@ pub struct SmtpSender {
     endpoint: Endpoint,
     tls: Option<TlsParameters>,
     hello: ClientId,
-    conn: Mutex<Option<(AsyncSmtpConnection, Instant)>>,
+    /// The open session, its `hold` switch and when it was last used.
+    conn: Mutex<Option<(AsyncSmtpConnection, Arc<AtomicBool>, Instant)>>,
 }
 
 /// The relay's TLS settings could not be built (unreadable CA file).
@@ -39,7 +48,7 @@ fn transient(e: &lettre::transport::smtp::Error) -> bool {
 }
 
 fn err(e: lettre::transport::smtp::Error) -> SendError {
-    SendError { transient: transient(&e), message: error_chain(&e) }
+    SendError::mail(transient(&e), error_chain(&e))
 }
 
 impl SmtpSender {
@@ -58,66 +67,80 @@ impl SmtpSender {
         Ok(SmtpSender { endpoint: endpoint.clone(), tls, hello: ClientId::default(), conn: Mutex::new(None) })
     }
 
-    async fn connect(&self) -> Result<AsyncSmtpConnection, SendError> {
+    /// Connect, say EHLO, secure and log in. Every failure here is the server's (or our
+    /// credentials'), never a mail's: the worker keeps the queue and backs off.
+    async fn connect(&self, hold: &Arc<AtomicBool>) -> Result<AsyncSmtpConnection, SendError> {
         let e = &self.endpoint;
-        let timeout = Some(e.connect_timeout);
-        let mut conn = match e.tls {
-            Tls::None => {
-                let tcp = tokio::time::timeout(e.connect_timeout, tokio::net::TcpStream::connect((e.host.as_str(), e.port)))
-                    .await
-                    .map_err(|_| SendError { transient: true, message: format!("connect to {}:{} timed out", e.host, e.port) })?
-                    .map_err(|err| SendError { transient: true, message: format!("connect to {}:{}: {err}", e.host, e.port) })?;
-                let _ = tcp.set_nodelay(true);
-                AsyncSmtpConnection::connect_with_transport(Box::new(tcp), &self.hello).await.map_err(err)?
+        let server = |m: String| SendError::server(format!("{}:{}: {m}", e.host, e.port));
+        let tcp = tokio::time::timeout(e.connect_timeout, tokio::net::TcpStream::connect((e.host.as_str(), e.port)))
+            .await
+            .map_err(|_| server("connect timed out".into()))?
+            .map_err(|err| server(format!("connect: {err}")))?;
+        let _ = tcp.set_nodelay(true);
+        let peer = tcp.peer_addr().map_err(|err| server(err.to_string()))?;
+        let greet = async {
+            let mut conn = match e.tls {
+                Tls::None => AsyncSmtpConnection::connect_with_transport(Box::new(Held::new(tcp, peer, hold)), &self.hello).await.map_err(|x| server(error_chain(&x)))?,
+                Tls::Implicit => {
+                    let connector = crate::intake::tls::connector(e.ca_file.as_deref()).map_err(server)?;
+                    let name = tokio_rustls::rustls::pki_types::ServerName::try_from(e.host.clone()).map_err(|x| server(x.to_string()))?;
+                    let tls = connector.connect(name, tcp).await.map_err(|x| server(format!("TLS: {x}")))?;
+                    AsyncSmtpConnection::connect_with_transport(Box::new(Held::new(tls, peer, hold)), &self.hello).await.map_err(|x| server(error_chain(&x)))?
+                }
+                Tls::StartTls => {
+                    let mut c = AsyncSmtpConnection::connect_with_transport(Box::new(Held::new(tcp, peer, hold)), &self.hello).await.map_err(|x| server(error_chain(&x)))?;
+                    let params = self.tls.clone().expect("starttls has TLS parameters");
+                    c.starttls(params, &self.hello).await.map_err(|x| server(error_chain(&x)))?;
+                    c
+                }
+            };
+            if let (Some(u), Some(p)) = (&e.username, &e.password) {
+                conn.auth(DEFAULT_MECHANISMS, &Credentials::new(u.clone(), p.expose().to_string())).await.map_err(|x| server(format!("login as {u}: {}", error_chain(&x))))?;
             }
-            Tls::Implicit => AsyncSmtpConnection::connect_tokio1((e.host.as_str(), e.port), timeout, &self.hello, self.tls.clone(), None).await.map_err(err)?,
-            Tls::StartTls => {
-                let mut c = AsyncSmtpConnection::connect_tokio1((e.host.as_str(), e.port), timeout, &self.hello, None, None).await.map_err(err)?;
-                let params = self.tls.clone().expect("starttls has TLS parameters");
-                c.starttls(params, &self.hello).await.map_err(err)?;
-                c
-            }
+            Ok(conn)
         };
-        if let (Some(u), Some(p)) = (&e.username, &e.password) {
-            conn.auth(DEFAULT_MECHANISMS, &Credentials::new(u.clone(), p.expose().to_string())).await.map_err(err)?;
-        }
-        Ok(conn)
+        tokio::time::timeout(e.connect_timeout * 2, greet).await.map_err(|_| server("greeting, TLS or login timed out".into()))?
     }
 
     /// Send `mail`. `commit` runs after the last body byte and before the final dot; `Ok` then
-    /// means the server accepted it. On `Err`, the caller undoes what `commit` recorded.
-    pub async fn send(&self, mail: &QueuedMail, commit: &mut (dyn FnMut() + Send)) -> Result<(), SendError> {
+    /// means the server accepted it. On `Err`, the caller undoes what `commit` recorded. When
+    /// `commit` reports that it could not record the send, the dot is withheld and the connection
+    /// dropped, so the server discards the message ([`SendError::unrecorded`]).
+    pub async fn send(&self, mail: &QueuedMail, commit: &mut (dyn FnMut() -> bool + Send)) -> Result<(), SendError> {
         let mut slot = self.conn.lock().await;
         let reused = match slot.take() {
-            Some((mut c, used)) if used.elapsed() < IDLE && !c.has_broken() => {
+            Some((mut c, hold, used)) if used.elapsed() < IDLE && !c.has_broken() => {
                 if c.test_connected().await {
-                    Some(c)
+                    Some((c, hold))
                 } else {
                     c.abort().await;
                     None
                 }
             }
-            Some((mut c, _)) => {
+            Some((mut c, _, _)) => {
                 let _ = c.quit().await;
                 None
             }
             None => None,
         };
-        let mut conn = match reused {
+        let (mut conn, hold) = match reused {
             Some(c) => c,
-            None => self.connect().await?,
+            None => {
+                let hold = Arc::new(AtomicBool::new(false));
+                (self.connect(&hold).await?, hold)
+            }
         };
-        let result = transaction(&mut conn, mail, commit).await;
+        let result = transaction(&mut conn, mail, commit, &hold).await;
         match &result {
-            Ok(()) => *slot = Some((conn, Instant::now())),
+            Ok(()) => *slot = Some((conn, hold, Instant::now())),
             Err(_) => conn.abort().await,
         }
         result
     }
 }
 
-async fn transaction(conn: &mut AsyncSmtpConnection, mail: &QueuedMail, commit: &mut (dyn FnMut() + Send)) -> Result<(), SendError> {
-    let permanent = |m: String| SendError { transient: false, message: m };
+async fn transaction(conn: &mut AsyncSmtpConnection, mail: &QueuedMail, commit: &mut (dyn FnMut() -> bool + Send), hold: &AtomicBool) -> Result<(), SendError> {
+    let permanent = |m: String| SendError::mail(false, m);
     let from = mail.envelope_from.parse().map_err(|e| permanent(format!("envelope sender <{}>: {e}", mail.envelope_from)))?;
     let mut params = Vec::new();
     // RFC 6152: announce 8-bit content when the message has any.
@@ -130,15 +153,20 @@ async fn transaction(conn: &mut AsyncSmtpConnection, mail: &QueuedMail, commit: 
         conn.command(Rcpt::new(to, vec![])).await.map_err(err)?;
     }
     conn.command(Data).await.map_err(err)?;
-    let body = CommitBeforeDot { body: Some(&mail.raw), commit };
-    conn.message_iter(body).await.map_err(err)?;
-    Ok(())
+    let body = CommitBeforeDot { body: Some(&mail.raw), commit, hold };
+    match conn.message_iter(body).await {
+        Ok(_) => Ok(()),
+        Err(_) if hold.load(Ordering::SeqCst) => Err(SendError::unrecorded()),
+        Err(e) => Err(err(e)),
+    }
 }
 
 /// Yields the body once; when lettre asks for more (just before it writes `.`), runs `commit`.
+/// If that fails, `hold` makes the socket refuse the dot.
 struct CommitBeforeDot<'a> {
     body: Option<&'a [u8]>,
-    commit: &'a mut (dyn FnMut() + Send),
+    commit: &'a mut (dyn FnMut() -> bool + Send),
+    hold: &'a AtomicBool,
 }
 
 impl<'a> Iterator for CommitBeforeDot<'a> {
@@ -147,9 +175,68 @@ impl<'a> Iterator for CommitBeforeDot<'a> {
         match self.body.take() {
             Some(b) => Some(b),
             None => {
-                (self.commit)();
+                if !(self.commit)() {
+                    self.hold.store(true, Ordering::SeqCst);
+                }
                 None
             }
         }
+    }
+}
+
+/// The byte stream under an SMTP session. Once `hold` is set (a send could not be recorded) it
+/// refuses every write, so the terminating `.` never reaches the server, which then discards
+/// the message when the connection drops (RFC 5321 §4.1.1.4: the dot completes the mail).
+/// Below STARTTLS's TLS layer it refuses the encrypted record carrying the dot; lettre flushes
+/// after every body part, so all body bytes are already on the socket when `hold` is set.
+struct Held<S> {
+    inner: S,
+    peer: SocketAddr,
+    hold: Arc<AtomicBool>,
+}
+
+impl<S> Held<S> {
+    fn new(inner: S, peer: SocketAddr, hold: &Arc<AtomicBool>) -> Held<S> {
+        Held { inner, peer, hold: hold.clone() }
+    }
+
+    fn held(&self) -> Option<io::Error> {
+        self.hold.load(Ordering::SeqCst).then(|| io::Error::other("send could not be recorded: final dot withheld"))
+    }
+}
+
+impl<S> std::fmt::Debug for Held<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "smtp connection to {}", self.peer)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Held<S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Held<S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.held() {
+            Some(e) => Poll::Ready(Err(e)),
+            None => Pin::new(&mut self.inner).poll_write(cx, buf),
+        }
+    }
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.held() {
+            Some(e) => Poll::Ready(Err(e)),
+            None => Pin::new(&mut self.inner).poll_flush(cx),
+        }
+    }
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Send + Sync + Unpin> lettre::transport::smtp::client::AsyncTokioStream for Held<S> {
+    fn peer_addr(&self) -> io::Result<SocketAddr> {
+        Ok(self.peer)
     }
 }

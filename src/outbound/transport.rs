@@ -8,12 +8,39 @@ use lettre::address::Envelope;
 use lettre::{AsyncFileTransport, AsyncTransport, Tokio1Executor};
 use std::path::PathBuf;
 
-/// A send failure; `transient` says whether a later retry can succeed.
+/// A send failure; `transient` says whether a later retry can succeed, `scope` whose fault it is.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
 pub struct SendError {
     pub transient: bool,
+    pub scope: Scope,
     pub message: String,
+}
+
+/// Whose failure a [`SendError`] is, which decides what the worker does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// This mail's: the server refused its sender, a recipient or its content. Retry or fail it.
+    Mail,
+    /// The server's or the connection's (refused, TLS, login): every mail would fail alike.
+    /// Keep the queue as it is and back off.
+    Server,
+    /// The send could not be recorded (disk full), so it was not completed. Stop sending.
+    Unrecorded,
+}
+
+impl SendError {
+    pub fn mail(transient: bool, message: impl Into<String>) -> SendError {
+        SendError { transient, scope: Scope::Mail, message: message.into() }
+    }
+
+    pub fn server(message: impl Into<String>) -> SendError {
+        SendError { transient: true, scope: Scope::Server, message: message.into() }
+    }
+
+    pub fn unrecorded() -> SendError {
+        SendError { transient: true, scope: Scope::Unrecorded, message: "the send could not be recorded, so it was withheld".into() }
+    }
 }
 
 /// Where outgoing mail goes.
@@ -60,26 +87,29 @@ impl Transport {
     }
 
     /// Hand the stored bytes to the transport, unchanged. `commit` records the send; it runs at
-    /// the moment after which the mail counts as handed over (see `smtp`), at most once.
-    pub async fn send(&self, mail: &QueuedMail, commit: &mut (dyn FnMut() + Send)) -> Result<(), SendError> {
-        if let Transport::Smtp { inner, .. } = self {
-            return inner.send(mail, commit).await;
+    /// the moment after which the mail counts as handed over (see `smtp`), at most once, and
+    /// returns whether the record was written: if not, the mail is withheld.
+    pub async fn send(&self, mail: &QueuedMail, commit: &mut (dyn FnMut() -> bool + Send)) -> Result<(), SendError> {
+        let inner = match self {
+            Transport::Smtp { inner, .. } => return inner.send(mail, commit).await,
+            Transport::Folder { inner, .. } => inner,
+        };
+        let from = mail.envelope_from.parse().map_err(|e| SendError::mail(false, format!("envelope sender <{}>: {e}", mail.envelope_from)))?;
+        let to = mail.recipients.iter().map(|r| r.parse()).collect::<Result<Vec<_>, _>>().map_err(|e| SendError::mail(false, format!("recipient: {e}")))?;
+        let envelope = Envelope::new(Some(from), to).map_err(|e| SendError::mail(false, e.to_string()))?;
+        let id = inner.send_raw(&envelope, &mail.raw).await.map_err(|e| SendError::server(error_chain(&e)))?;
+        if !commit() {
+            // Not recorded, so it must not count as sent (it would go out again): take it back.
+            let _ = std::fs::remove_file(self.folder_file(&id));
+            return Err(SendError::unrecorded());
         }
-        let from = mail.envelope_from.parse().map_err(|e| SendError { transient: false, message: format!("envelope sender <{}>: {e}", mail.envelope_from) })?;
-        let to = mail
-            .recipients
-            .iter()
-            .map(|r| r.parse())
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| SendError { transient: false, message: format!("recipient: {e}") })?;
-        let envelope = Envelope::new(Some(from), to).map_err(|e| SendError { transient: false, message: e.to_string() })?;
+        Ok(())
+    }
+
+    fn folder_file(&self, id: &str) -> PathBuf {
         match self {
-            Transport::Smtp { .. } => unreachable!("handled above"),
-            Transport::Folder { inner, .. } => {
-                inner.send_raw(&envelope, &mail.raw).await.map_err(|e| SendError { transient: true, message: error_chain(&e) })?;
-                commit();
-                Ok(())
-            }
+            Transport::Folder { path, .. } => path.join(format!("{id}.eml")),
+            Transport::Smtp { .. } => PathBuf::new(),
         }
     }
 }

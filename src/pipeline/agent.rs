@@ -164,14 +164,31 @@ pub(super) fn escalation_recipients<'d>(desk: &'d Desk, t: &Ticket, target: Opti
     }
 }
 
-/// Handle a verified agent's mail on `ticket`.
+/// An agent's public reply reached nobody: never silent. The ticket records it and the agent gets
+/// `agent_reply_failed` (or, in a template set without it, `agent_command_errors`).
 #[allow(clippy::too_many_arguments)]
-pub(super) fn handle(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, verdict: Verdict, agent: &Agent, ticket: TicketId, threading: String, now: &Now) -> Result<Report, StoreError> {
+fn reply_not_sent(tx: &mut Tx<'_>, desk: &Desk, now: &Now, t: &Ticket, agent: &Agent, why: &str, text: &str, p: &Parsed, r: &mut Report) -> Result<(), StoreError> {
+    tx.event(t.id, "reply_not_sent", &format!("reply by {} not sent: {why}", agent.email), &now.s)?;
+    tracing::warn!(ticket = t.id, agent = %agent.email, why, "agent reply not sent");
+    let errors = [format!("not sent: {why}")];
+    let about = About { agent: Some(agent), reply: text, errors: &errors, ..Default::default() };
+    let template = if desk.templates.has("agent_reply_failed") { "agent_reply_failed" } else { "agent_command_errors" };
+    // The agent is the actor here but must hear of it: no actor filter.
+    let sent = notify::agents(tx, desk, now, t, template, &[agent], None, &about, Some(&p.message_id))?;
+    notify::record(sent, &mut r.actions, &mut r.mails);
+    Ok(())
+}
+
+/// Handle a verified agent's mail on `ticket`; `stale` says why its token is too old to act on
+/// (everything is then refused).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn handle(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, verdict: Verdict, agent: &Agent, ticket: TicketId, threading: String, stale: Option<String>, now: &Now) -> Result<Report, StoreError> {
     let mut r = Report::new(p, Some(verdict), Some(threading), Outcome::FollowUp { ticket });
     let Some(t) = tx.ticket(ticket)? else { return Ok(r) };
     let parsed = command::parse(&p.visible_text);
     let mut errors: Vec<String> = parsed.errors.iter().map(|e| format!("{}: {}", e.line, e.error)).collect();
     errors.extend(validate(desk, &parsed.commands));
+    errors.extend(stale);
     tx.add_ticket_agent(ticket, &agent.email)?;
 
     let article = |tx: &mut Tx<'_>, kind: ArticleKind, body: &str| {
@@ -237,6 +254,9 @@ pub(super) fn handle(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, 
             auto: None,
             lang: None,
         })?;
+        if let mailer::Sent::Suppressed(why) = &sent {
+            reply_not_sent(tx, desk, now, &t, agent, why, &text, p, &mut r)?;
+        }
         notify::record(vec![sent], &mut r.actions, &mut r.mails);
         tx.mark_first_response(ticket, &now.s)?;
         sla::on_agent_reply(tx, &t, now)?;

@@ -3,6 +3,7 @@
 
 use crate::config::{Agent, Queue};
 use crate::desk::Desk;
+use crate::reference::sender_text;
 use crate::ticket::Ticket;
 use serde_json::{Value, json};
 
@@ -25,21 +26,23 @@ pub struct About<'a> {
     pub approval: Option<(&'a str, &'a str, &'a str)>,
 }
 
-/// Build the context for one recipient.
+/// Build the context for one recipient. Names, addresses and subjects a sender controls go
+/// through [`sender_text`]: one line, no control characters, length-capped (docs/SECURITY.md).
 pub fn build(desk: &Desk, queue: &Queue, t: &Ticket, about: &About<'_>, to: &str, to_name: &str) -> Value {
+    let s = sender_text;
     json!({
         "desk": { "name": desk.config.desk.name },
         "queue": { "name": queue.name, "address": queue.address, "from_name": queue.from_name },
         "ticket": {
-            "id": t.id, "ref": desk.refs.format(t.id), "subject": t.subject,
+            "id": t.id, "ref": desk.refs.format(t.id), "subject": s(&t.subject),
             "status": t.status.as_str(), "priority": t.priority.as_str(), "queue": t.queue,
             "owner": t.owner.clone().unwrap_or_default(), "tier": t.tier,
             "type": t.ticket_type.clone().unwrap_or_default(), "service": t.service.clone().unwrap_or_default(),
-            "requester": t.requester, "created_at": t.created_at,
+            "requester": s(&t.requester), "created_at": t.created_at,
             "reply_to": super::mailer::reply_recipients(desk, t).join(", ")
         },
-        "message": { "from": about.from, "from_name": about.from_name, "subject": about.subject, "text": about.text },
-        "recipient": { "address": to, "name": to_name },
+        "message": { "from": s(about.from), "from_name": s(about.from_name), "subject": s(about.subject), "text": about.text },
+        "recipient": { "address": s(to), "name": s(to_name) },
         "agent": { "name": about.agent.map(|a| a.name.as_str()).unwrap_or(""), "email": about.agent.map(|a| a.email.as_str()).unwrap_or("") },
         "reply": { "text": about.reply },
         "errors": about.errors,

@@ -10,7 +10,7 @@ use crate::desk::Desk;
 use crate::guard;
 use crate::outbound::compose::{AutoSubmitted, Outgoing, compose};
 use crate::store::{NewArticle, NewOutbound, StoreError, Tx};
-use crate::ticket::{ArticleKind, Direction, TicketId};
+use crate::ticket::{ArticleKind, Direction, TicketId, is_usable_address};
 
 /// One automatic mail to queue.
 pub struct AutoMail<'a> {
@@ -68,10 +68,17 @@ pub enum Sent {
     Suppressed(String),
 }
 
-/// Queue `m` unless a rule of loop protection forbids it; every suppression is recorded.
+/// Queue `m` unless a rule of loop protection forbids it; every suppression is recorded. A
+/// recipient that is not a usable address (RFC 5322 §3.4.1) is left out and recorded
+/// (`recipient_refused`): the others still get the mail. When `to` is refused, a person's reply
+/// (or any mail whose `to` is no address) goes to the remaining copies.
 pub fn send_auto(tx: &mut Tx<'_>, desk: &Desk, now: &Now, mut m: AutoMail<'_>) -> Result<Sent, StoreError> {
     let mut cc = Vec::new();
     for c in std::mem::take(&mut m.cc) {
+        if !is_usable_address(&c) {
+            refused(tx, &m, &c, now)?;
+            continue;
+        }
         match blocked(tx, desk, now, &c, m.auto.is_some())? {
             Some(why) => {
                 if let Some(t) = m.ticket {
@@ -82,31 +89,50 @@ pub fn send_auto(tx: &mut Tx<'_>, desk: &Desk, now: &Now, mut m: AutoMail<'_>) -
         }
     }
     cap_recipients(tx, desk, now, &mut m, cc)?;
-    match blocked(tx, desk, now, m.to, m.auto.is_some())? {
-        Some(why) => {
-            if let Some(t) = m.ticket {
-                tx.event(t, "auto_mail_suppressed", &format!("{} to {} not sent: {why}", m.label, m.to), &now.s)?;
+    // An empty `to` (a sender without address) is blocked below like any system address.
+    let usable = m.to.is_empty() || is_usable_address(m.to);
+    let why = if usable { blocked(tx, desk, now, m.to, m.auto.is_some())? } else { Some(format!("<{}> is not a usable address", m.to)) };
+    let Some(why) = why else { return queue_recorded(tx, desk, now, &m, m.to) };
+    if !usable {
+        refused(tx, &m, m.to, now)?;
+    } else if let Some(t) = m.ticket {
+        tx.event(t, "auto_mail_suppressed", &format!("{} to {} not sent: {why}", m.label, m.to), &now.s)?;
+    }
+    tracing::info!(ticket = ?m.ticket, to = m.to, what = m.label, why, "mail not sent to its first recipient");
+    if (!usable || m.auto.is_none()) && !m.cc.is_empty() {
+        let to = m.cc.remove(0);
+        return queue_recorded(tx, desk, now, &m, &to);
+    }
+    Ok(Sent::Suppressed(why))
+}
+
+/// Record on the ticket that `who` was left out of a mail for not being an address.
+fn refused(tx: &mut Tx<'_>, m: &AutoMail<'_>, who: &str, now: &Now) -> Result<(), StoreError> {
+    tracing::warn!(ticket = ?m.ticket, what = m.label, "recipient is not a usable address");
+    if let Some(t) = m.ticket {
+        tx.event(t, "recipient_refused", &format!("{} not sent to <{who}>: not a usable address", m.label), &now.s)?;
+    }
+    Ok(())
+}
+
+/// [`queue`] to `to`, with the cap log and the failure recorded.
+fn queue_recorded(tx: &mut Tx<'_>, desk: &Desk, now: &Now, m: &AutoMail<'_>, to: &str) -> Result<Sent, StoreError> {
+    match queue(tx, desk, now, m, to)? {
+        Ok(p) => {
+            // Caps count mail to outside addresses; agents are never capped, and their
+            // notifications must not use up the desk-wide cap.
+            if m.auto.is_some() && desk.config.agent_by_email(to).is_none() {
+                tx.log_auto_mail(to, m.ticket, &now.s)?;
             }
-            tracing::info!(ticket = ?m.ticket, to = m.to, what = m.label, why, "automatic mail suppressed");
+            Ok(Sent::Queued(p))
+        }
+        Err(why) => {
+            if let Some(t) = m.ticket {
+                tx.event(t, "auto_mail_failed", &format!("{} to {to}: {why}", m.label), &now.s)?;
+            }
+            tracing::error!(ticket = ?m.ticket, to, what = m.label, error = %why, "automatic mail not queued");
             Ok(Sent::Suppressed(why))
         }
-        None => match queue(tx, desk, now, &m)? {
-            Ok(p) => {
-                // Caps count mail to outside addresses; agents are never capped, and their
-                // notifications must not use up the desk-wide cap.
-                if m.auto.is_some() && desk.config.agent_by_email(m.to).is_none() {
-                    tx.log_auto_mail(m.to, m.ticket, &now.s)?;
-                }
-                Ok(Sent::Queued(p))
-            }
-            Err(why) => {
-                if let Some(t) = m.ticket {
-                    tx.event(t, "auto_mail_failed", &format!("{} to {}: {why}", m.label, m.to), &now.s)?;
-                }
-                tracing::error!(ticket = ?m.ticket, to = m.to, what = m.label, error = %why, "automatic mail not queued");
-                Ok(Sent::Suppressed(why))
-            }
-        },
     }
 }
 
@@ -117,7 +143,7 @@ fn blocked(tx: &Tx<'_>, desk: &Desk, now: &Now, to: &str, automatic: bool) -> Re
     if desk.identity.own_addresses.iter().any(|a| a == to) {
         return Ok(Some(format!("<{to}> is one of our own addresses")));
     }
-    if let Some(reason) = tx.undeliverable(to)? {
+    if let Some(reason) = tx.undeliverable(to, &now.minus(desk.config.guard.undeliverable_for))? {
         return Ok(Some(format!("<{to}> is undeliverable ({reason})")));
     }
     if !automatic || desk.config.agent_by_email(to).is_some() {
@@ -161,7 +187,7 @@ pub fn reply_recipients(desk: &Desk, t: &crate::ticket::Ticket) -> Vec<String> {
 }
 
 /// Render, compose, record and queue. `Ok(Err(why))` when the template or address is unusable.
-fn queue(tx: &mut Tx<'_>, desk: &Desk, now: &Now, m: &AutoMail<'_>) -> Result<Result<PlannedMail, String>, StoreError> {
+fn queue(tx: &mut Tx<'_>, desk: &Desk, now: &Now, m: &AutoMail<'_>, to: &str) -> Result<Result<PlannedMail, String>, StoreError> {
     let lang = m.lang.as_deref().or(m.queue.language.as_deref());
     let mut rendered = match desk.templates.render(m.template, &m.queue.name, lang, &m.ctx) {
         Ok(r) => r,
@@ -171,14 +197,14 @@ fn queue(tx: &mut Tx<'_>, desk: &Desk, now: &Now, m: &AutoMail<'_>) -> Result<Re
         rendered.subject = desk.refs.tagged_subject(t, &rendered.subject);
     }
     // Desk mail gets a token for ticket 0, which names no ticket: replies to it start new ones.
-    let message_id = desk.signer.message_id(m.ticket.unwrap_or(0), m.to);
+    let message_id = desk.signer.message_id(m.ticket.unwrap_or(0), to, now.t.unix_timestamp());
     let reply_to = if m.queue.plus_addressing { desk.signer.reply_address(&m.queue.address, &message_id) } else { None };
     let from_name = m.from_name.clone().unwrap_or_else(|| m.queue.from_name.clone());
     let raw = match compose(&Outgoing {
         from_name: &from_name,
         from_address: &m.queue.address,
-        to_name: m.to_name,
-        to_address: m.to,
+        to_name: m.to_name.filter(|_| to == m.to),
+        to_address: to,
         cc: &m.cc,
         reply_to: reply_to.as_deref(),
         message_id: &message_id,
@@ -192,7 +218,7 @@ fn queue(tx: &mut Tx<'_>, desk: &Desk, now: &Now, m: &AutoMail<'_>) -> Result<Re
         Ok(r) => r,
         Err(e) => return Ok(Err(e.to_string())),
     };
-    let recipients: Vec<String> = std::iter::once(m.to.to_string()).chain(m.cc.iter().cloned()).collect();
+    let recipients: Vec<String> = std::iter::once(to.to_string()).chain(m.cc.iter().cloned()).collect();
     let article = match m.ticket {
         None => None,
         Some(ticket) => Some(tx.add_article(&NewArticle {
@@ -221,5 +247,5 @@ fn queue(tx: &mut Tx<'_>, desk: &Desk, now: &Now, m: &AutoMail<'_>) -> Result<Re
         raw: &raw,
         now: &now.s,
     })?;
-    Ok(Ok(PlannedMail { kind: m.label, to: m.to.to_string(), subject: rendered.subject, message_id }))
+    Ok(Ok(PlannedMail { kind: m.label, to: to.to_string(), subject: rendered.subject, message_id }))
 }

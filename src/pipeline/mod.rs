@@ -7,6 +7,7 @@ mod agent;
 mod context;
 pub mod mailer;
 mod notify;
+pub mod release;
 mod service;
 mod sla;
 mod timer;
@@ -170,8 +171,10 @@ impl Pipeline {
 
     fn run(&self, desk: &Desk, d: Delivery<'_>, dry: bool, quarantine_non_mail: bool) -> Result<Report, IngestError> {
         let now = Now::at(self.clock.now());
+        // Parse and classify before the write lock: a slow message never holds up other writers.
+        let prepared = prepare(desk, d);
         let mut tx = self.store.begin()?;
-        let report = one(&mut tx, desk, d, quarantine_non_mail, &now)?;
+        let report = one(&mut tx, desk, d, prepared, quarantine_non_mail, &now)?;
         if dry {
             drop(tx); // rolls back
         } else {
@@ -189,10 +192,12 @@ impl Pipeline {
     /// intake fetches it again.
     pub fn ingest_batch(&self, desk: &Desk, mailbox: &str, batch: &[(Vec<u8>, Cursor)]) -> Result<Vec<Report>, IngestError> {
         let now = Now::at(self.clock.now());
+        let deliveries: Vec<Delivery<'_>> = batch.iter().map(|(raw, cursor)| Delivery { mailbox, raw, cursor: Some(*cursor), truncated_from: None }).collect();
+        let prepared: Vec<Prepared> = deliveries.iter().map(|d| prepare(desk, *d)).collect();
         let mut tx = self.store.begin()?;
         let mut reports = Vec::with_capacity(batch.len());
-        for (raw, cursor) in batch {
-            reports.push(one(&mut tx, desk, Delivery { mailbox, raw, cursor: Some(*cursor), truncated_from: None }, true, &now)?);
+        for (d, prepared) in deliveries.into_iter().zip(prepared) {
+            reports.push(one(&mut tx, desk, d, prepared, true, &now)?);
         }
         tx.commit()?;
         if reports.iter().any(|r| !r.mails.is_empty()) {
@@ -211,18 +216,38 @@ impl Pipeline {
     }
 }
 
-/// One message inside the caller's transaction: parse and guard (under catch_unwind: a bug on
-/// hostile input quarantines one message instead of killing the daemon), process, move the cursor.
-fn one(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, quarantine_non_mail: bool, now: &Now) -> Result<Report, IngestError> {
+/// A message parsed and classified, ready for the write transaction.
+enum Prepared {
+    Mail(Box<Parsed>, Verdict),
+    NotMail(message::NotMail),
+    /// Parse or guard panicked (a bug on hostile input), with the panic's message.
+    Panicked(String),
+}
+
+/// Parse and guard one message, outside any transaction, under catch_unwind: a bug on hostile
+/// input quarantines one message instead of killing the daemon. Pure, bounded work
+/// (`message::MAX_IDS` and the other limits).
+fn prepare(desk: &Desk, d: Delivery<'_>) -> Prepared {
+    // Over the size limit, only the header section is read (the size is known before parsing).
+    let raw = if d.raw.len() as u64 > desk.config.limits.max_message_size { header_section(d.raw) } else { d.raw };
     let parsed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        message::parse(d.raw).map(|p| {
-            let v = guard::classify(&p, d.raw, &desk.identity);
+        message::parse(raw).map(|p| {
+            let v = guard::classify(&p, raw, &desk.identity);
             (p, v)
         })
     }));
-    let report = match parsed {
-        Ok(Ok((p, verdict))) => process(tx, desk, d, p, verdict, now)?,
-        Ok(Err(not_mail)) => {
+    match parsed {
+        Ok(Ok((p, v))) => Prepared::Mail(Box::new(p), v),
+        Ok(Err(not_mail)) => Prepared::NotMail(not_mail),
+        Err(panic) => Prepared::Panicked(panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default()),
+    }
+}
+
+/// One prepared message inside the caller's transaction: decide and write, move the cursor.
+fn one(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, prepared: Prepared, quarantine_non_mail: bool, now: &Now) -> Result<Report, IngestError> {
+    let report = match prepared {
+        Prepared::Mail(p, verdict) => process(tx, desk, d, *p, verdict, now)?,
+        Prepared::NotMail(not_mail) => {
             if !quarantine_non_mail {
                 return Err(not_mail.into());
             }
@@ -230,8 +255,7 @@ fn one(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, quarantine_non_mail: bool,
             quarantine(tx, d, "not_mail", &reason, now)?;
             Report::bare(Outcome::Quarantined { reason })
         }
-        Err(panic) => {
-            let what = panic.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| panic.downcast_ref::<String>().cloned()).unwrap_or_default();
+        Prepared::Panicked(what) => {
             let reason = format!("internal error while parsing: {what}");
             quarantine(tx, d, "internal_error", &reason, now)?;
             Report::bare(Outcome::Quarantined { reason })
@@ -295,17 +319,24 @@ enum Placement {
 
 fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict: Verdict, now: &Now) -> Result<Report, StoreError> {
     // Over the size limit: the ticket gets the header facts only, the sender a notice, the
-    // agents an alert, and an IMAP copy stays untouched on the server.
+    // agents an alert. The whole message is kept: an IMAP copy that was not fetched stays
+    // untouched on the server; bytes we were handed (deliver, Maildir) go to quarantine.
     let size = d.truncated_from.unwrap_or(d.raw.len() as u64);
     let oversize = (size > desk.config.limits.max_message_size).then_some(size);
+    let sha = oversize.map(|_| hex::encode(Sha256::digest(d.raw))).unwrap_or_default();
     if let Some(size) = oversize {
+        let kept = match d.truncated_from {
+            Some(_) => "It was left on the mail server.".to_string(),
+            None => format!("It is kept whole in quarantine (sha256 {}) until an admin releases or deletes it.", &sha[..16]),
+        };
         p.body_text = format!(
-            "(This message of {:.1} MB is over the limit of {:.1} MB and was not read. It was left on the mail server.)",
+            "(This message of {:.1} MB is over the limit of {:.1} MB and was not read. {kept})",
             size as f64 / 1048576.0,
             desk.config.limits.max_message_size as f64 / 1048576.0
         );
+        p.visible_text = p.body_text.clone();
         p.attachments.clear();
-        if let Some(c) = d.cursor {
+        if let (Some(c), Some(_)) = (d.cursor, d.truncated_from) {
             tx.leave_on_server(d.mailbox, c, "over limits.max_message_size")?;
         }
     }
@@ -314,6 +345,9 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         let mut r = Report::new(&p, Some(verdict), None, Outcome::Duplicate { ticket: prior.ticket });
         r.actions.push(format!("already stored ({}); nothing to do", prior.outcome));
         return Ok(r);
+    }
+    if let (Some(size), None) = (oversize, d.truncated_from) {
+        quarantine(tx, d, "too_large", &format!("{size} bytes, over limits.max_message_size ({})", desk.config.limits.max_message_size), now)?;
     }
 
     if verdict.class == Class::OwnLoop {
@@ -326,18 +360,34 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     }
 
     let sender = p.from_address().to_string();
+    // A person writing from an address is the best proof that it takes mail again.
+    if verdict.class == Class::Human && !sender.is_empty() && tx.clear_undeliverable(&sender)? {
+        tracing::info!(sender, "undeliverable mark cleared: the address wrote to us");
+    }
     if let Some(r) = status_request(tx, desk, d, &p, &verdict, &key, now)? {
         return Ok(r);
     }
     let queue = desk.config.queue_of(d.mailbox).or_else(|| desk.config.queues.values().next()).expect("validated config has a queue");
     let tokens: Vec<String> = p.to.iter().chain(p.cc.iter()).filter_map(|m| desk.signer.token_from_address(&m.address)).collect();
-    let mut ancestors = p.ancestors();
+    let ancestors = p.ancestors();
     // A bounce names our original mail inside its report (RFC 3464 §2.1, the returned message or
-    // its headers): thread by that first.
-    if let Some(id) = verdict.bounce.as_ref().and_then(|b| b.original_message_id.as_deref()) {
-        ancestors.insert(0, id);
-    }
-    let decision = thread::decide(&sender, &tokens, &ancestors, &p.subject, tx, &desk.signer, &desk.refs)?;
+    // its headers): it threads by that alone.
+    let mut bounced = Vec::new();
+    let decision = match check_bounce(tx, desk, &p, &verdict, &tokens, now)? {
+        BounceCheck::NotABounce => thread::decide(&sender, &tokens, &ancestors, &p.subject, tx, &desk.signer, &desk.refs, now.t.unix_timestamp())?,
+        BounceCheck::Verified { ticket, message_id, recipients } => {
+            bounced = recipients;
+            Decision::FollowUp { ticket, via: Via::MessageId { message_id } }
+        }
+        BounceCheck::Unverified(why) => {
+            let reason = format!("unverified bounce: {why}");
+            quarantine(tx, d, "unverified_bounce", &reason, now)?;
+            tx.record_delivery(&key, None, "unverified_bounce", &now.s)?;
+            let mut r = Report::new(&p, Some(verdict), None, Outcome::Quarantined { reason });
+            r.actions.push("kept in quarantine; no ticket and no address changed".into());
+            return Ok(r);
+        }
+    };
     // The explanation names the reply token it verified: logs and dry runs show it redacted.
     let threading = crate::token::redact_in(&decision.describe(&desk.refs));
     let mut actions = Vec::new();
@@ -354,15 +404,15 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     }
     // An agent's mail runs commands and posts replies only when it answers a notification sent to
     // that agent (a token signed for their address) and, if configured, passed DKIM/DMARC.
-    let agent = desk.config.agent_by_email(&sender);
+    // Only From is identity: an author taken from Sender or Reply-To is never an agent.
+    let agent = desk.config.agent_by_email(&sender).filter(|_| p.from_fallback.is_none());
     if let Some(agent) = agent {
         match (&decision, verdict.class) {
-            (Decision::FollowUp { ticket, via: Via::Token { .. } }, Class::Human) => {
-                let domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-                let sec = &desk.config.security;
-                if !sec.require_dkim || crate::authres::passes(p.header_all("authentication-results"), &sec.trusted_authserv_ids, domain) {
+            (Decision::FollowUp { ticket, via: Via::Token { issued, .. } }, Class::Human) => {
+                if authenticated(desk, &p) {
                     let ticket = *ticket;
-                    let r = agent::handle(tx, desk, d, &p, verdict, agent, ticket, threading, now)?;
+                    let stale = stale_token(desk, *issued, now);
+                    let r = agent::handle(tx, desk, d, &p, verdict, agent, ticket, threading, stale, now)?;
                     tx.record_delivery(&key, None, "agent", &now.s)?;
                     return Ok(r);
                 }
@@ -423,7 +473,16 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         && verdict.class == Class::Human
         && matches!(&decision, Decision::FollowUp { via: Via::Token { .. } | Via::MessageId { .. }, .. })
         && existing.as_ref().is_some_and(|t| t.requester == sender && t.status != Status::Closed)
-        && matches!(crate::command::parse(&p.visible_text).commands.as_slice(), [crate::command::Command::Status { status: Status::Closed | Status::Resolved }]);
+        && matches!(crate::command::parse(&p.visible_text).commands.as_slice(), [crate::command::Command::Status { status: Status::Closed | Status::Resolved }])
+        && (authenticated(desk, &p) || {
+            actions.push(format!("/close from {sender} failed the DKIM/DMARC requirement: not applied"));
+            false
+        });
+    // A responder answering our mail: kept as a ticket, never answered (the loop stops here).
+    let verdict = match responder_loop(tx, desk, &decision, &sender, &p, &verdict, now)? {
+        Some(why) => Verdict { auto_reply_allowed: false, reasons: [verdict.reasons, vec![why]].concat(), ..verdict },
+        None => verdict,
+    };
     let placement = place(tx, desk, queue, &decision, &sender, &verdict, now, &mut actions)?;
     let (ticket, outcome) = match placement {
         Placement::Quarantine { reason } => {
@@ -449,6 +508,9 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         Placement::Existing { ticket, status } => {
             if !customer_close {
                 follow_up(tx, desk, ticket, status, &sender, &verdict, now, &mut actions)?;
+                if verdict.class == Class::Human {
+                    add_copied(tx, desk, ticket, &p, &sender, now, &mut actions)?;
+                }
             }
             (ticket, Outcome::FollowUp { ticket })
         }
@@ -479,11 +541,16 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         attachments: &p.attachments,
         now: &now.s,
     })?;
+    if !p.truncated.is_empty() {
+        let cut = p.truncated.join("; ");
+        tx.event(ticket, "parse_limits", &format!("message <{}> read within limits: {cut}", p.message_id), &now.s)?;
+        actions.push(format!("parse limits: {cut}"));
+    }
     if verdict.class != Class::Human {
         tx.event(ticket, "guard", &format!("{}: {}", verdict.class.as_str(), verdict.reasons.join("; ")), &now.s)?;
     }
     if let Some(b) = &verdict.bounce {
-        record_bounce(tx, ticket, b, now, &mut actions)?;
+        record_bounce(tx, ticket, b, &bounced, now, &mut actions)?;
     }
     apply_rule_actions(tx, desk, ticket, &ra, matches!(outcome, Outcome::Created { .. }), now, &mut actions)?;
     if let (Some(svc), Outcome::Created { .. }) = (service, &outcome) {
@@ -518,7 +585,8 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     }
 
     if oversize.is_some() {
-        tx.event(ticket, "too_large", &format!("message <{}> of {size} bytes not read (limit {})", p.message_id, desk.config.limits.max_message_size), &now.s)?;
+        let kept = if d.truncated_from.is_some() { "left on the mail server".to_string() } else { format!("kept in quarantine, sha256 {sha}") };
+        tx.event(ticket, "too_large", &format!("message <{}> of {size} bytes not read (limit {}); {kept}", p.message_id, desk.config.limits.max_message_size), &now.s)?;
         too_large_notice(tx, desk, queue, ticket, &p, &verdict, now, &mut actions, &mut mails)?;
     } else if let Outcome::Created { .. } = outcome {
         acknowledge(tx, desk, queue, ticket, &p, &verdict, &ra, now, &mut actions, &mut mails)?;
@@ -559,6 +627,30 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     r.mails = mails;
     r.rules = Some(eval);
     Ok(r)
+}
+
+/// A responder that neither tags its answers nor keeps our headers (so neither threading nor the
+/// guard sees a loop): a new mail from an address we sent automatic mail to within
+/// `guard.loop_reply_window`, with the same subject and words (digits aside) as its previous
+/// mail to us. Its
+/// ticket gets no acknowledgement, so such a pair opens at most three tickets (docs/SECURITY.md).
+fn responder_loop(tx: &Tx<'_>, desk: &Desk, decision: &Decision, sender: &str, p: &Parsed, verdict: &Verdict, now: &Now) -> Result<Option<String>, StoreError> {
+    let window = desk.config.guard.loop_reply_window;
+    if !matches!(decision, Decision::New { .. }) || verdict.class != Class::Human || sender.is_empty() || window.is_zero() {
+        return Ok(None);
+    }
+    // Mail that names our tag or one of our Message-IDs is threaded or linked, not this pattern.
+    if desk.refs.find(&p.subject).is_some() || p.ancestors().iter().any(|id| desk.signer.is_ours(id)) {
+        return Ok(None);
+    }
+    if tx.auto_mail_count(sender, &now.minus(window))? == 0 {
+        return Ok(None);
+    }
+    let Some(t) = tx.latest_active_ticket(sender)?.map(|t| tx.ticket(t)).transpose()?.flatten() else { return Ok(None) };
+    let previous = tx.latest_customer_text(t.id)?.unwrap_or_default();
+    let same_subject = guard::body_shape(&normalize_subject(&p.subject)) == guard::body_shape(&t.subject);
+    let same = same_subject && guard::body_shape(&p.body_text) == guard::body_shape(&previous);
+    Ok(same.then(|| format!("mail loop suspected: {sender} answered our mail within {}s with the same subject and text as before", window.as_secs())))
 }
 
 /// Apply the closed-ticket policy and flood control to the threading decision.
@@ -672,6 +764,31 @@ fn follow_up(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, status: Status, sen
     Ok(())
 }
 
+/// People a participant copied on their own mail take part in the conversation (RT's Cc
+/// watchers), when the ticket's queue says so (`cc_policy`, docs/SECURITY.md).
+fn add_copied(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, p: &Parsed, sender: &str, now: &Now, actions: &mut Vec<String>) -> Result<(), StoreError> {
+    let queue = tx.ticket_queue(ticket)?.and_then(|q| desk.config.queues.get(&q));
+    if queue.is_none_or(|q| q.cc_policy != crate::config::CcPolicy::Join) {
+        return Ok(());
+    }
+    let Some((_, participants)) = tx.ticket_summary(ticket)? else { return Ok(()) };
+    let mut copied: Vec<String> = Vec::new();
+    for m in p.cc.iter().chain(p.to.iter()) {
+        let a = &m.address;
+        if !a.is_empty() && a != sender && !participants.contains(a) && !copied.contains(a) && !desk.identity.own_addresses.contains(a) && desk.signer.token_from_address(a).is_none() && !guard::is_system_address(a) {
+            copied.push(a.clone());
+        }
+    }
+    let refused = add_participants(tx, desk, ticket, &copied, now)?;
+    for a in copied.iter().filter(|a| !refused.contains(a)) {
+        actions.push(format!("added {a} as a participant (copied by {sender})"));
+    }
+    if !refused.is_empty() {
+        actions.push(format!("{} copied address(es) not added: limits.max_participants = {}", refused.len(), desk.config.limits.max_participants));
+    }
+    Ok(())
+}
+
 #[allow(clippy::too_many_arguments)]
 fn open_ticket(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, p: &Parsed, sender: &str, related: Option<TicketId>, now: &Now, actions: &mut Vec<String>) -> Result<TicketId, StoreError> {
     let subject = normalize_subject(&p.subject);
@@ -679,18 +796,7 @@ fn open_ticket(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, p: &Parsed, sender: 
     let requester = if sender.is_empty() { "unknown@invalid" } else { sender };
     let ticket = tx.create_ticket(&NewTicket { subject: &subject, queue: &queue.name, priority: Priority::Normal, requester, related_to: related, now: &now.s })?;
     actions.push(format!("created ticket {} in queue {}", desk.refs.format(ticket), queue.name));
-    // People the customer copied take part in the conversation (RT's Cc watchers).
-    let copied: Vec<String> = p
-        .cc
-        .iter()
-        .chain(p.to.iter())
-        .map(|m| m.address.clone())
-        .filter(|a| !a.is_empty() && a != requester && !desk.identity.own_addresses.contains(a) && desk.signer.token_from_address(a).is_none() && !guard::is_system_address(a))
-        .collect();
-    let refused = add_participants(tx, desk, ticket, &copied, now)?;
-    if !refused.is_empty() {
-        actions.push(format!("{} copied address(es) not added: limits.max_participants = {}", refused.len(), desk.config.limits.max_participants));
-    }
+    add_copied(tx, desk, ticket, p, requester, now, actions)?;
     if let Some(rel) = related {
         let note = format!("linked to {} (possibly related)", desk.refs.format(rel));
         tx.event(ticket, "possibly_related", &note, &now.s)?;
@@ -835,13 +941,13 @@ fn status_request(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, ver
     let tickets: Vec<serde_json::Value> = tx
         .active_tickets_of(sender)?
         .iter()
-        .map(|t| json!({ "ref": desk.refs.format(t.id), "subject": t.subject, "status": t.status.as_str(), "updated_at": t.updated_at }))
+        .map(|t| json!({ "ref": desk.refs.format(t.id), "subject": crate::reference::sender_text(&t.subject), "status": t.status.as_str(), "updated_at": t.updated_at }))
         .collect();
     let name = p.from.as_ref().and_then(|m| m.name.clone()).unwrap_or_default();
     let mut ctx = json!({
         "desk": { "name": desk.config.desk.name },
         "queue": { "name": queue.name, "address": queue.address, "from_name": queue.from_name },
-        "recipient": { "address": sender, "name": name },
+        "recipient": { "address": sender, "name": crate::reference::sender_text(&name) },
     });
     ctx["tickets"] = serde_json::Value::Array(tickets.clone());
     ctx["services"] = serde_json::to_value(&desk.catalog.services).unwrap_or_default();
@@ -872,9 +978,73 @@ fn close_by_customer(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, ticket: Ticket
     Ok(())
 }
 
-/// Record which recipients failed and stop mailing the ones that failed for good.
-fn record_bounce(tx: &mut Tx<'_>, ticket: TicketId, b: &crate::bounce::BounceReport, now: &Now, actions: &mut Vec<String>) -> Result<(), StoreError> {
-    for r in &b.recipients {
+/// The one authentication check for every identity that can change a ticket (agents, approvers,
+/// external groups, a requester's `/close`): with `[security] require_dkim`, one of our trusted
+/// MTAs must have recorded dkim=pass for the From domain, or dmarc=pass (RFC 8601 §5).
+pub(crate) fn authenticated(desk: &Desk, p: &Parsed) -> bool {
+    let sec = &desk.config.security;
+    let domain = p.from_address().rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+    let ok = !sec.require_dkim || crate::authres::passes(p.header_all("authentication-results"), &sec.trusted_authserv_ids, domain);
+    if !ok {
+        tracing::warn!(from = p.from_address(), message_id = p.message_id, "sender failed the DKIM/DMARC requirement");
+    }
+    ok
+}
+
+/// Why a token is too old to carry commands (`security.command_token_max_age`), if it is:
+/// a stolen or long-forwarded notification cannot act for ever. Tokens of the earlier format
+/// carry no issue time and count as too old.
+pub(crate) fn stale_token(desk: &Desk, issued: Option<i64>, now: &Now) -> Option<String> {
+    let max = desk.config.security.command_token_max_age?;
+    let fresh = issued.is_some_and(|t| now.t.unix_timestamp() - t <= max.as_secs() as i64);
+    (!fresh).then(|| {
+        format!(
+            "the mail you answered was sent more than {} day(s) ago (security.command_token_max_age); commands are taken only from an answer to a fresh notification: answer the latest notification of this ticket",
+            max.as_secs().div_ceil(86400)
+        )
+    })
+}
+
+/// What a delivery report proves about itself.
+enum BounceCheck {
+    /// Not a delivery report: thread as usual.
+    NotABounce,
+    /// It answers mail of ours on `ticket`, and these of its recipients were recipients of it.
+    Verified { ticket: TicketId, message_id: String, recipients: Vec<String> },
+    /// It names no mail of ours that went to the addresses it reports on: no effect at all.
+    Unverified(String),
+}
+
+/// A report may touch a ticket or an address only when it names one of our signed Message-IDs
+/// (in the report, the returned message or its headers, its In-Reply-To/References, or a
+/// plus-addressed token it was sent to) and the failed recipient was a recipient of that mail.
+/// Anyone can write a DSN; only the MTA that handled our mail knows our Message-ID for it.
+fn check_bounce(tx: &Tx<'_>, desk: &Desk, p: &Parsed, verdict: &Verdict, tokens: &[String], now: &Now) -> Result<BounceCheck, StoreError> {
+    let Some(b) = &verdict.bounce else { return Ok(BounceCheck::NotABounce) };
+    let candidates = b.original_message_id.iter().map(String::as_str).chain(tokens.iter().map(String::as_str)).chain(p.ancestors());
+    for id in candidates.filter(|id| desk.signer.is_ours(id)) {
+        let Some((ticket, sent_to)) = tx.our_mail(id)? else { continue };
+        let recipients: Vec<String> = b
+            .recipients
+            .iter()
+            .map(|r| r.address.to_ascii_lowercase())
+            .filter(|a| !a.is_empty() && (sent_to.contains(a) || desk.signer.verify(id, a, now.t.unix_timestamp()).is_some_and(|v| v.ticket == ticket)))
+            .collect();
+        if !recipients.is_empty() {
+            return Ok(BounceCheck::Verified { ticket, message_id: id.to_string(), recipients });
+        }
+    }
+    let named: Vec<&str> = b.recipients.iter().map(|r| r.address.as_str()).collect();
+    Ok(BounceCheck::Unverified(match &b.original_message_id {
+        Some(id) => format!("<{id}> is not mail of ours to {}", named.join(", ")),
+        None => format!("names no mail of ours (recipients: {})", named.join(", ")),
+    }))
+}
+
+/// Record which recipients failed and stop mailing the ones that failed for good; only
+/// `verified` recipients (those our mail went to, see [`check_bounce`]) count.
+fn record_bounce(tx: &mut Tx<'_>, ticket: TicketId, b: &crate::bounce::BounceReport, verified: &[String], now: &Now, actions: &mut Vec<String>) -> Result<(), StoreError> {
+    for r in b.recipients.iter().filter(|r| verified.contains(&r.address.to_ascii_lowercase())) {
         let detail = format!(
             "{} for <{}>: status {}{}{}",
             r.kind.as_str(),

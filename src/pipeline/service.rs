@@ -53,20 +53,21 @@ pub fn request_approval(tx: &mut Tx<'_>, desk: &Desk, t: &Ticket, now: &Now, act
 /// An approver's answer, if this mail is one: authenticated by a token signed for the approver.
 #[allow(clippy::too_many_arguments)]
 pub fn approver_mail(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, verdict: &Verdict, decision: &Decision, threading: &str, now: &Now) -> Result<Option<Report>, StoreError> {
-    let Decision::FollowUp { ticket, via: Via::Token { .. } } = decision else { return Ok(None) };
+    let Decision::FollowUp { ticket, via: Via::Token { issued, .. } } = decision else { return Ok(None) };
     let sender = p.from_address();
     let Some(t) = tx.ticket(*ticket)? else { return Ok(None) };
-    if t.approval.as_deref() != Some("requested") || !approvers(desk, &t).iter().any(|a| a == sender) || verdict.class != crate::guard::Class::Human {
+    if t.approval.as_deref() != Some("requested") || !approvers(desk, &t).iter().any(|a| a == sender) || verdict.class != crate::guard::Class::Human || !super::authenticated(desk, p) {
         return Ok(None);
     }
     let mut r = Report::new(p, Some(verdict.clone()), Some(threading.to_string()), Outcome::FollowUp { ticket: t.id });
     let cmds = command::parse(&p.visible_text);
+    let stale = super::stale_token(desk, *issued, now);
     let (state, reason) = match cmds.commands.as_slice() {
-        [Command::Approve] => ("approved", String::new()),
-        [Command::Reject { reason }] => ("rejected", reason.clone()),
+        [Command::Approve] if stale.is_none() => ("approved", String::new()),
+        [Command::Reject { reason }] if stale.is_none() => ("rejected", reason.clone()),
         _ => {
             note(tx, d, p, t.id, sender, now)?;
-            let errors = vec!["answer with /approve, or /reject and your reason, on the first line".to_string()];
+            let errors = vec![stale.unwrap_or_else(|| "answer with /approve, or /reject and your reason, on the first line".to_string())];
             let me = person(sender, sender);
             let about = About { agent: Some(&me), errors: &errors, ..Default::default() };
             let sent = notify::agents(tx, desk, now, &t, "agent_command_errors", &[&me], None, &about, Some(&p.message_id))?;
@@ -111,6 +112,13 @@ pub fn approver_mail(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, 
     let sent = notify::agents(tx, desk, now, &t, "approval_decided", &to, Some(sender), &about, None)?;
     notify::record(sent, &mut r.actions, &mut r.mails);
     Ok(Some(r))
+}
+
+fn decision_link(d: &Decision) -> Option<TicketId> {
+    match d {
+        Decision::New { possibly_related } => *possibly_related,
+        Decision::FollowUp { .. } => None,
+    }
 }
 
 fn note(tx: &mut Tx<'_>, d: Delivery<'_>, p: &Parsed, ticket: TicketId, from: &str, now: &Now) -> Result<i64, StoreError> {
@@ -168,17 +176,20 @@ pub fn forward(tx: &mut Tx<'_>, desk: &Desk, t: &Ticket, group: &Group, agent: &
 pub fn group_mail(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, verdict: &Verdict, decision: &Decision, now: &Now) -> Result<Option<Report>, StoreError> {
     let sender = p.from_address();
     let Some(group) = desk.config.groups.values().find(|g| g.address == sender) else { return Ok(None) };
+    if !super::authenticated(desk, p) {
+        return Ok(None);
+    }
     let external = group.ticket_pattern.captures(&p.subject).and_then(|c| c.get(1)).map(|m| m.as_str().to_string());
     let handed = |tx: &Tx<'_>, id: TicketId| -> Result<bool, StoreError> { Ok(tx.ticket(id)?.is_some_and(|t| t.groups.iter().any(|g| g.group == group.key))) };
     let mut ticket = match decision {
         Decision::FollowUp { ticket, via: Via::Token { .. } | Via::MessageId { .. } } => Some(*ticket),
         _ => None,
     };
-    if ticket.is_none()
-        && let Some(id) = desk.refs.find(&p.subject)
-        && handed(tx, id)?
-    {
-        ticket = Some(id);
+    // Our tag, or a Message-ID of ours the group is not a participant of, on a ticket handed to them.
+    for id in [desk.refs.find(&p.subject), decision_link(decision)].into_iter().flatten() {
+        if ticket.is_none() && handed(tx, id)? {
+            ticket = Some(id);
+        }
     }
     if ticket.is_none()
         && let Some(n) = &external

@@ -5,6 +5,9 @@
 //! Writes happen in a [`Tx`] (`BEGIN IMMEDIATE`): one ingest = one transaction holding the article,
 //! ticket changes, outbox rows and the mailbox cursor, so a crash leaves all or nothing.
 
+mod ops;
+pub use ops::{Health, Quarantined};
+
 use crate::ticket::{Article, ArticleKind, AttachmentInfo, Direction, Event, Priority, Status, Ticket, TicketDetail, TicketId};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeMap;
@@ -22,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_resolved_at.sql"),
     include_str!("migrations/0009_lifecycle.sql"),
     include_str!("migrations/0010_report_log.sql"),
+    include_str!("migrations/0011_health.sql"),
 ];
 
 /// A storage failure. `is_transient` tells callers whether retrying later can help.
@@ -132,6 +136,15 @@ pub struct NewOutbound<'a> {
     pub now: &'a str,
 }
 
+/// An address we stopped mailing because it bounced permanently (`postdesk undeliverable list`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UndeliverableMark {
+    pub address: String,
+    pub reason: String,
+    /// When it last bounced (RFC 3339); the mark expires `guard.undeliverable_for` later.
+    pub since: String,
+}
+
 /// A queued mail as the outbound worker sees it.
 #[derive(Debug, Clone)]
 pub struct QueuedMail {
@@ -190,7 +203,11 @@ impl Store {
     /// Open (creating if needed) and migrate the database at `path`.
     pub fn open(path: &Path) -> Result<Store> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
+            crate::fsmode::private_dir(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
+        }
+        // 0600 whatever the umask (docs/SECURITY.md); SQLite keeps the mode for -wal and -shm.
+        for f in [path.to_path_buf(), sent_log_path(path)] {
+            crate::fsmode::private_file(&f).map_err(|source| StoreError::Io { path: f.clone(), source })?;
         }
         let conn = Connection::open(path).map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
         let mut store = Self::setup(conn, path.to_path_buf())?;
@@ -208,14 +225,7 @@ impl Store {
 
     fn setup(conn: Connection, path: PathBuf) -> Result<Store> {
         configure(&conn)?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
-        let known = MIGRATIONS.len() as i64;
-        if version > known {
-            return Err(StoreError::TooNew { path, found: version, known });
-        }
-        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
-            conn.execute_batch(&format!("BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {}; COMMIT;", i + 1))?;
-        }
+        migrate(&conn, &path)?;
         let store = Store { conn: Mutex::new(conn), outbox: None, path };
         if store.path.as_os_str() == ":memory:" {
             attach_sent_log(&store.lock(), Path::new(":memory:"))?;
@@ -389,13 +399,26 @@ impl Store {
         Ok(self.lock().query_row("SELECT raw FROM raw_messages WHERE article_id = ?", [article], |r| r.get(0)).optional()?)
     }
 
-    /// Mail due for a (re)try at `now`, oldest first.
+    /// Mail due for a (re)try at `now`, in sending order: what an agent wrote first (a person is
+    /// waiting on it), then the queues in turn — the oldest due mail of each queue, then the
+    /// second oldest of each, and so on — so a backlog in one queue never holds up another
+    /// queue's acknowledgements. Oldest first within a queue.
     pub fn due_outbound(&self, now: &str, limit: u32) -> Result<Vec<QueuedMail>> {
         let conn = self.lock_outbox();
         let mut stmt = conn.prepare_cached(
-            "SELECT id, ticket_id, message_id, envelope_from, recipients, raw, attempts FROM main.outbox
-             WHERE state = 'queued' AND next_attempt_at <= ? AND id NOT IN (SELECT outbox_id FROM sentlog.sent)
-             ORDER BY next_attempt_at, id LIMIT ?",
+            "WITH due AS (
+                SELECT o.id, o.ticket_id, o.message_id, o.envelope_from, o.recipients, o.attempts, o.next_attempt_at,
+                       o.kind = 'agent_reply' AS by_agent, coalesce(t.queue, '') AS lane
+                FROM main.outbox o LEFT JOIN main.tickets t ON t.id = o.ticket_id
+                WHERE o.state = 'queued' AND o.next_attempt_at <= ?1 AND o.id NOT IN (SELECT outbox_id FROM sentlog.sent)
+             ), ranked AS (
+                SELECT *, row_number() OVER (PARTITION BY by_agent, lane ORDER BY next_attempt_at, id) AS turn FROM due
+             ), picked AS (
+                SELECT * FROM ranked ORDER BY by_agent DESC, turn, next_attempt_at, id LIMIT ?2
+             )
+             SELECT p.id, p.ticket_id, p.message_id, p.envelope_from, p.recipients, o.raw, p.attempts
+             FROM picked p JOIN main.outbox o ON o.id = p.id
+             ORDER BY p.by_agent DESC, p.turn, p.next_attempt_at, p.id",
         )?;
         let rows = stmt
             .query_map(params![now, limit], |r| {
@@ -523,6 +546,14 @@ impl Store {
         Ok(c)
     }
 
+    /// Undeliverable marks set at or after `not_before` (older ones have expired), by address.
+    pub fn undeliverable_marks(&self, not_before: &str) -> Result<Vec<UndeliverableMark>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT address, reason, since FROM undeliverable WHERE since >= ? ORDER BY address")?;
+        let rows = stmt.query_map([not_before], |r| Ok(UndeliverableMark { address: r.get(0)?, reason: r.get(1)?, since: r.get(2)? }))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
     /// Number of quarantined messages, by reason.
     pub fn quarantine_counts(&self) -> Result<Vec<(String, u64)>> {
         let conn = self.lock();
@@ -566,6 +597,17 @@ impl Tx<'_> {
     }
 
     /// Remember a delivery so a second copy is recognised.
+    /// Forget that a message was refused (a dedupe record without an article), so a released
+    /// copy is processed instead of taken for a duplicate.
+    pub fn forget_refusal(&mut self, dedupe_key: &str) -> Result<()> {
+        self.conn.execute("DELETE FROM deliveries WHERE dedupe_key = ? AND article_id IS NULL", [dedupe_key])?;
+        Ok(())
+    }
+
+    pub fn delete_quarantined(&mut self, id: i64) -> Result<bool> {
+        Ok(self.conn.execute("DELETE FROM quarantine WHERE id = ?", [id])? == 1)
+    }
+
     pub fn record_delivery(&mut self, dedupe_key: &str, article: Option<i64>, outcome: &str, now: &str) -> Result<()> {
         self.conn.execute(
             "INSERT OR IGNORE INTO deliveries (dedupe_key, article_id, outcome, created_at) VALUES (?, ?, ?, ?)",
@@ -840,17 +882,32 @@ impl Tx<'_> {
         Ok(())
     }
 
-    /// Why an address must not be mailed (it bounced permanently), if so.
-    pub fn undeliverable(&self, address: &str) -> Result<Option<String>> {
-        Ok(self.conn.prepare_cached("SELECT reason FROM undeliverable WHERE address = ?")?.query_row([address], |r| r.get(0)).optional()?)
+    /// Why an address must not be mailed (it bounced permanently at or after `not_before`), if so.
+    pub fn undeliverable(&self, address: &str, not_before: &str) -> Result<Option<String>> {
+        Ok(self.conn.prepare_cached("SELECT reason FROM undeliverable WHERE address = ? AND since >= ?")?.query_row([address, not_before], |r| r.get(0)).optional()?)
     }
 
+    /// Mark (or mark again, restarting its expiry) an address that bounced permanently.
     pub fn mark_undeliverable(&mut self, address: &str, reason: &str, now: &str) -> Result<()> {
         self.conn.execute(
-            "INSERT INTO undeliverable (address, reason, since) VALUES (?1, ?2, ?3) ON CONFLICT(address) DO UPDATE SET reason = ?2",
+            "INSERT INTO undeliverable (address, reason, since) VALUES (?1, ?2, ?3) ON CONFLICT(address) DO UPDATE SET reason = ?2, since = ?3",
             params![address, reason, now],
         )?;
         Ok(())
+    }
+
+    /// Forget a mark; true when there was one.
+    pub fn clear_undeliverable(&mut self, address: &str) -> Result<bool> {
+        Ok(self.conn.execute("DELETE FROM undeliverable WHERE address = ?", [address])? > 0)
+    }
+
+    /// The ticket and recipients of an outgoing mail of ours, by its Message-ID.
+    pub fn our_mail(&self, message_id: &str) -> Result<Option<(TicketId, Vec<String>)>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT a.ticket_id, a.to_addrs FROM message_ids m JOIN articles a ON a.id = m.article_id WHERE m.message_id = ? AND a.direction = 'outbound'")?
+            .query_row([message_id], |r| Ok((r.get(0)?, lines(&r.get::<_, String>(1)?))))
+            .optional()?)
     }
 
     /// The whole ticket as listed (participants and tags included).
@@ -1025,6 +1082,39 @@ fn cursor(conn: &Connection, mailbox: &str) -> Result<Option<Cursor>> {
         .prepare_cached("SELECT uid_validity, last_uid FROM mailbox_cursors WHERE mailbox = ?")?
         .query_row([mailbox], |r| Ok(Cursor { uid_validity: r.get(0)?, last_uid: r.get(1)? }))
         .optional()?)
+}
+
+/// Apply the migrations this database lacks. Each one runs under SQLite's write lock and reads
+/// the schema version inside it, so processes opening a fresh database at once (an MTA starting
+/// a dozen `deliver`s) apply each migration exactly once; the others wait, then see it done.
+fn migrate(conn: &Connection, path: &Path) -> Result<()> {
+    let known = MIGRATIONS.len() as i64;
+    loop {
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let step = (|| {
+            let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            if version > known {
+                return Err(StoreError::TooNew { path: path.to_path_buf(), found: version, known });
+            }
+            if version == known {
+                return Ok(false);
+            }
+            conn.execute_batch(&format!("{}; PRAGMA user_version = {};", MIGRATIONS[version as usize], version + 1))?;
+            Ok(true)
+        })();
+        match step {
+            Ok(more) => {
+                conn.execute_batch("COMMIT")?;
+                if !more {
+                    return Ok(());
+                }
+            }
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        }
+    }
 }
 
 /// Settings every connection gets: WAL; FULL sync, so a commit survives power loss too before
