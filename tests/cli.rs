@@ -264,7 +264,7 @@ fn reply_tokens_stay_out_of_logs_and_dry_runs() {
     assert!(!token.is_match(&sent), "{sent}");
 
     // A reply to that mail: the dry run explains the threading without showing the token.
-    let reply = clients::gmail_reply("Alice Example", "alice@example.org", "support@example.test", "[PD-1] Printer jammed", id.trim_matches(['<', '>']), &[m.message_id.clone()], "Still.");
+    let reply = clients::gmail_reply("Alice Example", "alice@example.org", "support@example.test", "[PD-1] Printer jammed", id.trim_matches(['<', '>']), std::slice::from_ref(&m.message_id), "Still.");
     std::fs::write(&eml, &reply.raw).unwrap();
     let out = d.run(&["rules", "test", eml.to_str().unwrap(), "--json"]);
     let json = String::from_utf8_lossy(&out.stdout);
