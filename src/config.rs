@@ -220,7 +220,10 @@ pub struct Guard {
     /// Caps on ALL automatic mail (acknowledgements, notices, SLA mail) per recipient; a send
     /// over any cap is suppressed and recorded on the ticket.
     pub auto_mail_caps: Vec<Rate>,
-    /// New tickets per sender address.
+    /// Cap on all automatic mail to outside addresses together, whoever it goes to (forged
+    /// senders spread over many victims); `None` when "off".
+    pub auto_mail_total: Option<Rate>,
+    /// Requests per sender address: new tickets plus desk answers (status lists, catalog).
     pub sender_rate: Option<Rate>,
     /// New tickets per sender domain.
     pub domain_rate: Option<Rate>,
@@ -402,6 +405,11 @@ pub struct Desk {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_message_size: u64,
+    /// Most participants (requester included) one ticket takes; more are refused and recorded.
+    pub max_participants: u32,
+    /// Most outside addresses one mail we send goes to (To plus Cc): one inbound mail never
+    /// makes us write to more (issue 17.3).
+    pub max_recipients: u32,
 }
 
 /// Where a secret (`password`, `secret`, …) was read from.
@@ -459,6 +467,19 @@ pub struct Config {
 }
 
 impl Config {
+    /// Every server we connect to, named by its config section.
+    pub fn endpoints(&self) -> Vec<(String, &Endpoint)> {
+        let boxes = self.mailboxes.iter().filter_map(|(n, m)| match &m.source {
+            Source::Imap(i) => Some((format!("mailboxes.{n}"), &i.endpoint)),
+            _ => None,
+        });
+        let out = match &self.outbound.transport {
+            Transport::Smtp(e) => Some(("outbound".to_string(), e)),
+            Transport::Folder(_) => None,
+        };
+        boxes.chain(out).collect()
+    }
+
     /// The queue that owns a mailbox. Validation guarantees it exists.
     pub fn queue_of(&self, mailbox: &str) -> Option<&Queue> {
         self.mailboxes.get(mailbox).and_then(|m| self.queues.get(&m.queue))
@@ -686,6 +707,7 @@ struct RawSecurity {
 #[serde(default)]
 struct RawGuard {
     auto_mail_caps: Option<Vec<String>>,
+    auto_mail_total: Option<String>,
     new_tickets_per_sender: Option<String>,
     new_tickets_per_domain: Option<String>,
     flood_action: Option<String>,
@@ -741,6 +763,8 @@ struct RawOutbound {
 #[serde(default)]
 struct RawLimits {
     max_message_size: Option<String>,
+    max_participants: Option<u32>,
+    max_recipients: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -813,6 +837,21 @@ pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, Pr
     let cfg = v.config(raw);
     v.problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
     if v.problems.is_empty() { Ok(cfg) } else { Err(Problems(v.problems)) }
+}
+
+/// 127.0.0.0/8, ::1 or `localhost`: a connection that never leaves this machine. Names are not
+/// resolved (no I/O here).
+pub fn is_loopback(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost") || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+impl Endpoint {
+    /// Plain TCP to a host that is not loopback (`tls = "none_insecure"` or an unauthenticated
+    /// relay): `check` says so.
+    pub fn insecure(&self) -> bool {
+        self.tls == Tls::None && !is_loopback(&self.host)
+    }
 }
 
 /// `POSTDESK__…__PASSWORD` and `POSTDESK__DESK__SECRET`: environment values that are secrets.
@@ -954,9 +993,14 @@ impl Validator {
         let tls = match raw.tls.as_deref().unwrap_or("implicit") {
             "implicit" | "tls" | "ssl" => Tls::Implicit,
             "starttls" => Tls::StartTls,
-            "none" | "plain" => Tls::None,
+            // Credentials in clear only to this machine, unless the admin says so loudly (17.7).
+            "none" | "plain" if !is_loopback(&host) && (raw.username.is_some() || raw.password.is_some() || raw.password_file.is_some()) => {
+                self.add(&format!("{section}.tls"), format!("`none` would send the password in clear to {host}, which is not loopback: use implicit or starttls (or `none_insecure` to accept that)"));
+                Tls::None
+            }
+            "none" | "plain" | "none_insecure" => Tls::None,
             other => {
-                self.add(&format!("{section}.tls"), format!("unknown value `{other}` (expected implicit, starttls or none)"));
+                self.add(&format!("{section}.tls"), format!("unknown value `{other}` (expected implicit, starttls, none or none_insecure)"));
                 Tls::Implicit
             }
         };
@@ -1231,6 +1275,15 @@ impl Validator {
                 50 * 1024 * 1024
             }),
         };
+        let mut count = |key: &str, raw: Option<u32>, default: u32| match raw {
+            Some(0) => {
+                self.add(key, "must be at least 1".into());
+                default
+            }
+            v => v.unwrap_or(default),
+        };
+        let max_participants = count("limits.max_participants", raw.limits.max_participants, 20);
+        let max_recipients = count("limits.max_recipients", raw.limits.max_recipients, 10);
         let g = &raw.guard;
         // Defaults after Zammad (10 in 10 min) and Znuny (40 per day per address).
         let caps_raw = g.auto_mail_caps.clone().unwrap_or_else(|| vec!["10/10m".into(), "40/1d".into()]);
@@ -1253,6 +1306,7 @@ impl Validator {
                 },
             }
         };
+        let auto_mail_total = rate("guard.auto_mail_total", &g.auto_mail_total, "300/1h");
         let sender_rate = rate("guard.new_tickets_per_sender", &g.new_tickets_per_sender, "20/1h");
         let domain_rate = rate("guard.new_tickets_per_domain", &g.new_tickets_per_domain, "200/1h");
         let flood_action = match g.flood_action.as_deref().unwrap_or("append") {
@@ -1265,7 +1319,7 @@ impl Validator {
         };
         let undeliverable_for = self.duration("guard.undeliverable_for", &g.undeliverable_for, Duration::from_secs(30 * 86400));
         let loop_reply_window = self.duration("guard.loop_reply_window", &g.loop_reply_window, Duration::from_secs(120));
-        let guard = Guard { auto_mail_caps, sender_rate, domain_rate, flood_action, undeliverable_for, loop_reply_window };
+        let guard = Guard { auto_mail_caps, auto_mail_total, sender_rate, domain_rate, flood_action, undeliverable_for, loop_reply_window };
 
         // [agents.*]
         let mut agents = BTreeMap::new();
@@ -1389,7 +1443,7 @@ impl Validator {
             queues,
             mailboxes,
             outbound,
-            limits: Limits { max_message_size },
+            limits: Limits { max_message_size, max_participants, max_recipients },
             guard,
             agents,
             security,
@@ -1673,6 +1727,22 @@ password_file = "pw"
         assert_eq!(imap.endpoint.port, 1993);
         assert_eq!(imap.endpoint.password.as_ref().unwrap().expose(), "s3cret");
         assert_eq!(format!("{:?}", imap.endpoint.password), "Some(Secret(***))");
+    }
+
+    /// Plain IMAP/SMTP with credentials only to loopback, or with the loud opt-in (17.7).
+    #[test]
+    fn plaintext_credentials_only_to_loopback_unless_insecure_is_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = |host: &str, tls: &str| format!("[queues.support]\naddress = \"support@example.com\"\n\n[mailboxes.support]\nkind = \"imap\"\nhost = \"{host}\"\ntls = \"{tls}\"\nusername = \"support@example.com\"\npassword = \"pw\"\n");
+        let e = load_with_env(&write(dir.path(), &text("imap.example.com", "none")), &[]).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!((e.0[0].key.as_str(), e.0[0].line), ("mailboxes.support.tls", Some(7)), "{e}");
+        assert!(e.0[0].message.contains("in clear"), "{e}");
+        for (host, tls) in [("127.0.0.1", "none"), ("localhost", "plain"), ("::1", "none"), ("imap.example.com", "none_insecure")] {
+            let cfg = load_with_env(&write(dir.path(), &text(host, tls)), &[]).unwrap_or_else(|e| panic!("{host} {tls}: {e}"));
+            let Source::Imap(imap) = &cfg.mailboxes["support"].source else { panic!() };
+            assert_eq!(imap.endpoint.insecure(), host == "imap.example.com");
+        }
     }
 
     /// A digits-only password from the environment is a password, not a number, and no error

@@ -271,7 +271,8 @@ pub fn sample_context() -> Value {
             "id": 1042, "ref": "PD-1042", "subject": "Printer on floor 3 is jammed",
             "status": "new", "priority": "normal", "queue": "support", "owner": "bob@example.com", "tier": 1,
             "type": "incident", "service": "",
-            "requester": "alice@example.org", "created_at": "2026-01-01T09:00:00Z"
+            "requester": "alice@example.org", "created_at": "2026-01-01T09:00:00Z",
+            "reply_to": "alice@example.org, carol@example.org"
         },
         "message": {
             "from": "alice@example.org", "from_name": "Alice Example",

@@ -126,6 +126,23 @@ fn check_reports_every_problem_with_file_line_and_key() {
     assert!(err.contains("acknowledgement.txt.hbs") && err.contains("no_such_thing"), "{err}");
 }
 
+/// Plain SMTP with a password to a host that is not loopback is refused with its line, unless the
+/// config says `none_insecure`, which `check` then reports (issue 17.7).
+#[test]
+fn check_refuses_plaintext_passwords_beyond_loopback() {
+    let d = Desk::new();
+    let smtp = |tls: &str| DESK.replace("transport = \"folder\"\nfolder = \"var/outbox\"", &format!("transport = \"smtp\"\nhost = \"smtp.example.org\"\ntls = \"{tls}\"\nusername = \"support\"\npassword = \"pw\""));
+    std::fs::write(&d.config, smtp("none")).unwrap();
+    let out = d.run(&["check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(stderr(&out).contains("outbound.tls: `none` would send the password in clear to smtp.example.org"), "{}", stderr(&out));
+    std::fs::write(&d.config, smtp("none_insecure")).unwrap();
+    let out = d.run(&["check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(text.contains("warning: outbound: plain TCP to smtp.example.org:25 (not loopback): mail and the password cross the network in clear"), "{text}");
+}
+
 #[test]
 fn usage_errors_exit_2() {
     let out = Command::new(BIN).arg("frobnicate").output().unwrap();
@@ -251,6 +268,14 @@ fn reply_tokens_stay_out_of_logs_and_dry_runs() {
     assert!(token.is_match(&id), "{id}");
     assert!(sent.contains("pd.1.…@desk.example.test"), "{sent}");
     assert!(!token.is_match(&sent), "{sent}");
+
+    // A reply to that mail: the dry run explains the threading without showing the token.
+    let reply = clients::gmail_reply("Alice Example", "alice@example.org", "support@example.test", "[PD-1] Printer jammed", id.trim_matches(['<', '>']), std::slice::from_ref(&m.message_id), "Still.");
+    std::fs::write(&eml, &reply.raw).unwrap();
+    let out = d.run(&["rules", "test", eml.to_str().unwrap(), "--json"]);
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(json.contains("signed reply token <pd.1.…@desk.example.test>"), "{json}");
+    assert!(!token.is_match(&json), "{json}");
 }
 
 fn outbox_files(d: &Desk) -> Vec<String> {
@@ -271,7 +296,8 @@ fn daemon_maildir_loop_reload_and_shutdown() {
     let log = std::fs::File::create(d.path("daemon.log")).unwrap();
     let mut child = d.cmd(&["run"]).stderr(log).stdout(Stdio::null()).spawn().unwrap();
     let newdir = d.path("var/maildir/support/new");
-    common::eventually(Duration::from_secs(10), "Maildir created", || newdir.is_dir().then_some(()));
+    // The daemon makes new/ before tmp/: wait for the last one.
+    common::eventually(Duration::from_secs(10), "Maildir created", || d.path("var/maildir/support/tmp").is_dir().then_some(()));
 
     let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "Printer jammed", "Floor 3.");
     std::fs::write(d.dir.path().join("var/maildir/support/tmp/1.eml"), &m.raw).unwrap();

@@ -285,6 +285,40 @@ fn unprocessable_input_is_quarantined_and_intake_moves_on() {
     assert_eq!(b.store().quarantine_counts().unwrap(), vec![("not_mail".to_string(), 1)]);
 }
 
+fn status_request(from: &str) -> Vec<u8> {
+    clients::thunderbird_new("Customer", from, "support@example.test", "status", "?").raw
+}
+
+/// Status requests are requests: they count toward the sender's flood limit with new tickets, so
+/// a forged sender cannot make the desk mail a victim once per forged mail (issue 17.4).
+#[test]
+fn status_requests_count_toward_the_sender_flood_limit() {
+    let b = bench_with("", "new_tickets_per_sender = \"3/1h\"\n[self_service]\n");
+    b.ingest(&new_mail("victim@example.org", "First").raw);
+    let answered: Vec<bool> = (0..4).map(|_| matches!(b.ingest(&status_request("victim@example.org")).outcome, Outcome::Answered { .. })).collect();
+    assert_eq!(answered, [true, true, false, false], "1 ticket + 2 answers reach 3 per hour");
+    assert_eq!(b.queued().len(), 3, "one acknowledgement and two status lists");
+    // The new-ticket side sees the answers too.
+    assert!(matches!(b.ingest(&new_mail("victim@example.org", "Second").raw).outcome, Outcome::FollowUp { .. }), "appended by flood control");
+    b.clock.advance(time::Duration::minutes(61));
+    assert!(matches!(b.ingest(&status_request("victim@example.org")).outcome, Outcome::Answered { .. }));
+}
+
+/// One cap on automatic mail for the whole desk, whoever it goes to: forged senders spread over
+/// many victims meet it (issue 17.4).
+#[test]
+fn automatic_mail_has_a_desk_wide_cap() {
+    let b = bench_with("", "auto_mail_total = \"5/1h\"\n[self_service]\n");
+    let acks: usize = (0..8).map(|i| b.ingest(&new_mail(&format!("victim{i}@example.org"), "Hello").raw).mails.len()).sum();
+    assert_eq!(acks, 5);
+    assert!(b.ingest(&status_request("other@example.org")).mails.is_empty(), "a status list meets the same cap");
+    assert_eq!(b.queued().len(), 5);
+    let t = b.store().ticket_detail(6).unwrap().unwrap();
+    assert!(t.events.iter().any(|e| e.kind == "auto_mail_suppressed" && e.detail.contains("desk-wide cap of 5")), "{:?}", t.events);
+    b.clock.advance(time::Duration::minutes(61));
+    assert_eq!(b.ingest(&new_mail("late@example.org", "Hello").raw).mails.len(), 1);
+}
+
 /// Issue 12 item 5: junk before the header section (a forwarding client's separator line, a
 /// line of spaces) is skipped as MTAs do; the stored raw message keeps every byte.
 #[test]

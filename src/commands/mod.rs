@@ -49,6 +49,11 @@ pub fn check(config: &Path) -> i32 {
             for w in secret_warnings(c) {
                 eprintln!("warning: {w}");
             }
+            for (what, e) in c.endpoints() {
+                if e.insecure() {
+                    eprintln!("warning: {what}: plain TCP to {}:{} (not loopback): mail{} cross the network in clear", e.host, e.port, if e.username.is_some() { " and the password" } else { "" });
+                }
+            }
             0
         }
         Err(p) => {

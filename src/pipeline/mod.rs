@@ -394,7 +394,8 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
             return Ok(r);
         }
     };
-    let threading = decision.describe(&desk.refs);
+    // The explanation names the reply token it verified: logs and dry runs show it redacted.
+    let threading = crate::token::redact_in(&decision.describe(&desk.refs));
     let mut actions = Vec::new();
     let mut mails = Vec::new();
 
@@ -514,7 +515,7 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
             if !customer_close {
                 follow_up(tx, desk, ticket, status, &sender, &verdict, now, &mut actions)?;
                 if verdict.class == Class::Human {
-                    add_copied(tx, desk, ticket, &p, &sender, &mut actions)?;
+                    add_copied(tx, desk, ticket, &p, &sender, now, &mut actions)?;
                 }
             }
             (ticket, Outcome::FollowUp { ticket })
@@ -697,8 +698,8 @@ fn place(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, decision: &Decision, sende
             }
             let g = &desk.config.guard;
             let domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-            let over = if let Some(r) = g.sender_rate.filter(|r| tx.tickets_opened_by(sender, &now.minus(r.window)).is_ok_and(|n| n >= r.count as u64)) {
-                Some(format!("{sender} opened {} or more tickets within {}s", r.count, r.window.as_secs()))
+            let over = if let Some(why) = sender_flood(tx, desk, sender, now)? {
+                Some(why)
             } else { g.domain_rate.filter(|r| !domain.is_empty() && tx.tickets_opened_from_domain(domain, &now.minus(r.window)).is_ok_and(|n| n >= r.count as u64)).map(|r| format!("{domain} opened {} or more tickets within {}s", r.count, r.window.as_secs())) };
             let Some(why) = over else { return Ok(Placement::New { related: *possibly_related }) };
             tracing::warn!(sender, why, "new-ticket flood");
@@ -718,13 +719,41 @@ fn place(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, decision: &Decision, sende
     }
 }
 
+/// Add outside people to a ticket's participants, up to `limits.max_participants` (requester
+/// included): one mail Cc'ing 300 people must not make every later reply go to all of them
+/// (issue 17.3). Those over the cap are recorded on the ticket and returned.
+pub(crate) fn add_participants(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, addresses: &[String], now: &Now) -> Result<Vec<String>, StoreError> {
+    let (_, mut have) = tx.ticket_summary(ticket)?.unwrap_or((Status::Open, Vec::new()));
+    let max = desk.config.limits.max_participants as usize;
+    let mut refused = Vec::new();
+    for a in addresses {
+        if have.contains(a) {
+            continue;
+        }
+        if have.len() >= max {
+            refused.push(a.clone());
+            continue;
+        }
+        tx.add_participant(ticket, a, "cc")?;
+        have.push(a.clone());
+    }
+    if !refused.is_empty() {
+        let detail = format!("{} address(es) not added, limits.max_participants = {max} reached: {}", refused.len(), refused.join(", "));
+        tx.event(ticket, "participants_capped", &detail, &now.s)?;
+    }
+    Ok(refused)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn follow_up(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, status: Status, sender: &str, verdict: &Verdict, now: &Now, actions: &mut Vec<String>) -> Result<(), StoreError> {
     let (_, participants) = tx.ticket_summary(ticket)?.unwrap_or((status, Vec::new()));
     // People who write join the conversation; mail systems and robots do not.
     if verdict.class == Class::Human && !sender.is_empty() && !participants.iter().any(|p| p == sender) {
-        tx.add_participant(ticket, sender, "cc")?;
-        actions.push(format!("added {sender} as a participant"));
+        if add_participants(tx, desk, ticket, &[sender.to_string()], now)?.is_empty() {
+            actions.push(format!("added {sender} as a participant"));
+        } else {
+            actions.push(format!("{sender} not added as a participant: limits.max_participants reached"));
+        }
     }
     // Automatic mail (out-of-office, bounces) never changes a ticket's state.
     if verdict.class == Class::Human && matches!(status, Status::Pending | Status::Resolved | Status::Closed) {
@@ -743,18 +772,25 @@ fn follow_up(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, status: Status, sen
 
 /// People a participant copied on their own mail take part in the conversation (RT's Cc
 /// watchers), when the ticket's queue says so (`cc_policy`, docs/SECURITY.md).
-fn add_copied(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, p: &Parsed, sender: &str, actions: &mut Vec<String>) -> Result<(), StoreError> {
+fn add_copied(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, p: &Parsed, sender: &str, now: &Now, actions: &mut Vec<String>) -> Result<(), StoreError> {
     let queue = tx.ticket_queue(ticket)?.and_then(|q| desk.config.queues.get(&q));
     if queue.is_none_or(|q| q.cc_policy != crate::config::CcPolicy::Join) {
         return Ok(());
     }
     let Some((_, participants)) = tx.ticket_summary(ticket)? else { return Ok(()) };
+    let mut copied: Vec<String> = Vec::new();
     for m in p.cc.iter().chain(p.to.iter()) {
         let a = &m.address;
-        if !a.is_empty() && a != sender && !participants.contains(a) && !desk.identity.own_addresses.contains(a) && desk.signer.token_from_address(a).is_none() && !guard::is_system_address(a) {
-            tx.add_participant(ticket, a, "cc")?;
-            actions.push(format!("added {a} as a participant (copied by {sender})"));
+        if !a.is_empty() && a != sender && !participants.contains(a) && !copied.contains(a) && !desk.identity.own_addresses.contains(a) && desk.signer.token_from_address(a).is_none() && !guard::is_system_address(a) {
+            copied.push(a.clone());
         }
+    }
+    let refused = add_participants(tx, desk, ticket, &copied, now)?;
+    for a in copied.iter().filter(|a| !refused.contains(a)) {
+        actions.push(format!("added {a} as a participant (copied by {sender})"));
+    }
+    if !refused.is_empty() {
+        actions.push(format!("{} copied address(es) not added: limits.max_participants = {}", refused.len(), desk.config.limits.max_participants));
     }
     Ok(())
 }
@@ -766,7 +802,7 @@ fn open_ticket(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, p: &Parsed, sender: 
     let requester = if sender.is_empty() { "unknown@invalid" } else { sender };
     let ticket = tx.create_ticket(&NewTicket { subject: &subject, queue: &queue.name, priority: Priority::Normal, requester, related_to: related, now: &now.s })?;
     actions.push(format!("created ticket {} in queue {}", desk.refs.format(ticket), queue.name));
-    add_copied(tx, desk, ticket, p, requester, actions)?;
+    add_copied(tx, desk, ticket, p, requester, now, actions)?;
     if let Some(rel) = related {
         let note = format!("linked to {} (possibly related)", desk.refs.format(rel));
         tx.event(ticket, "possibly_related", &note, &now.s)?;
@@ -868,9 +904,8 @@ fn apply_rule_actions(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, ra: &crate
     for ci in &ra.ci {
         tx.link_ci(ticket, ci)?;
     }
-    for w in &ra.watchers {
-        tx.add_participant(ticket, &w.to_ascii_lowercase(), "cc")?;
-    }
+    let watchers: Vec<String> = ra.watchers.iter().map(|w| w.to_ascii_lowercase()).collect();
+    add_participants(tx, desk, ticket, &watchers, now)?;
     // Priority, queue or policy changed on a running ticket: its SLA clocks follow.
     if !created && (ra.priority.is_some() || ra.queue.is_some() || ra.sla_policy.is_some())
         && let Some(t) = tx.ticket(ticket)?
@@ -878,6 +913,15 @@ fn apply_rule_actions(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, ra: &crate
         sla::recompute(tx, desk, &t)?;
     }
     Ok(())
+}
+
+/// Why `sender` may not make another request now: new tickets plus desk answers (status lists,
+/// catalog) within `guard.new_tickets_per_sender`. `None` when within the rate.
+fn sender_flood(tx: &Tx<'_>, desk: &Desk, sender: &str, now: &Now) -> Result<Option<String>, StoreError> {
+    let Some(r) = desk.config.guard.sender_rate else { return Ok(None) };
+    let since = now.minus(r.window);
+    let n = tx.tickets_opened_by(sender, &since)? + tx.desk_answers_to(sender, &since)?;
+    Ok((n >= r.count as u64).then(|| format!("{sender} made {} or more requests (new tickets, status or catalog answers) within {}s", r.count, r.window.as_secs())))
 }
 
 /// "status" from a customer: the list of their open tickets, by mail. No ticket is opened; the
@@ -891,6 +935,15 @@ fn status_request(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, ver
         return Ok(None);
     }
     let queue = desk.config.queue_of(d.mailbox).or_else(|| desk.config.queues.values().next()).expect("validated config has a queue");
+    // Desk answers count toward the sender's flood limit like new tickets (issue 17.4).
+    if let Some(why) = sender_flood(tx, desk, sender, now)? {
+        tracing::warn!(sender, why, "status request flood");
+        quarantine(tx, d, "flood", &format!("status request not answered: {why}"), now)?;
+        tx.record_delivery(key, None, "quarantined", &now.s)?;
+        let mut r = Report::new(p, Some(verdict.clone()), Some("status request (self-service)".into()), Outcome::Quarantined { reason: format!("flood control: {why}") });
+        r.actions.push(format!("flood control: {why}; not answered"));
+        return Ok(Some(r));
+    }
     let tickets: Vec<serde_json::Value> = tx
         .active_tickets_of(sender)?
         .iter()

@@ -863,6 +863,20 @@ impl Tx<'_> {
         Ok(self.conn.prepare_cached("SELECT COUNT(*) FROM auto_mail_log WHERE recipient = ? AND created_at >= ?")?.query_row(params![recipient, since], |r| r.get::<_, i64>(0))? as u64)
     }
 
+    /// Whether `count` or more automatic mails were queued since `since`, to anyone. Reads at
+    /// most the last `count` rows (they are written in time order), so no index is needed.
+    pub fn auto_mail_total_reaches(&self, count: u32, since: &str) -> Result<bool> {
+        let sql = "SELECT COUNT(*) FROM (SELECT created_at FROM auto_mail_log ORDER BY rowid DESC LIMIT ?1) WHERE created_at >= ?2";
+        let n: i64 = self.conn.prepare_cached(sql)?.query_row(params![count, since], |r| r.get(0))?;
+        Ok(n >= count as i64)
+    }
+
+    /// Desk answers without a ticket (status lists, catalog) sent to `recipient` since `since`.
+    pub fn desk_answers_to(&self, recipient: &str, since: &str) -> Result<u64> {
+        let sql = "SELECT COUNT(*) FROM auto_mail_log WHERE recipient = ? AND created_at >= ? AND ticket_id IS NULL";
+        Ok(self.conn.prepare_cached(sql)?.query_row(params![recipient, since], |r| r.get::<_, i64>(0))? as u64)
+    }
+
     pub fn log_auto_mail(&mut self, recipient: &str, ticket: Option<TicketId>, now: &str) -> Result<()> {
         self.conn.prepare_cached("INSERT INTO auto_mail_log (recipient, ticket_id, created_at) VALUES (?, ?, ?)")?.execute(params![recipient, ticket, now])?;
         Ok(())
