@@ -80,7 +80,7 @@ fn main() {
     let db = std::env::var("BENCH_SCALE_DB").map(std::path::PathBuf::from).unwrap_or_else(|_| work.path().join("var/postdesk.db"));
     let cfg = write_config(
         work.path(),
-        &format!("[desk]\nname = \"Bench Support\"\ndomain = \"desk.example.test\"\ndata_dir = \"var\"\ndatabase = \"{}\"\ntemplates_dir = \"templates\"\nsecret = \"bench-secret-0123456789abcdef\"\n\n[queues.support]\naddress = \"support@example.test\"\nfrom_name = \"Example Support\"\n\n[mailboxes.support]\nkind = \"pipe\"\n\n[guard]\nauto_mail_caps = [\"1000000/1h\"]\nnew_tickets_per_sender = \"1000000/1h\"\nnew_tickets_per_domain = \"1000000/1h\"\n", db.display()),
+        &format!("[desk]\nname = \"Bench Support\"\ndomain = \"desk.example.test\"\ndata_dir = \"var\"\ndatabase = \"{}\"\ntemplates_dir = \"templates\"\nsecret = \"bench-secret-0123456789abcdef\"\n\n[queues.support]\naddress = \"support@example.test\"\nfrom_name = \"Example Support\"\n\n[mailboxes.support]\nkind = \"pipe\"\n\n[guard]\nauto_mail_caps = [\"1000000/1h\"]\nauto_mail_total = \"off\"\nnew_tickets_per_sender = \"1000000/1h\"\nnew_tickets_per_domain = \"1000000/1h\"\n", db.display()),
     );
     let desk = Desk::load(&cfg, KeyMode::Persistent).unwrap_or_else(|p| panic!("{p}"));
     drop(Store::open(&db).unwrap()); // migrations

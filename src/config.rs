@@ -1306,7 +1306,7 @@ impl Validator {
                 },
             }
         };
-        let auto_mail_total = rate("guard.auto_mail_total", &g.auto_mail_total, "300/1h");
+        let auto_mail_total = rate("guard.auto_mail_total", &g.auto_mail_total, "1000/1h");
         let sender_rate = rate("guard.new_tickets_per_sender", &g.new_tickets_per_sender, "20/1h");
         let domain_rate = rate("guard.new_tickets_per_domain", &g.new_tickets_per_domain, "200/1h");
         let flood_action = match g.flood_action.as_deref().unwrap_or("append") {

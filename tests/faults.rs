@@ -61,6 +61,7 @@ poll_interval = "200ms"
 
 [guard]
 auto_mail_caps = ["1000/1h"]
+auto_mail_total = "off"
 new_tickets_per_sender = "1000/1h"
 "#,
             imap = s.port("IMAP_PORT"),

@@ -134,6 +134,7 @@ poll_interval = "200ms"
 
 [guard]
 auto_mail_caps = ["100000/1h"]
+auto_mail_total = "off"
 new_tickets_per_sender = "100000/1h"
 new_tickets_per_domain = "100000/1h"
 {extra}

@@ -369,7 +369,7 @@ pub fn desk_toml(s: &crate::common::MailServers, data_dir: &Path, mailboxes: &[&
         ));
     }
     t.push_str(outbound);
-    t.push_str("\n[guard]\nauto_mail_caps = [\"1000000/1h\"]\nnew_tickets_per_sender = \"1000000/1h\"\nnew_tickets_per_domain = \"1000000/1h\"\n");
+    t.push_str("\n[guard]\nauto_mail_caps = [\"1000000/1h\"]\nauto_mail_total = \"off\"\nnew_tickets_per_sender = \"1000000/1h\"\nnew_tickets_per_domain = \"1000000/1h\"\n");
     t
 }
 
