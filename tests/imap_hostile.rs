@@ -165,3 +165,17 @@ fn parse_errors_and_endless_lines_cost_bounded_log_and_memory() {
     // Cut by the line limit or, here first, by the bytes the FETCH of a small message may cost.
     assert!(log.contains("line longer than") || log.contains("more than asked for"), "{log}");
 }
+
+/// A folder whose UIDs leave a wide gap is searched in windows below UIDNEXT (so no SEARCH answer
+/// nears the line limit, however large the backlog) and mail beyond the gap still arrives.
+#[test]
+fn a_sparse_folder_is_searched_in_windows() {
+    let imap = FakeImap::start(vec![(1, mail("First")), (250_000, mail("Far"))]);
+    let d = Daemon::start(&imap, "info");
+    let subjects = d.wait_subjects(2);
+    d.stop();
+    assert!(subjects.iter().any(|s| s == "Far"), "{subjects:?}");
+    let commands = imap.state.lock().unwrap().commands.clone();
+    assert!(commands.iter().any(|c| c.ends_with("UID SEARCH UID 100002:200001")), "{commands:?}");
+    assert!(commands.iter().any(|c| c.ends_with("UID SEARCH UID 200002:*")), "{commands:?}");
+}

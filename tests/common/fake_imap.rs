@@ -89,9 +89,11 @@ fn serve(conn: TcpStream, st: Arc<Mutex<FakeState>>) -> std::io::Result<()> {
             let next = s.messages.iter().map(|m| m.0).max().unwrap_or(0).saturating_add(1);
             write!(out, "* {} EXISTS\r\n* OK [UIDVALIDITY {}] ok\r\n* OK [UIDNEXT {next}] ok\r\n", s.messages.len(), s.uid_validity)?;
         } else if upper.starts_with("UID SEARCH") {
-            let from: u32 = upper.split_whitespace().nth(3).and_then(|r| r.split(':').next()).and_then(|n| n.parse().ok()).unwrap_or(1);
+            let range = upper.split_whitespace().nth(3).unwrap_or("1:*");
+            let (a, b) = range.split_once(':').unwrap_or((range, range));
+            let (from, to): (u32, u32) = (a.parse().unwrap_or(1), b.parse().unwrap_or(u32::MAX));
             let s = st.lock().unwrap();
-            let uids: Vec<String> = s.messages.iter().filter(|m| m.0 >= from).map(|m| m.0.to_string()).collect();
+            let uids: Vec<String> = s.messages.iter().filter(|m| m.0 >= from && m.0 <= to).map(|m| m.0.to_string()).collect();
             write!(out, "* SEARCH {}\r\n", uids.join(" "))?;
         } else if upper.starts_with("UID FETCH") {
             fetch(&mut out, &upper, &st)?;
