@@ -116,7 +116,7 @@ pub async fn connect_bounded(e: &Endpoint, allowance: Allowance) -> Result<Sessi
             Tls::Implicit => Box::new(Bounded::new(tls(e, tcp).await?, allowance)),
             Tls::StartTls => {
                 let mut client = async_imap::Client::new(tcp);
-                client.read_response().await.map_err(|err| ImapError::Connect(addr.clone(), err.to_string()))?;
+                client.read_response().await.map_err(|err| ImapError::Connect(addr.clone(), excerpt(&err.to_string())))?;
                 client.run_command_and_check_ok("STARTTLS", None).await?;
                 // After STARTTLS there is no second greeting (reading one would hang).
                 let tls = tls(e, client.into_inner()).await?;
@@ -128,7 +128,7 @@ pub async fn connect_bounded(e: &Endpoint, allowance: Allowance) -> Result<Sessi
         match client.read_response().await {
             Ok(Some(_)) => {}
             Ok(None) => return Err(ImapError::Connect(addr.clone(), "closed before greeting".into())),
-            Err(err) => return Err(ImapError::Connect(addr.clone(), err.to_string())),
+            Err(err) => return Err(ImapError::Connect(addr.clone(), excerpt(&err.to_string()))),
         }
         login(e, client).await
     };
@@ -144,7 +144,7 @@ async fn tls(e: &Endpoint, tcp: TcpStream) -> Result<tokio_rustls::client::TlsSt
 async fn login(e: &Endpoint, client: async_imap::Client<Box<dyn ImapStream>>) -> Result<Session, ImapError> {
     let user = e.username.clone().unwrap_or_default();
     let pass = e.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
-    client.login(&user, &pass).await.map_err(|(err, _)| ImapError::Login(user.clone(), err.to_string()))
+    client.login(&user, &pass).await.map_err(|(err, _)| ImapError::Login(user.clone(), excerpt(&err.to_string())))
 }
 
 /// One connection's life. `progressed` is set once the session committed a message or caught up

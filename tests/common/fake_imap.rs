@@ -29,6 +29,8 @@ pub struct FakeState {
     pub trick: Trick,
     pub commands: Vec<String>,
     pub logins: usize,
+    /// What the server says first (a broken one: garbage).
+    pub greeting: Vec<u8>,
     /// Bytes of the last trick written before the client hung up (or all of them), once done.
     pub trick_written: Option<u64>,
 }
@@ -42,7 +44,7 @@ impl FakeImap {
     pub fn start(messages: Vec<(u32, Vec<u8>)>) -> FakeImap {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let state = Arc::new(Mutex::new(FakeState { messages, uid_validity: 7, trick: Trick::None, commands: Vec::new(), logins: 0, trick_written: None }));
+        let state = Arc::new(Mutex::new(FakeState { messages, uid_validity: 7, trick: Trick::None, commands: Vec::new(), logins: 0, greeting: b"* OK fake IMAP ready\r\n".to_vec(), trick_written: None }));
         let st = state.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
@@ -69,7 +71,8 @@ impl FakeImap {
 fn serve(conn: TcpStream, st: Arc<Mutex<FakeState>>) -> std::io::Result<()> {
     let mut out = conn.try_clone()?;
     let mut r = BufReader::new(conn);
-    out.write_all(b"* OK fake IMAP ready\r\n")?;
+    let greeting = st.lock().unwrap().greeting.clone();
+    out.write_all(&greeting)?;
     let mut line = String::new();
     loop {
         line.clear();
