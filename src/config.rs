@@ -390,6 +390,8 @@ pub struct Desk {
     pub data_dir: PathBuf,
     pub database: PathBuf,
     pub templates_dir: PathBuf,
+    /// Templates here (same names and sub-folders) replace those in `templates_dir`.
+    pub templates_override_dir: Option<PathBuf>,
     /// Prefix of ticket references: `PD-` gives `[PD-1042]` in subjects.
     pub ref_prefix: String,
     /// HMAC key for reply tokens; `None` means "generate and keep one in data_dir/secret".
@@ -458,6 +460,8 @@ pub struct Config {
     /// `[log] format`: `text` (the default; colours only on a terminal without NO_COLOR) or `json`
     /// (one object per line, for log shippers).
     pub log_json: bool,
+    /// `[metrics] listen`: where `/metrics` (Prometheus) and `/health` are served, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Graceful shutdown deadline (finish the message in hand, then abort).
     pub shutdown_timeout: Duration,
 }
@@ -541,6 +545,7 @@ struct RawConfig {
     kb: RawKb,
     groups: BTreeMap<String, RawGroup>,
     log: RawLog,
+    metrics: RawMetrics,
     daemon: RawDaemon,
 }
 
@@ -552,6 +557,7 @@ struct RawDesk {
     data_dir: Option<String>,
     database: Option<String>,
     templates_dir: Option<String>,
+    templates_override_dir: Option<String>,
     ref_prefix: Option<String>,
     secret: Option<String>,
     secret_file: Option<String>,
@@ -759,6 +765,12 @@ struct RawLimits {
     max_message_size: Option<String>,
     max_participants: Option<u32>,
     max_recipients: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawMetrics {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1046,6 +1058,7 @@ impl Validator {
             data_dir,
             database,
             templates_dir,
+            templates_override_dir: d.templates_override_dir.as_deref().map(|p| self.path(p)),
             ref_prefix,
             secret,
             previous_secret: self.previous_secret(d),
@@ -1414,6 +1427,13 @@ impl Validator {
                 false
             }
         };
+        let metrics_listen = raw.metrics.listen.as_deref().and_then(|l| match l.parse::<std::net::SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.add("metrics.listen", format!("`{l}`: expected an address and port, like 127.0.0.1:9464"));
+                None
+            }
+        });
         let shutdown_timeout = self.duration("daemon.shutdown_timeout", &raw.daemon.shutdown_timeout, Duration::from_secs(20));
 
         Config {
@@ -1455,6 +1475,7 @@ impl Validator {
             }),
             log_level,
             log_json,
+            metrics_listen,
             shutdown_timeout,
         }
     }

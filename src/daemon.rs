@@ -108,6 +108,9 @@ pub async fn start(desk: Desk, config_path: &Path, clock: SharedClock) -> anyhow
         poll_interval: cfg.outbound.poll_interval,
     };
     tasks.spawn(worker.run(shutdown.clone()));
+    if let Some(listen) = cfg.metrics_listen {
+        crate::metrics::serve(listen, pipeline.counters.clone(), pipeline.store.clone(), pipeline.clock.clone(), shutdown.clone()).with_context(|| format!("metrics on {listen}"))?;
+    }
     let mailboxes: Vec<String> = cfg.mailboxes.values().filter(|m| !matches!(m.source, Source::Pipe)).map(|m| m.name.clone()).collect();
     let deadline = cfg.shutdown_timeout;
     let has_sla = !desk.config.sla.policies.is_empty() || desk.config.lifecycle.is_some() || !desk.config.weekly_report_to.is_empty();

@@ -38,3 +38,4 @@ pub mod sla;
 pub mod report;
 pub mod cis;
 pub mod catalog;
+pub mod metrics;

@@ -20,7 +20,11 @@ enum Command {
     /// Run the daemon (logs to stderr; systemd Type=notify).
     Run,
     /// Validate config and templates; print every problem with file, line and key.
-    Check,
+    Check {
+        /// Then log in to every mailbox and to the SMTP server (nothing fetched or sent).
+        #[arg(long)]
+        connect: bool,
+    },
     /// Ingest one message from stdin (MTA pipe). Exit 0 stored, 75 retry later, 65 not mail.
     Deliver {
         #[arg(long)]
@@ -155,7 +159,10 @@ fn main() -> ExitCode {
     init_logging(&cli, &config);
     let result: anyhow::Result<i32> = match cli.command {
         Command::Run => run(&config),
-        Command::Check => Ok(commands::check(&config)),
+        Command::Check { connect } => match commands::check(&config) {
+            0 if connect => postdesk::config::load(&config).map_err(postdesk::config::Problems::into_error).and_then(|c| commands::check_connect(&c)),
+            code => Ok(code),
+        },
         Command::Deliver { mailbox } => Ok(commands::deliver(&config, &mailbox)),
         Command::Tickets { command: TicketsCommand::List { status, queue, ci, json } } => {
             commands::tickets_list(&config, status.as_deref(), queue.as_deref(), ci.as_deref(), json)

@@ -9,7 +9,9 @@ use crate::store::{Store, TicketFilter};
 use crate::ticket::{Status, TicketDetail};
 use std::io::Read;
 
+mod connect;
 mod ops;
+pub use connect::check_connect;
 pub use ops::{backup, quarantine_delete, quarantine_list, quarantine_release, quarantine_show, status};
 use std::path::Path;
 use std::sync::Arc;

@@ -135,11 +135,13 @@ pub struct Pipeline {
     pub clock: SharedClock,
     /// Poked after a commit that queued mail, so the outbound worker wakes at once.
     pub outbox_wake: Arc<tokio::sync::Notify>,
+    /// What the metrics count (messages by class, tickets created).
+    pub counters: crate::metrics::Counters,
 }
 
 impl Pipeline {
     pub fn new(store: Arc<Store>, clock: SharedClock) -> Self {
-        Pipeline { store, clock, outbox_wake: Arc::new(tokio::sync::Notify::new()) }
+        Pipeline { store, clock, outbox_wake: Arc::new(tokio::sync::Notify::new()), counters: Default::default() }
     }
 
     /// Store one message for good. Non-mail and unprocessable input is quarantined (and the
@@ -179,6 +181,7 @@ impl Pipeline {
             drop(tx); // rolls back
         } else {
             tx.commit()?;
+            self.counters.ingested(d.mailbox, &report);
             if !report.mails.is_empty() {
                 self.outbox_wake.notify_one();
             }
@@ -200,6 +203,9 @@ impl Pipeline {
             reports.push(one(&mut tx, desk, d, prepared, true, &now)?);
         }
         tx.commit()?;
+        for r in &reports {
+            self.counters.ingested(mailbox, r);
+        }
         if reports.iter().any(|r| !r.mails.is_empty()) {
             self.outbox_wake.notify_one();
         }

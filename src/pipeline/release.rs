@@ -33,7 +33,17 @@ impl Pipeline {
         }
         let now = Now::at(self.clock.now());
         let d = Delivery { mailbox: &q.mailbox, raw, cursor: None, truncated_from: None };
-        let prepared = prepare(desk, d);
+        let mut prepared = prepare(desk, d);
+        if let Prepared::Mail(_, verdict) = &mut prepared
+            && force
+            && verdict.class == crate::guard::Class::OwnLoop
+        {
+            // The admin says it is not a loop: handle it as a person's mail (still no automatic
+            // answer: it carries our own loop headers).
+            verdict.class = crate::guard::Class::Human;
+            verdict.auto_reply_allowed = false;
+            verdict.reasons.push("released from quarantine with --force".into());
+        }
         let mut tx = self.store.begin().map_err(IngestError::from)?;
         if let Prepared::Mail(p, _) = &prepared {
             tx.forget_refusal(&dedupe_key(p)).map_err(IngestError::from)?;
