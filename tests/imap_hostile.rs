@@ -25,6 +25,15 @@ struct Daemon {
 
 impl Daemon {
     fn start(imap: &FakeImap, log_level: &str) -> Daemon {
+        let d = Daemon::start_unready(imap, log_level);
+        // Only then read the database: a `tickets list` racing the daemon's first migration can
+        // break it (seen here: "duplicate column name"; not this issue's subject).
+        common::eventually(WAIT, "the intake logged in", || d.log().contains("IMAP connected").then_some(()));
+        d
+    }
+
+    /// Started, not yet logged in.
+    fn start_unready(imap: &FakeImap, log_level: &str) -> Daemon {
         let dir = tempfile::tempdir().unwrap();
         let body = format!(
             "[desk]\nname = \"Example Support\"\ndomain = \"desk.example.test\"\ndata_dir = \"var\"\ntemplates_dir = \"templates\"\n\n\
@@ -36,11 +45,7 @@ impl Daemon {
         let config = common::write_config(dir.path(), &body);
         let log = std::fs::File::create(dir.path().join("daemon.log")).unwrap();
         let child = Command::new(BIN).arg("--config").arg(&config).arg("run").env("POSTDESK_LOG", log_level).stderr(log).stdout(Stdio::null()).spawn().unwrap();
-        let d = Daemon { dir, config, child };
-        // Only then read the database: a `tickets list` racing the daemon's first migration can
-        // break it (seen here: "duplicate column name"; not this issue's subject).
-        common::eventually(WAIT, "the intake logged in", || d.log().contains("IMAP connected").then_some(()));
-        d
+        Daemon { dir, config, child }
     }
 
     fn subjects(&self) -> Vec<String> {
@@ -164,4 +169,34 @@ fn parse_errors_and_endless_lines_cost_bounded_log_and_memory() {
     assert!(longest < 4096, "a log line of {longest} bytes");
     // Cut by the line limit or, here first, by the bytes the FETCH of a small message may cost.
     assert!(log.contains("line longer than") || log.contains("more than asked for"), "{log}");
+}
+
+/// A folder whose UIDs leave a wide gap is searched in windows below UIDNEXT (so no SEARCH answer
+/// nears the line limit, however large the backlog) and mail beyond the gap still arrives.
+#[test]
+fn a_sparse_folder_is_searched_in_windows() {
+    let imap = FakeImap::start(vec![(1, mail("First")), (250_000, mail("Far"))]);
+    let d = Daemon::start(&imap, "info");
+    let subjects = d.wait_subjects(2);
+    d.stop();
+    assert!(subjects.iter().any(|s| s == "Far"), "{subjects:?}");
+    let commands = imap.state.lock().unwrap().commands.clone();
+    assert!(commands.iter().any(|c| c.ends_with("UID SEARCH UID 100002:200001")), "{commands:?}");
+    assert!(commands.iter().any(|c| c.ends_with("UID SEARCH UID 200002:*")), "{commands:?}");
+}
+
+/// A greeting async-imap cannot parse is logged as a bounded excerpt too; a good greeting later
+/// and the mail arrives (17.10).
+#[test]
+fn a_garbage_greeting_logs_a_bounded_excerpt() {
+    let imap = FakeImap::start(vec![(1, mail("First"))]);
+    imap.state.lock().unwrap().greeting = [b"* \x01((( ".as_slice(), &vec![b'a'; 1 << 20], b"\r\n"].concat();
+    let d = Daemon::start_unready(&imap, "info");
+    common::eventually(WAIT, "the session failed", || d.log().contains("IMAP session ended").then_some(()));
+    assert!(!d.log().contains("IMAP connected"), "the garbage greeting was accepted");
+    imap.state.lock().unwrap().greeting = b"* OK ready\r\n".to_vec();
+    d.wait_subjects(1);
+    let log = d.stop();
+    let longest = log.lines().map(str::len).max().unwrap_or(0);
+    assert!(longest < 4096, "a log line of {longest} bytes");
 }

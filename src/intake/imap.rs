@@ -116,7 +116,7 @@ pub async fn connect_bounded(e: &Endpoint, allowance: Allowance) -> Result<Sessi
             Tls::Implicit => Box::new(Bounded::new(tls(e, tcp).await?, allowance)),
             Tls::StartTls => {
                 let mut client = async_imap::Client::new(tcp);
-                client.read_response().await.map_err(|err| ImapError::Connect(addr.clone(), err.to_string()))?;
+                client.read_response().await.map_err(|err| ImapError::Connect(addr.clone(), excerpt(&err.to_string())))?;
                 client.run_command_and_check_ok("STARTTLS", None).await?;
                 // After STARTTLS there is no second greeting (reading one would hang).
                 let tls = tls(e, client.into_inner()).await?;
@@ -128,7 +128,7 @@ pub async fn connect_bounded(e: &Endpoint, allowance: Allowance) -> Result<Sessi
         match client.read_response().await {
             Ok(Some(_)) => {}
             Ok(None) => return Err(ImapError::Connect(addr.clone(), "closed before greeting".into())),
-            Err(err) => return Err(ImapError::Connect(addr.clone(), err.to_string())),
+            Err(err) => return Err(ImapError::Connect(addr.clone(), excerpt(&err.to_string()))),
         }
         login(e, client).await
     };
@@ -144,7 +144,7 @@ async fn tls(e: &Endpoint, tcp: TcpStream) -> Result<tokio_rustls::client::TlsSt
 async fn login(e: &Endpoint, client: async_imap::Client<Box<dyn ImapStream>>) -> Result<Session, ImapError> {
     let user = e.username.clone().unwrap_or_default();
     let pass = e.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
-    client.login(&user, &pass).await.map_err(|(err, _)| ImapError::Login(user.clone(), err.to_string()))
+    client.login(&user, &pass).await.map_err(|(err, _)| ImapError::Login(user.clone(), excerpt(&err.to_string())))
 }
 
 /// One connection's life. `progressed` is set once the session committed a message or caught up
@@ -177,6 +177,8 @@ async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskH
             }
             None => 0,
         };
+        // Where the windowed search goes on past empty windows (see `search_range`).
+        let mut scan = 0u32;
         if !settled {
             let keep = pipeline.store.left_on_server(name, validity)?;
             settle(&mut s, src, last, can_move, &keep).await?;
@@ -190,11 +192,19 @@ async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskH
             }
             // RFC 3501 §2.3.1.1: UIDs are 32-bit; after 4294967295 nothing can follow (issue 17.9).
             let Some(next) = last.checked_add(1) else { break };
+            let (range, window_end) = search_range(next.max(scan), mbox.uid_next);
             budget.allow(CONTROL_BYTES);
-            let search = tokio::time::timeout(Duration::from_secs(120), s.uid_search(format!("UID {next}:*"))).await.map_err(|_| ImapError::Timeout("search"))??;
+            let search = tokio::time::timeout(Duration::from_secs(120), s.uid_search(format!("UID {range}"))).await.map_err(|_| ImapError::Timeout("search"))??;
             let mut uids: Vec<u32> = search.into_iter().filter(|u| *u > last).collect();
             if uids.is_empty() {
-                break;
+                match window_end {
+                    // An empty window below UIDNEXT: look further up.
+                    Some(end) => {
+                        scan = end + 1;
+                        continue;
+                    }
+                    None => break,
+                }
             }
             uids.sort_unstable();
             let waiting = uids.len() as i64;
@@ -302,6 +312,23 @@ async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskH
 /// Most bytes fetched in one batch (a single larger message is fetched alone).
 const BATCH_BYTES: u64 = 32 * 1024 * 1024;
 
+/// Most UIDs one SEARCH covers while the folder's UIDNEXT lies beyond: the answer (at most 11
+/// bytes a UID) stays far below the line limit however large the backlog (bounded.rs).
+const SEARCH_WINDOW: u32 = 100_000;
+
+/// The UIDs to search from `from`: a window of `SEARCH_WINDOW` while UIDNEXT (from SELECT) says
+/// mail lies beyond it, with the window's last UID; else `from:*`, which also finds mail that
+/// arrived after SELECT.
+fn search_range(from: u32, uid_next: Option<u32>) -> (String, Option<u32>) {
+    match uid_next {
+        Some(n) if n.saturating_sub(from) > SEARCH_WINDOW => {
+            let end = from + (SEARCH_WINDOW - 1);
+            (format!("{from}:{end}"), Some(end))
+        }
+        _ => (format!("{from}:*"), None),
+    }
+}
+
 /// What a body FETCH of `batch` may cost: each message at up to twice its reported RFC822.SIZE
 /// (servers round it) plus room for the FETCH line. Unasked-for messages or a literal far beyond
 /// the reported size break it and end the session (issue 17.8).
@@ -377,4 +404,18 @@ async fn after_commit(s: &mut Session, src: &ImapSource, uids: &[u32], can_move:
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn searches_stay_in_windows_below_uidnext() {
+        assert_eq!(search_range(1, None), ("1:*".to_string(), None));
+        assert_eq!(search_range(1, Some(100_001)), ("1:*".to_string(), None));
+        assert_eq!(search_range(1, Some(100_002)), ("1:100000".to_string(), Some(100_000)));
+        assert_eq!(search_range(u32::MAX - 5, Some(u32::MAX)), (format!("{}:*", u32::MAX - 5), None));
+        assert_eq!(search_range(4_000_000_000, Some(u32::MAX)), ("4000000000:4000099999".to_string(), Some(4_000_099_999)));
+    }
 }

@@ -29,6 +29,8 @@ pub struct FakeState {
     pub trick: Trick,
     pub commands: Vec<String>,
     pub logins: usize,
+    /// What the server says first (a broken one: garbage).
+    pub greeting: Vec<u8>,
     /// Bytes of the last trick written before the client hung up (or all of them), once done.
     pub trick_written: Option<u64>,
 }
@@ -42,7 +44,7 @@ impl FakeImap {
     pub fn start(messages: Vec<(u32, Vec<u8>)>) -> FakeImap {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let state = Arc::new(Mutex::new(FakeState { messages, uid_validity: 7, trick: Trick::None, commands: Vec::new(), logins: 0, trick_written: None }));
+        let state = Arc::new(Mutex::new(FakeState { messages, uid_validity: 7, trick: Trick::None, commands: Vec::new(), logins: 0, greeting: b"* OK fake IMAP ready\r\n".to_vec(), trick_written: None }));
         let st = state.clone();
         std::thread::spawn(move || {
             for conn in listener.incoming().flatten() {
@@ -69,7 +71,8 @@ impl FakeImap {
 fn serve(conn: TcpStream, st: Arc<Mutex<FakeState>>) -> std::io::Result<()> {
     let mut out = conn.try_clone()?;
     let mut r = BufReader::new(conn);
-    out.write_all(b"* OK fake IMAP ready\r\n")?;
+    let greeting = st.lock().unwrap().greeting.clone();
+    out.write_all(&greeting)?;
     let mut line = String::new();
     loop {
         line.clear();
@@ -89,9 +92,11 @@ fn serve(conn: TcpStream, st: Arc<Mutex<FakeState>>) -> std::io::Result<()> {
             let next = s.messages.iter().map(|m| m.0).max().unwrap_or(0).saturating_add(1);
             write!(out, "* {} EXISTS\r\n* OK [UIDVALIDITY {}] ok\r\n* OK [UIDNEXT {next}] ok\r\n", s.messages.len(), s.uid_validity)?;
         } else if upper.starts_with("UID SEARCH") {
-            let from: u32 = upper.split_whitespace().nth(3).and_then(|r| r.split(':').next()).and_then(|n| n.parse().ok()).unwrap_or(1);
+            let range = upper.split_whitespace().nth(3).unwrap_or("1:*");
+            let (a, b) = range.split_once(':').unwrap_or((range, range));
+            let (from, to): (u32, u32) = (a.parse().unwrap_or(1), b.parse().unwrap_or(u32::MAX));
             let s = st.lock().unwrap();
-            let uids: Vec<String> = s.messages.iter().filter(|m| m.0 >= from).map(|m| m.0.to_string()).collect();
+            let uids: Vec<String> = s.messages.iter().filter(|m| m.0 >= from && m.0 <= to).map(|m| m.0.to_string()).collect();
             write!(out, "* SEARCH {}\r\n", uids.join(" "))?;
         } else if upper.starts_with("UID FETCH") {
             fetch(&mut out, &upper, &st)?;
