@@ -26,6 +26,11 @@ enum Command {
         #[arg(long)]
         mailbox: String,
     },
+    /// OAuth2 logins of mailboxes and outbound SMTP (`auth = "oauth2"`).
+    Oauth {
+        #[command(subcommand)]
+        command: OauthCommand,
+    },
     /// Tickets in the database.
     Tickets {
         #[command(subcommand)]
@@ -77,6 +82,20 @@ enum TicketsCommand {
         id: String,
         #[arg(long)]
         json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum OauthCommand {
+    /// Get and store a refresh token with the device authorization grant (RFC 8628): prints a
+    /// URL and a code to enter there, waits for the approval, stores the token (mode 0600).
+    Login {
+        /// The IMAP mailbox to log in.
+        #[arg(long, conflicts_with = "outbound", required_unless_present = "outbound")]
+        mailbox: Option<String>,
+        /// Log in outbound SMTP (`[outbound]`).
+        #[arg(long)]
+        outbound: bool,
     },
 }
 
@@ -138,6 +157,7 @@ fn main() -> ExitCode {
             commands::tickets_list(&config, status.as_deref(), queue.as_deref(), ci.as_deref(), json)
         }
         Command::Cis { json } => commands::cis_list(&config, json),
+        Command::Oauth { command: OauthCommand::Login { mailbox, outbound: _ } } => commands::oauth_login(&config, mailbox.as_deref()),
         Command::Undeliverable { command: UndeliverableCommand::List { json } } => commands::undeliverable_list(&config, json),
         Command::Undeliverable { command: UndeliverableCommand::Clear { address } } => commands::undeliverable_clear(&config, &address),
         Command::Tickets { command: TicketsCommand::Show { id, json } } => commands::tickets_show(&config, &id, json),

@@ -198,7 +198,12 @@ pub fn read_refresh_token(cfg: &OAuth2) -> Result<Secret, TokenError> {
 
 /// The command that gets this config's first refresh token.
 pub fn login_hint(cfg: &OAuth2) -> String {
-    match cfg.name.strip_prefix("mailboxes.") {
+    login_command(&cfg.name)
+}
+
+/// `postdesk oauth login --mailbox NAME` for `mailboxes.NAME`, `… --outbound` for `outbound`.
+pub fn login_command(name: &str) -> String {
+    match name.strip_prefix("mailboxes.") {
         Some(m) => format!("postdesk oauth login --mailbox {m}"),
         None => "postdesk oauth login --outbound".to_string(),
     }
