@@ -64,22 +64,27 @@ pub fn oauthbearer(user: &str, token: &str) -> String {
 }
 
 /// async-imap's `AUTHENTICATE` handshake: the first challenge is empty and gets the response;
-/// a second one carries the server's JSON error (RFC 7628 §3.2.2) and gets the `^A` that ends
-/// the exchange so the server can answer NO.
+/// a second one carries the server's JSON error and gets what ends the exchange so the server
+/// can answer NO: `^A` for OAUTHBEARER (RFC 7628 §3.2.3), an empty line for XOAUTH2 (Google's
+/// and Microsoft's documentation).
 pub struct Authenticator {
+    mechanism: Mechanism,
     response: Option<String>,
 }
 
 impl Authenticator {
     pub fn new(mechanism: Mechanism, user: &str, token: &Secret) -> Authenticator {
-        Authenticator { response: Some(mechanism.response(user, token.expose())) }
+        Authenticator { mechanism, response: Some(mechanism.response(user, token.expose())) }
     }
 }
 
 impl async_imap::Authenticator for Authenticator {
     type Response = String;
     fn process(&mut self, _challenge: &[u8]) -> String {
-        self.response.take().unwrap_or_else(|| "\x01".to_string())
+        self.response.take().unwrap_or_else(|| match self.mechanism {
+            Mechanism::OAuthBearer => "\x01".to_string(),
+            Mechanism::XOAuth2 => String::new(),
+        })
     }
 }
 
@@ -407,8 +412,11 @@ mod tests {
         use async_imap::Authenticator as _;
         let mut a = Authenticator::new(Mechanism::XOAuth2, "u", &Secret::new("t"));
         assert_eq!(a.process(b""), "user=u\x01auth=Bearer t\x01\x01");
+        assert_eq!(a.process(b"{\"status\":\"401\"}"), "");
         // RFC 7628 §3.2.3: after the server's error challenge the client sends %x01.
-        assert_eq!(a.process(b"{\"status\":\"401\"}"), "\x01");
+        let mut a = Authenticator::new(Mechanism::OAuthBearer, "u", &Secret::new("t"));
+        assert_eq!(a.process(b""), "n,a=u,\x01auth=Bearer t\x01\x01");
+        assert_eq!(a.process(b"{\"status\":\"invalid_token\"}"), "\x01");
     }
 
     #[test]
