@@ -141,6 +141,38 @@ fn device_login(p: &Provider, config: &Path, args: &[&str], account: &str) -> St
     stdout
 }
 
+/// Everything the daemon logs during this test binary, at debug level (what an admin running
+/// with `POSTDESK_LOG=debug` would see; async-imap's wire trace is filtered as `main.rs` does).
+#[derive(Clone, Default)]
+struct Logs(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Logs {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Logs {
+    fn capture() -> Logs {
+        static LOGS: std::sync::OnceLock<Logs> = std::sync::OnceLock::new();
+        LOGS.get_or_init(|| {
+            let logs = Logs::default();
+            let w = logs.clone();
+            let _ = tracing_subscriber::fmt().with_env_filter("debug,async_imap=debug").with_ansi(false).with_writer(move || w.clone()).try_init();
+            logs
+        })
+        .clone()
+    }
+
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
@@ -151,6 +183,7 @@ fn is_alert(m: &str) -> bool {
 
 #[test]
 fn oauth2_mailbox_and_smtp_refresh_alert_once_and_catch_up() {
+    let logs = Logs::capture();
     let p = Provider::start(LIFETIME, true);
     let s = MailServers::start_with_oauth(&p.url("/introspect"));
     let dir = tempfile::tempdir().unwrap();
@@ -231,6 +264,13 @@ fn oauth2_mailbox_and_smtp_refresh_alert_once_and_catch_up() {
     s.wait_for("alice", WAIT, |raw| header(raw, "in-reply-to").is_some_and(|h| h.contains(&after.message_id)));
     assert_eq!(s.count("carol", is_alert), 1, "exactly one alert");
     assert_eq!(d.tickets_with("Sent while the login was revoked"), 1);
+    // Logged once each, and no token or client secret anywhere in the log.
+    let text = logs.text();
+    assert_eq!(text.matches("OAuth2 token refresh failed").count(), 1, "the failure is logged once");
+    assert_eq!(text.matches("OAuth2 login works again").count(), 1);
+    assert!(text.contains("access token expired: logging in again"), "re-login mid-IDLE");
+    let secret = regex::Regex::new(r"\b(at|rt)-\d+|client-secret-not|dXNlcj1zdXBwb3J0").unwrap();
+    assert!(!secret.is_match(&text), "a secret in the log: {:?}", secret.find(&text).map(|m| &text[m.start().saturating_sub(200)..(m.end() + 100).min(text.len())]));
     eprintln!(
         "oauth e2e: {} refreshes ok, {} refused, {} introspections, 1 alert",
         p.count("refresh ok"),
@@ -272,4 +312,39 @@ fn device_login_stores_a_working_refresh_token_0600() {
     let err = rt.block_on(postdesk::oauth::fresh_access_token(cfg.outbound.oauth2.as_ref().unwrap())).unwrap_err();
     assert!(matches!(&err, postdesk::oauth::TokenError::Config(m) if m.contains("postdesk oauth login --outbound")), "{err:?}");
     let _: PathBuf = file;
+}
+
+/// Both SASL responses against the real Dovecot: a valid token logs in with XOAUTH2 and with
+/// OAUTHBEARER (RFC 7628), a bad one is refused (the error challenge is answered, nothing hangs).
+#[test]
+fn sasl_xoauth2_and_oauthbearer_against_dovecot() {
+    use postdesk::oauth::{Authenticator, Mechanism};
+    let p = Provider::start(Duration::from_secs(60), false);
+    let s = MailServers::start_with_oauth(&p.url("/introspect"));
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let port = s.port("IMAP_PORT");
+    let login = |mechanism: Mechanism, token: String| {
+        rt.block_on(async {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let mut client = async_imap::Client::new(tcp);
+            client.read_response().await.unwrap();
+            let auth = Authenticator::new(mechanism, "support@example.test", &postdesk::config::Secret::new(token));
+            let r = tokio::time::timeout(WAIT, client.authenticate(mechanism.name(), auth)).await.expect("no hang");
+            match r {
+                Ok(mut session) => {
+                    let n = session.select("INBOX").await.map(|_| ()).is_ok();
+                    let _ = session.logout().await;
+                    Ok(n)
+                }
+                Err((e, _)) => Err(e.to_string()),
+            }
+        })
+    };
+    for m in [Mechanism::XOAuth2, Mechanism::OAuthBearer] {
+        assert_eq!(login(m, p.access_token("support@example.test")), Ok(true), "{m:?} with a valid token");
+        let refused = login(m, "at-forged".to_string());
+        assert!(refused.is_err(), "{m:?} with a bad token: {refused:?}");
+    }
+    assert_eq!(p.count("introspect active support@example.test"), 2, "{:?}", p.log());
+    assert_eq!(p.count("introspect inactive"), 2, "{:?}", p.log());
 }
