@@ -332,7 +332,7 @@ pub fn oauth_login(config: &Path, mailbox: Option<&str>) -> anyhow::Result<i32> 
     };
     let (oauth, account) = match mailbox {
         Some(name) => match cfg.mailboxes.get(name).map(|m| &m.source) {
-            Some(crate::config::Source::Imap(i)) if i.oauth2.is_some() => (i.oauth2.clone(), i.endpoint.username.clone()),
+            Some(crate::config::Source::Imap(i)) if i.oauth2.is_some() => (i.oauth2.as_deref().cloned(), i.endpoint.username.clone()),
             Some(_) => anyhow::bail!("mailbox `{name}` does not use auth = \"oauth2\""),
             None => anyhow::bail!("no mailbox named `{name}` in {} (known: {})", config.display(), cfg.mailboxes.keys().cloned().collect::<Vec<_>>().join(", ")),
         },

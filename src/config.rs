@@ -145,7 +145,7 @@ pub struct ImapSource {
     /// How many messages one FETCH asks for; bounds memory on a large backlog.
     pub batch_size: u32,
     /// `Some` with `auth = "oauth2"`: log in with SASL XOAUTH2/OAUTHBEARER instead of a password.
-    pub oauth2: Option<OAuth2>,
+    pub oauth2: Option<Box<OAuth2>>,
 }
 
 /// Where a mailbox's mail comes from.
@@ -1261,7 +1261,7 @@ impl Validator {
                             idle: m.idle.unwrap_or(true),
                             poll_interval,
                             batch_size: batch_size.max(1),
-                            oauth2,
+                            oauth2: oauth2.map(Box::new),
                         })
                     })
                 }

@@ -83,7 +83,7 @@ pub async fn run(name: String, src: ImapSource, pipeline: Pipeline, desk: DeskHa
             None => None,
             Some(cfg) => {
                 let events = crate::pipeline::oauth::RecordTokenEvents { pipeline: pipeline.clone(), desk: desk.clone(), account: src.endpoint.username.clone().unwrap_or_default() };
-                match TokenSource::new(cfg.clone(), pipeline.clock.clone(), Some(Arc::new(events))) {
+                match TokenSource::new((**cfg).clone(), pipeline.clock.clone(), Some(Arc::new(events))) {
                     Ok(t) => Some(t),
                     Err(e) => {
                         tracing::error!(error = %e, "OAuth2 setup failed; IMAP intake not started");
