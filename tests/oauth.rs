@@ -348,3 +348,106 @@ fn sasl_xoauth2_and_oauthbearer_against_dovecot() {
     assert_eq!(p.count("introspect active support@example.test"), 2, "{:?}", p.log());
     assert_eq!(p.count("introspect inactive"), 2, "{:?}", p.log());
 }
+
+/// An SMTP server that offers only OAUTHBEARER (no XOAUTH2): the sender logs in with the RFC 7628
+/// initial response; when the server refuses the token (334 with its JSON error), the sender
+/// ends the exchange with `^A`, the send fails as the server's trouble, and no token is shown.
+#[tokio::test]
+async fn smtp_oauthbearer_where_the_server_offers_no_xoauth2() {
+    use base64::Engine;
+    use std::io::{BufRead, BufReader, Write};
+    let accept = Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (a, s2) = (accept.clone(), seen.clone());
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let (accept, seen) = (a.clone(), s2.clone());
+            std::thread::spawn(move || {
+                let mut out = conn.try_clone().unwrap();
+                let mut r = BufReader::new(conn);
+                let _ = out.write_all(b"220 bearer.test ESMTP\r\n");
+                let mut in_data = false;
+                let mut line = String::new();
+                while r.read_line(&mut line).unwrap_or(0) > 0 {
+                    let cmd = line.trim_end().to_string();
+                    line.clear();
+                    if in_data {
+                        if cmd == "." {
+                            in_data = false;
+                            let _ = out.write_all(b"250 queued\r\n");
+                        }
+                        continue;
+                    }
+                    let reply: String = if cmd.starts_with("EHLO") {
+                        "250-bearer.test\r\n250 AUTH OAUTHBEARER PLAIN\r\n".into()
+                    } else if let Some(b64) = cmd.strip_prefix("AUTH OAUTHBEARER ") {
+                        seen.lock().unwrap().push(String::from_utf8(base64::engine::general_purpose::STANDARD.decode(b64).unwrap()).unwrap());
+                        if accept.load(std::sync::atomic::Ordering::SeqCst) { "235 2.7.0 ok\r\n".into() } else { "334 eyJzdGF0dXMiOiJpbnZhbGlkX3Rva2VuIn0=\r\n".into() }
+                    } else if cmd == "AQ==" {
+                        seen.lock().unwrap().push("^A".into());
+                        "535 5.7.8 invalid token\r\n".into()
+                    } else if cmd == "DATA" {
+                        in_data = true;
+                        "354 go on\r\n".into()
+                    } else if cmd == "QUIT" {
+                        let _ = out.write_all(b"221 bye\r\n");
+                        return;
+                    } else {
+                        "250 ok\r\n".into()
+                    };
+                    if out.write_all(reply.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    let p = Provider::start(LIFETIME, false);
+    let dir = tempfile::tempdir().unwrap();
+    let (rt, _) = p.grant("support@example.test");
+    let file = dir.path().join("outbound.refresh");
+    postdesk::oauth::save_refresh_token(&file, &postdesk::config::Secret::new(rt)).unwrap();
+    let cfg = postdesk::config::OAuth2 {
+        name: "outbound".into(),
+        provider: postdesk::config::OAuthProvider::Custom,
+        token_url: p.url("/token"),
+        device_url: None,
+        scopes: vec!["mail".into()],
+        client_id: "postdesk-test".into(),
+        client_secret: None,
+        refresh_token_file: file,
+    };
+    let tokens = Arc::new(postdesk::oauth::TokenSource::new(cfg, Arc::new(SystemClock), None).unwrap());
+    let endpoint = postdesk::config::Endpoint {
+        host: "127.0.0.1".into(),
+        port,
+        tls: postdesk::config::Tls::None,
+        ca_file: None,
+        username: Some("support@example.test".into()),
+        password: None,
+        connect_timeout: Duration::from_secs(30),
+    };
+    let mail = postdesk::store::QueuedMail {
+        id: 1,
+        ticket: None,
+        message_id: "m".into(),
+        envelope_from: "support@example.test".into(),
+        recipients: vec!["alice@example.test".into()],
+        raw: b"Subject: hi\r\n\r\nhello\r\n".to_vec(),
+        attempts: 0,
+    };
+    let sender = postdesk::outbound::smtp::SmtpSender::new(&endpoint).unwrap().with_tokens(tokens.clone());
+    sender.send(&mail, &mut || true).await.expect("logged in with OAUTHBEARER and sent");
+    let first = seen.lock().unwrap()[0].clone();
+    assert!(first.starts_with("n,a=support@example.test,\x01auth=Bearer at-") && first.ends_with("\x01\x01"), "{first:?}");
+
+    accept.store(false, std::sync::atomic::Ordering::SeqCst);
+    let refused = postdesk::outbound::smtp::SmtpSender::new(&endpoint).unwrap().with_tokens(tokens);
+    let err = refused.send(&mail, &mut || true).await.unwrap_err();
+    assert_eq!(err.scope, postdesk::outbound::Scope::Server, "{err}");
+    assert!(err.message.contains("OAUTHBEARER refused") && err.message.contains("535"), "{err}");
+    assert!(!err.message.contains("at-"), "{err}");
+    assert_eq!(seen.lock().unwrap().last().map(String::as_str), Some("^A"), "the error challenge was answered");
+}
