@@ -1328,6 +1328,18 @@ impl Validator {
             oauth2: outbound_oauth2,
         };
 
+        // Two logins refreshing one file would race when the provider rotates refresh tokens.
+        let mut files: BTreeMap<PathBuf, String> = BTreeMap::new();
+        let logins = mailboxes.values().filter_map(|m| match &m.source {
+            Source::Imap(i) => i.oauth2.as_deref(),
+            _ => None,
+        });
+        for o in logins.chain(outbound.oauth2.as_ref()) {
+            if let Some(other) = files.insert(o.refresh_token_file.clone(), o.name.clone()) {
+                self.add(&format!("{}.refresh_token_file", o.name), format!("{} is also {other}'s; each OAuth2 login needs its own file", o.refresh_token_file.display()));
+            }
+        }
+
         let max_message_size = match &raw.limits.max_message_size {
             None => 50 * 1024 * 1024,
             Some(s) => parse_size(s).unwrap_or_else(|e| {
@@ -1919,6 +1931,10 @@ oauth2_provider = "yahoo"
         ] {
             assert!(s.contains(want), "missing {want:?} in:\n{s}");
         }
+        // One refresh-token file for two logins would race on rotation.
+        let text = "[queues.support]\naddress = \"support@example.com\"\n[mailboxes.support]\nhost = \"h\"\nusername = \"u\"\nauth = \"oauth2\"\noauth2_provider = \"google\"\nclient_id = \"x\"\nrefresh_token_file = \"t\"\n[outbound]\ntransport = \"smtp\"\nhost = \"h\"\nusername = \"u\"\nauth = \"oauth2\"\noauth2_provider = \"google\"\nclient_id = \"x\"\nrefresh_token_file = \"t\"\n";
+        let s = load_with_env(&write(dir.path(), text), &[]).unwrap_err().to_string();
+        assert!(s.contains("postdesk.toml:17: outbound.refresh_token_file:") && s.contains("is also mailboxes.support's"), "{s}");
         // OAuth2 keys on a password mailbox are mistakes, not silently ignored.
         let text = "[queues.support]\naddress = \"support@example.com\"\n[mailboxes.support]\nhost = \"h\"\nusername = \"u\"\npassword = \"p\"\nclient_id = \"x\"\n";
         let s = load_with_env(&write(dir.path(), text), &[]).unwrap_err().to_string();
