@@ -5,6 +5,14 @@
 # Must run as root (apt-get). See tests/harness/README.md.
 set -euo pipefail
 
+# cargo-deb builds the Debian package that tests/package.rs installs (pinned: its options are
+# part of our scripts). From crates.io, built once (~1.5 min on 2 cores).
+CARGO_DEB_VERSION=3.8.0
+if ! cargo deb --version 2>/dev/null | grep -q " $CARGO_DEB_VERSION\b"; then
+    echo "install-test-deps: installing cargo-deb $CARGO_DEB_VERSION" >&2
+    cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked --quiet
+fi
+
 have_all() {
     command -v dovecot >/dev/null 2>&1 &&
         [ -x /usr/sbin/postfix ] &&

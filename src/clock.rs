@@ -42,6 +42,11 @@ impl Clock for ManualClock {
 /// Shared handle to the clock in use.
 pub type SharedClock = Arc<dyn Clock>;
 
+/// A stored timestamp back into a time (`None` if it is not RFC 3339).
+pub fn parse_rfc3339(s: &str) -> Option<OffsetDateTime> {
+    OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).ok()
+}
+
 /// RFC 3339 timestamp in UTC with second precision, the format of every stored and printed time.
 pub fn rfc3339(t: OffsetDateTime) -> String {
     let t = t.to_offset(time::UtcOffset::UTC).replace_nanosecond(0).unwrap_or(t);

@@ -9,6 +9,9 @@
 use crate::ticket::{Priority, Status};
 use serde::Serialize;
 
+/// Most addresses one `/cc` adds (the ticket's participant cap applies on top).
+pub const MAX_CC: usize = 10;
+
 /// One parsed command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(tag = "command", rename_all = "snake_case")]
@@ -126,8 +129,9 @@ fn parse_one(s: &str) -> Result<Command, String> {
         "unassign" => none(Command::Unassign),
         "priority" | "prio" => Ok(Command::Priority { priority: one("a priority")?.parse()? }),
         "queue" | "move" => Ok(Command::Queue { queue: one("a queue")? }),
-        "tag" | "tags" | "label" if !args.is_empty() => Ok(Command::Tag { tags: args.iter().map(|t| t.trim_matches(',').to_string()).filter(|t| !t.is_empty()).collect() }),
-        "untag" | "unlabel" if !args.is_empty() => Ok(Command::Untag { tags: args.iter().map(|t| t.trim_matches(',').to_string()).collect() }),
+        // Tags lose control characters (ESC would reach `tickets show` on a terminal, issue 17.5).
+        "tag" | "tags" | "label" if !args.is_empty() => Ok(Command::Tag { tags: args.iter().filter_map(|t| crate::rules::normalize_tag(t.trim_matches(','))).collect() }),
+        "untag" | "unlabel" if !args.is_empty() => Ok(Command::Untag { tags: args.iter().filter_map(|t| crate::rules::normalize_tag(t.trim_matches(','))).collect() }),
         "tag" | "tags" | "label" | "untag" | "unlabel" => Err(format!("/{name} needs at least one tag")),
         "escalate" => match args.as_slice() {
             [] => Ok(Command::Escalate { to: None }),
@@ -138,7 +142,8 @@ fn parse_one(s: &str) -> Result<Command, String> {
             let addrs: Vec<String> = args.iter().flat_map(|a| a.split(',')).map(|a| a.trim().trim_matches(['<', '>']).to_ascii_lowercase()).filter(|a| !a.is_empty()).collect();
             // An RFC 5322 addr-spec we can write to; `@example.org` would break every reply.
             match addrs.iter().find(|a| !crate::ticket::is_usable_address(a)) {
-                Some(bad) => Err(format!("`{bad}` is not an email address")),
+                Some(bad) => Err(format!("`{}` is not an email address", crate::reference::one_line(bad))),
+                None if addrs.len() > MAX_CC => Err(format!("/cc takes at most {MAX_CC} addresses")),
                 None => Ok(Command::Cc { addresses: addrs }),
             }
         }
@@ -187,6 +192,12 @@ mod tests {
     fn cc_takes_only_usable_addresses() {
         assert_eq!(parse("/cc Carl@Example.org, <dee@example.org>\nHi").commands, vec![Command::Cc { addresses: vec!["carl@example.org".into(), "dee@example.org".into()] }]);
         assert_eq!(parse("/cc @example.org\nHi").errors.len(), 1);
+        // Issue 17.5: an empty domain label, a control character, more than MAX_CC addresses.
+        for bad in ["evil@x..y", "evil@.x", "a\u{1b}b@x.y", "a@-x.y"] {
+            assert_eq!(parse(&format!("/cc {bad}\nHi")).errors.len(), 1, "{bad}");
+        }
+        let many: Vec<String> = (0..=MAX_CC).map(|i| format!("p{i}@example.net")).collect();
+        assert!(parse(&format!("/cc {}\nHi", many.join(" "))).errors[0].error.contains("at most"));
     }
 
     #[test]

@@ -35,6 +35,25 @@ impl fmt::Display for Problem {
 #[derive(Debug, thiserror::Error)]
 pub struct Problems(pub Vec<Problem>);
 
+/// The message of the one problem a missing config file makes.
+const NOT_FOUND: &str = "config file not found (give one with --config PATH; see the README's Configuration)";
+
+impl Problems {
+    /// The config file does not exist: nothing in it is invalid, so callers say "not found".
+    pub fn is_not_found(&self) -> bool {
+        matches!(self.0.as_slice(), [p] if p.message == NOT_FOUND)
+    }
+
+    /// One error for a command that cannot go on without a valid config.
+    pub fn into_error(self) -> anyhow::Error {
+        if self.is_not_found() {
+            anyhow::anyhow!("{self}")
+        } else {
+            anyhow::anyhow!("invalid configuration:\n{self}")
+        }
+    }
+}
+
 impl fmt::Display for Problems {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, p) in self.0.iter().enumerate() {
@@ -238,13 +257,19 @@ pub struct Guard {
     /// Caps on ALL automatic mail (acknowledgements, notices, SLA mail) per recipient; a send
     /// over any cap is suppressed and recorded on the ticket.
     pub auto_mail_caps: Vec<Rate>,
-    /// New tickets per sender address.
+    /// Cap on all automatic mail to outside addresses together, whoever it goes to (forged
+    /// senders spread over many victims); `None` when "off".
+    pub auto_mail_total: Option<Rate>,
+    /// Requests per sender address: new tickets plus desk answers (status lists, catalog).
     pub sender_rate: Option<Rate>,
     /// New tickets per sender domain.
     pub domain_rate: Option<Rate>,
     pub flood_action: FloodAction,
     /// How long a hard bounce keeps an address from being mailed (unless it writes first).
     pub undeliverable_for: Duration,
+    /// A new mail this soon after our automatic mail to its sender, shaped like the sender's
+    /// previous mail, is a responder answering us: kept in quarantine, never answered.
+    pub loop_reply_window: Duration,
 }
 
 /// An agent: works tickets from their own mail client.
@@ -404,6 +429,8 @@ pub struct Desk {
     pub data_dir: PathBuf,
     pub database: PathBuf,
     pub templates_dir: PathBuf,
+    /// Templates here (same names and sub-folders) replace those in `templates_dir`.
+    pub templates_override_dir: Option<PathBuf>,
     /// Prefix of ticket references: `PD-` gives `[PD-1042]` in subjects.
     pub ref_prefix: String,
     /// HMAC key for reply tokens; `None` means "generate and keep one in data_dir/secret".
@@ -419,12 +446,28 @@ pub struct Desk {
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_message_size: u64,
+    /// Most participants (requester included) one ticket takes; more are refused and recorded.
+    pub max_participants: u32,
+    /// Most outside addresses one mail we send goes to (To plus Cc): one inbound mail never
+    /// makes us write to more (issue 17.3).
+    pub max_recipients: u32,
+}
+
+/// Where a secret (`password`, `secret`, …) was read from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SecretSource {
+    /// Its key path, `mailboxes.support.password`.
+    pub key: String,
+    /// The `*_file` it was read from; `None` when written inline in the config file.
+    pub file: Option<PathBuf>,
 }
 
 /// The validated configuration; every field is ready to use.
 #[derive(Debug, Clone)]
 pub struct Config {
     pub file: PathBuf,
+    /// Where each configured secret came from (for `postdesk check`'s file-mode warnings).
+    pub secret_sources: Vec<SecretSource>,
     pub desk: Desk,
     pub queues: BTreeMap<String, Queue>,
     pub mailboxes: BTreeMap<String, Mailbox>,
@@ -455,11 +498,29 @@ pub struct Config {
     /// The knowledge-base folder (`[kb] folder`) and how many articles an acknowledgement suggests.
     pub kb: Option<(PathBuf, usize)>,
     pub log_level: String,
+    /// `[log] format`: `text` (the default; colours only on a terminal without NO_COLOR) or `json`
+    /// (one object per line, for log shippers).
+    pub log_json: bool,
+    /// `[metrics] listen`: where `/metrics` (Prometheus) and `/health` are served, if anywhere.
+    pub metrics_listen: Option<std::net::SocketAddr>,
     /// Graceful shutdown deadline (finish the message in hand, then abort).
     pub shutdown_timeout: Duration,
 }
 
 impl Config {
+    /// Every server we connect to, named by its config section.
+    pub fn endpoints(&self) -> Vec<(String, &Endpoint)> {
+        let boxes = self.mailboxes.iter().filter_map(|(n, m)| match &m.source {
+            Source::Imap(i) => Some((format!("mailboxes.{n}"), &i.endpoint)),
+            _ => None,
+        });
+        let out = match &self.outbound.transport {
+            Transport::Smtp(e) => Some(("outbound".to_string(), e)),
+            Transport::Folder(_) => None,
+        };
+        boxes.chain(out).collect()
+    }
+
     /// The queue that owns a mailbox. Validation guarantees it exists.
     pub fn queue_of(&self, mailbox: &str) -> Option<&Queue> {
         self.mailboxes.get(mailbox).and_then(|m| self.queues.get(&m.queue))
@@ -525,6 +586,7 @@ struct RawConfig {
     kb: RawKb,
     groups: BTreeMap<String, RawGroup>,
     log: RawLog,
+    metrics: RawMetrics,
     daemon: RawDaemon,
 }
 
@@ -536,6 +598,7 @@ struct RawDesk {
     data_dir: Option<String>,
     database: Option<String>,
     templates_dir: Option<String>,
+    templates_override_dir: Option<String>,
     ref_prefix: Option<String>,
     secret: Option<String>,
     secret_file: Option<String>,
@@ -686,10 +749,12 @@ struct RawSecurity {
 #[serde(default)]
 struct RawGuard {
     auto_mail_caps: Option<Vec<String>>,
+    auto_mail_total: Option<String>,
     new_tickets_per_sender: Option<String>,
     new_tickets_per_domain: Option<String>,
     flood_action: Option<String>,
     undeliverable_for: Option<String>,
+    loop_reply_window: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -750,12 +815,21 @@ struct RawOutbound {
 #[serde(default)]
 struct RawLimits {
     max_message_size: Option<String>,
+    max_participants: Option<u32>,
+    max_recipients: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawMetrics {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct RawLog {
     level: Option<String>,
+    format: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -776,8 +850,13 @@ pub fn load(path: &Path) -> Result<Config, Problems> {
 /// [`load`] with the environment given explicitly (tests).
 pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, Problems> {
     let problem = |key: &str, message: String| Problem { file: path.to_path_buf(), line: None, key: key.to_string(), message };
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Problems(vec![problem("", format!("cannot read config file: {e}"))]))?;
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let message = match e.kind() {
+            std::io::ErrorKind::NotFound => NOT_FOUND.to_string(),
+            _ => format!("cannot read config file: {e}"),
+        };
+        Problems(vec![problem("", message)])
+    })?;
     let locator = Locator::new(&text);
 
     // Secrets are taken as they are: never parsed as numbers (a digits-only password keeps its
@@ -803,13 +882,28 @@ pub fn load_with_env(path: &Path, env: &[(String, String)]) -> Result<Config, Pr
         .map_err(|e| Problems(vec![problem("", scrub(e.to_string()))]))?;
 
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-    let mut v = Validator { file: path.to_path_buf(), locator, problems: Vec::new(), base };
+    let mut v = Validator { file: path.to_path_buf(), locator, problems: Vec::new(), base, secrets: Vec::new() };
     for key in unknown {
         v.add(&key, "unknown key".to_string());
     }
     let cfg = v.config(raw);
     v.problems.sort_by_key(|p| p.line.unwrap_or(usize::MAX));
     if v.problems.is_empty() { Ok(cfg) } else { Err(Problems(v.problems)) }
+}
+
+/// 127.0.0.0/8, ::1 or `localhost`: a connection that never leaves this machine. Names are not
+/// resolved (no I/O here).
+pub fn is_loopback(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost") || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+impl Endpoint {
+    /// Plain TCP to a host that is not loopback (`tls = "none_insecure"` or an unauthenticated
+    /// relay): `check` says so.
+    pub fn insecure(&self) -> bool {
+        self.tls == Tls::None && !is_loopback(&self.host)
+    }
 }
 
 /// `POSTDESK__…__PASSWORD` and `POSTDESK__DESK__SECRET`: environment values that are secrets.
@@ -857,6 +951,7 @@ struct Validator {
     locator: Locator,
     problems: Vec<Problem>,
     base: PathBuf,
+    secrets: Vec<SecretSource>,
 }
 
 impl Validator {
@@ -917,9 +1012,16 @@ impl Validator {
                 self.add(key, format!("give either `{}` or `{}_file`, not both", leaf(key), leaf(key)));
                 None
             }
-            (Some(v), None) => Some(Secret::new(v.clone())),
+            (Some(v), None) => {
+                // Inline in the file (not from an environment override): check warns if others can read it.
+                if self.locator.line_of(key).is_some() {
+                    self.secrets.push(SecretSource { key: key.to_string(), file: None });
+                }
+                Some(Secret::new(v.clone()))
+            }
             (None, Some(f)) => {
                 let p = self.path(f);
+                self.secrets.push(SecretSource { key: format!("{key}_file"), file: Some(p.clone()) });
                 match std::fs::read_to_string(&p) {
                     Ok(s) => Some(Secret::new(s.trim_end_matches(['\r', '\n']).to_string())),
                     Err(e) => {
@@ -943,9 +1045,14 @@ impl Validator {
         let tls = match raw.tls.as_deref().unwrap_or("implicit") {
             "implicit" | "tls" | "ssl" => Tls::Implicit,
             "starttls" => Tls::StartTls,
-            "none" | "plain" => Tls::None,
+            // Credentials in clear only to this machine, unless the admin says so loudly (17.7).
+            "none" | "plain" if !is_loopback(&host) && (raw.username.is_some() || raw.password.is_some() || raw.password_file.is_some()) => {
+                self.add(&format!("{section}.tls"), format!("`none` would send the password in clear to {host}, which is not loopback: use implicit or starttls (or `none_insecure` to accept that)"));
+                Tls::None
+            }
+            "none" | "plain" | "none_insecure" => Tls::None,
             other => {
-                self.add(&format!("{section}.tls"), format!("unknown value `{other}` (expected implicit, starttls or none)"));
+                self.add(&format!("{section}.tls"), format!("unknown value `{other}` (expected implicit, starttls, none or none_insecure)"));
                 Tls::Implicit
             }
         };
@@ -1103,6 +1210,7 @@ impl Validator {
             data_dir,
             database,
             templates_dir,
+            templates_override_dir: d.templates_override_dir.as_deref().map(|p| self.path(p)),
             ref_prefix,
             secret,
             previous_secret: self.previous_secret(d),
@@ -1347,6 +1455,15 @@ impl Validator {
                 50 * 1024 * 1024
             }),
         };
+        let mut count = |key: &str, raw: Option<u32>, default: u32| match raw {
+            Some(0) => {
+                self.add(key, "must be at least 1".into());
+                default
+            }
+            v => v.unwrap_or(default),
+        };
+        let max_participants = count("limits.max_participants", raw.limits.max_participants, 20);
+        let max_recipients = count("limits.max_recipients", raw.limits.max_recipients, 10);
         let g = &raw.guard;
         // Defaults after Zammad (10 in 10 min) and Znuny (40 per day per address).
         let caps_raw = g.auto_mail_caps.clone().unwrap_or_else(|| vec!["10/10m".into(), "40/1d".into()]);
@@ -1369,6 +1486,7 @@ impl Validator {
                 },
             }
         };
+        let auto_mail_total = rate("guard.auto_mail_total", &g.auto_mail_total, "300/1h");
         let sender_rate = rate("guard.new_tickets_per_sender", &g.new_tickets_per_sender, "20/1h");
         let domain_rate = rate("guard.new_tickets_per_domain", &g.new_tickets_per_domain, "200/1h");
         let flood_action = match g.flood_action.as_deref().unwrap_or("append") {
@@ -1380,7 +1498,8 @@ impl Validator {
             }
         };
         let undeliverable_for = self.duration("guard.undeliverable_for", &g.undeliverable_for, Duration::from_secs(30 * 86400));
-        let guard = Guard { auto_mail_caps, sender_rate, domain_rate, flood_action, undeliverable_for };
+        let loop_reply_window = self.duration("guard.loop_reply_window", &g.loop_reply_window, Duration::from_secs(120));
+        let guard = Guard { auto_mail_caps, auto_mail_total, sender_rate, domain_rate, flood_action, undeliverable_for, loop_reply_window };
 
         // [agents.*]
         let mut agents = BTreeMap::new();
@@ -1480,15 +1599,31 @@ impl Validator {
         if tracing_subscriber::EnvFilter::try_new(&log_level).is_err() {
             self.add("log.level", format!("`{log_level}` is not a log level or filter"));
         }
+        let log_json = match raw.log.format.as_deref().unwrap_or("text") {
+            "text" => false,
+            "json" => true,
+            other => {
+                self.add("log.format", format!("`{other}`: expected text or json"));
+                false
+            }
+        };
+        let metrics_listen = raw.metrics.listen.as_deref().and_then(|l| match l.parse::<std::net::SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                self.add("metrics.listen", format!("`{l}`: expected an address and port, like 127.0.0.1:9464"));
+                None
+            }
+        });
         let shutdown_timeout = self.duration("daemon.shutdown_timeout", &raw.daemon.shutdown_timeout, Duration::from_secs(20));
 
         Config {
             file: self.file.clone(),
+            secret_sources: std::mem::take(&mut self.secrets),
             desk,
             queues,
             mailboxes,
             outbound,
-            limits: Limits { max_message_size },
+            limits: Limits { max_message_size, max_participants, max_recipients },
             guard,
             agents,
             security,
@@ -1519,6 +1654,8 @@ impl Validator {
                 allow_close: s.allow_close.unwrap_or(true),
             }),
             log_level,
+            log_json,
+            metrics_listen,
             shutdown_timeout,
         }
     }
@@ -1791,6 +1928,22 @@ password_file = "pw"
         assert_eq!(imap.endpoint.port, 1993);
         assert_eq!(imap.endpoint.password.as_ref().unwrap().expose(), "s3cret");
         assert_eq!(format!("{:?}", imap.endpoint.password), "Some(Secret(***))");
+    }
+
+    /// Plain IMAP/SMTP with credentials only to loopback, or with the loud opt-in (17.7).
+    #[test]
+    fn plaintext_credentials_only_to_loopback_unless_insecure_is_said() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = |host: &str, tls: &str| format!("[queues.support]\naddress = \"support@example.com\"\n\n[mailboxes.support]\nkind = \"imap\"\nhost = \"{host}\"\ntls = \"{tls}\"\nusername = \"support@example.com\"\npassword = \"pw\"\n");
+        let e = load_with_env(&write(dir.path(), &text("imap.example.com", "none")), &[]).unwrap_err();
+        assert_eq!(e.0.len(), 1, "{e}");
+        assert_eq!((e.0[0].key.as_str(), e.0[0].line), ("mailboxes.support.tls", Some(7)), "{e}");
+        assert!(e.0[0].message.contains("in clear"), "{e}");
+        for (host, tls) in [("127.0.0.1", "none"), ("localhost", "plain"), ("::1", "none"), ("imap.example.com", "none_insecure")] {
+            let cfg = load_with_env(&write(dir.path(), &text(host, tls)), &[]).unwrap_or_else(|e| panic!("{host} {tls}: {e}"));
+            let Source::Imap(imap) = &cfg.mailboxes["support"].source else { panic!() };
+            assert_eq!(imap.endpoint.insecure(), host == "imap.example.com");
+        }
     }
 
     /// A digits-only password from the environment is a password, not a number, and no error

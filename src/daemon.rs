@@ -34,12 +34,31 @@ pub enum LockError {
 }
 
 impl DaemonLock {
+    fn path(database: &Path) -> PathBuf {
+        let mut path = database.as_os_str().to_owned();
+        path.push("-daemon.pid");
+        PathBuf::from(path)
+    }
+
+    /// The pid of the daemon running on `database`, if one is (for `postdesk status`). The probe
+    /// takes a shared lock for an instant, never the exclusive one.
+    pub fn holder(database: &Path) -> Option<String> {
+        use std::io::Read;
+        let mut file = std::fs::File::open(Self::path(database)).ok()?;
+        match file.try_lock_shared() {
+            Ok(()) => None,
+            Err(_) => {
+                let mut pid = String::new();
+                let _ = file.read_to_string(&mut pid);
+                Some(if pid.trim().is_empty() { "unknown".into() } else { pid.trim().to_string() })
+            }
+        }
+    }
+
     pub fn take(database: &Path) -> Result<DaemonLock, LockError> {
         use std::io::{Read, Seek, Write};
         use std::os::unix::fs::OpenOptionsExt;
-        let mut path = database.as_os_str().to_owned();
-        path.push("-daemon.pid");
-        let path = PathBuf::from(path);
+        let path = Self::path(database);
         let io = |source| LockError::Io { path: path.clone(), source };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(io)?;
@@ -98,6 +117,9 @@ pub async fn start(desk: Desk, config_path: &Path, clock: SharedClock) -> anyhow
         poll_interval: cfg.outbound.poll_interval,
     };
     tasks.spawn(worker.run(shutdown.clone()));
+    if let Some(listen) = cfg.metrics_listen {
+        crate::metrics::serve(listen, pipeline.counters.clone(), pipeline.store.clone(), pipeline.clock.clone(), shutdown.clone()).with_context(|| format!("metrics on {listen}"))?;
+    }
     let mailboxes: Vec<String> = cfg.mailboxes.values().filter(|m| !matches!(m.source, Source::Pipe)).map(|m| m.name.clone()).collect();
     let deadline = cfg.shutdown_timeout;
     let has_sla = !cfg.sla.policies.is_empty() || cfg.lifecycle.is_some() || !cfg.weekly_report_to.is_empty();
@@ -167,7 +189,7 @@ impl Running {
 /// `postdesk run`: start, tell systemd we are ready, serve until SIGTERM/SIGINT, reload on SIGHUP.
 pub async fn run(config_path: &Path, clock: SharedClock) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
-    let desk = Desk::load(config_path, KeyMode::Persistent).map_err(|p| anyhow::anyhow!("invalid configuration:\n{p}"))?;
+    let desk = Desk::load(config_path, KeyMode::Persistent).map_err(crate::config::Problems::into_error)?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let mut hup = signal(SignalKind::hangup())?;

@@ -44,7 +44,7 @@ impl Desk {
 
     pub fn from_config(config: Config, key_mode: KeyMode) -> Result<Desk, Problems> {
         let mut problems = Vec::new();
-        let templates = match Templates::load(&config.desk.templates_dir) {
+        let templates = match Templates::load_layers(&config.desk.templates_dir, config.desk.templates_override_dir.as_deref()) {
             Ok(t) => Some(t),
             Err(p) => {
                 problems.extend(p);

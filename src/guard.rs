@@ -61,6 +61,29 @@ pub struct Verdict {
     pub bounce: Option<BounceReport>,
 }
 
+/// The shape of a text, for spotting a responder that sends the same words each time: lower
+/// case, each run of digits as one `#` (case numbers, dates), whitespace collapsed, the first
+/// 500 characters.
+pub fn body_shape(text: &str) -> String {
+    let mut out = String::new();
+    for word in text.split_whitespace() {
+        if !out.is_empty() {
+            out.push(' ');
+        }
+        for c in word.chars() {
+            match c {
+                '0'..='9' if out.ends_with('#') => {}
+                '0'..='9' => out.push('#'),
+                _ => out.push(c.to_ascii_lowercase()),
+            }
+        }
+        if out.len() >= 500 {
+            break;
+        }
+    }
+    out.chars().take(500).collect()
+}
+
 /// Who we are, so our own mail can be recognised.
 #[derive(Debug, Clone)]
 pub struct Identity {
@@ -269,6 +292,13 @@ fn report_type(msg: &Parsed) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn body_shape_ignores_numbers_case_and_spacing() {
+        assert_eq!(body_shape("Your case 1042\r\n  is OPEN."), body_shape("your case 77 is open."));
+        assert_ne!(body_shape("Your case 1042 is open."), body_shape("Your case 1042 is closed."));
+        assert_eq!(body_shape(&"word ".repeat(1000)).chars().count(), 500);
+    }
     use crate::message::parse;
 
     fn me() -> Identity {

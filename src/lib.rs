@@ -39,3 +39,4 @@ pub mod sla;
 pub mod report;
 pub mod cis;
 pub mod catalog;
+pub mod metrics;

@@ -20,7 +20,11 @@ enum Command {
     /// Run the daemon (logs to stderr; systemd Type=notify).
     Run,
     /// Validate config and templates; print every problem with file, line and key.
-    Check,
+    Check {
+        /// Then log in to every mailbox and to the SMTP server (nothing fetched or sent).
+        #[arg(long)]
+        connect: bool,
+    },
     /// Ingest one message from stdin (MTA pipe). Exit 0 stored, 75 retry later, 65 not mail.
     Deliver {
         #[arg(long)]
@@ -31,6 +35,19 @@ enum Command {
         #[command(subcommand)]
         command: OauthCommand,
     },
+    /// The daemon, each mailbox, the outbox and the quarantine. Exit 0 ok, 1 warning, 2 critical.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Messages kept out of the ticket flow, and what to do with them.
+    Quarantine {
+        #[command(subcommand)]
+        command: QuarantineCommand,
+    },
+    /// A consistent copy of the database, the sent log and the signing key into a new folder,
+    /// while the daemon runs.
+    Backup { dir: PathBuf },
     /// Tickets in the database.
     Tickets {
         #[command(subcommand)]
@@ -61,6 +78,30 @@ enum Command {
         #[arg(long, default_value = "text")]
         format: String,
     },
+}
+
+#[derive(Subcommand)]
+enum QuarantineCommand {
+    /// Quarantined messages with the reason each was kept.
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Why one message was kept and its header (or, with --raw, its bytes as received).
+    Show {
+        id: i64,
+        #[arg(long)]
+        raw: bool,
+    },
+    /// Run the message through the pipeline again (e.g. after fixing a rule) and take it out.
+    Release {
+        id: i64,
+        /// Also release our own mail that came back (a mail loop).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Drop the message for good.
+    Delete { id: i64 },
 }
 
 #[derive(Subcommand)]
@@ -134,24 +175,13 @@ fn main() -> ExitCode {
         }
     }
     let config = cli.config.clone().unwrap_or_else(postdesk::config::default_path);
-    // `run` logs at the config's log.level; other commands only warn.
-    let level = match cli.command {
-        Command::Run => postdesk::config::load(&config).map(|c| c.log_level).unwrap_or_else(|_| "info".into()),
-        _ => "warn".into(),
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("POSTDESK_LOG")
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    // async-imap traces every command it writes (LOGIN with the password) and every response
-    // buffer it parses (whole mails, again on each read): never shown, at any POSTDESK_LOG.
-    let no_wire = tracing_subscriber::filter::filter_fn(|m| !(m.target().starts_with("async_imap") && *m.level() == tracing::Level::TRACE));
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).finish().with(no_wire).init();
-
+    init_logging(&cli, &config);
     let result: anyhow::Result<i32> = match cli.command {
         Command::Run => run(&config),
-        Command::Check => Ok(commands::check(&config)),
+        Command::Check { connect } => match commands::check(&config) {
+            0 if connect => postdesk::config::load(&config).map_err(postdesk::config::Problems::into_error).and_then(|c| commands::check_connect(&c)),
+            code => Ok(code),
+        },
         Command::Deliver { mailbox } => Ok(commands::deliver(&config, &mailbox)),
         Command::Tickets { command: TicketsCommand::List { status, queue, ci, json } } => {
             commands::tickets_list(&config, status.as_deref(), queue.as_deref(), ci.as_deref(), json)
@@ -163,6 +193,12 @@ fn main() -> ExitCode {
         Command::Tickets { command: TicketsCommand::Show { id, json } } => commands::tickets_show(&config, &id, json),
         Command::Rules { command: RulesCommand::Test { file, mailbox, json } } => commands::rules_test(&config, &file, mailbox.as_deref(), json),
         Command::Report { since, format } => commands::report(&config, &since, &format),
+        Command::Status { json } => commands::status(&config, json),
+        Command::Quarantine { command: QuarantineCommand::List { json } } => commands::quarantine_list(&config, json),
+        Command::Quarantine { command: QuarantineCommand::Show { id, raw } } => commands::quarantine_show(&config, id, raw),
+        Command::Quarantine { command: QuarantineCommand::Release { id, force } } => commands::quarantine_release(&config, id, force),
+        Command::Quarantine { command: QuarantineCommand::Delete { id } } => commands::quarantine_delete(&config, id),
+        Command::Backup { dir } => commands::backup(&config, &dir),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),
@@ -177,4 +213,37 @@ fn run(config: &std::path::Path) -> anyhow::Result<i32> {
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(postdesk::daemon::run(config, std::sync::Arc::new(postdesk::clock::SystemClock)))?;
     Ok(0)
+}
+
+/// Logs go to stderr: `run` at the config's `log.level` (other commands only warn), overridden by
+/// `POSTDESK_LOG`; plain text without colour codes unless stderr is a terminal and NO_COLOR is
+/// unset (journald and log files get clean lines); JSON lines with `[log] format = "json"` or
+/// `POSTDESK_LOG_FORMAT=json`.
+fn init_logging(cli: &Cli, config: &std::path::Path) {
+    use std::io::IsTerminal;
+    let loaded = matches!(cli.command, Command::Run).then(|| postdesk::config::load(config).ok()).flatten();
+    let level = match (&cli.command, &loaded) {
+        (Command::Run, Some(c)) => c.log_level.clone(),
+        (Command::Run, None) => "info".into(),
+        _ => "warn".into(),
+    };
+    let json = match std::env::var("POSTDESK_LOG_FORMAT") {
+        Ok(f) => f == "json",
+        Err(_) => loaded.as_ref().is_some_and(|c| c.log_json),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("POSTDESK_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(&level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
+    // async-imap traces every command it writes (LOGIN with the password) and every response
+    // buffer it parses (whole mails, again on each read): never shown, at any POSTDESK_LOG.
+    let no_wire = tracing_subscriber::filter::filter_fn(|m| !(m.target().starts_with("async_imap") && *m.level() == tracing::Level::TRACE));
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if json {
+        builder.json().finish().with(no_wire).init();
+    } else {
+        builder.with_ansi(ansi).finish().with(no_wire).init();
+    }
 }

@@ -16,8 +16,11 @@
 use crate::ticket::{AttachmentInfo, is_usable_address, normalize_address};
 use crate::{html, quote, tnef};
 use mail_parser::{HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType};
+use aho_corasick::AhoCorasick;
 use sha2::{Digest, Sha256};
+use std::borrow::Cow;
 use std::collections::HashSet;
+use std::sync::LazyLock;
 
 /// Bounds on the work one message may cause, whatever its size: hostile mail costs time linear
 /// in its length and never more than these. What they cut is listed in [`Parsed::truncated`].
@@ -27,6 +30,11 @@ pub const MAX_IDS: usize = 500;
 pub const MAX_HEADERS: usize = 1000;
 /// MIME parts read for text and attachments.
 pub const MAX_PARTS: usize = 1000;
+/// Nested-message types (`message/rfc822`, `message/global`, `multipart/digest`) opened per
+/// message; later ones are read as opaque parts. Bounds the nesting mail-parser builds.
+pub const MAX_NESTED_MESSAGES: usize = 256;
+/// Addresses kept per address header (To, Cc, From, Sender, Reply-To).
+pub const MAX_ADDRESSES: usize = 1000;
 /// Multipart / nested-message depth read; deeper parts are ignored.
 pub const MAX_DEPTH: usize = 32;
 /// Lines before the header section skipped as junk (an mbox `From ` line, a forwarding client's
@@ -141,7 +149,7 @@ impl Parsed {
 /// Parse raw bytes. Never panics; `Err(NotMail)` only when there is no header section.
 pub fn parse(raw: &[u8]) -> Result<Parsed, NotMail> {
     let sha256 = hex::encode(Sha256::digest(raw));
-    let normalized = normalize_line_endings(raw);
+    let (normalized, opaque) = bound_nesting(line_endings(raw));
     // Junk before the header section is skipped for parsing only: `raw` is stored as received.
     let start = header_start(&normalized).ok_or(NotMail)?;
     let msg = MessageParser::default().parse(&normalized[start..]).ok_or(NotMail)?;
@@ -149,6 +157,9 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, NotMail> {
         return Err(NotMail);
     }
     let mut truncated = Vec::new();
+    if opaque > 0 {
+        truncated.push(format!("nested messages: opened the first {MAX_NESTED_MESSAGES}, {opaque} more kept as opaque parts"));
+    }
 
     let header_count = msg.headers_raw().count();
     let headers: Vec<(String, String)> = msg
@@ -179,7 +190,7 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, NotMail> {
     }
     let files = files_and_tnef.0;
     let visible_text = quote::visible_text(&text);
-    let (from, from_fallback) = author(&msg).unzip();
+    let (from, from_fallback) = author(&msg, &mut truncated).unzip();
     let from_fallback = from_fallback.flatten();
     Ok(Parsed {
         message_id,
@@ -188,9 +199,9 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, NotMail> {
         references: id_list(msg.references(), "References", true, &mut truncated),
         from,
         from_fallback,
-        to: mailboxes(&msg, "To"),
-        cc: mailboxes(&msg, "Cc"),
-        reply_to: mailboxes(&msg, "Reply-To"),
+        to: mailboxes(&msg, "To", &mut truncated),
+        cc: mailboxes(&msg, "Cc", &mut truncated),
+        reply_to: mailboxes(&msg, "Reply-To", &mut truncated),
         subject,
         headers,
         content_type,
@@ -239,16 +250,52 @@ fn readable_parts(msg: &Message<'_>, truncated: &mut Vec<String>) -> Vec<bool> {
     readable
 }
 
-/// Mail whose lines end mostly in a bare CR (classic Mac OS) with its bare CRs as LF, so
-/// mail-parser sees its lines; LF and CRLF mail is returned unchanged (borrowed).
-pub fn normalize_line_endings(raw: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+/// Mail as mail-parser should read it (both [`parse`] and the bounce reader): lines ending
+/// mostly in a bare CR (classic Mac OS) get LF, and nesting types past the
+/// [`MAX_NESTED_MESSAGES`]th are made opaque ([`bound_nesting`]). Ordinary mail is returned
+/// unchanged (borrowed).
+pub fn normalize_line_endings(raw: &[u8]) -> Cow<'_, [u8]> {
+    bound_nesting(line_endings(raw)).0
+}
+
+/// Bare CRs as LF when they end most lines, so mail-parser sees the lines.
+fn line_endings(raw: &[u8]) -> Cow<'_, [u8]> {
     let bare_cr = |i: usize| raw[i] == b'\r' && raw.get(i + 1) != Some(&b'\n');
     let lf = raw.iter().filter(|&&b| b == b'\n').count();
     let cr = (0..raw.len()).filter(|&i| bare_cr(i)).count();
     if cr <= lf {
-        return std::borrow::Cow::Borrowed(raw);
+        return Cow::Borrowed(raw);
     }
-    std::borrow::Cow::Owned((0..raw.len()).map(|i| if bare_cr(i) { b'\n' } else { raw[i] }).collect())
+    Cow::Owned((0..raw.len()).map(|i| if bare_cr(i) { b'\n' } else { raw[i] }).collect())
+}
+
+/// Types that make mail-parser open a nested message (RFC 2046 §5.2.1, RFC 6532 §3.5; a
+/// digest's parts are messages by default, RFC 2046 §5.1.5).
+static NESTING: LazyLock<AhoCorasick> =
+    LazyLock::new(|| AhoCorasick::builder().ascii_case_insensitive(true).build(["message/rfc822", "message/global", "multipart/digest"]).expect("fixed patterns"));
+
+/// mail-parser nests one value per nested message and frees them recursively: 250k levels (a
+/// 20 MB message) overflow the stack and abort the daemon, which no catch_unwind stops. Past the
+/// first [`MAX_NESTED_MESSAGES`] mentions of a nesting type, each is rewritten to a type that
+/// nests nothing (an opaque attachment, or a plain multipart). Returns how many were rewritten.
+fn bound_nesting(raw: Cow<'_, [u8]>) -> (Cow<'_, [u8]>, usize) {
+    let over = NESTING.find_iter(raw.as_ref()).skip(MAX_NESTED_MESSAGES);
+    let mut out: Option<Vec<u8>> = None;
+    let (mut copied, mut n) = (0, 0);
+    for m in over {
+        let buf = out.get_or_insert_with(|| Vec::with_capacity(raw.len() + 1024));
+        buf.extend_from_slice(&raw[copied..m.start()]);
+        buf.extend_from_slice(if m.pattern().as_usize() == 2 { b"multipart/mixed" } else { b"application/octet-stream" });
+        copied = m.end();
+        n += 1;
+    }
+    match out {
+        None => (raw, 0),
+        Some(mut buf) => {
+            buf.extend_from_slice(&raw[copied..]);
+            (Cow::Owned(buf), n)
+        }
+    }
 }
 
 /// `type/subtype` of a part, lower-case, or `default` when it has no Content-Type.
@@ -567,8 +614,9 @@ fn header_start(raw: &[u8]) -> Option<usize> {
 /// The author (RFC 5322 §3.6.2): the first From mailbox with a usable address; else the Sender,
 /// then Reply-To, then a later From address (with the header it came from). With none usable,
 /// the first From as it is (a `MAILER-DAEMON` name without address).
-fn author(msg: &Message<'_>) -> Option<(Mailbox, Option<&'static str>)> {
-    let (from, sender, reply_to) = (mailboxes(msg, "From"), mailboxes(msg, "Sender"), mailboxes(msg, "Reply-To"));
+fn author(msg: &Message<'_>, truncated: &mut Vec<String>) -> Option<(Mailbox, Option<&'static str>)> {
+    let mut ignored = Vec::new(); // Reply-To's cut is reported once, with the reply_to field
+    let (from, sender, reply_to) = (mailboxes(msg, "From", truncated), mailboxes(msg, "Sender", truncated), mailboxes(msg, "Reply-To", &mut ignored));
     let first = from.first().map(|m| (m, None));
     let mut candidates = first
         .into_iter()
@@ -579,35 +627,64 @@ fn author(msg: &Message<'_>) -> Option<(Mailbox, Option<&'static str>)> {
 }
 
 /// The mailboxes of an address header (groups flattened, comments dropped: mail-parser reads
-/// RFC 5322 §3.4 address lists), each through [`mailbox`].
-fn mailboxes(msg: &Message<'_>, header: &'static str) -> Vec<Mailbox> {
-    let raw = msg.header_raw(header).unwrap_or("");
-    let list = msg.root_part().headers.iter().find(|h| h.name.as_str().eq_ignore_ascii_case(header)).and_then(|h| h.value.as_address());
-    list.map(|a| a.iter().map(|a| mailbox(a, raw)).collect()).unwrap_or_default()
+/// RFC 5322 §3.4 address lists), each through [`mailbox`], at most [`MAX_ADDRESSES`].
+fn mailboxes(msg: &Message<'_>, header: &'static str, truncated: &mut Vec<String>) -> Vec<Mailbox> {
+    let Some(list) = msg.root_part().headers.iter().find(|h| h.name.as_str().eq_ignore_ascii_case(header)).and_then(|h| h.value.as_address()) else {
+        return Vec::new();
+    };
+    let quoted = quoted_addresses(msg.header_raw(header).unwrap_or(""));
+    let total = list.iter().count();
+    if total > MAX_ADDRESSES {
+        truncated.push(format!("{header}: kept the first {MAX_ADDRESSES} of {total} addresses"));
+    }
+    list.iter().take(MAX_ADDRESSES).map(|a| mailbox(a, &quoted)).collect()
 }
 
 /// One mailbox; its address is empty unless usable ([`is_usable_address`]): an invalid address is
 /// never stored as a participant nor written to.
-fn mailbox(a: &mail_parser::Addr<'_>, raw_header: &str) -> Mailbox {
+fn mailbox(a: &mail_parser::Addr<'_>, quoted: &HashSet<String>) -> Mailbox {
     let name = a.name.as_ref().map(|n| n.trim().to_string()).filter(|n| !n.is_empty());
     let address = a.address.as_deref().map(normalize_address).unwrap_or_default();
-    if let Some(quoted) = quoted_local_part(name.as_deref(), &address, raw_header) {
-        return Mailbox { name: None, address: quoted };
+    if let Some(q) = quoted_local_part(name.as_deref(), &address, quoted) {
+        return Mailbox { name: None, address: q };
     }
     Mailbox { name, address: Some(address).filter(|a| is_usable_address(a)).unwrap_or_default() }
 }
 
 /// RFC 5322 §3.4.1: `local-part = dot-atom / quoted-string`, so `"john doe"@example.org` is one
 /// address. mail-parser 0.11 reads it as the name `john doe` and the address `@example.org`;
-/// rebuild it when the raw header shows exactly that quoted local part before the domain.
-fn quoted_local_part(name: Option<&str>, address: &str, raw_header: &str) -> Option<String> {
+/// rebuild it when the raw header holds exactly that quoted local part before the domain.
+fn quoted_local_part(name: Option<&str>, address: &str, quoted: &HashSet<String>) -> Option<String> {
     let domain = address.strip_prefix('@').filter(|d| !d.is_empty())?;
     // RFC 5322 §3.2.4: inside a quoted-string, `"` and `\` are escaped with a backslash.
     let local = name?.replace('\\', "\\\\").replace('"', "\\\"");
     // Lower-cased like every address we keep (`normalize_address`).
     let candidate = format!("\"{local}\"@{domain}").to_ascii_lowercase();
-    let shown = raw_header.to_ascii_lowercase().contains(&candidate);
-    (shown && is_usable_address(&candidate)).then_some(candidate)
+    (quoted.contains(&candidate) && is_usable_address(&candidate)).then_some(candidate)
+}
+
+/// Every `"quoted string"@domain` in a raw address header, lower-cased, in one pass (a header
+/// with thousands of addresses stays linear).
+fn quoted_addresses(raw: &str) -> HashSet<String> {
+    let b = raw.as_bytes();
+    let mut out = HashSet::new();
+    let mut i = 0;
+    while let Some(open) = memchr::memchr(b'"', &b[i..]).map(|o| i + o) {
+        let mut j = open + 1;
+        while j < b.len() && b[j] != b'"' {
+            j += if b[j] == b'\\' { 2 } else { 1 };
+        }
+        if j >= b.len() {
+            break;
+        }
+        let end = j + 1;
+        if b.get(end) == Some(&b'@') {
+            let domain_len = b[end + 1..].iter().take_while(|c| c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-' | b'[' | b']' | b':')).count();
+            out.insert(raw[open..end + 1 + domain_len].to_ascii_lowercase());
+        }
+        i = end;
+    }
+    out
 }
 
 /// The Message-IDs of a list header, at most [`MAX_IDS`]. For References (`keep_root`) the
@@ -722,6 +799,17 @@ Message-ID: <abc@x>\r\nIn-Reply-To: <p1@y>\r\nReferences: <p0@y>\r\n <p1@y>\r\n\
         assert_eq!(p.ancestors().len(), 10);
         assert_eq!(p.ancestors()[..2], ["p9@y", "p8@y"]);
         assert!(p.truncated.iter().any(|t| t.contains("References") && t.contains("5000")), "{:?}", p.truncated);
+    }
+
+    #[test]
+    fn nested_messages_are_bounded_before_mail_parser_builds_them() {
+        // 100k levels: unbounded, freeing mail-parser's tree overflows the stack (an abort).
+        let mut raw = String::from("From: a@b.c\r\nSubject: top\r\n");
+        for i in 0..100_000 {
+            raw.push_str(&format!("Content-Type: Message/RFC822\r\n\r\nFrom: n{i}@b.c\r\nSubject: level {i}\r\n"));
+        }
+        let p = std::thread::Builder::new().stack_size(256 * 1024).spawn(move || parse(raw.as_bytes()).map(|p| p.truncated)).unwrap().join().unwrap().unwrap();
+        assert!(p.iter().any(|t| t.contains("nested messages") && t.contains(&format!("{}", 100_000 - MAX_NESTED_MESSAGES))), "{p:?}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::config::Problem;
 use crate::reference::one_line;
 use handlebars::Handlebars;
 use serde_json::{Value, json};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// Templates every desk needs.
@@ -51,10 +51,46 @@ pub enum RenderError {
     Render { name: String, source: Box<handlebars::RenderError> },
 }
 
+/// The template and partial files of one templates folder (one level of queue folders,
+/// `lang/XX/`, `partials/`); `None` (with the problem) when the folder cannot be read.
+fn scan(dir: &Path, problems: &mut Vec<Problem>) -> Option<(Vec<PathBuf>, Vec<PathBuf>)> {
+    let hbs = |p: &PathBuf| p.extension().is_some_and(|x| x == "hbs");
+    let files_in = |d: &Path| -> Vec<PathBuf> { std::fs::read_dir(d).into_iter().flatten().flatten().map(|e| e.path()).filter(|p| p.is_file()).collect() };
+    let rd = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) => {
+            problems.push(Problem { file: dir.to_path_buf(), line: None, key: String::new(), message: format!("cannot read templates folder: {e}") });
+            return None;
+        }
+    };
+    let (mut partials, mut files) = (Vec::new(), Vec::new());
+    for p in rd.flatten().map(|e| e.path()) {
+        match p.file_name().and_then(|n| n.to_str()) {
+            Some("partials") if p.is_dir() => partials.extend(files_in(&p).into_iter().filter(hbs)),
+            // `lang/XX/NAME.*.hbs`: a language's version of any template.
+            Some("lang") if p.is_dir() => {
+                for l in std::fs::read_dir(&p).into_iter().flatten().flatten().map(|e| e.path()).filter(|l| l.is_dir()) {
+                    files.extend(files_in(&l));
+                }
+            }
+            _ if p.is_dir() => files.extend(files_in(&p)),
+            _ => files.push(p),
+        }
+    }
+    Some((partials, files))
+}
+
 impl Templates {
     /// Load and compile every `*.hbs` under `dir` (one level of queue folders). Returns every
     /// problem found, each naming its file and line.
     pub fn load(dir: &Path) -> Result<Templates, Vec<Problem>> {
+        Self::load_layers(dir, None)
+    }
+
+    /// [`load`](Self::load) with an override folder: a file there (same name, same sub-folder)
+    /// replaces the one in `dir` (the Debian package: `/usr/share/postdesk/templates` overridden
+    /// by `/etc/postdesk/templates`). A missing override folder is no problem.
+    pub fn load_layers(dir: &Path, overrides: Option<&Path>) -> Result<Templates, Vec<Problem>> {
         let mut text = Handlebars::new();
         text.set_strict_mode(true);
         text.register_escape_fn(handlebars::no_escape);
@@ -63,56 +99,42 @@ impl Templates {
         let mut problems = Vec::new();
         let mut names = BTreeSet::new();
 
-        let mut files = Vec::new();
-        match std::fs::read_dir(dir) {
-            Ok(rd) => {
-                for e in rd.flatten() {
-                    let p = e.path();
-                    if p.is_dir() && p.file_name().is_some_and(|n| n == "partials") {
-                        // `partials/NAME.hbs`: shared snippets, `{{> NAME}}` in any template.
-                        if let Ok(sub) = std::fs::read_dir(&p) {
-                            for f in sub.flatten().map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "hbs")) {
-                                let name = f.file_stem().and_then(|n| n.to_str()).unwrap_or_default().to_string();
-                                match std::fs::read_to_string(&f) {
-                                    Ok(src) => {
-                                        for reg in [&mut text, &mut html] {
-                                            if let Err(e) = reg.register_partial(&name, &src) {
-                                                problems.push(Problem { file: f.clone(), line: e.pos().map(|(l, _)| l), key: String::new(), message: e.reason().to_string() });
-                                                break;
-                                            }
-                                        }
-                                    }
-                                    Err(e) => problems.push(Problem { file: f.clone(), line: None, key: String::new(), message: format!("cannot read: {e}") }),
-                                }
-                            }
-                        }
-                    } else if p.is_dir() && p.file_name().is_some_and(|n| n == "lang") {
-                        // `lang/XX/NAME.*.hbs`: a language's version of any template.
-                        for l in std::fs::read_dir(&p).into_iter().flatten().flatten().map(|e| e.path()).filter(|l| l.is_dir()) {
-                            if let Ok(sub) = std::fs::read_dir(&l) {
-                                files.extend(sub.flatten().map(|e| e.path()).filter(|p| p.is_file()));
-                            }
-                        }
-                    } else if p.is_dir() {
-                        if let Ok(sub) = std::fs::read_dir(&p) {
-                            files.extend(sub.flatten().map(|e| e.path()).filter(|p| p.is_file()));
-                        }
-                    } else {
-                        files.push(p);
-                    }
-                }
+        // Relative path → file, the override layer's winning.
+        let mut partial_files: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
+        let mut template_files: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
+        for (layer, required) in [(Some(dir), true), (overrides, false)] {
+            let Some(layer) = layer else { continue };
+            if !required && !layer.is_dir() {
+                continue;
             }
-            Err(e) => {
-                problems.push(Problem { file: dir.to_path_buf(), line: None, key: String::new(), message: format!("cannot read templates folder: {e}") });
-                return Err(problems);
+            let Some((partials, files)) = scan(layer, &mut problems) else { return Err(problems) };
+            for f in partials {
+                partial_files.insert(f.strip_prefix(layer).unwrap_or(&f).to_path_buf(), f);
+            }
+            for f in files {
+                template_files.insert(f.strip_prefix(layer).unwrap_or(&f).to_path_buf(), f);
             }
         }
-        files.sort();
-        for path in files {
+        // `partials/NAME.hbs`: shared snippets, `{{> NAME}}` in any template.
+        for f in partial_files.values() {
+            let name = f.file_stem().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            match std::fs::read_to_string(f) {
+                Ok(src) => {
+                    for reg in [&mut text, &mut html] {
+                        if let Err(e) = reg.register_partial(&name, &src) {
+                            problems.push(Problem { file: f.clone(), line: e.pos().map(|(l, _)| l), key: String::new(), message: e.reason().to_string() });
+                            break;
+                        }
+                    }
+                }
+                Err(e) => problems.push(Problem { file: f.clone(), line: None, key: String::new(), message: format!("cannot read: {e}") }),
+            }
+        }
+        for (rel, path) in template_files {
             let Some(fname) = path.file_name().and_then(|f| f.to_str()) else { continue };
             let Some(stem) = fname.strip_suffix(".hbs") else { continue };
             // The folder below the templates folder: `billing/`, `lang/de/`, or none.
-            let prefix = match path.parent().and_then(|p| p.strip_prefix(dir).ok()).and_then(|p| p.to_str()).filter(|p| !p.is_empty()) {
+            let prefix = match rel.parent().and_then(|p| p.to_str()).filter(|p| !p.is_empty()) {
                 Some(rel) => format!("{}/", rel.replace('\\', "/")),
                 None => String::new(),
             };
@@ -249,7 +271,8 @@ pub fn sample_context() -> Value {
             "id": 1042, "ref": "PD-1042", "subject": "Printer on floor 3 is jammed",
             "status": "new", "priority": "normal", "queue": "support", "owner": "bob@example.com", "tier": 1,
             "type": "incident", "service": "",
-            "requester": "alice@example.org", "created_at": "2026-01-01T09:00:00Z"
+            "requester": "alice@example.org", "created_at": "2026-01-01T09:00:00Z",
+            "reply_to": "alice@example.org, carol@example.org"
         },
         "message": {
             "from": "alice@example.org", "from_name": "Alice Example",
@@ -273,6 +296,24 @@ pub fn sample_context() -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_override_folder_replaces_templates_one_by_one() {
+        let base = dir_with(&[
+            ("acknowledgement.subject.hbs", "Received: {{ticket.subject}}"),
+            ("acknowledgement.txt.hbs", "We will answer."),
+            ("too_large.subject.hbs", "Too large"),
+            ("too_large.txt.hbs", "Too large"),
+        ]);
+        let over = dir_with(&[("acknowledgement.subject.hbs", "Got it: {{ticket.subject}}"), ("billing/acknowledgement.txt.hbs", "Billing will answer.")]);
+        let t = Templates::load_layers(base.path(), Some(over.path())).unwrap();
+        let ctx = sample_context();
+        assert!(t.render("acknowledgement", "support", None, &ctx).unwrap().subject.starts_with("Got it: "));
+        assert_eq!(t.render("acknowledgement", "support", None, &ctx).unwrap().text.trim(), "We will answer.");
+        assert_eq!(t.render("acknowledgement", "billing", None, &ctx).unwrap().text.trim(), "Billing will answer.");
+        let plain = Templates::load_layers(base.path(), Some(&base.path().join("missing"))).unwrap();
+        assert!(plain.render("acknowledgement", "support", None, &ctx).unwrap().subject.starts_with("Received: "));
+    }
 
     fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {
         let d = tempfile::tempdir().unwrap();

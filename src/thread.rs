@@ -5,6 +5,7 @@
 //! 3. our subject tag, only when the sender already takes part in that ticket;
 //! 4. otherwise a new ticket (linked as possibly related when a stranger named a ticket by a
 //!    Message-ID or a tag: the stranger joins nothing and learns nothing).
+//!
 //! Pure: history comes in through the [`History`] trait.
 
 use crate::reference::RefFormat;

@@ -141,6 +141,14 @@ pub fn redact(id: &str) -> String {
     }
 }
 
+/// `text` with every id of ours in it redacted like [`redact`] (threading explanations), in
+/// either token format (`pd.T.NONCE.MAC`, `pd.T.NONCE.HOUR.MAC`).
+pub fn redact_in(text: &str) -> String {
+    static ID: std::sync::OnceLock<regex::Regex> = std::sync::OnceLock::new();
+    let re = ID.get_or_init(|| regex::Regex::new(&format!(r"\b{PREFIX}\.(\d+)(?:\.[0-9A-Za-z]+){{2,3}}@")).expect("static regex"));
+    re.replace_all(text, format!("{PREFIX}.$1.…@").as_str()).into_owned()
+}
+
 fn split<'a>(id: &'a str, domain: &str) -> Option<Parts<'a>> {
     let (local, dom) = id.rsplit_once('@')?;
     if !dom.eq_ignore_ascii_case(domain) {
@@ -230,6 +238,8 @@ mod tests {
         assert_eq!(redact(&id), "pd.42.…@desk.example.com");
         assert!(!redact(&id).contains(secret));
         assert_eq!(redact("CAF00@mail.gmail.com"), "CAF00@mail.gmail.com");
+        let text = format!("follow-up on PD-42 (signed reply token <{id}> verified)");
+        assert_eq!(redact_in(&text), "follow-up on PD-42 (signed reply token <pd.42.…@desk.example.com> verified)");
     }
 
     #[test]

@@ -266,6 +266,62 @@ fn dkim_requirement_for_agents() {
     assert_eq!(d.ticket().ticket.owner.as_deref(), Some("alice@agents.example.test"));
 }
 
+/// A new ticket whose first mail Cc'd `n` people (a mass Cc).
+fn open_mass_cc_ticket(d: &Desk2, n: usize) -> Out {
+    let cc: Vec<String> = (0..n).map(|i| format!("person{i}@example.net")).collect();
+    let m = clients::thunderbird_new("Dana Customer", "dana@example.org", "support@example.test", "VPN broken", "The VPN drops every hour.");
+    let raw = String::from_utf8(m.raw).unwrap().replacen("To: support@example.test\r\n", &format!("To: support@example.test\r\nCc: {}\r\n", cc.join(", ")), 1);
+    assert!(matches!(d.ingest(raw.as_bytes()).outcome, Outcome::Created { ticket: 1 }));
+    d.new_mail().into_iter().find(|m| m.to == ["alice@agents.example.test"]).expect("notification")
+}
+
+/// One mail Cc'ing 300 people: the ticket takes `limits.max_participants` (20) of them, a reply
+/// goes to at most `limits.max_recipients` (10) outside addresses, and the agent's notification
+/// says who those are before anyone answers (issue 17.3).
+#[test]
+fn a_mass_cc_is_capped_and_the_agent_sees_who_a_reply_reaches() {
+    let d = setup("");
+    let n = open_mass_cc_ticket(&d, 300);
+    let t = d.ticket();
+    assert_eq!(t.ticket.participants.len(), 20, "{:?}", t.ticket.participants);
+    assert!(t.events.iter().any(|e| e.kind == "participants_capped" && e.detail.contains("281 address(es)")), "{:?}", t.events);
+    let body = postdesk::message::parse(n.raw.as_bytes()).unwrap().body_text;
+    let shown = body.lines().find(|l| l.starts_with("A public reply goes to:")).unwrap_or_else(|| panic!("{body}")).to_string();
+    let r = d.ingest(&agent_reply("alice@agents.example.test", &n, "Hello all, we are on it."));
+    assert_eq!(r.outcome, Outcome::FollowUp { ticket: 1 });
+    let mails = d.new_mail();
+    let reply = to(&mails, "dana@example.org");
+    assert_eq!(reply.len(), 1);
+    assert_eq!(reply[0].to.len(), 10, "{:?}", reply[0].to);
+    for addr in &reply[0].to {
+        assert!(shown.contains(addr.as_str()), "{addr} not announced in: {shown}");
+    }
+    assert_eq!(shown.matches('@').count(), 10, "{shown}");
+}
+
+/// `/cc` takes only real addresses and at most a few at a time; tags lose control characters
+/// (ESC would reach `tickets show` on a terminal) (issue 17.5).
+#[test]
+fn cc_addresses_are_validated_and_capped_and_tags_lose_control_characters() {
+    let d = setup("");
+    let (_, n) = open_ticket(&d);
+    d.ingest(&agent_reply("alice@agents.example.test", &n, "/cc evil@x..y\nHello."));
+    let back = d.new_mail();
+    assert!(to(&back, "dana@example.org").is_empty(), "a failed command applies nothing");
+    assert!(to(&back, "alice@agents.example.test")[0].raw.contains("`evil@x..y` is not an email address"));
+    let many: Vec<String> = (0..11).map(|i| format!("p{i}@example.net")).collect();
+    d.ingest(&agent_reply("alice@agents.example.test", &n, &format!("/cc {}\nHello.", many.join(" "))));
+    let back = d.new_mail();
+    assert!(to(&back, "alice@agents.example.test")[0].raw.contains("at most 10 addresses"), "{}", back[0].raw);
+    assert_eq!(d.ticket().ticket.participants, vec!["dana@example.org".to_string()]);
+
+    d.ingest(&agent_reply("alice@agents.example.test", &n, "/tag red\u{1b}[31mhot\u{7}\n/cc carol.customer@example.net"));
+    let t = d.ticket().ticket;
+    assert!(t.tags.iter().all(|tag| !tag.contains(char::is_control)), "{:?}", t.tags);
+    assert!(t.tags.iter().any(|tag| tag.starts_with("red")), "{:?}", t.tags);
+    assert!(t.participants.contains(&"carol.customer@example.net".to_string()), "{:?}", t.participants);
+}
+
 /// Issue 12 item 1: a quoted local part in a customer's Cc (RFC 5322 §3.4.1) is a real address;
 /// it was stored as `@example.org` and then broke every agent reply.
 #[test]

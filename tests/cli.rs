@@ -73,6 +73,12 @@ impl Desk {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// JSON from a command whatever its exit code (`status` exits 1 or 2 when not all is well).
+    fn json_any(&self, args: &[&str]) -> Value {
+        let out = self.run(args);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}: {}", String::from_utf8_lossy(&out.stderr)))
+    }
+
     fn path(&self, p: &str) -> PathBuf {
         self.dir.path().join(p)
     }
@@ -118,6 +124,23 @@ fn check_reports_every_problem_with_file_line_and_key() {
     std::fs::write(&d.config, DESK).unwrap();
     let err = stderr(&d.run(&["check"]));
     assert!(err.contains("acknowledgement.txt.hbs") && err.contains("no_such_thing"), "{err}");
+}
+
+/// Plain SMTP with a password to a host that is not loopback is refused with its line, unless the
+/// config says `none_insecure`, which `check` then reports (issue 17.7).
+#[test]
+fn check_refuses_plaintext_passwords_beyond_loopback() {
+    let d = Desk::new();
+    let smtp = |tls: &str| DESK.replace("transport = \"folder\"\nfolder = \"var/outbox\"", &format!("transport = \"smtp\"\nhost = \"smtp.example.org\"\ntls = \"{tls}\"\nusername = \"support\"\npassword = \"pw\""));
+    std::fs::write(&d.config, smtp("none")).unwrap();
+    let out = d.run(&["check"]);
+    assert_eq!(out.status.code(), Some(1), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(stderr(&out).contains("outbound.tls: `none` would send the password in clear to smtp.example.org"), "{}", stderr(&out));
+    std::fs::write(&d.config, smtp("none_insecure")).unwrap();
+    let out = d.run(&["check"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = stderr(&out);
+    assert!(text.contains("warning: outbound: plain TCP to smtp.example.org:25 (not loopback): mail and the password cross the network in clear"), "{text}");
 }
 
 #[test]
@@ -245,6 +268,14 @@ fn reply_tokens_stay_out_of_logs_and_dry_runs() {
     assert!(token.is_match(&id), "{id}");
     assert!(sent.contains("pd.1.…@desk.example.test"), "{sent}");
     assert!(!token.is_match(&sent), "{sent}");
+
+    // A reply to that mail: the dry run explains the threading without showing the token.
+    let reply = clients::gmail_reply("Alice Example", "alice@example.org", "support@example.test", "[PD-1] Printer jammed", id.trim_matches(['<', '>']), std::slice::from_ref(&m.message_id), "Still.");
+    std::fs::write(&eml, &reply.raw).unwrap();
+    let out = d.run(&["rules", "test", eml.to_str().unwrap(), "--json"]);
+    let json = String::from_utf8_lossy(&out.stdout);
+    assert!(json.contains("signed reply token <pd.1.…@desk.example.test>"), "{json}");
+    assert!(!token.is_match(&json), "{json}");
 }
 
 fn outbox_files(d: &Desk) -> Vec<String> {
@@ -265,7 +296,8 @@ fn daemon_maildir_loop_reload_and_shutdown() {
     let log = std::fs::File::create(d.path("daemon.log")).unwrap();
     let mut child = d.cmd(&["run"]).stderr(log).stdout(Stdio::null()).spawn().unwrap();
     let newdir = d.path("var/maildir/support/new");
-    common::eventually(Duration::from_secs(10), "Maildir created", || newdir.is_dir().then_some(()));
+    // The daemon makes new/ before tmp/: wait for the last one.
+    common::eventually(Duration::from_secs(10), "Maildir created", || d.path("var/maildir/support/tmp").is_dir().then_some(()));
 
     let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "Printer jammed", "Floor 3.");
     std::fs::write(d.dir.path().join("var/maildir/support/tmp/1.eml"), &m.raw).unwrap();
@@ -531,6 +563,55 @@ fn deliver_never_replaces_an_unusable_signing_key() {
     assert!(stderr(&out).contains("not a signing key"), "{}", stderr(&out));
     assert_eq!(std::fs::read(d.path("var/secret")).unwrap(), b"\xff\xfe damaged, but long enough to look like a key");
 }
+
+fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn data_files_are_private_whatever_the_umask() {
+    let d = Desk::new();
+    let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "VPN", "x");
+    // An MTA running `deliver` with umask 022.
+    let mut c = Command::new("sh");
+    c.arg("-c").arg(format!("umask 022; exec '{BIN}' --config '{}' deliver --mailbox pipe", d.config.display())).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    let mut child = c.spawn().unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), &m.raw).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(mode(&d.path("var")), 0o700, "data dir");
+    for f in ["var/postdesk.db", "var/postdesk.db-sent", "var/secret"] {
+        assert_eq!(mode(&d.path(f)), 0o600, "{f}");
+    }
+    for f in ["var/postdesk.db-wal", "var/postdesk.db-shm"] {
+        if d.path(f).exists() {
+            assert_eq!(mode(&d.path(f)), 0o600, "{f}");
+        }
+    }
+}
+
+#[test]
+fn check_warns_about_readable_secrets() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = Desk::new();
+    std::fs::write(d.path("old.key"), "the previous signing key, long\n").unwrap();
+    std::fs::set_permissions(d.path("old.key"), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let text = std::fs::read_to_string(&d.config).unwrap().replace("[desk]\n", "[desk]\nsecret = \"an inline signing key, 0123456789\"\nprevious_secret_file = \"old.key\"\nprevious_secret_until = \"2027-01-31\"\n");
+    std::fs::write(&d.config, text).unwrap();
+    std::fs::set_permissions(&d.config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = d.run(&["check"]);
+    assert!(out.status.success(), "warnings are not errors: {}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("old.key") && err.contains("desk.previous_secret_file") && err.contains("0644"), "{err}");
+    assert!(err.contains("desk.secret") && err.contains("inline") && err.contains("world-readable"), "{err}");
+    // Private files and a private config: no warnings.
+    std::fs::set_permissions(d.path("old.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::fs::set_permissions(&d.config, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = d.run(&["check"]);
+    assert!(!stderr(&out).contains("warning"), "{}", stderr(&out));
+}
+
 #[test]
 fn concurrent_delivers_on_a_fresh_data_dir_all_succeed() {
     let d = Desk::new();
@@ -552,3 +633,131 @@ fn concurrent_delivers_on_a_fresh_data_dir_all_succeed() {
     assert_eq!(d.json(&["tickets", "list", "--json"]).as_array().unwrap().len(), 12, "every message on a ticket of its own");
 }
 
+
+#[test]
+fn status_quarantine_and_backup_for_the_admin() {
+    let d = Desk::new();
+    // No daemon yet: critical.
+    let out = d.run(&["status"]);
+    assert_eq!(out.status.code(), Some(2), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not running"));
+
+    // A rule quarantines invoices; one arrives through the pipe.
+    std::fs::write(d.path("rules.toml"), "[[rule]]\nname = \"hold-invoices\"\n[rule.when]\nsubject = \"/invoice/i\"\n[rule.then]\nquarantine = true\n").unwrap();
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, format!("{cfg}\n[rules]\npath = \"rules.toml\"\n")).unwrap();
+    let m = clients::thunderbird_new("Bob Vendor", "bob@example.org", "support@example.test", "Invoice 42", "Please pay.");
+    let out = d.deliver(&m.raw);
+    assert!(stderr(&out).contains("quarantined"), "{}", stderr(&out));
+    let list = d.json(&["quarantine", "list", "--json"]);
+    let q = &list.as_array().unwrap()[0];
+    assert_eq!(q["reason"], "rule");
+    let id = q["id"].as_i64().unwrap().to_string();
+    let raw = d.run(&["quarantine", "show", &id, "--raw"]);
+    assert_eq!(raw.stdout, m.raw, "show --raw gives the bytes as received");
+    let shown = String::from_utf8_lossy(&d.run(&["quarantine", "show", &id]).stdout).into_owned();
+    assert!(shown.contains("hold-invoices") && shown.contains("Subject: Invoice 42"), "{shown}");
+
+    // The daemon runs; the quarantine wants a look: warning.
+    let log = std::fs::File::create(d.path("daemon.log")).unwrap();
+    let mut child = d.cmd(&["run"]).stderr(log).stdout(Stdio::null()).spawn().unwrap();
+    let status = common::eventually(Duration::from_secs(60), "the daemon and its mailbox report", || {
+        let v = d.json_any(&["status", "--json"]);
+        let s = v["components"].to_string();
+        (s.contains("running (pid") && s.contains("watching")).then_some(v)
+    });
+    assert_eq!(status["state"], "warning", "{status}");
+    assert_eq!(d.run(&["status"]).status.code(), Some(1));
+
+    // The admin fixes the rule and releases the message: it becomes a ticket, acknowledged.
+    std::fs::write(d.path("rules.toml"), "").unwrap();
+    let out = d.run(&["quarantine", "release", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("created PD-1"), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(d.json(&["quarantine", "list", "--json"]).as_array().unwrap().len(), 0);
+    common::eventually(Duration::from_secs(60), "the acknowledgement sent", || outbox_files(&d).into_iter().find(|f| f.contains("Invoice 42")));
+    let v = common::eventually(Duration::from_secs(60), "all well", || {
+        let v = d.json_any(&["status", "--json"]);
+        (v["state"] == "ok").then_some(v)
+    });
+    assert_eq!(d.run(&["status"]).status.code(), Some(0), "{v}");
+
+    // Our own acknowledgement comes back through the pipe: kept, and released only with --force.
+    let ack = outbox_files(&d).into_iter().find(|f| f.contains("Invoice 42")).unwrap();
+    let out = d.deliver(ack.as_bytes());
+    assert!(out.status.success(), "{}", stderr(&out));
+    let list = d.json(&["quarantine", "list", "--json"]);
+    let own = list.as_array().unwrap().iter().find(|q| q["reason"] == "own_mail").expect("own mail kept");
+    let own_id = own["id"].as_i64().unwrap().to_string();
+    let out = d.run(&["quarantine", "release", &own_id]);
+    assert!(!out.status.success() && stderr(&out).contains("--force"), "{}", stderr(&out));
+    let out = d.run(&["quarantine", "delete", &own_id]);
+    assert!(out.status.success());
+    assert_eq!(d.json(&["quarantine", "list", "--json"]).as_array().unwrap().len(), 0);
+
+    // A backup while the daemon runs; restored into a fresh data dir, it holds the ticket and the
+    // key, so the customer's reply to the old acknowledgement still threads onto PD-1.
+    let out = d.run(&["backup", d.path("backup").to_str().unwrap()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    signal(&child, "TERM");
+    assert!(common::eventually(Duration::from_secs(60), "exit", || child.try_wait().unwrap()).success());
+    use std::os::unix::fs::PermissionsExt;
+    for f in ["postdesk.db", "postdesk.db-sent", "secret"] {
+        let mode = std::fs::metadata(d.path("backup").join(f)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{f}");
+    }
+    std::fs::remove_dir_all(d.path("var")).unwrap();
+    std::fs::create_dir_all(d.path("var")).unwrap();
+    for f in ["postdesk.db", "postdesk.db-sent", "secret"] {
+        std::fs::copy(d.path("backup").join(f), d.path("var").join(f)).unwrap();
+    }
+    let ack_id = common::header(&ack, "message-id").unwrap();
+    let reply = clients::gmail_reply("Bob Vendor", "bob@example.org", "support@example.test", "Re: Invoice 42", ack_id.trim_matches(['<', '>']), &[m.message_id.clone()], "Paid?");
+    let out = d.deliver(&reply.raw);
+    assert!(stderr(&out).contains("added to PD-1"), "{}", stderr(&out));
+}
+
+/// GET `path` from 127.0.0.1:`port`: (status code, body).
+fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let code = text.split_whitespace().nth(1)?.parse().ok()?;
+    Some((code, text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default()))
+}
+
+#[test]
+fn metrics_and_health_over_http() {
+    let d = Desk::new();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, format!("{cfg}\n[metrics]\nlisten = \"127.0.0.1:{port}\"\n")).unwrap();
+    let log = std::fs::File::create(d.path("daemon.log")).unwrap();
+    let mut child = d.cmd(&["run"]).stderr(log).stdout(Stdio::null()).spawn().unwrap();
+    let newdir = d.path("var/maildir/support/new");
+    common::eventually(Duration::from_secs(60), "Maildir created", || newdir.is_dir().then_some(()));
+    let m = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "Printer jammed", "Floor 3.");
+    std::fs::write(newdir.join("1700000000.1.host"), &m.raw).unwrap();
+    common::eventually(Duration::from_secs(60), "acknowledgement sent", || outbox_files(&d).into_iter().next());
+    let metrics = common::eventually(Duration::from_secs(60), "metrics show the mail", || {
+        let (code, body) = http_get(port, "/metrics")?;
+        (code == 200 && body.contains("postdesk_outbox_mails{state=\"sent\"} 1")).then_some(body)
+    });
+    for line in [
+        "postdesk_messages_ingested_total{mailbox=\"support\",class=\"human\"} 1",
+        "postdesk_tickets_created_total{mailbox=\"support\"} 1",
+        "postdesk_outbox_mails{state=\"queued\"} 0",
+        "postdesk_mailbox_up{mailbox=\"support\"} 1",
+        "postdesk_outbound_up 1",
+        "postdesk_quarantine_messages 0",
+        "# EOF",
+    ] {
+        assert!(metrics.contains(line), "{line} missing from:\n{metrics}");
+    }
+    assert_eq!(http_get(port, "/health").map(|(c, _)| c), Some(200));
+    assert_eq!(http_get(port, "/nothing").map(|(c, _)| c), Some(404));
+    signal(&child, "TERM");
+    assert!(common::eventually(Duration::from_secs(60), "exit", || child.try_wait().unwrap()).success());
+}

@@ -88,6 +88,13 @@ impl Bench {
     }
 }
 
+/// A word per number ("ab", "ac", …): subjects that differ in shape, so a test about caps is not
+/// taken for a responder loop (same subject and text, digits aside, right after our mail).
+fn word(i: usize) -> String {
+    let l = |n: usize| (b'a' + (n % 26) as u8) as char;
+    format!("{}{}", l(i / 26), l(i))
+}
+
 fn new_mail(from: &str, subject: &str) -> clients::Mail {
     clients::thunderbird_new("Customer", from, "support@example.test", subject, "Body text.")
 }
@@ -142,7 +149,7 @@ fn caps_on_automatic_mail_per_recipient() {
     // Caps apply per recipient over several windows (default 10 per 10 min, 40 per day).
     let mut acks = 0;
     for i in 0..60 {
-        let r = b.ingest(&new_mail("robot@example.org", &format!("Alert {i}")).raw);
+        let r = b.ingest(&new_mail("robot@example.org", &format!("Alert {}", word(i))).raw);
         acks += r.mails.len();
         if i % 5 == 4 {
             b.clock.advance(time::Duration::minutes(11));
@@ -161,7 +168,7 @@ fn ten_in_ten_minutes_cap() {
     let b = bench_with("", "new_tickets_per_sender = \"off\"");
     let acks: usize = (0..15).map(|i| b.ingest(&new_mail(&format!("user{i}@example.org"), "x").raw).mails.len()).sum();
     assert_eq!(acks, 15, "different recipients are not capped together");
-    let acks: usize = (0..15).map(|i| b.ingest(&new_mail("same@example.org", &format!("y{i}")).raw).mails.len()).sum();
+    let acks: usize = (0..15).map(|i| b.ingest(&new_mail("same@example.org", &format!("y {}", word(i))).raw).mails.len()).sum();
     assert_eq!(acks, 10);
 }
 
@@ -278,6 +285,40 @@ fn unprocessable_input_is_quarantined_and_intake_moves_on() {
     assert_eq!(b.store().quarantine_counts().unwrap(), vec![("not_mail".to_string(), 1)]);
 }
 
+fn status_request(from: &str) -> Vec<u8> {
+    clients::thunderbird_new("Customer", from, "support@example.test", "status", "?").raw
+}
+
+/// Status requests are requests: they count toward the sender's flood limit with new tickets, so
+/// a forged sender cannot make the desk mail a victim once per forged mail (issue 17.4).
+#[test]
+fn status_requests_count_toward_the_sender_flood_limit() {
+    let b = bench_with("", "new_tickets_per_sender = \"3/1h\"\n[self_service]\n");
+    b.ingest(&new_mail("victim@example.org", "First").raw);
+    let answered: Vec<bool> = (0..4).map(|_| matches!(b.ingest(&status_request("victim@example.org")).outcome, Outcome::Answered { .. })).collect();
+    assert_eq!(answered, [true, true, false, false], "1 ticket + 2 answers reach 3 per hour");
+    assert_eq!(b.queued().len(), 3, "one acknowledgement and two status lists");
+    // The new-ticket side sees the answers too.
+    assert!(matches!(b.ingest(&new_mail("victim@example.org", "Second").raw).outcome, Outcome::FollowUp { .. }), "appended by flood control");
+    b.clock.advance(time::Duration::minutes(61));
+    assert!(matches!(b.ingest(&status_request("victim@example.org")).outcome, Outcome::Answered { .. }));
+}
+
+/// One cap on automatic mail for the whole desk, whoever it goes to: forged senders spread over
+/// many victims meet it (issue 17.4).
+#[test]
+fn automatic_mail_has_a_desk_wide_cap() {
+    let b = bench_with("", "auto_mail_total = \"5/1h\"\n[self_service]\n");
+    let acks: usize = (0..8).map(|i| b.ingest(&new_mail(&format!("victim{i}@example.org"), "Hello").raw).mails.len()).sum();
+    assert_eq!(acks, 5);
+    assert!(b.ingest(&status_request("other@example.org")).mails.is_empty(), "a status list meets the same cap");
+    assert_eq!(b.queued().len(), 5);
+    let t = b.store().ticket_detail(6).unwrap().unwrap();
+    assert!(t.events.iter().any(|e| e.kind == "auto_mail_suppressed" && e.detail.contains("desk-wide cap of 5")), "{:?}", t.events);
+    b.clock.advance(time::Duration::minutes(61));
+    assert_eq!(b.ingest(&new_mail("late@example.org", "Hello").raw).mails.len(), 1);
+}
+
 /// Issue 12 item 5: junk before the header section (a forwarding client's separator line, a
 /// line of spaces) is skipped as MTAs do; the stored raw message keeps every byte.
 #[test]
@@ -342,14 +383,14 @@ fn a_stranger_copying_our_message_ids_gets_a_new_linked_ticket() {
     let ack_id = header_of(&ack, "message-id").trim_matches(['<', '>']).to_string();
     // Mallory copies the acknowledgement's Message-ID and the customer's own into her headers.
     for (i, parent) in [ack_id.as_str(), first.message_id.as_str()].into_iter().enumerate() {
-        let m = clients::thunderbird_reply("Mallory", "mallory@example.net", "support@example.test", "[PD-1] Printer", parent, &[first.message_id.clone()], "Let me in.");
+        let m = clients::thunderbird_reply("Mallory", "mallory@example.net", "support@example.test", "[PD-1] Printer", parent, std::slice::from_ref(&first.message_id), "Let me in.");
         let r = b.ingest(&m.raw);
         assert_eq!(r.outcome, Outcome::Created { ticket: 2 + i as i64 }, "{:?}", r.actions);
         assert!(r.threading.as_deref().unwrap_or("").contains("not a participant"), "{:?}", r.threading);
     }
     assert!(!participants(&b, 1).contains(&"mallory@example.net".to_string()), "{:?}", participants(&b, 1));
     // The customer herself still threads by the same headers.
-    let m = clients::thunderbird_reply("Alice", "alice@example.org", "support@example.test", "[PD-1] Printer", &ack_id, &[first.message_id.clone()], "More.");
+    let m = clients::thunderbird_reply("Alice", "alice@example.org", "support@example.test", "[PD-1] Printer", &ack_id, std::slice::from_ref(&first.message_id), "More.");
     assert_eq!(b.ingest(&m.raw).outcome, Outcome::FollowUp { ticket: 1 });
 }
 
@@ -361,11 +402,11 @@ fn addresses_a_participant_copies_join_as_the_queue_says() {
         b.ingest(&first.raw);
         let ack = b.queued().remove(0);
         let ack_id = header_of(&ack, "message-id").trim_matches(['<', '>']).to_string();
-        let reply = clients::thunderbird_reply("Alice", "alice@example.org", "support@example.test, Carol <carol@example.org>", "[PD-1] Printer", &ack_id, &[first.message_id.clone()], "Copying Carol.");
+        let reply = clients::thunderbird_reply("Alice", "alice@example.org", "support@example.test, Carol <carol@example.org>", "[PD-1] Printer", &ack_id, std::slice::from_ref(&first.message_id), "Copying Carol.");
         assert_eq!(b.ingest(&reply.raw).outcome, Outcome::FollowUp { ticket: 1 });
         assert_eq!(participants(&b, 1).contains(&"carol@example.org".to_string()), joins, "{policy}: {:?}", participants(&b, 1));
         // Carol answering the thread joins the ticket only when she was let in.
-        let carol = clients::thunderbird_reply("Carol", "carol@example.org", "support@example.test", "[PD-1] Printer", &reply.message_id, &[ack_id.clone()], "Me too.");
+        let carol = clients::thunderbird_reply("Carol", "carol@example.org", "support@example.test", "[PD-1] Printer", &reply.message_id, std::slice::from_ref(&ack_id), "Me too.");
         let expected = if joins { Outcome::FollowUp { ticket: 1 } } else { Outcome::Created { ticket: 2 } };
         assert_eq!(b.ingest(&carol.raw).outcome, expected, "{policy}");
     }
@@ -440,4 +481,34 @@ fn sender_controlled_text_is_one_short_line_in_our_mail() {
     let subject = header_of(&ack, "subject");
     assert!(subject.starts_with("[PD-1] Broken printer") && subject.chars().count() <= 210, "{} chars: {subject}", subject.chars().count());
     assert!(body.lines().all(|l| l.len() <= 998), "no line over RFC 5322's limit");
+}
+
+/// A responder that answers every mail at once with the same text, without our tag, our
+/// headers or any Auto-Submitted marking.
+fn responder_mail(n: usize) -> Vec<u8> {
+    format!("From: Helpdesk Bot <bot@vendor.example>\r\nTo: support@example.test\r\nSubject: Your request {n}\r\nMessage-ID: <bot-{n}@vendor.example>\r\n\r\nThank you for contacting us. Your case number is {}. An engineer will reply within 24 hours.\r\n", 1000 + n).into_bytes()
+}
+
+#[test]
+fn a_responder_that_neither_tags_nor_quotes_is_stopped_after_three_tickets() {
+    let b = bench_with("", "new_tickets_per_sender = \"off\"");
+    // The bot's first mail is something else (an alert); then it answers each acknowledgement.
+    let alert = b"From: bot@vendor.example\r\nTo: support@example.test\r\nSubject: Disk almost full\r\nMessage-ID: <alert@vendor.example>\r\n\r\n/var is 91% full on host db3.\r\n";
+    let mut outcomes = vec![b.ingest(alert).outcome];
+    b.clock.advance(time::Duration::seconds(3));
+    // It answers each of our mails within seconds; it stops when we stop writing.
+    let mut n = 1;
+    while b.queued().len() >= n && n < 12 {
+        outcomes.push(b.ingest(&responder_mail(n)).outcome);
+        b.clock.advance(time::Duration::seconds(3));
+        n += 1;
+    }
+    assert_eq!(b.tickets(), 3, "{outcomes:?}");
+    assert_eq!(b.queued().len(), 2, "two acknowledgements, then the loop is broken");
+    let third = b.store().ticket_detail(3).unwrap().unwrap();
+    assert!(third.events.iter().any(|e| e.kind == "ack_suppressed" && e.detail.contains("mail loop suspected")), "{:?}", third.events);
+    // A person writing twice within seconds, with different words, still gets two tickets.
+    b.ingest(&new_mail("alice@example.org", "Printer").raw);
+    let second = clients::thunderbird_new("Alice", "alice@example.org", "support@example.test", "Scanner", "The scanner is broken too.");
+    assert!(matches!(b.ingest(&second.raw).outcome, Outcome::Created { .. }));
 }

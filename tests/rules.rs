@@ -132,3 +132,16 @@ fn a_rule_chooses_the_catalog_service() {
     let ack = &t.articles[1].body_text;
     assert!(ack.contains("- Start date") && !ack.contains("- Cost center"), "asks only for what is missing: {ack}");
 }
+
+/// A capture from the subject carries no control character into tags (ESC would reach
+/// `tickets show` on a terminal, issue 17.5).
+#[test]
+fn captures_lose_control_characters() {
+    let (_d, desk, p) = setup(OFFICE);
+    let subject = "** PROBLEM Service Alert: web01/HT\u{1b}[2J\u{1b}]0;owned\u{7}TP is CRITICAL **";
+    let r = run(&desk, &p, &clients::thunderbird_new("Nagios", "nagios@example.org", "support@example.test", subject, "x").raw);
+    let Outcome::Created { ticket } = r.outcome else { panic!("{r:?}") };
+    let t = p.store.ticket_detail(ticket).unwrap().unwrap().ticket;
+    assert!(t.tags.iter().any(|tag| tag.starts_with("service:ht")), "{:?}", t.tags);
+    assert!(t.tags.iter().all(|tag| !tag.contains(char::is_control)), "{:?}", t.tags);
+}

@@ -115,8 +115,14 @@ pub async fn run(name: String, src: ImapSource, pipeline: Pipeline, desk: DeskHa
             match &result {
                 Ok(()) => {}
                 // Logged once by the token events; a new `postdesk oauth login` ends the wait.
-                Err(ImapError::Token(e)) => tracing::debug!(error = %e, retry_in_ms = delay.as_millis() as u64, "no access token"),
-                Err(e) => tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "IMAP session ended"),
+                Err(ImapError::Token(e)) => {
+                    tracing::debug!(error = %e, retry_in_ms = delay.as_millis() as u64, "no access token");
+                    super::report_health(&pipeline, &name, Err(e.to_string()), None).await;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "IMAP session ended");
+                    super::report_health(&pipeline, &name, Err(e.to_string()), None).await;
+                }
             }
             if let (Some(t), Err(ImapError::Login(..))) = (&tokens, &result) {
                 // The server refused the token: get a new one next time.
@@ -284,6 +290,7 @@ async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskH
                 break;
             }
             uids.sort_unstable();
+            let waiting = uids.len() as i64;
             uids.truncate(src.batch_size as usize);
             budget.allow(CONTROL_BYTES);
             let sizes = sizes(&mut s, &uids).await?;
@@ -327,6 +334,7 @@ async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskH
                 tracing::info!(uid, message_id = %report.message_id, outcome = ?report.outcome, "message processed");
             }
             last = *uids.last().unwrap_or(&last);
+            super::report_health(pipeline, name, Ok("fetching"), Some(waiting - uids.len() as i64)).await;
             let done = uids;
             budget.allow(CONTROL_BYTES);
             after_commit(&mut s, src, &done, can_move).await?;
@@ -337,6 +345,7 @@ async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskH
         }
         // Caught up with the folder.
         *progressed = true;
+        super::report_health(pipeline, name, Ok(if can_idle { "idle" } else { "polling" }), Some(0)).await;
         // Wait for news.
         budget.allow(CONTROL_BYTES);
         if can_idle {

@@ -19,9 +19,17 @@ pub async fn run(name: String, path: PathBuf, poll: Duration, pipeline: Pipeline
             }
         }
         tracing::info!(path = %path.display(), "watching Maildir");
+        // Health is written when it changes and at most once a minute otherwise: scans run often.
+        let mut reported: Option<(bool, std::time::Instant)> = None;
         loop {
-            if let Err(e) = scan(&name, &path, &pipeline, &desk, &shutdown).await {
+            let result = scan(&name, &path, &pipeline, &desk, &shutdown).await;
+            if let Err(e) = &result {
                 tracing::warn!(error = %e, "Maildir scan failed; retrying");
+            }
+            let ok = result.is_ok();
+            if reported.is_none_or(|(was, at)| was != ok || at.elapsed() > Duration::from_secs(60)) {
+                super::report_health(&pipeline, &name, result.map(|_| "watching"), Some(0)).await;
+                reported = Some((ok, std::time::Instant::now()));
             }
             tokio::select! {
                 _ = tokio::time::sleep(poll) => {}

@@ -50,3 +50,19 @@ impl Backoff {
         d
     }
 }
+
+/// Record how mailbox `name` is doing for `postdesk status` and the metrics: `Ok(what it is
+/// doing)` or `Err(why it is not)`, and how many messages wait on the server when known.
+/// Best effort: a failed write (a full disk) must not stop the intake.
+pub async fn report_health(pipeline: &Pipeline, name: &str, state: Result<&str, String>, backlog: Option<i64>) {
+    let (store, now) = (pipeline.store.clone(), crate::clock::rfc3339(pipeline.clock.now()));
+    let component = format!("mailbox:{name}");
+    let (ok, detail) = match state {
+        Ok(d) => (true, d.to_string()),
+        Err(e) => (false, e),
+    };
+    let write = tokio::task::spawn_blocking(move || store.set_health(&component, ok, &detail, backlog, &now));
+    if let Ok(Err(e)) = write.await {
+        tracing::debug!(error = %e, "cannot record mailbox health");
+    }
+}

@@ -42,6 +42,7 @@ impl Worker {
     /// trouble once and its end once.
     pub async fn run(self, shutdown: Shutdown) {
         tracing::info!(transport = %self.transport.describe(), "outbound worker started");
+        self.report_health(Ok(()));
         let mut stall = Stall::default();
         loop {
             let due = match self.store.due_outbound(&rfc3339(self.clock.now()), 50) {
@@ -58,9 +59,15 @@ impl Worker {
                     break;
                 }
                 match self.deliver(&mail).await {
-                    Attempt::Recorded => stall.clear(),
+                    Attempt::Recorded => {
+                        if stall.clear() {
+                            self.report_health(Ok(()));
+                        }
+                    }
                     Attempt::Stalled(why) => {
-                        stall.note(&why);
+                        if stall.note(&why) {
+                            self.report_health(Err(&why));
+                        }
                         break;
                     }
                 }
@@ -93,6 +100,18 @@ impl Worker {
             }
         }
         tracing::info!("outbound worker stopped");
+    }
+
+    /// Record the outbound side's state for `postdesk status` and the metrics (best effort: the
+    /// trouble may be the store itself).
+    fn report_health(&self, state: Result<(), &str>) {
+        let (ok, detail) = match state {
+            Ok(()) => (true, self.transport.describe()),
+            Err(why) => (false, why.to_string()),
+        };
+        if let Err(e) = self.store.set_health("outbound", ok, &detail, None, &rfc3339(self.clock.now())) {
+            tracing::debug!(error = %e, "cannot record outbound health");
+        }
     }
 
     /// Try one queued mail once and record the result.
@@ -159,25 +178,31 @@ struct Stall {
 }
 
 impl Stall {
-    fn note(&mut self, why: &str) {
+    /// A failed try; true when it starts the trouble (or changes its reason).
+    fn note(&mut self, why: &str) -> bool {
+        self.pause = Some(self.backoff.next_delay());
         match &mut self.since {
             None => {
                 tracing::error!(reason = %why, "outbound paused: queued mail stays queued and is sent when this clears");
                 self.since = Some((why.to_string(), 1));
+                true
             }
-            Some((_, n)) => {
+            Some((was, n)) => {
                 *n += 1;
                 tracing::debug!(reason = %why, attempt = *n, "outbound still paused");
+                let changed = was != why;
+                *was = why.to_string();
+                changed
             }
         }
-        self.pause = Some(self.backoff.next_delay());
     }
 
-    fn clear(&mut self) {
-        if let Some((why, n)) = self.since.take() {
-            tracing::info!(after_attempts = n, was = %why, "outbound resumed");
-            self.backoff.reset();
-        }
+    /// A try that went through; true when it ends a trouble.
+    fn clear(&mut self) -> bool {
+        let Some((why, n)) = self.since.take() else { return false };
+        tracing::info!(after_attempts = n, was = %why, "outbound resumed");
+        self.backoff.reset();
+        true
     }
 
     fn delay(&mut self) -> Option<Duration> {

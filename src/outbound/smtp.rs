@@ -126,6 +126,16 @@ impl SmtpSender {
         tokio::time::timeout(e.connect_timeout * 2, greet).await.map_err(|_| server("greeting, TLS or login timed out".into()))?
     }
 
+    /// Connect, secure and log in as for a send, then say goodbye: what `check --connect` asks.
+    pub async fn probe(&self) -> Result<String, SendError> {
+        let hold = Arc::new(AtomicBool::new(false));
+        let mut conn = self.connect(&hold).await?;
+        let secure = conn.is_encrypted();
+        let _ = conn.quit().await;
+        let login = if self.endpoint.username.is_some() { ", logged in" } else { ", no login configured" };
+        Ok(format!("{}{login}", if secure { "TLS" } else { "no TLS" }))
+    }
+
     /// Send `mail`. `commit` runs after the last body byte and before the final dot; `Ok` then
     /// means the server accepted it. On `Err`, the caller undoes what `commit` recorded. When
     /// `commit` reports that it could not record the send, the dot is withheld and the connection

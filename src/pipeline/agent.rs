@@ -113,10 +113,13 @@ fn apply<'d>(tx: &mut Tx<'_>, desk: &'d Desk, actor: &Agent, t: &Ticket, cmds: &
                 escalate(tx, desk, t, target, now)?
             }
             Command::Cc { addresses } => {
-                for a in addresses {
-                    tx.add_participant(id, a, "cc")?;
+                let refused = super::add_participants(tx, desk, id, addresses, now)?;
+                let added: Vec<&String> = addresses.iter().filter(|a| !refused.contains(a)).collect();
+                let mut line = format!("added {} to the conversation", added.iter().map(|a| a.as_str()).collect::<Vec<_>>().join(", "));
+                if !refused.is_empty() {
+                    line.push_str(&format!("; not added (limits.max_participants reached): {}", refused.join(", ")));
                 }
-                format!("added {} to the conversation", addresses.join(", "))
+                line
             }
             Command::Note => continue,
             Command::Type { ticket_type } => {
@@ -232,7 +235,7 @@ pub(super) fn handle(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, 
     if public {
         let queue = desk.config.queues.get(&t.queue).or_else(|| desk.config.queues.values().next()).expect("validated config has a queue");
         let thread = tx.customer_thread(ticket)?;
-        let cc: Vec<String> = t.participants.iter().filter(|e| **e != t.requester && desk.config.agent_by_email(e).is_none()).cloned().collect();
+        let cc: Vec<String> = mailer::reply_recipients(desk, &t).into_iter().skip(1).collect();
         let about = About { agent: Some(agent), reply: &text, ..Default::default() };
         let ctx = context::build(desk, queue, &t, &about, &t.requester, "");
         let sent = mailer::send_auto(tx, desk, now, AutoMail {

@@ -38,7 +38,8 @@ pub fn build(desk: &Desk, queue: &Queue, t: &Ticket, about: &About<'_>, to: &str
             "status": t.status.as_str(), "priority": t.priority.as_str(), "queue": t.queue,
             "owner": t.owner.clone().unwrap_or_default(), "tier": t.tier,
             "type": t.ticket_type.clone().unwrap_or_default(), "service": t.service.clone().unwrap_or_default(),
-            "requester": s(&t.requester), "created_at": t.created_at
+            "requester": s(&t.requester), "created_at": t.created_at,
+            "reply_to": super::mailer::reply_recipients(desk, t).join(", ")
         },
         "message": { "from": s(about.from), "from_name": s(about.from_name), "subject": s(about.subject), "text": about.text },
         "recipient": { "address": s(to), "name": s(to_name) },

@@ -88,7 +88,7 @@ pub fn send_auto(tx: &mut Tx<'_>, desk: &Desk, now: &Now, mut m: AutoMail<'_>) -
             None => cc.push(c),
         }
     }
-    m.cc = cc;
+    cap_recipients(tx, desk, now, &mut m, cc)?;
     // An empty `to` (a sender without address) is blocked below like any system address.
     let usable = m.to.is_empty() || is_usable_address(m.to);
     let why = if usable { blocked(tx, desk, now, m.to, m.auto.is_some())? } else { Some(format!("<{}> is not a usable address", m.to)) };
@@ -119,7 +119,9 @@ fn refused(tx: &mut Tx<'_>, m: &AutoMail<'_>, who: &str, now: &Now) -> Result<()
 fn queue_recorded(tx: &mut Tx<'_>, desk: &Desk, now: &Now, m: &AutoMail<'_>, to: &str) -> Result<Sent, StoreError> {
     match queue(tx, desk, now, m, to)? {
         Ok(p) => {
-            if m.auto.is_some() {
+            // Caps count mail to outside addresses; agents are never capped, and their
+            // notifications must not use up the desk-wide cap.
+            if m.auto.is_some() && desk.config.agent_by_email(to).is_none() {
                 tx.log_auto_mail(to, m.ticket, &now.s)?;
             }
             Ok(Sent::Queued(p))
@@ -154,7 +156,34 @@ fn blocked(tx: &Tx<'_>, desk: &Desk, now: &Now, to: &str, automatic: bool) -> Re
             return Ok(Some(format!("cap of {} automatic mails per {}s reached", cap.count, cap.window.as_secs())));
         }
     }
+    // Forged senders spread over many victims meet one cap for the whole desk (issue 17.4).
+    if let Some(cap) = desk.config.guard.auto_mail_total
+        && tx.auto_mail_total_reaches(cap.count, &now.minus(cap.window))?
+    {
+        return Ok(Some(format!("desk-wide cap of {} automatic mails per {}s reached", cap.count, cap.window.as_secs())));
+    }
     Ok(None)
+}
+
+/// Keep To plus Cc within `limits.max_recipients`; the rest are left out and recorded (17.3).
+fn cap_recipients(tx: &mut Tx<'_>, desk: &Desk, now: &Now, m: &mut AutoMail<'_>, mut cc: Vec<String>) -> Result<(), StoreError> {
+    let room = (desk.config.limits.max_recipients as usize).saturating_sub(1);
+    if cc.len() > room {
+        let left_out = cc.split_off(room);
+        if let Some(t) = m.ticket {
+            let why = format!("{} not copied to {} address(es) over limits.max_recipients = {}: {}", m.label, left_out.len(), room + 1, left_out.join(", "));
+            tx.event(t, "auto_mail_suppressed", &why, &now.s)?;
+        }
+    }
+    m.cc = cc;
+    Ok(())
+}
+
+/// Who a reply on `t` goes to: the requester, then the other outside participants, at most
+/// `limits.max_recipients` in all. Agents see this list in their notifications.
+pub fn reply_recipients(desk: &Desk, t: &crate::ticket::Ticket) -> Vec<String> {
+    let others = t.participants.iter().filter(|e| **e != t.requester && desk.config.agent_by_email(e).is_none());
+    std::iter::once(&t.requester).chain(others).take(desk.config.limits.max_recipients as usize).cloned().collect()
 }
 
 /// Render, compose, record and queue. `Ok(Err(why))` when the template or address is unusable.

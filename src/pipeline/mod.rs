@@ -8,6 +8,7 @@ mod context;
 pub mod mailer;
 pub mod oauth;
 mod notify;
+pub mod release;
 mod service;
 mod sla;
 mod timer;
@@ -135,11 +136,13 @@ pub struct Pipeline {
     pub clock: SharedClock,
     /// Poked after a commit that queued mail, so the outbound worker wakes at once.
     pub outbox_wake: Arc<tokio::sync::Notify>,
+    /// What the metrics count (messages by class, tickets created).
+    pub counters: crate::metrics::Counters,
 }
 
 impl Pipeline {
     pub fn new(store: Arc<Store>, clock: SharedClock) -> Self {
-        Pipeline { store, clock, outbox_wake: Arc::new(tokio::sync::Notify::new()) }
+        Pipeline { store, clock, outbox_wake: Arc::new(tokio::sync::Notify::new()), counters: Default::default() }
     }
 
     /// Store one message for good. Non-mail and unprocessable input is quarantined (and the
@@ -179,6 +182,7 @@ impl Pipeline {
             drop(tx); // rolls back
         } else {
             tx.commit()?;
+            self.counters.ingested(d.mailbox, &report);
             if !report.mails.is_empty() {
                 self.outbox_wake.notify_one();
             }
@@ -200,6 +204,9 @@ impl Pipeline {
             reports.push(one(&mut tx, desk, d, prepared, true, &now)?);
         }
         tx.commit()?;
+        for r in &reports {
+            self.counters.ingested(mailbox, r);
+        }
         if reports.iter().any(|r| !r.mails.is_empty()) {
             self.outbox_wake.notify_one();
         }
@@ -388,7 +395,8 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
             return Ok(r);
         }
     };
-    let threading = decision.describe(&desk.refs);
+    // The explanation names the reply token it verified: logs and dry runs show it redacted.
+    let threading = crate::token::redact_in(&decision.describe(&desk.refs));
     let mut actions = Vec::new();
     let mut mails = Vec::new();
 
@@ -477,6 +485,11 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
             actions.push(format!("/close from {sender} failed the DKIM/DMARC requirement: not applied"));
             false
         });
+    // A responder answering our mail: kept as a ticket, never answered (the loop stops here).
+    let verdict = match responder_loop(tx, desk, &decision, &sender, &p, &verdict, now)? {
+        Some(why) => Verdict { auto_reply_allowed: false, reasons: [verdict.reasons, vec![why]].concat(), ..verdict },
+        None => verdict,
+    };
     let placement = place(tx, desk, queue, &decision, &sender, &verdict, now, &mut actions)?;
     let (ticket, outcome) = match placement {
         Placement::Quarantine { reason } => {
@@ -503,7 +516,7 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
             if !customer_close {
                 follow_up(tx, desk, ticket, status, &sender, &verdict, now, &mut actions)?;
                 if verdict.class == Class::Human {
-                    add_copied(tx, desk, ticket, &p, &sender, &mut actions)?;
+                    add_copied(tx, desk, ticket, &p, &sender, now, &mut actions)?;
                 }
             }
             (ticket, Outcome::FollowUp { ticket })
@@ -623,6 +636,30 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     Ok(r)
 }
 
+/// A responder that neither tags its answers nor keeps our headers (so neither threading nor the
+/// guard sees a loop): a new mail from an address we sent automatic mail to within
+/// `guard.loop_reply_window`, with the same subject and words (digits aside) as its previous
+/// mail to us. Its
+/// ticket gets no acknowledgement, so such a pair opens at most three tickets (docs/SECURITY.md).
+fn responder_loop(tx: &Tx<'_>, desk: &Desk, decision: &Decision, sender: &str, p: &Parsed, verdict: &Verdict, now: &Now) -> Result<Option<String>, StoreError> {
+    let window = desk.config.guard.loop_reply_window;
+    if !matches!(decision, Decision::New { .. }) || verdict.class != Class::Human || sender.is_empty() || window.is_zero() {
+        return Ok(None);
+    }
+    // Mail that names our tag or one of our Message-IDs is threaded or linked, not this pattern.
+    if desk.refs.find(&p.subject).is_some() || p.ancestors().iter().any(|id| desk.signer.is_ours(id)) {
+        return Ok(None);
+    }
+    if tx.auto_mail_count(sender, &now.minus(window))? == 0 {
+        return Ok(None);
+    }
+    let Some(t) = tx.latest_active_ticket(sender)?.map(|t| tx.ticket(t)).transpose()?.flatten() else { return Ok(None) };
+    let previous = tx.latest_customer_text(t.id)?.unwrap_or_default();
+    let same_subject = guard::body_shape(&normalize_subject(&p.subject)) == guard::body_shape(&t.subject);
+    let same = same_subject && guard::body_shape(&p.body_text) == guard::body_shape(&previous);
+    Ok(same.then(|| format!("mail loop suspected: {sender} answered our mail within {}s with the same subject and text as before", window.as_secs())))
+}
+
 /// Apply the closed-ticket policy and flood control to the threading decision.
 #[allow(clippy::too_many_arguments)]
 fn place(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, decision: &Decision, sender: &str, verdict: &Verdict, now: &Now, actions: &mut Vec<String>) -> Result<Placement, StoreError> {
@@ -662,8 +699,8 @@ fn place(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, decision: &Decision, sende
             }
             let g = &desk.config.guard;
             let domain = sender.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-            let over = if let Some(r) = g.sender_rate.filter(|r| tx.tickets_opened_by(sender, &now.minus(r.window)).is_ok_and(|n| n >= r.count as u64)) {
-                Some(format!("{sender} opened {} or more tickets within {}s", r.count, r.window.as_secs()))
+            let over = if let Some(why) = sender_flood(tx, desk, sender, now)? {
+                Some(why)
             } else { g.domain_rate.filter(|r| !domain.is_empty() && tx.tickets_opened_from_domain(domain, &now.minus(r.window)).is_ok_and(|n| n >= r.count as u64)).map(|r| format!("{domain} opened {} or more tickets within {}s", r.count, r.window.as_secs())) };
             let Some(why) = over else { return Ok(Placement::New { related: *possibly_related }) };
             tracing::warn!(sender, why, "new-ticket flood");
@@ -683,13 +720,41 @@ fn place(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, decision: &Decision, sende
     }
 }
 
+/// Add outside people to a ticket's participants, up to `limits.max_participants` (requester
+/// included): one mail Cc'ing 300 people must not make every later reply go to all of them
+/// (issue 17.3). Those over the cap are recorded on the ticket and returned.
+pub(crate) fn add_participants(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, addresses: &[String], now: &Now) -> Result<Vec<String>, StoreError> {
+    let (_, mut have) = tx.ticket_summary(ticket)?.unwrap_or((Status::Open, Vec::new()));
+    let max = desk.config.limits.max_participants as usize;
+    let mut refused = Vec::new();
+    for a in addresses {
+        if have.contains(a) {
+            continue;
+        }
+        if have.len() >= max {
+            refused.push(a.clone());
+            continue;
+        }
+        tx.add_participant(ticket, a, "cc")?;
+        have.push(a.clone());
+    }
+    if !refused.is_empty() {
+        let detail = format!("{} address(es) not added, limits.max_participants = {max} reached: {}", refused.len(), refused.join(", "));
+        tx.event(ticket, "participants_capped", &detail, &now.s)?;
+    }
+    Ok(refused)
+}
+
 #[allow(clippy::too_many_arguments)]
 fn follow_up(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, status: Status, sender: &str, verdict: &Verdict, now: &Now, actions: &mut Vec<String>) -> Result<(), StoreError> {
     let (_, participants) = tx.ticket_summary(ticket)?.unwrap_or((status, Vec::new()));
     // People who write join the conversation; mail systems and robots do not.
     if verdict.class == Class::Human && !sender.is_empty() && !participants.iter().any(|p| p == sender) {
-        tx.add_participant(ticket, sender, "cc")?;
-        actions.push(format!("added {sender} as a participant"));
+        if add_participants(tx, desk, ticket, &[sender.to_string()], now)?.is_empty() {
+            actions.push(format!("added {sender} as a participant"));
+        } else {
+            actions.push(format!("{sender} not added as a participant: limits.max_participants reached"));
+        }
     }
     // Automatic mail (out-of-office, bounces) never changes a ticket's state.
     if verdict.class == Class::Human && matches!(status, Status::Pending | Status::Resolved | Status::Closed) {
@@ -708,18 +773,25 @@ fn follow_up(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, status: Status, sen
 
 /// People a participant copied on their own mail take part in the conversation (RT's Cc
 /// watchers), when the ticket's queue says so (`cc_policy`, docs/SECURITY.md).
-fn add_copied(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, p: &Parsed, sender: &str, actions: &mut Vec<String>) -> Result<(), StoreError> {
+fn add_copied(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, p: &Parsed, sender: &str, now: &Now, actions: &mut Vec<String>) -> Result<(), StoreError> {
     let queue = tx.ticket_queue(ticket)?.and_then(|q| desk.config.queues.get(&q));
     if queue.is_none_or(|q| q.cc_policy != crate::config::CcPolicy::Join) {
         return Ok(());
     }
     let Some((_, participants)) = tx.ticket_summary(ticket)? else { return Ok(()) };
+    let mut copied: Vec<String> = Vec::new();
     for m in p.cc.iter().chain(p.to.iter()) {
         let a = &m.address;
-        if !a.is_empty() && a != sender && !participants.contains(a) && !desk.identity.own_addresses.contains(a) && desk.signer.token_from_address(a).is_none() && !guard::is_system_address(a) {
-            tx.add_participant(ticket, a, "cc")?;
-            actions.push(format!("added {a} as a participant (copied by {sender})"));
+        if !a.is_empty() && a != sender && !participants.contains(a) && !copied.contains(a) && !desk.identity.own_addresses.contains(a) && desk.signer.token_from_address(a).is_none() && !guard::is_system_address(a) {
+            copied.push(a.clone());
         }
+    }
+    let refused = add_participants(tx, desk, ticket, &copied, now)?;
+    for a in copied.iter().filter(|a| !refused.contains(a)) {
+        actions.push(format!("added {a} as a participant (copied by {sender})"));
+    }
+    if !refused.is_empty() {
+        actions.push(format!("{} copied address(es) not added: limits.max_participants = {}", refused.len(), desk.config.limits.max_participants));
     }
     Ok(())
 }
@@ -731,7 +803,7 @@ fn open_ticket(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, p: &Parsed, sender: 
     let requester = if sender.is_empty() { "unknown@invalid" } else { sender };
     let ticket = tx.create_ticket(&NewTicket { subject: &subject, queue: &queue.name, priority: Priority::Normal, requester, related_to: related, now: &now.s })?;
     actions.push(format!("created ticket {} in queue {}", desk.refs.format(ticket), queue.name));
-    add_copied(tx, desk, ticket, p, requester, actions)?;
+    add_copied(tx, desk, ticket, p, requester, now, actions)?;
     if let Some(rel) = related {
         let note = format!("linked to {} (possibly related)", desk.refs.format(rel));
         tx.event(ticket, "possibly_related", &note, &now.s)?;
@@ -833,9 +905,8 @@ fn apply_rule_actions(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, ra: &crate
     for ci in &ra.ci {
         tx.link_ci(ticket, ci)?;
     }
-    for w in &ra.watchers {
-        tx.add_participant(ticket, &w.to_ascii_lowercase(), "cc")?;
-    }
+    let watchers: Vec<String> = ra.watchers.iter().map(|w| w.to_ascii_lowercase()).collect();
+    add_participants(tx, desk, ticket, &watchers, now)?;
     // Priority, queue or policy changed on a running ticket: its SLA clocks follow.
     if !created && (ra.priority.is_some() || ra.queue.is_some() || ra.sla_policy.is_some())
         && let Some(t) = tx.ticket(ticket)?
@@ -843,6 +914,15 @@ fn apply_rule_actions(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, ra: &crate
         sla::recompute(tx, desk, &t)?;
     }
     Ok(())
+}
+
+/// Why `sender` may not make another request now: new tickets plus desk answers (status lists,
+/// catalog) within `guard.new_tickets_per_sender`. `None` when within the rate.
+fn sender_flood(tx: &Tx<'_>, desk: &Desk, sender: &str, now: &Now) -> Result<Option<String>, StoreError> {
+    let Some(r) = desk.config.guard.sender_rate else { return Ok(None) };
+    let since = now.minus(r.window);
+    let n = tx.tickets_opened_by(sender, &since)? + tx.desk_answers_to(sender, &since)?;
+    Ok((n >= r.count as u64).then(|| format!("{sender} made {} or more requests (new tickets, status or catalog answers) within {}s", r.count, r.window.as_secs())))
 }
 
 /// "status" from a customer: the list of their open tickets, by mail. No ticket is opened; the
@@ -856,6 +936,15 @@ fn status_request(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, ver
         return Ok(None);
     }
     let queue = desk.config.queue_of(d.mailbox).or_else(|| desk.config.queues.values().next()).expect("validated config has a queue");
+    // Desk answers count toward the sender's flood limit like new tickets (issue 17.4).
+    if let Some(why) = sender_flood(tx, desk, sender, now)? {
+        tracing::warn!(sender, why, "status request flood");
+        quarantine(tx, d, "flood", &format!("status request not answered: {why}"), now)?;
+        tx.record_delivery(key, None, "quarantined", &now.s)?;
+        let mut r = Report::new(p, Some(verdict.clone()), Some("status request (self-service)".into()), Outcome::Quarantined { reason: format!("flood control: {why}") });
+        r.actions.push(format!("flood control: {why}; not answered"));
+        return Ok(Some(r));
+    }
     let tickets: Vec<serde_json::Value> = tx
         .active_tickets_of(sender)?
         .iter()

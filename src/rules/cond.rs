@@ -45,7 +45,8 @@ impl Pattern {
             Some(c) => {
                 for name in self.re.capture_names().flatten() {
                     if let Some(m) = c.name(name) {
-                        caps.insert(name.to_string(), m.as_str().trim().to_string());
+                        // One line, no control characters: captures end up in tags, fields, addresses.
+                        caps.insert(name.to_string(), crate::reference::one_line(m.as_str()));
                     }
                 }
                 true

@@ -119,6 +119,7 @@ fn push_unique(list: &mut Vec<String>, v: String) {
 
 /// Tags are lower-case, trimmed, with inner whitespace runs as `-`; `None` when nothing is left.
 pub fn normalize_tag(s: &str) -> Option<String> {
-    let t = s.split_whitespace().collect::<Vec<_>>().join("-").to_lowercase();
+    // Control characters (ESC from a subject) never reach a tag, nor `tickets show` (17.5).
+    let t = crate::reference::one_line(s).split_whitespace().collect::<Vec<_>>().join("-").to_lowercase();
     (!t.is_empty()).then_some(t)
 }

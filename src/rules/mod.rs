@@ -22,6 +22,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use cond::Captures;
+pub use eval::normalize_tag;
 
 /// Ticket types a rule may set when the config names none.
 pub const DEFAULT_TICKET_TYPES: [&str; 4] = ["incident", "service_request", "change", "other"];

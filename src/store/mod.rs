@@ -5,6 +5,9 @@
 //! Writes happen in a [`Tx`] (`BEGIN IMMEDIATE`): one ingest = one transaction holding the article,
 //! ticket changes, outbox rows and the mailbox cursor, so a crash leaves all or nothing.
 
+mod ops;
+pub use ops::{Health, Quarantined};
+
 use crate::ticket::{Article, ArticleKind, AttachmentInfo, Direction, Event, Priority, Status, Ticket, TicketDetail, TicketId};
 use rusqlite::{Connection, OptionalExtension, params};
 use std::collections::BTreeMap;
@@ -55,7 +58,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0008_resolved_at.sql"),
     include_str!("migrations/0009_lifecycle.sql"),
     include_str!("migrations/0010_report_log.sql"),
-    include_str!("migrations/0011_oauth_state.sql"),
+    include_str!("migrations/0011_health.sql"),
+    include_str!("migrations/0012_oauth_state.sql"),
 ];
 
 /// A storage failure. `is_transient` tells callers whether retrying later can help.
@@ -233,7 +237,11 @@ impl Store {
     /// Open (creating if needed) and migrate the database at `path`.
     pub fn open(path: &Path) -> Result<Store> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
+            crate::fsmode::private_dir(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
+        }
+        // 0600 whatever the umask (docs/SECURITY.md); SQLite keeps the mode for -wal and -shm.
+        for f in [path.to_path_buf(), sent_log_path(path)] {
+            crate::fsmode::private_file(&f).map_err(|source| StoreError::Io { path: f.clone(), source })?;
         }
         let conn = Connection::open(path).map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
         let mut store = Self::setup(conn, path.to_path_buf())?;
@@ -643,6 +651,17 @@ impl Tx<'_> {
     }
 
     /// Remember a delivery so a second copy is recognised.
+    /// Forget that a message was refused (a dedupe record without an article), so a released
+    /// copy is processed instead of taken for a duplicate.
+    pub fn forget_refusal(&mut self, dedupe_key: &str) -> Result<()> {
+        self.conn.execute("DELETE FROM deliveries WHERE dedupe_key = ? AND article_id IS NULL", [dedupe_key])?;
+        Ok(())
+    }
+
+    pub fn delete_quarantined(&mut self, id: i64) -> Result<bool> {
+        Ok(self.conn.execute("DELETE FROM quarantine WHERE id = ?", [id])? == 1)
+    }
+
     pub fn record_delivery(&mut self, dedupe_key: &str, article: Option<i64>, outcome: &str, now: &str) -> Result<()> {
         self.conn.execute(
             "INSERT OR IGNORE INTO deliveries (dedupe_key, article_id, outcome, created_at) VALUES (?, ?, ?, ?)",
@@ -912,6 +931,20 @@ impl Tx<'_> {
     /// Automatic mails queued to `recipient` since `since`.
     pub fn auto_mail_count(&self, recipient: &str, since: &str) -> Result<u64> {
         Ok(self.conn.prepare_cached("SELECT COUNT(*) FROM auto_mail_log WHERE recipient = ? AND created_at >= ?")?.query_row(params![recipient, since], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// Whether `count` or more automatic mails were queued since `since`, to anyone. Reads at
+    /// most the last `count` rows (they are written in time order), so no index is needed.
+    pub fn auto_mail_total_reaches(&self, count: u32, since: &str) -> Result<bool> {
+        let sql = "SELECT COUNT(*) FROM (SELECT created_at FROM auto_mail_log ORDER BY rowid DESC LIMIT ?1) WHERE created_at >= ?2";
+        let n: i64 = self.conn.prepare_cached(sql)?.query_row(params![count, since], |r| r.get(0))?;
+        Ok(n >= count as i64)
+    }
+
+    /// Desk answers without a ticket (status lists, catalog) sent to `recipient` since `since`.
+    pub fn desk_answers_to(&self, recipient: &str, since: &str) -> Result<u64> {
+        let sql = "SELECT COUNT(*) FROM auto_mail_log WHERE recipient = ? AND created_at >= ? AND ticket_id IS NULL";
+        Ok(self.conn.prepare_cached(sql)?.query_row(params![recipient, since], |r| r.get::<_, i64>(0))? as u64)
     }
 
     pub fn log_auto_mail(&mut self, recipient: &str, ticket: Option<TicketId>, now: &str) -> Result<()> {

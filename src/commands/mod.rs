@@ -8,6 +8,11 @@ use crate::pipeline::{Delivery, IngestError, Pipeline, Report};
 use crate::store::{Store, TicketFilter};
 use crate::ticket::{Status, TicketDetail};
 use std::io::Read;
+
+mod connect;
+mod ops;
+pub use connect::check_connect;
+pub use ops::{backup, quarantine_delete, quarantine_list, quarantine_release, quarantine_show, status};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -41,14 +46,52 @@ pub fn check(config: &Path) -> i32 {
                 },
                 c.desk.templates_dir.display()
             );
+            for w in secret_warnings(c) {
+                eprintln!("warning: {w}");
+            }
+            for (what, e) in c.endpoints() {
+                if e.insecure() {
+                    eprintln!("warning: {what}: plain TCP to {}:{} (not loopback): mail{} cross the network in clear", e.host, e.port, if e.username.is_some() { " and the password" } else { "" });
+                }
+            }
             0
         }
         Err(p) => {
             print_problems(&p);
-            eprintln!("{} problem(s) found", p.0.len());
+            if !p.is_not_found() {
+                eprintln!("{} problem(s) found", p.0.len());
+            }
             1
         }
     }
+}
+
+/// Secrets others can read: `*_file`s and data-dir files with group/world bits, and inline
+/// secrets in a world-readable config file (docs/SECURITY.md).
+fn secret_warnings(c: &crate::config::Config) -> Vec<String> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).ok().map(|m| m.permissions().mode() & 0o777);
+    let mut out = Vec::new();
+    for s in &c.secret_sources {
+        match &s.file {
+            Some(f) => {
+                if let Some(m) = mode(f).filter(|m| m & 0o077 != 0) {
+                    out.push(format!("{} ({}) is readable by group or others (mode {m:04o}); chmod 600 it", f.display(), s.key));
+                }
+            }
+            None => {
+                if let Some(m) = mode(&c.file).filter(|m| m & 0o004 != 0) {
+                    out.push(format!("{} is world-readable (mode {m:04o}) and holds `{}` inline; use `{}_file` or chmod 640 the config", c.file.display(), s.key, s.key));
+                }
+            }
+        }
+    }
+    for f in [c.desk.data_dir.join("secret"), c.desk.database.clone()] {
+        if let Some(m) = mode(&f).filter(|m| m & 0o077 != 0) {
+            out.push(format!("{} is readable by group or others (mode {m:04o}); chmod 600 it", f.display()));
+        }
+    }
+    out
 }
 
 /// `postdesk deliver --mailbox NAME`: one message from stdin. 0 stored or deliberately dropped,
@@ -63,7 +106,8 @@ pub fn deliver(config: &Path, mailbox: &str) -> i32 {
         Ok(d) => d,
         Err(p) => {
             print_problems(&p);
-            eprintln!("postdesk deliver: configuration invalid; message not stored (the MTA will retry)");
+            let what = if p.is_not_found() { "configuration not found" } else { "configuration invalid" };
+            eprintln!("postdesk deliver: {what}; message not stored (the MTA will retry)");
             return EX_TEMPFAIL;
         }
     };
@@ -114,14 +158,14 @@ fn summary(r: &Report, desk: &Desk) -> String {
 /// Reading tickets needs only the config: a broken template or rules file (which `check` reports)
 /// must not hide the tickets.
 fn open_for_reading(config: &Path) -> anyhow::Result<(crate::reference::RefFormat, Store)> {
-    let cfg = crate::config::load(config).map_err(|p| anyhow::anyhow!("invalid configuration:\n{p}"))?;
+    let cfg = crate::config::load(config).map_err(crate::config::Problems::into_error)?;
     Ok((crate::reference::RefFormat::new(&cfg.desk.ref_prefix), Store::open(&cfg.desk.database)?))
 }
 
 /// `postdesk undeliverable list`: the marks that still stop mail (younger than
 /// `guard.undeliverable_for`).
 pub fn undeliverable_list(config: &Path, json: bool) -> anyhow::Result<i32> {
-    let cfg = crate::config::load(config).map_err(|p| anyhow::anyhow!("invalid configuration:\n{p}"))?;
+    let cfg = crate::config::load(config).map_err(crate::config::Problems::into_error)?;
     let store = Store::open(&cfg.desk.database)?;
     let now = crate::pipeline::Now::at(clock().now());
     let marks = store.undeliverable_marks(&now.minus(cfg.guard.undeliverable_for))?;
@@ -228,7 +272,7 @@ fn print_detail(d: &TicketDetail) {
 
 /// `postdesk rules test FILE.eml`: the whole pipeline against the real database, rolled back.
 pub fn rules_test(config: &Path, eml: &Path, mailbox: Option<&str>, json: bool) -> anyhow::Result<i32> {
-    let desk = Desk::load(config, KeyMode::ReadOnly).map_err(|p| anyhow::anyhow!("invalid configuration:\n{p}"))?;
+    let desk = Desk::load(config, KeyMode::ReadOnly).map_err(crate::config::Problems::into_error)?;
     let raw = std::fs::read(eml).map_err(|e| anyhow::anyhow!("cannot read {}: {e}", eml.display()))?;
     let mailbox = match mailbox {
         Some(m) if desk.config.mailboxes.contains_key(m) => m.to_string(),
@@ -299,7 +343,7 @@ pub fn report(config: &Path, since: &str, format: &str) -> anyhow::Result<i32> {
 
 /// `postdesk cis`: the inventory with ticket counts.
 pub fn cis_list(config: &Path, json: bool) -> anyhow::Result<i32> {
-    let cfg = crate::config::load(config).map_err(|p| anyhow::anyhow!("invalid configuration:\n{p}"))?;
+    let cfg = crate::config::load(config).map_err(crate::config::Problems::into_error)?;
     let Some(file) = &cfg.cis_file else { anyhow::bail!("no [cis] file configured") };
     let inv = crate::cis::Inventory::load(file).map_err(|p| anyhow::anyhow!("{}", Problems(p)))?;
     let counts = Store::open(&cfg.desk.database)?.ci_ticket_counts()?;

@@ -1,0 +1,96 @@
+//! `postdesk check --connect`: log in to every mailbox and to the SMTP server the way the daemon
+//! will, without fetching or sending anything, and say in one line per check what works and,
+//! for the usual failures, what to change.
+
+use crate::config::{Config, Endpoint, Source, Tls, Transport};
+
+/// One check's outcome.
+struct Outcome {
+    what: String,
+    result: Result<String, String>,
+}
+
+/// Run every check; exit 0 when all passed, 1 otherwise.
+pub fn check_connect(cfg: &Config) -> anyhow::Result<i32> {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let outcomes = rt.block_on(checks(cfg));
+    let mut failed = 0;
+    for o in &outcomes {
+        match &o.result {
+            Ok(detail) => println!("ok      {}: {detail}", o.what),
+            Err(why) => {
+                failed += 1;
+                println!("FAILED  {}: {why}", o.what);
+            }
+        }
+    }
+    println!("{} check(s), {failed} failed", outcomes.len());
+    Ok(if failed == 0 { 0 } else { 1 })
+}
+
+async fn checks(cfg: &Config) -> Vec<Outcome> {
+    let mut out = Vec::new();
+    for (name, m) in &cfg.mailboxes {
+        if let Source::Imap(src) = &m.source {
+            let what = format!("mailbox {name} (imap {}:{})", src.endpoint.host, src.endpoint.port);
+            out.push(Outcome { what, result: imap(&src.endpoint, &src.folder).await.map_err(|e| with_hint(&e, &src.endpoint, 993, 143)) });
+        }
+    }
+    if let Transport::Smtp(e) = &cfg.outbound.transport {
+        let what = format!("outbound (smtp {}:{})", e.host, e.port);
+        let result = crate::outbound::smtp::SmtpSender::new(e).map_err(|x| x.to_string());
+        let result = match result {
+            Ok(sender) => sender.probe().await.map_err(|x| x.to_string()),
+            Err(x) => Err(x),
+        };
+        out.push(Outcome { what, result: result.map_err(|x| with_hint(&x, e, 465, 587)) });
+    }
+    out
+}
+
+/// TLS, login, the folder, IDLE: what the intake needs.
+async fn imap(e: &Endpoint, folder: &str) -> Result<String, String> {
+    let check = async {
+        let mut s = crate::intake::imap::connect(e).await.map_err(|x| x.to_string())?;
+        let caps = s.capabilities().await.map_err(|x| x.to_string())?;
+        let idle = caps.has_str("IDLE");
+        let mbox = s.select(folder).await.map_err(|x| format!("folder {folder}: {x}"))?;
+        let _ = s.logout().await;
+        Ok::<_, String>(format!(
+            "{}, logged in, folder {folder} has {} message(s), {}",
+            tls_word(e.tls),
+            mbox.exists,
+            if idle { "IDLE offered" } else { "no IDLE (polling)" }
+        ))
+    };
+    tokio::time::timeout(e.connect_timeout * 3, check).await.unwrap_or_else(|_| Err(format!("no answer within {:?}", e.connect_timeout * 3)))
+}
+
+fn tls_word(t: Tls) -> &'static str {
+    match t {
+        Tls::Implicit => "TLS",
+        Tls::StartTls => "STARTTLS",
+        Tls::None => "no TLS",
+    }
+}
+
+/// The error, plus what usually causes it.
+fn with_hint(err: &str, e: &Endpoint, implicit_port: u16, starttls_port: u16) -> String {
+    let l = err.to_ascii_lowercase();
+    let hint = if l.contains("certificate") || l.contains("unknownissuer") || l.contains("notvalidforname") {
+        format!("the server's certificate is not trusted for `{}`: use the host name on its certificate, or `ca_file` for a private CA", e.host)
+    } else if l.contains("refused") {
+        format!("nothing listens on {}:{}: check host and port", e.host, e.port)
+    } else if l.contains("auth") || l.contains("login") || l.contains("535") || l.contains("credentials") {
+        "the server refused the login: check username and password (Microsoft 365 and Gmail accept only OAuth2 or an app password)".into()
+    } else if matches!(e.tls, Tls::Implicit) && e.port == starttls_port {
+        format!("port {starttls_port} speaks STARTTLS: set tls = \"starttls\" (or use port {implicit_port} for implicit TLS)")
+    } else if matches!(e.tls, Tls::StartTls | Tls::None) && e.port == implicit_port {
+        format!("port {implicit_port} expects TLS from the first byte: set tls = \"implicit\"")
+    } else if l.contains("tls") || l.contains("corrupt") || l.contains("handshake") || l.contains("timed out") || l.contains("no answer") {
+        format!("TLS mode and port may not match (implicit TLS is usually {implicit_port}, STARTTLS {starttls_port})")
+    } else {
+        return err.to_string();
+    };
+    format!("{err} — hint: {hint}")
+}
