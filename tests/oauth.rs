@@ -272,6 +272,13 @@ fn oauth2_mailbox_and_smtp_refresh_alert_once_and_catch_up() {
     let error = state.last_error.clone().unwrap();
     assert!(error.contains("invalid_grant") && !error.contains("rt-") && !error.contains(CLIENT_SECRET), "{error}");
     assert_eq!(s.count("carol", is_alert), 1, "exactly one alert");
+    // `postdesk status` names the failing login and what fixes it (exit 2: something is down).
+    let status = Command::new(env!("CARGO_BIN_EXE_postdesk")).arg("--config").arg(&config).arg("status").output().unwrap();
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert_eq!(status.status.code(), Some(2), "{text}");
+    let line = text.lines().find(|l| l.starts_with("mailbox support")).unwrap_or_else(|| panic!("{text}"));
+    assert!(line.contains("CRITICAL") && line.contains("invalid_grant") && line.contains("oauth login"), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("mailbox billing") && l.contains("OK")), "{text}");
 
     // 3. The admin logs in again (device grant): the daemon notices, the waiting mail is handled.
     let out = device_login(&p, &config, &["--mailbox", "support"], "support@example.test");
