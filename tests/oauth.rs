@@ -480,3 +480,33 @@ async fn smtp_oauthbearer_where_the_server_offers_no_xoauth2() {
     assert!(!err.message.contains("at-"), "{err}");
     assert_eq!(seen.lock().unwrap().last().map(String::as_str), Some("^A"), "the error challenge was answered");
 }
+
+/// `postdesk check --connect` logs OAuth2 mailboxes and SMTP in with tokens (XOAUTH2 at Dovecot
+/// and through Postfix), and after a revocation says what failed and what fixes it.
+#[test]
+fn check_connect_logs_in_with_oauth2() {
+    let p = Provider::start(LIFETIME, true);
+    let s = MailServers::start_with_oauth(&p.url("/introspect"));
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("var");
+    let config = common::write_config(dir.path(), &desk_toml(&s, &p, &data));
+    let (imap_rt, imap_grant) = p.grant("support@example.test");
+    let (smtp_rt, _) = p.grant("support@example.test");
+    postdesk::oauth::save_refresh_token(&data.join("oauth/support.refresh"), &postdesk::config::Secret::new(imap_rt)).unwrap();
+    postdesk::oauth::save_refresh_token(&data.join("oauth/outbound.smtp.refresh"), &postdesk::config::Secret::new(smtp_rt)).unwrap();
+    let check = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_postdesk")).arg("--config").arg(&config).args(["check", "--connect"]).output().unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr))
+    };
+    let (code, text) = check();
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("ok") && l.contains("mailbox support") && l.contains("logged in")), "{text}");
+    assert!(text.lines().any(|l| l.starts_with("ok") && l.contains("outbound") && l.contains("logged in")), "{text}");
+    assert_eq!(p.count("introspect active support@example.test"), 2, "both logins used a token: {:?}", p.log());
+    p.revoke(imap_grant);
+    let (code, text) = check();
+    assert_eq!(code, Some(1), "{text}");
+    let line = text.lines().find(|l| l.contains("mailbox support")).unwrap();
+    assert!(line.starts_with("FAILED") && line.contains("invalid_grant") && line.contains("postdesk oauth login"), "{text}");
+    assert!(!text.contains("rt-") && !text.contains(CLIENT_SECRET), "{text}");
+}
