@@ -64,7 +64,19 @@ impl DaemonLock {
             std::fs::create_dir_all(dir).map_err(io)?;
         }
         let mut file = std::fs::OpenOptions::new().read(true).write(true).create(true).truncate(false).mode(0o600).open(&path).map_err(io)?;
-        match file.try_lock() {
+        // `postdesk status` probes with a shared lock for an instant: try a few times before
+        // concluding that another daemon holds it.
+        let mut tries = 0;
+        let locked = loop {
+            match file.try_lock() {
+                Err(std::fs::TryLockError::WouldBlock) if tries < 10 => {
+                    tries += 1;
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                }
+                other => break other,
+            }
+        };
+        match locked {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => {
                 let mut pid = String::new();

@@ -761,3 +761,24 @@ fn metrics_and_health_over_http() {
     signal(&child, "TERM");
     assert!(common::eventually(Duration::from_secs(60), "exit", || child.try_wait().unwrap()).success());
 }
+
+#[test]
+fn logs_are_plain_without_a_terminal_and_json_on_request() {
+    for (env, json) in [(None, false), (Some("json"), true)] {
+        let d = Desk::new();
+        let log = std::fs::File::create(d.path("daemon.log")).unwrap();
+        let mut cmd = d.cmd(&["run"]);
+        if let Some(f) = env {
+            cmd.env("POSTDESK_LOG_FORMAT", f);
+        }
+        let mut child = cmd.stderr(log).stdout(Stdio::null()).spawn().unwrap();
+        common::eventually(Duration::from_secs(60), "started", || std::fs::read_to_string(d.path("daemon.log")).unwrap().contains("postdesk started").then_some(()));
+        signal(&child, "TERM");
+        assert!(common::eventually(Duration::from_secs(60), "exit", || child.try_wait().unwrap()).success());
+        let text = std::fs::read_to_string(d.path("daemon.log")).unwrap();
+        assert!(!text.contains('\x1b'), "no colour codes when stderr is a file:\n{text}");
+        for line in text.lines().filter(|l| !l.is_empty()) {
+            assert_eq!(serde_json::from_str::<Value>(line).is_ok(), json, "{line}");
+        }
+    }
+}

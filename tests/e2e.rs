@@ -207,13 +207,13 @@ fn starttls_intake_plain_smtp_two_mailboxes_move_and_restart() {
 
     // Stop; mail arrives while the daemon is down; restart resumes at the cursor, no duplicates.
     for i in 0..3 {
-        let m = clients::thunderbird_new("Carol", "carol@example.test", "support@example.test", &format!("Before stop {i}"), "x");
+        let m = clients::thunderbird_new("Carol", "carol@example.test", "support@example.test", &format!("Before stop {i}"), &format!("x {}", common::spelled(&i.to_string())));
         s.send("carol@example.test", &["support@example.test"], &m.raw);
     }
     common::eventually(WAIT, "carol's three acks", || (s.count("carol", |m| m.contains("Before stop")) == 3).then_some(()));
     let (dir, config) = d.stop();
     for i in 0..3 {
-        let m = clients::thunderbird_new("Carol", "carol@example.test", "support@example.test", &format!("While down {i}"), "x");
+        let m = clients::thunderbird_new("Carol", "carol@example.test", "support@example.test", &format!("While down {i}"), &format!("x {}", common::spelled(&i.to_string())));
         s.send("carol@example.test", &["support@example.test"], &m.raw);
     }
     common::eventually(WAIT, "mail waiting in support INBOX", || (s.fetch_all("support").len() == 3).then_some(()));

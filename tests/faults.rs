@@ -97,7 +97,7 @@ fn kill_minus_nine_during_ingest_loses_nothing_and_doubles_nothing() {
     let mut n = 0;
     for (ci, u) in users.iter().enumerate() {
         for k in 0..per_customer {
-            let m = clients::thunderbird_new("Customer", &format!("{u}@example.test"), "support@example.test", &format!("Problem {k} of customer {ci}"), "Details.");
+            let m = clients::thunderbird_new("Customer", &format!("{u}@example.test"), "support@example.test", &format!("Problem {k} of customer {ci}"), &format!("Details of case {}.", common::spelled(&k.to_string())));
             s.drop_into("support", &format!("{:06}.new.{ci}.{k}", n), &m.raw);
             new_ids.insert(m.message_id.clone(), u.clone());
             n += 1;

@@ -33,8 +33,16 @@ impl Drop for Purge {
     }
 }
 
+/// Written into the state dir once this test installed the package: a state dir without it is
+/// a real installation, which this test must neither replace nor purge.
+const OURS: &str = "/var/lib/postdesk/.installed-by-postdesk-tests";
+
 #[test]
 fn the_debian_package_installs_and_runs_as_its_service_user() {
+    if Path::new("/var/lib/postdesk").exists() && !Path::new(OURS).exists() {
+        println!("the_debian_package_…: a real Postdesk installation is on this machine (/var/lib/postdesk); not touching it");
+        return;
+    }
     let dir = tempfile::tempdir().unwrap();
     let deb = dir.path().join("postdesk.deb");
     // The debug build the suite already made (cargo-deb strips it); `scripts/package.sh` makes
@@ -43,6 +51,7 @@ fn the_debian_package_installs_and_runs_as_its_service_user() {
     run(Command::new(&cargo).args(["deb", "--profile", "dev", "--fast", "--no-separate-debug-symbols", "-o"]).arg(&deb).current_dir(env!("CARGO_MANIFEST_DIR")));
     let _purge = Purge;
     run(Command::new("dpkg").arg("-i").arg(&deb));
+    std::fs::write(OURS, "").unwrap();
 
     assert!(Path::new("/usr/bin/postdesk").is_file());
     assert!(Path::new("/usr/share/postdesk/templates/acknowledgement.txt.hbs").is_file());

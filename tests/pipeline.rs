@@ -412,6 +412,19 @@ fn addresses_a_participant_copies_join_as_the_queue_says() {
     }
 }
 
+/// A forged From of a participant with the ticket's tag (no token, no DKIM) lands on the ticket,
+/// as forged mail from that address always could, but brings nobody in: copied addresses join
+/// only on proof (our token for the sender, or DKIM).
+#[test]
+fn a_forged_participant_with_the_tag_cannot_bring_others_in() {
+    let b = bench("");
+    let first = new_mail("alice@example.org", "Printer");
+    b.ingest(&first.raw);
+    let forged = clients::thunderbird_new("Alice", "alice@example.org", "support@example.test, Eve <eve@evil.example>", "[PD-1] Printer", "Please copy Eve.");
+    assert_eq!(b.ingest(&forged.raw).outcome, Outcome::FollowUp { ticket: 1 });
+    assert!(!participants(&b, 1).contains(&"eve@evil.example".to_string()), "{:?}", participants(&b, 1));
+}
+
 /// A delivery status notification (RFC 3464) as Postfix writes it: `failed` for each address,
 /// and the returned message's headers naming `original` when given.
 fn dsn(from: &str, failed: &[&str], original: Option<&str>) -> Vec<u8> {

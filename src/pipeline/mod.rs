@@ -515,7 +515,11 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         Placement::Existing { ticket, status } => {
             if !customer_close {
                 follow_up(tx, desk, ticket, status, &sender, &verdict, now, &mut actions)?;
-                if verdict.class == Class::Human {
+                // Only a sender who proved who they are may bring others in: a reply carrying our
+                // token for them, or DKIM. A forged From with a guessed tag threads (as mail
+                // from that address always could) but adds nobody (docs/SECURITY.md).
+                let proven = matches!(decision, Decision::FollowUp { via: crate::thread::Via::Token { .. }, .. }) || dkim_verified(desk, &p);
+                if verdict.class == Class::Human && proven {
                     add_copied(tx, desk, ticket, &p, &sender, now, &mut actions)?;
                 }
             }
@@ -996,6 +1000,14 @@ pub(crate) fn authenticated(desk: &Desk, p: &Parsed) -> bool {
         tracing::warn!(from = p.from_address(), message_id = p.message_id, "sender failed the DKIM/DMARC requirement");
     }
     ok
+}
+
+/// One of our trusted MTAs recorded dkim=pass (or dmarc=pass) for the From domain, whether or
+/// not `require_dkim` is on.
+fn dkim_verified(desk: &Desk, p: &Parsed) -> bool {
+    let sec = &desk.config.security;
+    let domain = p.from_address().rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+    !sec.trusted_authserv_ids.is_empty() && crate::authres::passes(p.header_all("authentication-results"), &sec.trusted_authserv_ids, domain)
 }
 
 /// Why a token is too old to carry commands (`security.command_token_max_age`), if it is:
