@@ -166,6 +166,11 @@ pub async fn connect_bounded(e: &Endpoint, allowance: Allowance) -> Result<Sessi
 /// Open a session logged in with a password, or with an access token from `tokens` (SASL
 /// XOAUTH2/OAUTHBEARER); returns the token used, whose expiry ends the session.
 pub async fn connect_with(e: &Endpoint, tokens: Option<&TokenSource>, allowance: Allowance) -> Result<(Session, Option<AccessToken>), ImapError> {
+    // The token first: without one there is no point in opening a connection.
+    let token = match tokens {
+        Some(t) => Some(t.token().await?),
+        None => None,
+    };
     let addr = format!("{}:{}", e.host, e.port);
     let fut = async {
         let tcp = TcpStream::connect(&addr).await.map_err(|err| ImapError::Connect(addr.clone(), err.to_string()))?;
@@ -180,7 +185,7 @@ pub async fn connect_with(e: &Endpoint, tokens: Option<&TokenSource>, allowance:
                 // After STARTTLS there is no second greeting (reading one would hang).
                 let tls = tls(e, client.into_inner()).await?;
                 let client = async_imap::Client::new(Box::new(Bounded::new(tls, allowance)) as Box<dyn ImapStream>);
-                return login(e, client, tokens).await;
+                return login(e, client, token.as_ref()).await;
             }
         };
         let mut client = async_imap::Client::new(stream);
@@ -189,9 +194,10 @@ pub async fn connect_with(e: &Endpoint, tokens: Option<&TokenSource>, allowance:
             Ok(None) => return Err(ImapError::Connect(addr.clone(), "closed before greeting".into())),
             Err(err) => return Err(ImapError::Connect(addr.clone(), err.to_string())),
         }
-        login(e, client, tokens).await
+        login(e, client, token.as_ref()).await
     };
-    tokio::time::timeout(e.connect_timeout, fut).await.map_err(|_| ImapError::Timeout("connect and login"))?
+    let session = tokio::time::timeout(e.connect_timeout, fut).await.map_err(|_| ImapError::Timeout("connect and login"))??;
+    Ok((session, token))
 }
 
 async fn tls(e: &Endpoint, tcp: TcpStream) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ImapError> {
@@ -200,22 +206,19 @@ async fn tls(e: &Endpoint, tcp: TcpStream) -> Result<tokio_rustls::client::TlsSt
     connector.connect(name, tcp).await.map_err(|err| ImapError::Connect(e.host.clone(), format!("TLS: {err}")))
 }
 
-async fn login(e: &Endpoint, mut client: async_imap::Client<Box<dyn ImapStream>>, tokens: Option<&TokenSource>) -> Result<(Session, Option<AccessToken>), ImapError> {
+async fn login(e: &Endpoint, mut client: async_imap::Client<Box<dyn ImapStream>>, token: Option<&AccessToken>) -> Result<Session, ImapError> {
     let user = e.username.clone().unwrap_or_default();
-    let Some(tokens) = tokens else {
+    let Some(token) = token else {
         let pass = e.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
-        let s = client.login(&user, &pass).await.map_err(|(err, _)| ImapError::Login(user.clone(), err.to_string()))?;
-        return Ok((s, None));
+        return client.login(&user, &pass).await.map_err(|(err, _)| ImapError::Login(user.clone(), err.to_string()));
     };
     let offered = auth_mechanisms(&mut client).await?;
     let Some(mechanism) = crate::oauth::Mechanism::choose(offered.iter().map(String::as_str)) else {
         return Err(ImapError::Login(user, format!("the server offers neither AUTH=XOAUTH2 nor AUTH=OAUTHBEARER (it offers: {})", offered.join(" "))));
     };
-    let token = tokens.token().await?;
     // RFC 7628 §3.2 / Google's XOAUTH2: AUTHENTICATE, then the base64 response to the empty challenge.
     let auth = crate::oauth::Authenticator::new(mechanism, &user, &token.secret);
-    let s = client.authenticate(mechanism.name(), auth).await.map_err(|(err, _)| ImapError::Login(user.clone(), format!("{}: {}", mechanism.name(), excerpt(&err.to_string()))))?;
-    Ok((s, Some(token)))
+    client.authenticate(mechanism.name(), auth).await.map_err(|(err, _)| ImapError::Login(user.clone(), format!("{}: {}", mechanism.name(), excerpt(&err.to_string()))))
 }
 
 /// The SASL mechanisms the server offers before login (`AUTH=…` in CAPABILITY, RFC 3501 §6.1.1).

@@ -84,6 +84,11 @@ impl SmtpSender {
     async fn connect(&self, hold: &Arc<AtomicBool>) -> Result<AsyncSmtpConnection, SendError> {
         let e = &self.endpoint;
         let server = |m: String| SendError::server(format!("{}:{}: {m}", e.host, e.port));
+        // The token first: without one there is no point in connecting.
+        let token = match &self.tokens {
+            Some(t) => Some(t.token().await.map_err(|x| server(format!("OAuth2: {x}")))?),
+            None => None,
+        };
         let tcp = tokio::time::timeout(e.connect_timeout, tokio::net::TcpStream::connect((e.host.as_str(), e.port)))
             .await
             .map_err(|_| server("connect timed out".into()))?
@@ -106,8 +111,7 @@ impl SmtpSender {
                     c
                 }
             };
-            if let (Some(u), Some(tokens)) = (&e.username, &self.tokens) {
-                let token = tokens.token().await.map_err(|x| server(format!("OAuth2: {x}")))?;
+            if let (Some(u), Some(tokens), Some(token)) = (&e.username, &self.tokens, &token) {
                 let login = if conn.server_info().supports_auth_mechanism(Mechanism::Xoauth2) {
                     conn.auth(&[Mechanism::Xoauth2], &Credentials::new(u.clone(), token.secret.expose().to_string())).await.map(drop).map_err(|x| error_chain(&x))
                 } else {
