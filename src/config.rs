@@ -109,6 +109,41 @@ pub struct Endpoint {
     pub connect_timeout: Duration,
 }
 
+/// Well-known OAuth2 providers whose endpoints and scopes we fill in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OAuthProvider {
+    Google,
+    Microsoft,
+    /// Endpoints and scopes come from the config (`token_url`, `device_url`, `scopes`).
+    Custom,
+}
+
+/// OAuth2 login (`auth = "oauth2"`) of one IMAP mailbox or of outbound SMTP: where tokens come
+/// from. The username of the endpoint is the account the token is for.
+#[derive(Debug, Clone)]
+pub struct OAuth2 {
+    /// Whose token this is, as a config path: `mailboxes.NAME` or `outbound`. Names the state row.
+    pub name: String,
+    pub provider: OAuthProvider,
+    pub token_url: String,
+    /// RFC 8628 device authorization endpoint (`postdesk oauth login`).
+    pub device_url: Option<String>,
+    pub scopes: Vec<String>,
+    pub client_id: String,
+    pub client_secret: Option<Secret>,
+    /// Where the refresh token lives (0600); `postdesk oauth login` writes it, rotation replaces it.
+    pub refresh_token_file: PathBuf,
+}
+
+/// Google's documented endpoints and scope for IMAP/SMTP (developers.google.com/identity).
+pub const GOOGLE_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
+pub const GOOGLE_DEVICE_URL: &str = "https://oauth2.googleapis.com/device/code";
+pub const GOOGLE_SCOPES: &[&str] = &["https://mail.google.com/"];
+/// Microsoft identity platform v2.0 endpoints (`{tenant}` is replaced) and the scopes for IMAP and SMTP AUTH.
+pub const MICROSOFT_TOKEN_URL: &str = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/token";
+pub const MICROSOFT_DEVICE_URL: &str = "https://login.microsoftonline.com/{tenant}/oauth2/v2.0/devicecode";
+pub const MICROSOFT_SCOPES: &[&str] = &["https://outlook.office.com/IMAP.AccessAsUser.All", "https://outlook.office.com/SMTP.Send", "offline_access"];
+
 /// What intake does with a server message once it is committed to the database.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum AfterCommit {
@@ -128,6 +163,8 @@ pub struct ImapSource {
     pub poll_interval: Duration,
     /// How many messages one FETCH asks for; bounds memory on a large backlog.
     pub batch_size: u32,
+    /// `Some` with `auth = "oauth2"`: log in with SASL XOAUTH2/OAUTHBEARER instead of a password.
+    pub oauth2: Option<Box<OAuth2>>,
 }
 
 /// Where a mailbox's mail comes from.
@@ -379,6 +416,8 @@ pub struct Outbound {
     pub retry: RetryPolicy,
     /// How often the worker looks for mail queued by other processes (`postdesk deliver`).
     pub poll_interval: Duration,
+    /// `Some` with SMTP and `auth = "oauth2"`: AUTH XOAUTH2 instead of a password.
+    pub oauth2: Option<OAuth2>,
 }
 
 /// Desk-wide identity and storage.
@@ -399,6 +438,8 @@ pub struct Desk {
     /// After a key rotation: the previous key, which still verifies (never signs) until the
     /// given moment (unix seconds).
     pub previous_secret: Option<(Secret, i64)>,
+    /// Who hears about trouble an admin must fix (an OAuth2 login that stopped working).
+    pub admins: Vec<String>,
 }
 
 /// Limits that protect the desk from hostile or broken input.
@@ -564,6 +605,7 @@ struct RawDesk {
     previous_secret: Option<String>,
     previous_secret_file: Option<String>,
     previous_secret_until: Option<String>,
+    admins: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -726,6 +768,16 @@ struct RawServer {
     password: Option<String>,
     password_file: Option<String>,
     connect_timeout: Option<String>,
+    auth: Option<String>,
+    oauth2_provider: Option<String>,
+    tenant: Option<String>,
+    token_url: Option<String>,
+    device_url: Option<String>,
+    scopes: Option<Vec<String>>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    client_secret_file: Option<String>,
+    refresh_token_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -857,7 +909,7 @@ impl Endpoint {
 /// `POSTDESK__…__PASSWORD` and `POSTDESK__DESK__SECRET`: environment values that are secrets.
 fn is_secret_env(key: &str) -> bool {
     let last = key.rsplit("__").next().unwrap_or_default();
-    last.eq_ignore_ascii_case("password") || last.eq_ignore_ascii_case("secret")
+    last.eq_ignore_ascii_case("password") || last.eq_ignore_ascii_case("secret") || last.eq_ignore_ascii_case("client_secret")
 }
 
 /// Finds the line of a dotted key in the TOML text, so messages can say `file:line`.
@@ -1010,7 +1062,12 @@ impl Validator {
             Tls::None => default_ports.2,
         });
         let password = self.secret(&format!("{section}.password"), &raw.password, &raw.password_file);
-        if raw.username.is_some() != password.is_some() && self.problems.iter().all(|p| !p.key.starts_with(&format!("{section}.password"))) {
+        let oauth = raw.auth.as_deref() == Some("oauth2");
+        if oauth && password.is_some() {
+            self.add(&format!("{section}.password"), "not used with auth = \"oauth2\" (the login uses a token)".into());
+        } else if oauth && raw.username.is_none() {
+            self.add(&format!("{section}.username"), "auth = \"oauth2\" needs the account's address as username".into());
+        } else if !oauth && raw.username.is_some() != password.is_some() && self.problems.iter().all(|p| !p.key.starts_with(&format!("{section}.password"))) {
             self.add(&format!("{section}.username"), "username and password (or password_file) go together".into());
         }
         let ca_file = raw.ca_file.as_deref().map(|f| self.path(f));
@@ -1021,6 +1078,101 @@ impl Validator {
         }
         let connect_timeout = self.duration(&format!("{section}.connect_timeout"), &raw.connect_timeout, Duration::from_secs(30));
         Some(Endpoint { host, port, tls, ca_file, username: raw.username.clone(), password, connect_timeout })
+    }
+
+    /// `auth`, `oauth2_provider` and the other OAuth2 keys of an IMAP mailbox or of `[outbound]`.
+    /// `None` with password login (the OAuth2 keys are then errors).
+    fn oauth2(&mut self, section: &str, default_file: &str, raw: &RawServer, data_dir: &Path) -> Option<OAuth2> {
+        let k = |leaf: &str| format!("{section}.{leaf}");
+        let oauth_keys = [
+            ("oauth2_provider", raw.oauth2_provider.is_some()),
+            ("tenant", raw.tenant.is_some()),
+            ("token_url", raw.token_url.is_some()),
+            ("device_url", raw.device_url.is_some()),
+            ("scopes", raw.scopes.is_some()),
+            ("client_id", raw.client_id.is_some()),
+            ("client_secret", raw.client_secret.is_some()),
+            ("client_secret_file", raw.client_secret_file.is_some()),
+            ("refresh_token_file", raw.refresh_token_file.is_some()),
+        ];
+        match raw.auth.as_deref().unwrap_or("password") {
+            "password" => {
+                for (leaf, set) in oauth_keys {
+                    if set {
+                        self.add(&k(leaf), "only used with auth = \"oauth2\"".into());
+                    }
+                }
+                return None;
+            }
+            "oauth2" => {}
+            other => {
+                self.add(&k("auth"), format!("unknown value `{other}` (expected password or oauth2)"));
+                return None;
+            }
+        }
+        let provider = match raw.oauth2_provider.as_deref() {
+            Some("google") => OAuthProvider::Google,
+            Some("microsoft") => OAuthProvider::Microsoft,
+            Some("custom") => OAuthProvider::Custom,
+            Some(other) => {
+                self.add(&k("oauth2_provider"), format!("unknown value `{other}` (expected google, microsoft or custom)"));
+                return None;
+            }
+            None => {
+                self.add(&k("oauth2_provider"), "is required with auth = \"oauth2\" (google, microsoft or custom)".into());
+                return None;
+            }
+        };
+        if provider != OAuthProvider::Microsoft && raw.tenant.is_some() {
+            self.add(&k("tenant"), "only used with oauth2_provider = \"microsoft\"".into());
+        }
+        let tenant = raw.tenant.clone().unwrap_or_else(|| "common".into());
+        if !tenant.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') || tenant.is_empty() {
+            self.add(&k("tenant"), format!("`{tenant}` is not a tenant id or domain"));
+        }
+        let (token_url, device_url, scopes) = match provider {
+            OAuthProvider::Custom => {
+                let Some(t) = raw.token_url.clone() else {
+                    self.add(&k("token_url"), "is required with oauth2_provider = \"custom\"".into());
+                    return None;
+                };
+                (t, raw.device_url.clone(), raw.scopes.clone().unwrap_or_default())
+            }
+            preset => {
+                for (leaf, set) in [("token_url", raw.token_url.is_some()), ("device_url", raw.device_url.is_some())] {
+                    if set {
+                        self.add(&k(leaf), "only used with oauth2_provider = \"custom\" (the preset knows its endpoints)".into());
+                    }
+                }
+                let (t, d, sc) = if preset == OAuthProvider::Google {
+                    (GOOGLE_TOKEN_URL, GOOGLE_DEVICE_URL, GOOGLE_SCOPES)
+                } else {
+                    (MICROSOFT_TOKEN_URL, MICROSOFT_DEVICE_URL, MICROSOFT_SCOPES)
+                };
+                let scopes = raw.scopes.clone().unwrap_or_else(|| sc.iter().map(|s| s.to_string()).collect());
+                (t.replace("{tenant}", &tenant), Some(d.replace("{tenant}", &tenant)), scopes)
+            }
+        };
+        for (leaf, url) in [("token_url", Some(&token_url)), ("device_url", device_url.as_ref())] {
+            if let Some(u) = url
+                && let Err(e) = check_token_url(u)
+            {
+                self.add(&k(leaf), e);
+            }
+        }
+        let client_id = match raw.client_id.as_deref().map(str::trim) {
+            Some(c) if !c.is_empty() => c.to_string(),
+            _ => {
+                self.add(&k("client_id"), "is required with auth = \"oauth2\" (the id of the app you registered)".into());
+                String::new()
+            }
+        };
+        let client_secret = self.secret(&k("client_secret"), &raw.client_secret, &raw.client_secret_file);
+        let refresh_token_file = match &raw.refresh_token_file {
+            Some(f) => self.path(f),
+            None => data_dir.join("oauth").join(default_file),
+        };
+        Some(OAuth2 { name: section.to_string(), provider, token_url, device_url, scopes, client_id, client_secret, refresh_token_file })
     }
 
     fn config(&mut self, raw: RawConfig) -> Config {
@@ -1062,7 +1214,13 @@ impl Validator {
             ref_prefix,
             secret,
             previous_secret: self.previous_secret(d),
+            admins: d.admins.clone().unwrap_or_default().into_iter().map(|a| a.trim().to_ascii_lowercase()).collect(),
         };
+        for a in &desk.admins {
+            if !looks_like_address(a) {
+                self.add("desk.admins", format!("`{a}` is not an email address"));
+            }
+        }
 
         // [queues.*]
         let mut queues = BTreeMap::new();
@@ -1166,6 +1324,7 @@ impl Validator {
                 ("after", m.after.is_some()),
                 ("idle", m.idle.is_some()),
                 ("username", m.server.username.is_some()),
+                ("auth", m.server.auth.is_some()),
             ];
             let source = match kind {
                 "imap" => {
@@ -1189,7 +1348,9 @@ impl Validator {
                             AfterCommit::Seen
                         }
                     };
+                    let oauth2 = self.oauth2(&key, &format!("{name}.refresh"), &m.server, &desk.data_dir.clone());
                     if let Some(e) = &endpoint
+                        && oauth2.is_none()
                         && (e.username.is_none() || e.password.is_none())
                         && self.problems.iter().all(|p| !p.key.starts_with(&key))
                     {
@@ -1208,6 +1369,7 @@ impl Validator {
                             idle: m.idle.unwrap_or(true),
                             poll_interval,
                             batch_size: batch_size.max(1),
+                            oauth2: oauth2.map(Box::new),
                         })
                     })
                 }
@@ -1236,10 +1398,14 @@ impl Validator {
 
         // [outbound]
         let o = &raw.outbound;
+        let mut outbound_oauth2 = None;
         let transport = match o.transport.as_deref().unwrap_or("folder") {
             "folder" => {
                 if o.server.host.is_some() {
                     self.add("outbound.host", "only used with transport = \"smtp\"".into());
+                }
+                if o.server.auth.is_some() {
+                    self.add("outbound.auth", "only used with transport = \"smtp\"".into());
                 }
                 Transport::Folder(self.path(o.folder.as_deref().unwrap_or("var/outbox")))
             }
@@ -1247,6 +1413,7 @@ impl Validator {
                 if o.folder.is_some() {
                     self.add("outbound.folder", "only used with transport = \"folder\"".into());
                 }
+                outbound_oauth2 = self.oauth2("outbound", "outbound.smtp.refresh", &o.server, &desk.data_dir.clone());
                 match self.endpoint("outbound", &o.server, (465, 587, 25)) {
                     Some(e) => Transport::Smtp(e),
                     None => Transport::Folder(PathBuf::new()),
@@ -1266,7 +1433,20 @@ impl Validator {
             transport,
             retry,
             poll_interval: self.duration("outbound.poll_interval", &o.poll_interval, Duration::from_secs(2)),
+            oauth2: outbound_oauth2,
         };
+
+        // Two logins refreshing one file would race when the provider rotates refresh tokens.
+        let mut files: BTreeMap<PathBuf, String> = BTreeMap::new();
+        let logins = mailboxes.values().filter_map(|m| match &m.source {
+            Source::Imap(i) => i.oauth2.as_deref(),
+            _ => None,
+        });
+        for o in logins.chain(outbound.oauth2.as_ref()) {
+            if let Some(other) = files.insert(o.refresh_token_file.clone(), o.name.clone()) {
+                self.add(&format!("{}.refresh_token_file", o.name), format!("{} is also {other}'s; each OAuth2 login needs its own file", o.refresh_token_file.display()));
+            }
+        }
 
         let max_message_size = match &raw.limits.max_message_size {
             None => 50 * 1024 * 1024,
@@ -1573,6 +1753,27 @@ impl Validator {
     }
 }
 
+/// Token endpoints are `https://`; plain `http://` only to this machine (a local test provider),
+/// since the request carries the refresh token and client secret.
+fn check_token_url(u: &str) -> Result<(), String> {
+    let rest = if let Some(r) = u.strip_prefix("https://") {
+        r
+    } else if let Some(r) = u.strip_prefix("http://") {
+        let host = r.split(['/', '?']).next().unwrap_or_default();
+        let host = host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host);
+        if !matches!(host, "127.0.0.1" | "localhost" | "[::1]") {
+            return Err(format!("`{u}` must use https:// (plain http only to 127.0.0.1 or localhost)"));
+        }
+        r
+    } else {
+        return Err(format!("`{u}` is not an https:// URL"));
+    };
+    if rest.is_empty() || rest.starts_with('/') || rest.contains(char::is_whitespace) {
+        return Err(format!("`{u}` is not a URL"));
+    }
+    Ok(())
+}
+
 fn leaf(key: &str) -> &str {
     key.rsplit('.').next().unwrap_or(key)
 }
@@ -1760,6 +1961,137 @@ password_file = "pw"
         std::fs::write(&path, format!("{text}port = \"many\"\n")).unwrap();
         let e = load_with_env(&path, &env).unwrap_err().to_string();
         assert!(!e.contains("0987654321") && !e.contains("987654321"), "{e}");
+    }
+
+    #[test]
+    fn oauth2_presets_defaults_and_admins() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("client.secret"), "sh-h\n").unwrap();
+        let text = r#"
+[desk]
+data_dir = "data"
+admins = ["IT@example.com", "ops@example.com"]
+
+[queues.support]
+address = "support@example.com"
+
+[mailboxes.support]
+host = "outlook.office365.com"
+username = "support@example.com"
+auth = "oauth2"
+oauth2_provider = "microsoft"
+tenant = "contoso.onmicrosoft.com"
+client_id = "app-id"
+
+[mailboxes.gmail]
+queue = "support"
+host = "imap.gmail.com"
+username = "help@example.com"
+auth = "oauth2"
+oauth2_provider = "google"
+client_id = "gid"
+client_secret_file = "client.secret"
+refresh_token_file = "g.refresh"
+
+[outbound]
+transport = "smtp"
+host = "127.0.0.1"
+tls = "none"
+username = "support@example.com"
+auth = "oauth2"
+oauth2_provider = "custom"
+token_url = "http://127.0.0.1:8080/token"
+scopes = ["mail"]
+client_id = "c"
+"#;
+        let cfg = load_with_env(&write(dir.path(), text), &[]).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(cfg.desk.admins, vec!["it@example.com", "ops@example.com"]);
+        let Source::Imap(ms) = &cfg.mailboxes["support"].source else { panic!() };
+        let o = ms.oauth2.as_ref().unwrap();
+        assert_eq!(o.name, "mailboxes.support");
+        assert_eq!(o.token_url, "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token");
+        assert_eq!(o.device_url.as_deref(), Some("https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/devicecode"));
+        assert_eq!(o.scopes, MICROSOFT_SCOPES);
+        assert_eq!(o.refresh_token_file, dir.path().join("data/oauth/support.refresh"));
+        assert!(ms.endpoint.password.is_none());
+        let Source::Imap(g) = &cfg.mailboxes["gmail"].source else { panic!() };
+        let g = g.oauth2.as_ref().unwrap();
+        assert_eq!((g.token_url.as_str(), g.device_url.as_deref()), (GOOGLE_TOKEN_URL, Some(GOOGLE_DEVICE_URL)));
+        assert_eq!(g.scopes, vec!["https://mail.google.com/"]);
+        assert_eq!(g.client_secret.as_ref().unwrap().expose(), "sh-h");
+        assert_eq!(g.refresh_token_file, dir.path().join("g.refresh"));
+        let out = cfg.outbound.oauth2.as_ref().unwrap();
+        assert_eq!((out.name.as_str(), out.provider, out.device_url.as_ref()), ("outbound", OAuthProvider::Custom, None));
+        assert_eq!(out.refresh_token_file, dir.path().join("data/oauth/outbound.smtp.refresh"));
+        // A client secret from the environment is a secret: never echoed.
+        let env = vec![("POSTDESK__OUTBOUND__CLIENT_SECRET".to_string(), "12345678".to_string())];
+        let cfg = load_with_env(&write(dir.path(), text), &env).unwrap();
+        assert_eq!(cfg.outbound.oauth2.unwrap().client_secret.unwrap().expose(), "12345678");
+    }
+
+    #[test]
+    fn oauth2_mistakes_are_reported_with_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = r#"
+[desk]
+admins = ["not an address"]
+
+[queues.support]
+address = "support@example.com"
+
+[mailboxes.support]
+host = "imap.example.com"
+username = "support@example.com"
+password = "pw"
+auth = "oauth2"
+oauth2_provider = "google"
+token_url = "https://example.com/token"
+
+[mailboxes.other]
+queue = "support"
+host = "imap.example.com"
+auth = "oauth2"
+oauth2_provider = "custom"
+token_url = "http://auth.example.com/token"
+client_id = "x"
+
+[mailboxes.third]
+queue = "support"
+host = "imap.example.com"
+username = "a@example.com"
+password = "pw"
+client_id = "x"
+auth = "kerberos"
+
+[outbound]
+transport = "smtp"
+host = "smtp.example.com"
+username = "support@example.com"
+auth = "oauth2"
+oauth2_provider = "yahoo"
+"#;
+        let err = load_with_env(&write(dir.path(), text), &[]).unwrap_err();
+        let s = err.to_string();
+        for want in [
+            "postdesk.toml:3: desk.admins: `not an address` is not an email address",
+            "postdesk.toml:11: mailboxes.support.password: not used with auth = \"oauth2\"",
+            "postdesk.toml:14: mailboxes.support.token_url: only used with oauth2_provider = \"custom\"",
+            "mailboxes.support.client_id: is required",
+            "mailboxes.other.username: auth = \"oauth2\" needs the account's address",
+            "postdesk.toml:21: mailboxes.other.token_url: `http://auth.example.com/token` must use https://",
+            "postdesk.toml:30: mailboxes.third.auth: unknown value `kerberos`",
+            "postdesk.toml:37: outbound.oauth2_provider: unknown value `yahoo`",
+        ] {
+            assert!(s.contains(want), "missing {want:?} in:\n{s}");
+        }
+        // One refresh-token file for two logins would race on rotation.
+        let text = "[queues.support]\naddress = \"support@example.com\"\n[mailboxes.support]\nhost = \"h\"\nusername = \"u\"\nauth = \"oauth2\"\noauth2_provider = \"google\"\nclient_id = \"x\"\nrefresh_token_file = \"t\"\n[outbound]\ntransport = \"smtp\"\nhost = \"h\"\nusername = \"u\"\nauth = \"oauth2\"\noauth2_provider = \"google\"\nclient_id = \"x\"\nrefresh_token_file = \"t\"\n";
+        let s = load_with_env(&write(dir.path(), text), &[]).unwrap_err().to_string();
+        assert!(s.contains("postdesk.toml:17: outbound.refresh_token_file:") && s.contains("is also mailboxes.support's"), "{s}");
+        // OAuth2 keys on a password mailbox are mistakes, not silently ignored.
+        let text = "[queues.support]\naddress = \"support@example.com\"\n[mailboxes.support]\nhost = \"h\"\nusername = \"u\"\npassword = \"p\"\nclient_id = \"x\"\n";
+        let s = load_with_env(&write(dir.path(), text), &[]).unwrap_err().to_string();
+        assert!(s.contains("postdesk.toml:7: mailboxes.support.client_id: only used with auth = \"oauth2\""), "{s}");
     }
 
     #[test]

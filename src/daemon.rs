@@ -107,9 +107,18 @@ pub async fn start(desk: Desk, config_path: &Path, clock: SharedClock) -> anyhow
     let cfg = &desk.config;
     let lock = DaemonLock::take(&cfg.desk.database)?;
     let store = Arc::new(Store::open(&cfg.desk.database).context("opening the database")?);
-    let transport = Arc::new(Transport::from_config(&cfg.outbound.transport)?);
     let pipeline = Pipeline::new(store.clone(), clock.clone());
     let (trigger, shutdown) = shutdown::channel();
+    let handle = DeskHandle::new(desk);
+    let cfg = &handle.current().config;
+    let tokens = match (&cfg.outbound.oauth2, &cfg.outbound.transport) {
+        (Some(o), crate::config::Transport::Smtp(e)) => {
+            let events = crate::pipeline::oauth::RecordTokenEvents { pipeline: pipeline.clone(), desk: handle.clone(), account: e.username.clone().unwrap_or_default() };
+            Some(Arc::new(crate::oauth::TokenSource::new(o.clone(), clock.clone(), Some(Arc::new(events)))?))
+        }
+        _ => None,
+    };
+    let transport = Arc::new(Transport::from_config(&cfg.outbound.transport, tokens)?);
     let mut tasks = JoinSet::new();
     let worker = Worker {
         store,
@@ -125,8 +134,7 @@ pub async fn start(desk: Desk, config_path: &Path, clock: SharedClock) -> anyhow
     }
     let mailboxes: Vec<String> = cfg.mailboxes.values().filter(|m| !matches!(m.source, Source::Pipe)).map(|m| m.name.clone()).collect();
     let deadline = cfg.shutdown_timeout;
-    let has_sla = !desk.config.sla.policies.is_empty() || desk.config.lifecycle.is_some() || !desk.config.weekly_report_to.is_empty();
-    let handle = DeskHandle::new(desk);
+    let has_sla = !cfg.sla.policies.is_empty() || cfg.lifecycle.is_some() || !cfg.weekly_report_to.is_empty();
     if has_sla {
         tasks.spawn(sla_timer(pipeline.clone(), handle.clone(), shutdown.clone()));
     }

@@ -64,6 +64,11 @@ impl Desk {
             if !config.weekly_report_to.is_empty() {
                 problems.extend(t.require(&["weekly_report"]));
             }
+            let oauth = config.outbound.oauth2.is_some()
+                || config.mailboxes.values().any(|m| matches!(&m.source, crate::config::Source::Imap(i) if i.oauth2.is_some()));
+            if oauth && !config.desk.admins.is_empty() {
+                problems.extend(t.require(&["oauth_failed"]));
+            }
             if config.lifecycle.as_ref().is_some_and(|l| l.remind_pending_after.is_some()) {
                 problems.extend(t.require(&["pending_reminder"]));
             }

@@ -24,6 +24,7 @@ pub mod tnef;
 pub mod token;
 pub mod desk;
 pub mod fsmode;
+pub mod oauth;
 pub mod outbound;
 pub mod pipeline;
 pub mod render;

@@ -30,6 +30,11 @@ enum Command {
         #[arg(long)]
         mailbox: String,
     },
+    /// OAuth2 logins of mailboxes and outbound SMTP (`auth = "oauth2"`).
+    Oauth {
+        #[command(subcommand)]
+        command: OauthCommand,
+    },
     /// The daemon, each mailbox, the outbox and the quarantine. Exit 0 ok, 1 warning, 2 critical.
     Status {
         #[arg(long)]
@@ -122,6 +127,20 @@ enum TicketsCommand {
 }
 
 #[derive(Subcommand)]
+enum OauthCommand {
+    /// Get and store a refresh token with the device authorization grant (RFC 8628): prints a
+    /// URL and a code to enter there, waits for the approval, stores the token (mode 0600).
+    Login {
+        /// The IMAP mailbox to log in.
+        #[arg(long, conflicts_with = "outbound", required_unless_present = "outbound")]
+        mailbox: Option<String>,
+        /// Log in outbound SMTP (`[outbound]`).
+        #[arg(long)]
+        outbound: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum UndeliverableCommand {
     /// List the active marks.
     List {
@@ -168,6 +187,7 @@ fn main() -> ExitCode {
             commands::tickets_list(&config, status.as_deref(), queue.as_deref(), ci.as_deref(), json)
         }
         Command::Cis { json } => commands::cis_list(&config, json),
+        Command::Oauth { command: OauthCommand::Login { mailbox, outbound: _ } } => commands::oauth_login(&config, mailbox.as_deref()),
         Command::Undeliverable { command: UndeliverableCommand::List { json } } => commands::undeliverable_list(&config, json),
         Command::Undeliverable { command: UndeliverableCommand::Clear { address } } => commands::undeliverable_clear(&config, &address),
         Command::Tickets { command: TicketsCommand::Show { id, json } } => commands::tickets_show(&config, &id, json),

@@ -33,12 +33,21 @@ async fn checks(cfg: &Config) -> Vec<Outcome> {
     for (name, m) in &cfg.mailboxes {
         if let Source::Imap(src) = &m.source {
             let what = format!("mailbox {name} (imap {}:{})", src.endpoint.host, src.endpoint.port);
-            out.push(Outcome { what, result: imap(&src.endpoint, &src.folder).await.map_err(|e| with_hint(&e, &src.endpoint, 993, 143)) });
+            let result = match tokens(src.oauth2.as_deref()) {
+                Ok(t) => imap(&src.endpoint, &src.folder, t.as_deref()).await.map_err(|e| with_hint(&e, &src.endpoint, 993, 143)),
+                Err(e) => Err(e),
+            };
+            out.push(Outcome { what, result });
         }
     }
     if let Transport::Smtp(e) = &cfg.outbound.transport {
         let what = format!("outbound (smtp {}:{})", e.host, e.port);
         let result = crate::outbound::smtp::SmtpSender::new(e).map_err(|x| x.to_string());
+        let result = match (result, tokens(cfg.outbound.oauth2.as_ref())) {
+            (Ok(sender), Ok(Some(t))) => Ok(sender.with_tokens(t)),
+            (Ok(sender), Ok(None)) => Ok(sender),
+            (Err(x), _) | (_, Err(x)) => Err(x),
+        };
         let result = match result {
             Ok(sender) => sender.probe().await.map_err(|x| x.to_string()),
             Err(x) => Err(x),
@@ -48,10 +57,19 @@ async fn checks(cfg: &Config) -> Vec<Outcome> {
     out
 }
 
+/// Access tokens for an `auth = "oauth2"` login (a refresh happens, as in the daemon; no events
+/// are recorded).
+fn tokens(cfg: Option<&crate::config::OAuth2>) -> Result<Option<std::sync::Arc<crate::oauth::TokenSource>>, String> {
+    let Some(cfg) = cfg else { return Ok(None) };
+    let t = crate::oauth::TokenSource::new(cfg.clone(), std::sync::Arc::new(crate::clock::SystemClock), None).map_err(|e| e.to_string())?;
+    Ok(Some(std::sync::Arc::new(t)))
+}
+
 /// TLS, login, the folder, IDLE: what the intake needs.
-async fn imap(e: &Endpoint, folder: &str) -> Result<String, String> {
+async fn imap(e: &Endpoint, folder: &str, tokens: Option<&crate::oauth::TokenSource>) -> Result<String, String> {
     let check = async {
-        let mut s = crate::intake::imap::connect(e).await.map_err(|x| x.to_string())?;
+        let allowance = crate::intake::bounded::Allowance::unlimited();
+        let (mut s, _) = crate::intake::imap::connect_with(e, tokens, allowance).await.map_err(|x| x.to_string())?;
         let caps = s.capabilities().await.map_err(|x| x.to_string())?;
         let idle = caps.has_str("IDLE");
         let mbox = s.select(folder).await.map_err(|x| format!("folder {folder}: {x}"))?;
@@ -82,7 +100,11 @@ fn with_hint(err: &str, e: &Endpoint, implicit_port: u16, starttls_port: u16) ->
     } else if l.contains("refused") {
         format!("nothing listens on {}:{}: check host and port", e.host, e.port)
     } else if l.contains("auth") || l.contains("login") || l.contains("535") || l.contains("credentials") {
-        "the server refused the login: check username and password (Microsoft 365 and Gmail accept only OAuth2 or an app password)".into()
+        if l.contains("oauth2") || l.contains("xoauth2") || l.contains("oauthbearer") || l.contains("refresh token") {
+            "the OAuth2 login failed: see the provider's answer; `postdesk oauth login` gets a new refresh token".into()
+        } else {
+            "the server refused the login: check username and password (Microsoft 365 and Gmail accept only OAuth2 or an app password)".into()
+        }
     } else if matches!(e.tls, Tls::Implicit) && e.port == starttls_port {
         format!("port {starttls_port} speaks STARTTLS: set tls = \"starttls\" (or use port {implicit_port} for implicit TLS)")
     } else if matches!(e.tls, Tls::StartTls | Tls::None) && e.port == implicit_port {

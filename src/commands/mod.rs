@@ -362,3 +362,52 @@ pub fn cis_list(config: &Path, json: bool) -> anyhow::Result<i32> {
     }
     Ok(0)
 }
+
+/// `postdesk oauth login --mailbox NAME` (or `--outbound` when `mailbox` is `None`): the device
+/// authorization grant; the refresh token lands where the config says (0600). A running daemon
+/// notices the new token and logs in again.
+pub fn oauth_login(config: &Path, mailbox: Option<&str>) -> anyhow::Result<i32> {
+    let cfg = match crate::config::load(config) {
+        Ok(c) => c,
+        Err(p) => {
+            print_problems(&p);
+            return Ok(1);
+        }
+    };
+    let (oauth, account) = match mailbox {
+        Some(name) => match cfg.mailboxes.get(name).map(|m| &m.source) {
+            Some(crate::config::Source::Imap(i)) if i.oauth2.is_some() => (i.oauth2.as_deref().cloned(), i.endpoint.username.clone()),
+            Some(_) => anyhow::bail!("mailbox `{name}` does not use auth = \"oauth2\""),
+            None => anyhow::bail!("no mailbox named `{name}` in {} (known: {})", config.display(), cfg.mailboxes.keys().cloned().collect::<Vec<_>>().join(", ")),
+        },
+        None => match (&cfg.outbound.transport, &cfg.outbound.oauth2) {
+            (crate::config::Transport::Smtp(e), Some(o)) => (Some(o.clone()), e.username.clone()),
+            _ => anyhow::bail!("[outbound] does not use SMTP with auth = \"oauth2\""),
+        },
+    };
+    let oauth = oauth.expect("checked above");
+    let account = account.unwrap_or_default();
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let result = rt.block_on(crate::oauth::device_login(&oauth, |p| {
+        println!("To let Postdesk use {account}, open");
+        println!();
+        println!("    {}", p.verification_uri);
+        println!();
+        println!("and enter the code {} (valid {} minutes). Waiting for the approval…", p.user_code, p.expires_in.as_secs().div_ceil(60));
+        if let Some(full) = &p.verification_uri_complete {
+            println!("(or open {full} directly)");
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+    }));
+    match result {
+        Ok(()) => {
+            println!("Logged in. Refresh token stored in {} (mode 0600).", oauth.refresh_token_file.display());
+            Ok(0)
+        }
+        Err(e) => {
+            eprintln!("postdesk oauth login: {e}");
+            Ok(1)
+        }
+    }
+}

@@ -2,6 +2,10 @@
 //! SELECT, fetch every UID above the stored cursor with `BODY.PEEK[]` in batches, hand each message
 //! to the pipeline (which stores the cursor in the same transaction), and only then mark it `\Seen`
 //! or move it. Waits with IDLE where the server has it, else polls. Reconnects with backoff.
+//! With `auth = "oauth2"` it logs in with SASL XOAUTH2 (or OAUTHBEARER) and a cached access
+//! token, and ends the session when that token expires (servers check tokens only at login;
+//! Microsoft's drop the session then anyway), logging in again with a fresh one: the UID
+//! cursor makes the reconnect lose nothing.
 
 use super::Backoff;
 use super::bounded::{Allowance, Bounded};
@@ -9,7 +13,9 @@ use crate::config::{AfterCommit, Endpoint, ImapSource, Tls};
 use crate::desk::DeskHandle;
 use crate::pipeline::Pipeline;
 use crate::shutdown::Shutdown;
+use crate::oauth::{AccessToken, TokenError, TokenSource};
 use crate::store::Cursor;
+use std::sync::Arc;
 use async_imap::extensions::idle::IdleResponse;
 use futures::TryStreamExt;
 use std::time::Duration;
@@ -40,6 +46,12 @@ pub enum ImapError {
     Ingest(#[from] crate::pipeline::IngestError),
     #[error("cannot read cursor: {0}")]
     Store(#[from] crate::store::StoreError),
+    /// No access token for an OAuth2 login (told to the admins by the token events).
+    #[error("OAuth2: {0}")]
+    Token(#[from] TokenError),
+    /// The access token of this session expired: log in again with a fresh one.
+    #[error("access token expired; logging in again")]
+    Reauth,
 }
 
 /// Longest excerpt of an IMAP error we keep: async-imap's parse errors quote the whole response
@@ -67,12 +79,30 @@ const CONTROL_BYTES: u64 = 2 * super::bounded::MAX_LINE;
 pub async fn run(name: String, src: ImapSource, pipeline: Pipeline, desk: DeskHandle, shutdown: Shutdown) {
     let span = tracing::info_span!("mailbox", mailbox = %name);
     async move {
+        let tokens = match &src.oauth2 {
+            None => None,
+            Some(cfg) => {
+                let events = crate::pipeline::oauth::RecordTokenEvents { pipeline: pipeline.clone(), desk: desk.clone(), account: src.endpoint.username.clone().unwrap_or_default() };
+                match TokenSource::new((**cfg).clone(), pipeline.clock.clone(), Some(Arc::new(events))) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        tracing::error!(error = %e, "OAuth2 setup failed; IMAP intake not started");
+                        return;
+                    }
+                }
+            }
+        };
         let mut backoff = Backoff::default();
         loop {
             let mut progressed = false;
-            let result = session(&name, &src, &pipeline, &desk, &shutdown, &mut progressed).await;
+            let result = session(&name, &src, &pipeline, &desk, &shutdown, tokens.as_ref(), &mut progressed).await;
             if shutdown.is_triggered() {
                 break;
+            }
+            if let Err(ImapError::Reauth) = result {
+                tracing::info!("access token expired: logging in again with a fresh one");
+                backoff.reset();
+                continue;
             }
             // Start again at the shortest delay only after a session that did useful work. A
             // successful login alone is not enough: a vanished folder (SELECT fails) or a message
@@ -82,15 +112,38 @@ pub async fn run(name: String, src: ImapSource, pipeline: Pipeline, desk: DeskHa
                 backoff.reset();
             }
             let delay = backoff.next_delay();
-            match result {
+            match &result {
                 Ok(()) => {}
+                // Logged once by the token events; a new `postdesk oauth login` ends the wait.
+                Err(ImapError::Token(e)) => {
+                    tracing::debug!(error = %e, retry_in_ms = delay.as_millis() as u64, "no access token");
+                    super::report_health(&pipeline, &name, Err(e.to_string()), None).await;
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, "IMAP session ended");
                     super::report_health(&pipeline, &name, Err(e.to_string()), None).await;
                 }
             }
+            if let (Some(t), Err(ImapError::Login(..))) = (&tokens, &result) {
+                // The server refused the token: get a new one next time.
+                t.forget().await;
+            }
+            let relogin = async {
+                let Some(t) = &tokens else { return std::future::pending().await };
+                let before = t.refresh_file_stamp();
+                loop {
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                    if t.refresh_file_stamp() != before {
+                        return;
+                    }
+                }
+            };
             tokio::select! {
                 _ = tokio::time::sleep(delay) => {}
+                _ = relogin => {
+                    tracing::info!("new refresh token stored: logging in again");
+                    backoff.reset();
+                }
                 _ = shutdown.wait() => break,
             }
         }
@@ -107,6 +160,17 @@ pub async fn connect(e: &Endpoint) -> Result<Session, ImapError> {
 
 /// Open an authenticated session whose reads are bounded by `allowance` (after TLS).
 pub async fn connect_bounded(e: &Endpoint, allowance: Allowance) -> Result<Session, ImapError> {
+    connect_with(e, None, allowance).await.map(|(s, _)| s)
+}
+
+/// Open a session logged in with a password, or with an access token from `tokens` (SASL
+/// XOAUTH2/OAUTHBEARER); returns the token used, whose expiry ends the session.
+pub async fn connect_with(e: &Endpoint, tokens: Option<&TokenSource>, allowance: Allowance) -> Result<(Session, Option<AccessToken>), ImapError> {
+    // The token first: without one there is no point in opening a connection.
+    let token = match tokens {
+        Some(t) => Some(t.token().await?),
+        None => None,
+    };
     let addr = format!("{}:{}", e.host, e.port);
     let fut = async {
         let tcp = TcpStream::connect(&addr).await.map_err(|err| ImapError::Connect(addr.clone(), err.to_string()))?;
@@ -121,7 +185,7 @@ pub async fn connect_bounded(e: &Endpoint, allowance: Allowance) -> Result<Sessi
                 // After STARTTLS there is no second greeting (reading one would hang).
                 let tls = tls(e, client.into_inner()).await?;
                 let client = async_imap::Client::new(Box::new(Bounded::new(tls, allowance)) as Box<dyn ImapStream>);
-                return login(e, client).await;
+                return login(e, client, token.as_ref()).await;
             }
         };
         let mut client = async_imap::Client::new(stream);
@@ -130,9 +194,10 @@ pub async fn connect_bounded(e: &Endpoint, allowance: Allowance) -> Result<Sessi
             Ok(None) => return Err(ImapError::Connect(addr.clone(), "closed before greeting".into())),
             Err(err) => return Err(ImapError::Connect(addr.clone(), excerpt(&err.to_string()))),
         }
-        login(e, client).await
+        login(e, client, token.as_ref()).await
     };
-    tokio::time::timeout(e.connect_timeout, fut).await.map_err(|_| ImapError::Timeout("connect and login"))?
+    let session = tokio::time::timeout(e.connect_timeout, fut).await.map_err(|_| ImapError::Timeout("connect and login"))??;
+    Ok((session, token))
 }
 
 async fn tls(e: &Endpoint, tcp: TcpStream) -> Result<tokio_rustls::client::TlsStream<TcpStream>, ImapError> {
@@ -141,17 +206,48 @@ async fn tls(e: &Endpoint, tcp: TcpStream) -> Result<tokio_rustls::client::TlsSt
     connector.connect(name, tcp).await.map_err(|err| ImapError::Connect(e.host.clone(), format!("TLS: {err}")))
 }
 
-async fn login(e: &Endpoint, client: async_imap::Client<Box<dyn ImapStream>>) -> Result<Session, ImapError> {
+async fn login(e: &Endpoint, mut client: async_imap::Client<Box<dyn ImapStream>>, token: Option<&AccessToken>) -> Result<Session, ImapError> {
     let user = e.username.clone().unwrap_or_default();
-    let pass = e.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
-    client.login(&user, &pass).await.map_err(|(err, _)| ImapError::Login(user.clone(), excerpt(&err.to_string())))
+    let Some(token) = token else {
+        let pass = e.password.as_ref().map(|p| p.expose().to_string()).unwrap_or_default();
+        return client.login(&user, &pass).await.map_err(|(err, _)| ImapError::Login(user.clone(), excerpt(&err.to_string())));
+    };
+    let offered = auth_mechanisms(&mut client).await?;
+    let Some(mechanism) = crate::oauth::Mechanism::choose(offered.iter().map(String::as_str)) else {
+        return Err(ImapError::Login(user, format!("the server offers neither AUTH=XOAUTH2 nor AUTH=OAUTHBEARER (it offers: {})", offered.join(" "))));
+    };
+    // RFC 7628 §3.2 / Google's XOAUTH2: AUTHENTICATE, then the base64 response to the empty challenge.
+    let auth = crate::oauth::Authenticator::new(mechanism, &user, &token.secret);
+    client.authenticate(mechanism.name(), auth).await.map_err(|(err, _)| ImapError::Login(user.clone(), format!("{}: {}", mechanism.name(), excerpt(&err.to_string()))))
+}
+
+/// The SASL mechanisms the server offers before login (`AUTH=…` in CAPABILITY, RFC 3501 §6.1.1).
+async fn auth_mechanisms(client: &mut async_imap::Client<Box<dyn ImapStream>>) -> Result<Vec<String>, ImapError> {
+    use async_imap::imap_proto::{Capability, Response};
+    let (tx, rx) = async_channel::bounded(16);
+    client.run_command_and_check_ok("CAPABILITY", Some(tx)).await?;
+    let mut out = Vec::new();
+    while let Ok(r) = rx.try_recv() {
+        if let async_imap::types::UnsolicitedResponse::Other(data) = r
+            && let Response::Capabilities(caps) = data.parsed()
+        {
+            out.extend(caps.iter().filter_map(|c| match c {
+                Capability::Auth(m) => Some(m.to_ascii_uppercase()),
+                _ => None,
+            }));
+        }
+    }
+    Ok(out)
 }
 
 /// One connection's life. `progressed` is set once the session committed a message or caught up
 /// with the folder (reached IDLE or the poll wait): the signal that the server works again.
-async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskHandle, shutdown: &Shutdown, progressed: &mut bool) -> Result<(), ImapError> {
+#[allow(clippy::too_many_arguments)]
+async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskHandle, shutdown: &Shutdown, tokens: Option<&TokenSource>, progressed: &mut bool) -> Result<(), ImapError> {
     let budget = Allowance::new(CONTROL_BYTES);
-    let mut s = connect_bounded(&src.endpoint, budget.clone()).await?;
+    let (mut s, login_token) = connect_with(&src.endpoint, tokens, budget.clone()).await?;
+    // How long the login token has left, as a wait; `None` with a password.
+    let token_left = || login_token.as_ref().map(|t| Duration::try_from(t.expires_at - pipeline.clock.now()).unwrap_or(Duration::ZERO));
     budget.allow(CONTROL_BYTES);
     let caps = s.capabilities().await?;
     let can_idle = src.idle && caps.has_str("IDLE");
@@ -273,9 +369,16 @@ async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskH
                 Timer,
                 Stop,
                 Lost,
+                Expired,
             }
             let wake = {
                 let (fut, _stop) = idle.wait_with_timeout(Duration::from_secs(29 * 60));
+                let expiry = async {
+                    match token_left() {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => std::future::pending().await,
+                    }
+                };
                 tokio::select! {
                     r = fut => match r? {
                         IdleResponse::NewData(_) => Wake::Data,
@@ -285,6 +388,7 @@ async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskH
                     },
                     _ = tokio::time::sleep(src.poll_interval.max(Duration::from_secs(5)).min(Duration::from_secs(25 * 60))) => Wake::Timer,
                     _ = shutdown.wait() => Wake::Stop,
+                    _ = expiry => Wake::Expired,
                 }
             };
             if let Wake::Lost = wake {
@@ -295,6 +399,10 @@ async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskH
                 let _ = s.logout().await;
                 return Ok(());
             }
+            if let Wake::Expired = wake {
+                let _ = tokio::time::timeout(Duration::from_secs(5), s.logout()).await;
+                return Err(ImapError::Reauth);
+            }
             let _ = matches!(wake, Wake::Data | Wake::Timer);
         } else {
             tokio::select! {
@@ -303,6 +411,10 @@ async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskH
                     let _ = s.logout().await;
                     return Ok(());
                 }
+            }
+            if token_left().is_some_and(|d| d.is_zero()) {
+                let _ = tokio::time::timeout(Duration::from_secs(5), s.logout()).await;
+                return Err(ImapError::Reauth);
             }
             s.noop().await?;
         }

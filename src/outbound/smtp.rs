@@ -7,11 +7,15 @@
 //! One connection is kept open and reused; we open its socket ourselves (TCP_NODELAY: lettre's
 //! own sockets wait ~40 ms per message on delayed ACKs) and wrap it in [`Held`], which withholds
 //! the final dot when the send could not be recorded.
+//! With `auth = "oauth2"` the login is AUTH XOAUTH2 (lettre's) with a cached access token, or
+//! AUTH OAUTHBEARER (RFC 7628, sent by us as an initial response) where the server offers no
+//! XOAUTH2.
 
 use super::transport::{SendError, error_chain};
 use crate::config::{Endpoint, Tls};
 use crate::store::QueuedMail;
-use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS};
+use crate::oauth::TokenSource;
+use lettre::transport::smtp::authentication::{Credentials, DEFAULT_MECHANISMS, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
 use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, MailBodyParameter, MailParameter};
@@ -35,6 +39,8 @@ pub struct SmtpSender {
     hello: ClientId,
     /// The open session, its `hold` switch and when it was last used.
     conn: Mutex<Option<(AsyncSmtpConnection, Arc<AtomicBool>, Instant)>>,
+    /// Access tokens with `auth = "oauth2"`.
+    tokens: Option<Arc<TokenSource>>,
 }
 
 /// The relay's TLS settings could not be built (unreadable CA file).
@@ -64,7 +70,13 @@ impl SmtpSender {
                 Some(p.build_rustls().map_err(|e| SetupError(e.to_string()))?)
             }
         };
-        Ok(SmtpSender { endpoint: endpoint.clone(), tls, hello: ClientId::default(), conn: Mutex::new(None) })
+        Ok(SmtpSender { endpoint: endpoint.clone(), tls, hello: ClientId::default(), conn: Mutex::new(None), tokens: None })
+    }
+
+    /// Log in with access tokens from `tokens` (SASL XOAUTH2/OAUTHBEARER) instead of a password.
+    pub fn with_tokens(mut self, tokens: Arc<TokenSource>) -> SmtpSender {
+        self.tokens = Some(tokens);
+        self
     }
 
     /// Connect, say EHLO, secure and log in. Every failure here is the server's (or our
@@ -72,6 +84,11 @@ impl SmtpSender {
     async fn connect(&self, hold: &Arc<AtomicBool>) -> Result<AsyncSmtpConnection, SendError> {
         let e = &self.endpoint;
         let server = |m: String| SendError::server(format!("{}:{}: {m}", e.host, e.port));
+        // The token first: without one there is no point in connecting.
+        let token = match &self.tokens {
+            Some(t) => Some(t.token().await.map_err(|x| server(format!("OAuth2: {x}")))?),
+            None => None,
+        };
         let tcp = tokio::time::timeout(e.connect_timeout, tokio::net::TcpStream::connect((e.host.as_str(), e.port)))
             .await
             .map_err(|_| server("connect timed out".into()))?
@@ -94,7 +111,18 @@ impl SmtpSender {
                     c
                 }
             };
-            if let (Some(u), Some(p)) = (&e.username, &e.password) {
+            if let (Some(u), Some(tokens), Some(token)) = (&e.username, &self.tokens, &token) {
+                let login = if conn.server_info().supports_auth_mechanism(Mechanism::Xoauth2) {
+                    conn.auth(&[Mechanism::Xoauth2], &Credentials::new(u.clone(), token.secret.expose().to_string())).await.map(drop).map_err(|x| error_chain(&x))
+                } else {
+                    oauthbearer(&mut conn, u, &token.secret).await
+                };
+                if let Err(x) = login {
+                    // Refused: the next connection gets a new token.
+                    tokens.forget().await;
+                    return Err(server(format!("login as {u}: {x}")));
+                }
+            } else if let (Some(u), Some(p)) = (&e.username, &e.password) {
                 conn.auth(DEFAULT_MECHANISMS, &Credentials::new(u.clone(), p.expose().to_string())).await.map_err(|x| server(format!("login as {u}: {}", error_chain(&x))))?;
             }
             Ok(conn)
@@ -147,6 +175,27 @@ impl SmtpSender {
         }
         result
     }
+}
+
+/// RFC 7628 §3.1 over RFC 4954: `AUTH OAUTHBEARER <initial response>`. A failure comes as a 334
+/// challenge with the server's JSON error, answered with `^A` so the server ends with 5xx.
+async fn oauthbearer(conn: &mut AsyncSmtpConnection, user: &str, token: &crate::config::Secret) -> Result<(), String> {
+    use base64::Engine;
+    struct Line(String);
+    impl std::fmt::Display for Line {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "{}\r\n", self.0)
+        }
+    }
+    let response = base64::engine::general_purpose::STANDARD.encode(crate::oauth::oauthbearer(user, token.expose()));
+    let r = conn.command(Line(format!("AUTH OAUTHBEARER {response}"))).await.map_err(|x| format!("OAUTHBEARER: {}", error_chain(&x)))?;
+    if r.has_code(334) {
+        // The positive-looking 334 carries the error: finish the exchange (the server ends it
+        // with 5xx); the login failed either way.
+        let end = conn.command(Line("AQ==".into())).await;
+        return Err(format!("OAUTHBEARER refused{}", end.err().map(|x| format!(": {}", error_chain(&x))).unwrap_or_default()));
+    }
+    Ok(())
 }
 
 async fn transaction(conn: &mut AsyncSmtpConnection, mail: &QueuedMail, commit: &mut (dyn FnMut() -> bool + Send), hold: &AtomicBool) -> Result<(), SendError> {

@@ -61,7 +61,8 @@ impl std::fmt::Debug for Transport {
 pub struct TransportSetupError(String);
 
 impl Transport {
-    pub fn from_config(t: &crate::config::Transport) -> Result<Transport, TransportSetupError> {
+    /// `tokens` logs SMTP in with OAuth2 access tokens (`auth = "oauth2"`).
+    pub fn from_config(t: &crate::config::Transport, tokens: Option<std::sync::Arc<crate::oauth::TokenSource>>) -> Result<Transport, TransportSetupError> {
         match t {
             crate::config::Transport::Folder(path) => {
                 std::fs::create_dir_all(path).map_err(|e| TransportSetupError(format!("cannot create {}: {e}", path.display())))?;
@@ -73,8 +74,12 @@ impl Transport {
                     Tls::StartTls => "starttls",
                     Tls::None => "plain",
                 };
-                let inner = SmtpSender::new(e).map_err(|err| TransportSetupError(err.to_string()))?;
-                Ok(Transport::Smtp { inner, describe: format!("smtp {}:{} ({tls})", e.host, e.port) })
+                let mut inner = SmtpSender::new(e).map_err(|err| TransportSetupError(err.to_string()))?;
+                let auth = if tokens.is_some() { ", oauth2" } else { "" };
+                if let Some(t) = tokens {
+                    inner = inner.with_tokens(t);
+                }
+                Ok(Transport::Smtp { inner, describe: format!("smtp {}:{} ({tls}{auth})", e.host, e.port) })
             }
         }
     }

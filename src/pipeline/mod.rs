@@ -6,6 +6,7 @@
 mod agent;
 mod context;
 pub mod mailer;
+pub mod oauth;
 mod notify;
 pub mod release;
 mod service;

@@ -28,8 +28,17 @@ impl MailServers {
 
     /// Start with extra users besides the harness' default ones.
     pub fn start_with_users(extra: &[String]) -> MailServers {
+        Self::start_with_env(&[("EXTRA_USERS", &extra.join(" "))])
+    }
+
+    /// Start that also offers SASL XOAUTH2/OAUTHBEARER, checking tokens at `introspect_url`.
+    pub fn start_with_oauth(introspect_url: &str) -> MailServers {
+        Self::start_with_env(&[("OAUTH_URL", introspect_url)])
+    }
+
+    fn start_with_env(env: &[(&str, &str)]) -> MailServers {
         let dir = tempfile::Builder::new().prefix("pd-mail-").tempdir().expect("tempdir");
-        let out = Command::new("bash").arg(harness()).arg("start").arg(dir.path()).env("EXTRA_USERS", extra.join(" ")).output().expect("run mailservers.sh");
+        let out = Command::new("bash").arg(harness()).arg("start").arg(dir.path()).envs(env.iter().copied()).output().expect("run mailservers.sh");
         assert!(
             out.status.success(),
             "mail servers did not start:\n{}\n{}",

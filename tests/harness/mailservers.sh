@@ -33,6 +33,10 @@ usage: mailservers.sh start DIR    start private Dovecot + Postfix, write DIR/en
        mailservers.sh stop DIR     stop them (no error if not running)
        mailservers.sh status DIR   show whether they run
 env:   EXTRA_USERS="name1 name2"   more users @example.test (password "secret")
+       OAUTH_URL=http://127.0.0.1:PORT/introspect
+                                   also offer SASL XOAUTH2 and OAUTHBEARER, checking bearer
+                                   tokens at this RFC 7662 introspection endpoint (kept in
+                                   DIR/oauth-url, so a restart of DIR keeps it)
 EOF
     exit 2
 }
@@ -297,8 +301,41 @@ make_users() {
     chmod 0755 "$MAIL"
 }
 
+# OAuth2 (MAIL-SERVERS.md, "OAuth2 on a private Dovecot"): with an introspection URL, XOAUTH2
+# and OAUTHBEARER are offered besides PLAIN/LOGIN, checked by a second passdb (driver oauth2).
+# Tokens are checked only at login. Without one, the config is exactly as before.
+oauth_conf() {
+    local url=${OAUTH_URL:-}
+    if [ -z "$url" ] && [ -r "$DIR/oauth-url" ]; then url=$(cat "$DIR/oauth-url"); fi
+    [ -n "$url" ] || return 0
+    [[ $url =~ ^http://127\.0\.0\.1:[0-9]+/[A-Za-z0-9/_-]*$ ]] || die "OAUTH_URL must be http://127.0.0.1:PORT/path: $url"
+    printf '%s\n' "$url" >"$DIR/oauth-url"
+    printf '%s\n' \
+        "introspection_mode = post" \
+        "introspection_url = $url" \
+        "client_id = dovecot" \
+        "client_secret = dovecot-test-secret" \
+        "username_attribute = username" \
+        "username_format = %Lu" \
+        "active_attribute = active" \
+        "active_value = true" \
+        "timeout_msecs = 5000" >"$DC/oauth2.conf.ext"
+    chmod 0644 "$DC/oauth2.conf.ext"
+    OAUTH_MECHS=" xoauth2 oauthbearer"
+    OAUTH_PASSDB="
+passdb {
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = $DC/oauth2.conf.ext
+}"
+    PLAIN_ONLY="
+  mechanisms = plain login"
+}
+
 write_dovecot_conf() {
     local imap_port=$1 imaps_port=$2 instance
+    OAUTH_MECHS='' OAUTH_PASSDB='' PLAIN_ONLY=''
+    oauth_conf
     # Unique per DIR so `doveadm -i`, ps titles and the instance registry never mix runs.
     instance=postdesk-$(printf '%s' "$DIR" | sha1sum | cut -c1-12)
     cat >"$DC_CONF" <<EOF
@@ -319,7 +356,7 @@ ssl_dh = </usr/share/dovecot/dh.pem
 ssl_min_protocol = TLSv1.2
 # Tests also log in over plain loopback.
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login$OAUTH_MECHS
 # "support" logs in as support@$DOMAIN.
 auth_default_realm = $DOMAIN
 auth_verbose = yes
@@ -340,8 +377,8 @@ lmtp_hdr_delivery_address = original
 
 passdb {
   driver = passwd-file
-  args = scheme=PLAIN username_format=%Lu $DC/users
-}
+  args = scheme=PLAIN username_format=%Lu $DC/users$PLAIN_ONLY
+}$OAUTH_PASSDB
 userdb {
   driver = passwd-file
   args = username_format=%Lu $DC/users
