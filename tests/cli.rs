@@ -697,12 +697,15 @@ fn status_quarantine_and_backup_for_the_admin() {
 
     // A backup while the daemon runs; restored into a fresh data dir, it holds the ticket and the
     // key, so the customer's reply to the old acknowledgement still threads onto PD-1.
+    // An OAuth2 refresh token kept in the data dir (`postdesk oauth login`) is backed up too.
+    std::fs::create_dir_all(d.path("var/oauth")).unwrap();
+    std::fs::write(d.path("var/oauth/support.refresh"), "refresh-token-value").unwrap();
     let out = d.run(&["backup", d.path("backup").to_str().unwrap()]);
     assert!(out.status.success(), "{}", stderr(&out));
     signal(&child, "TERM");
     assert!(common::eventually(Duration::from_secs(60), "exit", || child.try_wait().unwrap()).success());
     use std::os::unix::fs::PermissionsExt;
-    for f in ["postdesk.db", "postdesk.db-sent", "secret"] {
+    for f in ["postdesk.db", "postdesk.db-sent", "secret", "oauth/support.refresh"] {
         let mode = std::fs::metadata(d.path("backup").join(f)).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600, "{f}");
     }

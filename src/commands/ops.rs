@@ -196,6 +196,18 @@ pub fn backup(config: &Path, dir: &Path) -> anyhow::Result<i32> {
             eprintln!("  {} (signing key)", to.display());
         }
     }
+    // OAuth2 refresh tokens kept in the data dir (`oauth login`): without them a restored desk
+    // would need every OAuth2 mailbox logged in again.
+    let tokens = cfg.desk.data_dir.join("oauth");
+    if tokens.is_dir() {
+        for f in std::fs::read_dir(&tokens)?.flatten().filter(|f| f.path().is_file()) {
+            let to = dir.join("oauth").join(f.file_name());
+            crate::fsmode::create_new_private(&to, &std::fs::read(f.path())?)?;
+            if chatty {
+                eprintln!("  {} (OAuth2 refresh token)", to.display());
+            }
+        }
+    }
     if chatty {
         eprintln!("done. Restore: stop the daemon, copy these files into {}, start it.", cfg.desk.data_dir.display());
     }
