@@ -785,3 +785,27 @@ fn logs_are_plain_without_a_terminal_and_json_on_request() {
         }
     }
 }
+
+#[test]
+fn a_maildir_backlog_is_stored_in_batches_each_message_once() {
+    let d = Desk::new();
+    let newdir = d.path("var/maildir/support/new");
+    for sub in ["new", "cur", "tmp"] {
+        std::fs::create_dir_all(d.path(&format!("var/maildir/support/{sub}"))).unwrap();
+    }
+    // More than one batch (200) waiting before the daemon starts.
+    for i in 0..450 {
+        // One domain each: a desk takes at most 200 new tickets an hour from one domain.
+        let m = clients::thunderbird_new("Customer", &format!("c@d{i}.example.org"), "support@example.test", &format!("Question {}", common::spelled(&i.to_string())), "Hello");
+        std::fs::write(newdir.join(format!("17000000{i:04}.{i}.host")), &m.raw).unwrap();
+    }
+    let log = std::fs::File::create(d.path("daemon.log")).unwrap();
+    let mut child = d.cmd(&["run"]).stderr(log).stdout(Stdio::null()).spawn().unwrap();
+    common::eventually(Duration::from_secs(120), "new/ emptied", || (std::fs::read_dir(&newdir).unwrap().count() == 0).then_some(()));
+    common::eventually(Duration::from_secs(120), "every acknowledgement written", || (outbox_files(&d).len() == 450).then_some(()));
+    signal(&child, "TERM");
+    let st = common::eventually(Duration::from_secs(60), "exit", || child.try_wait().unwrap());
+    assert!(st.success());
+    assert_eq!(std::fs::read_dir(d.path("var/maildir/support/cur")).unwrap().count(), 450);
+    assert_eq!(d.json(&["tickets", "list", "--json"]).as_array().unwrap().len(), 450, "each message on a ticket of its own");
+}

@@ -42,7 +42,12 @@ pub async fn run(name: String, path: PathBuf, poll: Duration, pipeline: Pipeline
     .await
 }
 
-/// Process every file in `new/`, oldest name first. Returns how many were processed.
+/// Files per transaction, and bytes read before one (whichever comes first).
+const BATCH: usize = 200;
+const BATCH_BYTES: usize = 32 << 20;
+
+/// Process every file in `new/`, oldest name first, a batch per transaction. Returns how many
+/// were processed.
 pub async fn scan(name: &str, path: &Path, pipeline: &Pipeline, desk: &DeskHandle, shutdown: &Shutdown) -> Result<usize, String> {
     let new = path.join("new");
     let mut files: Vec<PathBuf> = std::fs::read_dir(&new)
@@ -53,25 +58,39 @@ pub async fn scan(name: &str, path: &Path, pipeline: &Pipeline, desk: &DeskHandl
         .collect();
     files.sort();
     let mut n = 0;
-    for file in files {
-        if shutdown.is_triggered() {
-            break;
-        }
-        let raw = match std::fs::read(&file) {
-            Ok(r) => r,
-            Err(e) => {
-                tracing::warn!(file = %file.display(), error = %e, "cannot read");
-                continue;
+    // One transaction (one disk sync) per batch of files, bounded by count and bytes like IMAP's.
+    let mut rest = files.as_slice();
+    while !rest.is_empty() && !shutdown.is_triggered() {
+        let (mut batch, mut raws, mut bytes) = (Vec::new(), Vec::new(), 0usize);
+        while let Some((file, tail)) = rest.split_first() {
+            if !batch.is_empty() && (batch.len() >= BATCH || bytes >= BATCH_BYTES) {
+                break;
             }
-        };
-        let report = pipeline.ingest_async(desk.current(), name.to_string(), raw, None, None).await.map_err(|e| e.to_string())?;
-        tracing::info!(file = %file.display(), message_id = %report.message_id, outcome = ?report.outcome, "message processed");
-        let base = file.file_name().and_then(|n| n.to_str()).unwrap_or("msg").split(':').next().unwrap_or("msg").to_string();
-        let dest = path.join("cur").join(format!("{base}:2,S"));
-        if let Err(e) = std::fs::rename(&file, &dest) {
-            tracing::warn!(file = %file.display(), error = %e, "stored, but cannot move to cur/");
+            rest = tail;
+            match std::fs::read(file) {
+                Ok(raw) => {
+                    bytes += raw.len();
+                    raws.push(raw);
+                    batch.push(file);
+                }
+                Err(e) => tracing::warn!(file = %file.display(), error = %e, "cannot read"),
+            }
         }
-        n += 1;
+        if batch.is_empty() {
+            continue;
+        }
+        let reports = pipeline.ingest_many_async(desk.current(), name.to_string(), raws).await.map_err(|e| e.to_string())?;
+        // Only after the commit: a crash before this point leaves the files in new/, and a file
+        // stored but not yet moved is recognised as a duplicate when read again.
+        for (file, report) in batch.iter().zip(&reports) {
+            tracing::info!(file = %file.display(), message_id = %report.message_id, outcome = ?report.outcome, "message processed");
+            let base = file.file_name().and_then(|n| n.to_str()).unwrap_or("msg").split(':').next().unwrap_or("msg").to_string();
+            let dest = path.join("cur").join(format!("{base}:2,S"));
+            if let Err(e) = std::fs::rename(file, &dest) {
+                tracing::warn!(file = %file.display(), error = %e, "stored, but cannot move to cur/");
+            }
+            n += 1;
+        }
     }
     Ok(n)
 }

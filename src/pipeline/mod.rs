@@ -195,11 +195,22 @@ impl Pipeline {
     /// it; the cursor ends at the last. If anything fails, nothing of the batch is stored and the
     /// intake fetches it again.
     pub fn ingest_batch(&self, desk: &Desk, mailbox: &str, batch: &[(Vec<u8>, Cursor)]) -> Result<Vec<Report>, IngestError> {
+        self.commit_batch(desk, mailbox, batch.iter().map(|(raw, cursor)| Delivery { mailbox, raw, cursor: Some(*cursor), truncated_from: None }).collect())
+    }
+
+    /// [`ingest_batch`](Self::ingest_batch) for intakes without a cursor (Maildir): one
+    /// transaction for all of `raws`.
+    pub fn ingest_many(&self, desk: &Desk, mailbox: &str, raws: &[Vec<u8>]) -> Result<Vec<Report>, IngestError> {
+        self.commit_batch(desk, mailbox, raws.iter().map(|raw| Delivery { mailbox, raw, cursor: None, truncated_from: None }).collect())
+    }
+
+    /// Prepare every delivery outside the write lock, then decide and write them all in one
+    /// transaction.
+    fn commit_batch(&self, desk: &Desk, mailbox: &str, deliveries: Vec<Delivery<'_>>) -> Result<Vec<Report>, IngestError> {
         let now = Now::at(self.clock.now());
-        let deliveries: Vec<Delivery<'_>> = batch.iter().map(|(raw, cursor)| Delivery { mailbox, raw, cursor: Some(*cursor), truncated_from: None }).collect();
         let prepared: Vec<Prepared> = deliveries.iter().map(|d| prepare(desk, *d)).collect();
         let mut tx = self.store.begin()?;
-        let mut reports = Vec::with_capacity(batch.len());
+        let mut reports = Vec::with_capacity(deliveries.len());
         for (d, prepared) in deliveries.into_iter().zip(prepared) {
             reports.push(one(&mut tx, desk, d, prepared, true, &now)?);
         }
@@ -211,6 +222,15 @@ impl Pipeline {
             self.outbox_wake.notify_one();
         }
         Ok(reports)
+    }
+
+    /// [`ingest_many`](Self::ingest_many) on the blocking pool.
+    pub async fn ingest_many_async(&self, desk: Arc<Desk>, mailbox: String, raws: Vec<Vec<u8>>) -> Result<Vec<Report>, IngestError> {
+        let p = self.clone();
+        match tokio::task::spawn_blocking(move || p.ingest_many(&desk, &mailbox, &raws)).await {
+            Ok(r) => r,
+            Err(e) => Err(IngestError::Store(StoreError::Io { path: "ingest task".into(), source: std::io::Error::other(e.to_string()) })),
+        }
     }
 
     /// [`ingest_batch`](Self::ingest_batch) on the blocking pool.
