@@ -828,11 +828,20 @@ fn sigterm_mid_batch_exits_in_time_and_loses_nothing() {
 
     // The server hangs in the middle of a FETCH (the connection stays open, nothing comes): the
     // intake cannot finish its batch, so the deadline aborts it; still a clean exit, in time.
+    // Fresh mail, so the hang lands in a FETCH whatever the signals above left to fetch (the
+    // rest could be a few messages, fetched before a later stall point came).
+    for i in n..n + 100 {
+        let c = &customers[i % customers.len()];
+        let m = customer_mail(c, &format!("Late {i}"), rng.range(1000, 3000) as usize);
+        s.drop_into("support", &format!("{i:06}.term"), &m.raw);
+        sent.insert(m.message_id, c.clone());
+    }
+    let n = n + 100;
     let mut child = d.spawn();
-    let from = cursor_uid(&d, "support");
-    common::eventually(Duration::from_secs(30), "ingest progress", || (cursor_uid(&d, "support") > from).then_some(()));
-    proxy.stall_after(rng.range(20_000, 200_000));
-    proxy.wait(Duration::from_secs(30), "the stall", |p| p.stalled());
+    // Counted from here: the login, SELECT and SEARCH take a few KB, each FETCH of 50 messages
+    // far more than 30 KB.
+    proxy.stall_after(rng.range(6_000, 30_000));
+    proxy.wait(Duration::from_secs(60), "the stall", |p| p.stalled());
     std::thread::sleep(Duration::from_millis(300));
     let at = cursor_uid(&d, "support");
     let (status, took) = d.terminate(&mut child);
