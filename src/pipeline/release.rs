@@ -12,6 +12,8 @@ pub enum ReleaseError {
     OwnMail(i64),
     #[error("message {0} was over the size limit and is already on its ticket as a header-only article; read it with `postdesk quarantine show {0} --raw`, then delete it")]
     TooLarge(i64),
+    #[error("message {0} is no longer in quarantine (released or deleted meanwhile)")]
+    Gone(i64),
     #[error("mailbox `{1}` of message {0} is no longer configured")]
     NoMailbox(i64, String),
     #[error(transparent)]
@@ -48,7 +50,10 @@ impl Pipeline {
         if let Prepared::Mail(p, _) = &prepared {
             tx.forget_refusal(&dedupe_key(p)).map_err(IngestError::from)?;
         }
-        tx.delete_quarantined(q.id).map_err(IngestError::from)?;
+        if !tx.delete_quarantined(q.id).map_err(IngestError::from)? {
+            // Released or deleted by someone else meanwhile: nothing to do (rolled back).
+            return Err(ReleaseError::Gone(q.id));
+        }
         let report = one(&mut tx, desk, d, prepared, true, &now)?;
         tx.commit().map_err(IngestError::from)?;
         if !report.mails.is_empty() {
