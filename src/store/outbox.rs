@@ -1,0 +1,275 @@
+//! Outbox and sent log: queued mail in sending order, the send record written before the final
+//! dot (in its own file and lock), retries and failures; the automatic-mail log the caps read,
+//! and the addresses we stopped mailing.
+
+use super::*;
+
+/// A rendered mail to queue for sending.
+#[derive(Debug, Clone)]
+pub struct NewOutbound<'a> {
+    pub ticket: Option<TicketId>,
+    pub article: Option<i64>,
+    pub kind: ArticleKind,
+    pub message_id: &'a str,
+    pub envelope_from: &'a str,
+    pub recipients: &'a [String],
+    pub raw: &'a [u8],
+    pub now: &'a str,
+}
+
+/// An address we stopped mailing because it bounced permanently (`postdesk undeliverable list`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct UndeliverableMark {
+    pub address: String,
+    pub reason: String,
+    /// When it last bounced (RFC 3339); the mark expires `guard.undeliverable_for` later.
+    pub since: String,
+}
+
+/// A queued mail as the outbound worker sees it.
+#[derive(Debug, Clone)]
+pub struct QueuedMail {
+    pub id: i64,
+    pub ticket: Option<TicketId>,
+    pub message_id: String,
+    pub envelope_from: String,
+    pub recipients: Vec<String>,
+    pub raw: Vec<u8>,
+    pub attempts: u32,
+}
+
+/// Counts of the outbound queue by state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutboxCounts {
+    pub queued: u64,
+    pub sent: u64,
+    pub failed: u64,
+}
+
+/// The sent log lives beside the database: `postdesk.db` → `postdesk.db-sent`.
+pub(super) fn sent_log_path(db: &Path) -> PathBuf {
+    let mut p = db.as_os_str().to_owned();
+    p.push("-sent");
+    PathBuf::from(p)
+}
+
+/// Attach the sent log as `sentlog` (its own file and lock, NORMAL sync: after a power loss the
+/// worst case is one mail sent again, never one lost).
+pub(super) fn attach_sent_log(conn: &Connection, path: &Path) -> Result<()> {
+    conn.prepare_cached("ATTACH DATABASE ?1 AS sentlog")?.execute([path.to_string_lossy()])?;
+    conn.pragma_update(Some("sentlog"), "journal_mode", "WAL")?;
+    conn.pragma_update(Some("sentlog"), "synchronous", "NORMAL")?;
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS sentlog.sent (outbox_id INTEGER PRIMARY KEY, sent_at TEXT NOT NULL, confirmed INTEGER NOT NULL DEFAULT 0)")?;
+    Ok(())
+}
+
+impl Store {
+    /// Mail due for a (re)try at `now`, in sending order: what an agent wrote first (a person is
+    /// waiting on it), then the queues in turn — the oldest due mail of each queue, then the
+    /// second oldest of each, and so on — so a backlog in one queue never holds up another
+    /// queue's acknowledgements. Oldest first within a queue.
+    pub fn due_outbound(&self, now: &str, limit: u32) -> Result<Vec<QueuedMail>> {
+        let conn = self.lock_outbox();
+        let mut stmt = conn.prepare_cached(
+            "WITH due AS (
+                SELECT o.id, o.ticket_id, o.message_id, o.envelope_from, o.recipients, o.attempts, o.next_attempt_at,
+                       o.kind = 'agent_reply' AS by_agent, coalesce(t.queue, '') AS lane
+                FROM main.outbox o LEFT JOIN main.tickets t ON t.id = o.ticket_id
+                WHERE o.state = 'queued' AND o.next_attempt_at <= ?1 AND o.id NOT IN (SELECT outbox_id FROM sentlog.sent)
+             ), ranked AS (
+                SELECT *, row_number() OVER (PARTITION BY by_agent, lane ORDER BY next_attempt_at, id) AS turn FROM due
+             ), picked AS (
+                SELECT * FROM ranked ORDER BY by_agent DESC, turn, next_attempt_at, id LIMIT ?2
+             )
+             SELECT p.id, p.ticket_id, p.message_id, p.envelope_from, p.recipients, o.raw, p.attempts
+             FROM picked p JOIN main.outbox o ON o.id = p.id
+             ORDER BY p.by_agent DESC, p.turn, p.next_attempt_at, p.id",
+        )?;
+        let rows = stmt
+            .query_map(params![now, limit], |r| {
+                Ok(QueuedMail {
+                    id: r.get(0)?,
+                    ticket: r.get(1)?,
+                    message_id: r.get(2)?,
+                    envelope_from: r.get(3)?,
+                    recipients: lines(&r.get::<_, String>(4)?),
+                    raw: r.get(5)?,
+                    attempts: r.get(6)?,
+                })
+            })?
+            .collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+
+    /// The earliest time a queued mail becomes due, if any is queued.
+    pub fn next_outbound_due(&self) -> Result<Option<String>> {
+        Ok(self.lock_outbox().prepare_cached("SELECT MIN(next_attempt_at) FROM main.outbox WHERE state = 'queued' AND id NOT IN (SELECT outbox_id FROM sentlog.sent)")?.query_row([],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Record a successful hand-over to the transport. Written to the separate sent log, whose
+    /// lock ingest never holds: the time between the server's 250 and this commit is the only
+    /// window in which a crash makes a mail go out twice, so it must not wait for anything.
+    pub fn mark_sent(&self, id: i64, now: &str) -> Result<()> {
+        self.lock_outbox().prepare_cached("INSERT OR IGNORE INTO sentlog.sent (outbox_id, sent_at, confirmed) VALUES (?, ?, 0)")?.execute(params![id, now])?;
+        Ok(())
+    }
+
+    /// The server answered 250 for a marked send.
+    pub fn confirm_sent(&self, id: i64) -> Result<()> {
+        self.lock_outbox().prepare_cached("UPDATE sentlog.sent SET confirmed = 1 WHERE outbox_id = ?")?.execute([id])?;
+        Ok(())
+    }
+
+    /// The server refused a marked send after all: it is not sent.
+    pub fn unmark_sent(&self, id: i64) -> Result<()> {
+        self.lock_outbox().prepare_cached("DELETE FROM sentlog.sent WHERE outbox_id = ?")?.execute([id])?;
+        Ok(())
+    }
+
+    /// Move sent marks from the sent log into the outbox table (idle-time housekeeping; safe to
+    /// repeat after a crash at any point).
+    pub fn fold_sent(&self) -> Result<usize> {
+        let conn = self.lock_outbox();
+        let marks: Vec<(i64, String, bool)> =
+            conn.prepare_cached("SELECT outbox_id, sent_at, confirmed FROM sentlog.sent")?.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?;
+        if marks.is_empty() {
+            return Ok(0);
+        }
+        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let done = (|| -> Result<()> {
+            let mut up = conn.prepare_cached("UPDATE main.outbox SET state = 'sent', attempts = attempts + 1, sent_at = ?2, last_error = NULL WHERE id = ?1 AND state = 'queued'")?;
+            let mut ev = conn.prepare_cached(
+                "INSERT INTO main.events (ticket_id, kind, detail, created_at) SELECT ticket_id, 'delivery_unconfirmed',
+                 'the daemon stopped while the server was accepting mail <' || message_id || '>; counted as sent (it had the whole message)', ?2
+                 FROM main.outbox WHERE id = ?1 AND ticket_id IS NOT NULL",
+            )?;
+            for (id, at, confirmed) in &marks {
+                up.execute(params![id, at])?;
+                if !confirmed {
+                    ev.execute(params![id, at])?;
+                }
+            }
+            Ok(())
+        })();
+        match done {
+            Ok(()) => conn.execute_batch("COMMIT")?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK");
+                return Err(e);
+            }
+        }
+        let mut del = conn.prepare_cached("DELETE FROM sentlog.sent WHERE outbox_id = ?")?;
+        for (id, _, _) in &marks {
+            del.execute([id])?;
+        }
+        Ok(marks.len())
+    }
+
+    /// Record a transient failure and when to try again.
+    pub fn mark_retry(&self, id: i64, error: &str, next_at: &str) -> Result<()> {
+        self.lock_outbox().prepare_cached("UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3 WHERE id = ?1")?.execute(params![id, error, next_at],
+        )?;
+        Ok(())
+    }
+
+    /// Record a permanent failure, on the outbox row and on the ticket's audit trail.
+    pub fn mark_failed(&self, id: i64, error: &str, now: &str) -> Result<()> {
+        let mut tx = self.begin()?;
+        let ticket: Option<TicketId> = tx.conn.prepare_cached("UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ?2 WHERE id = ?1 RETURNING ticket_id")?.query_row(params![id, error],
+            |r| r.get(0),
+        )?;
+        let (mid, rcpts): (String, String) = tx.conn.prepare_cached("SELECT message_id, recipients FROM outbox WHERE id = ?")?.query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        if let Some(t) = ticket {
+            tx.event(t, "delivery_failed", &format!("mail <{mid}> to {} failed permanently: {error}", rcpts.replace('\n', ", ")), now)?;
+        }
+        tx.commit()
+    }
+
+    pub fn outbox_counts(&self) -> Result<OutboxCounts> {
+        let conn = self.lock_outbox();
+        let mut stmt = conn.prepare_cached(
+            "SELECT CASE WHEN id IN (SELECT outbox_id FROM sentlog.sent) THEN 'sent' ELSE state END, COUNT(*) FROM main.outbox GROUP BY 1",
+        )?;
+        let mut c = OutboxCounts::default();
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (state, n) = row?;
+            match state.as_str() {
+                "queued" => c.queued = n as u64,
+                "sent" => c.sent = n as u64,
+                "failed" => c.failed = n as u64,
+                _ => {}
+            }
+        }
+        Ok(c)
+    }
+
+    /// Undeliverable marks set at or after `not_before` (older ones have expired), by address.
+    pub fn undeliverable_marks(&self, not_before: &str) -> Result<Vec<UndeliverableMark>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached("SELECT address, reason, since FROM undeliverable WHERE since >= ? ORDER BY address")?;
+        let rows = stmt.query_map([not_before], |r| Ok(UndeliverableMark { address: r.get(0)?, reason: r.get(1)?, since: r.get(2)? }))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        Ok(rows)
+    }
+}
+
+impl Tx<'_> {
+    /// Queue a rendered mail.
+    pub fn enqueue(&mut self, m: &NewOutbound<'_>) -> Result<i64> {
+        Ok(self.conn.prepare_cached("INSERT INTO outbox (ticket_id, article_id, kind, message_id, envelope_from, recipients, raw, state, next_attempt_at, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8) RETURNING id")?.query_row(params![m.ticket, m.article, m.kind.as_str(), m.message_id, m.envelope_from, m.recipients.join("\n"), m.raw, m.now],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// Automatic mails queued to `recipient` since `since`.
+    pub fn auto_mail_count(&self, recipient: &str, since: &str) -> Result<u64> {
+        Ok(self.conn.prepare_cached("SELECT COUNT(*) FROM auto_mail_log WHERE recipient = ? AND created_at >= ?")?.query_row(params![recipient, since], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    /// Whether `count` or more automatic mails were queued since `since`, to anyone. Reads at
+    /// most the last `count` rows (they are written in time order), so no index is needed.
+    pub fn auto_mail_total_reaches(&self, count: u32, since: &str) -> Result<bool> {
+        let sql = "SELECT COUNT(*) FROM (SELECT created_at FROM auto_mail_log ORDER BY rowid DESC LIMIT ?1) WHERE created_at >= ?2";
+        let n: i64 = self.conn.prepare_cached(sql)?.query_row(params![count, since], |r| r.get(0))?;
+        Ok(n >= count as i64)
+    }
+
+    /// Desk answers without a ticket (status lists, catalog) sent to `recipient` since `since`.
+    pub fn desk_answers_to(&self, recipient: &str, since: &str) -> Result<u64> {
+        let sql = "SELECT COUNT(*) FROM auto_mail_log WHERE recipient = ? AND created_at >= ? AND ticket_id IS NULL";
+        Ok(self.conn.prepare_cached(sql)?.query_row(params![recipient, since], |r| r.get::<_, i64>(0))? as u64)
+    }
+
+    pub fn log_auto_mail(&mut self, recipient: &str, ticket: Option<TicketId>, now: &str) -> Result<()> {
+        self.conn.prepare_cached("INSERT INTO auto_mail_log (recipient, ticket_id, created_at) VALUES (?, ?, ?)")?.execute(params![recipient, ticket, now])?;
+        Ok(())
+    }
+
+    /// Why an address must not be mailed (it bounced permanently at or after `not_before`), if so.
+    pub fn undeliverable(&self, address: &str, not_before: &str) -> Result<Option<String>> {
+        Ok(self.conn.prepare_cached("SELECT reason FROM undeliverable WHERE address = ? AND since >= ?")?.query_row([address, not_before], |r| r.get(0)).optional()?)
+    }
+
+    /// Mark (or mark again, restarting its expiry) an address that bounced permanently.
+    pub fn mark_undeliverable(&mut self, address: &str, reason: &str, now: &str) -> Result<()> {
+        self.conn.prepare_cached("INSERT INTO undeliverable (address, reason, since) VALUES (?1, ?2, ?3) ON CONFLICT(address) DO UPDATE SET reason = ?2, since = ?3")?.execute(params![address, reason, now],
+        )?;
+        Ok(())
+    }
+
+    /// Forget a mark; true when there was one.
+    pub fn clear_undeliverable(&mut self, address: &str) -> Result<bool> {
+        Ok(self.conn.prepare_cached("DELETE FROM undeliverable WHERE address = ?")?.execute([address])? > 0)
+    }
+
+    /// The ticket and recipients of an outgoing mail of ours, by its Message-ID.
+    pub fn our_mail(&self, message_id: &str) -> Result<Option<(TicketId, Vec<String>)>> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT a.ticket_id, a.to_addrs FROM message_ids m JOIN articles a ON a.id = m.article_id WHERE m.message_id = ? AND a.direction = 'outbound'")?
+            .query_row([message_id], |r| Ok((r.get(0)?, lines(&r.get::<_, String>(1)?))))
+            .optional()?)
+    }
+}
