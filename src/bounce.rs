@@ -150,12 +150,45 @@ pub fn might_be_bounce(msg: &crate::message::Parsed) -> bool {
     msg.content_type == "multipart/report"
         || msg.header("x-failed-recipients").is_some()
         || null_path
-        || MAILER_DAEMON.is_match(local)
-        || MAILER_DAEMON.is_match(name.trim())
-        || SYSTEM_SENDER.is_match(local)
-        || SYSTEM_SENDER_NAME.is_match(name)
-        || BOUNCE_SUBJECT.is_match(&msg.subject)
-        || BOUNCE_BODY.is_match(&msg.body_text)
+        || system_sender(local, name)
+        || bounce_subject(&msg.subject)
+        || bounce_body(&msg.body_text)
+}
+
+/// `MAILER_DAEMON` on the local part or the name, `SYSTEM_SENDER` on the local part,
+/// `SYSTEM_SENDER_NAME` on the name — asked only of senders whose address or name has one of
+/// their words, so a person's mail compiles none of them.
+fn system_sender(local: &str, name: &str) -> bool {
+    const WORDS: [&str; 5] = ["daemon", "postmaster", "post_master", "mail", "mdaemon"];
+    let (l, n) = (local.to_lowercase(), name.to_lowercase());
+    if !WORDS.iter().any(|w| l.contains(w) || n.contains(w)) {
+        return false;
+    }
+    MAILER_DAEMON.is_match(local) || MAILER_DAEMON.is_match(name.trim()) || SYSTEM_SENDER.is_match(local) || SYSTEM_SENDER_NAME.is_match(name)
+}
+
+// Every phrase of `BOUNCE_BODY` and `BOUNCE_SUBJECT` contains one of these words (a test
+// checks it). Ordinary mail has none of them, so the regexes are neither run nor — in a
+// short-lived `postdesk deliver` — compiled for it.
+const BOUNCE_BODY_WORDS: [&str; 12] = [
+    "deliver", "qmail", "at host", "inform you", "following address", "reach the following", "permanent fatal", "following recipient",
+    "a message that you sent", "failed recipients", "failed addresses", "returned mail",
+];
+const BOUNCE_SUBJECT_WORDS: [&str; 19] = [
+    "deliver", "return", "failure", "mail fail", "failed mail", "delay", "could not send", "postmaster", "error", "non remis", "unzustellbar", "no se puede entregar",
+    "non recapitabile", "onbestelbaar", "não entregue", "エラー", "不達", "未達", "退信",
+];
+
+static BOUNCE_BODY_PREFILTER: LazyLock<aho_corasick::AhoCorasick> =
+    LazyLock::new(|| aho_corasick::AhoCorasick::builder().ascii_case_insensitive(true).build(BOUNCE_BODY_WORDS).expect("fixed words"));
+
+fn bounce_body(text: &str) -> bool {
+    BOUNCE_BODY_PREFILTER.is_match(text) && BOUNCE_BODY.is_match(text)
+}
+
+fn bounce_subject(subject: &str) -> bool {
+    let lower = subject.to_lowercase();
+    BOUNCE_SUBJECT_WORDS.iter().any(|w| lower.contains(w)) && BOUNCE_SUBJECT.is_match(subject)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -956,7 +989,7 @@ static MTA_SIGNATURE: LazyLock<Regex> = LazyLock::new(|| {
 /// Words a failure report's subject uses (also the French, German, Spanish, Italian, Dutch,
 /// Japanese and Chinese words Exchange and others put there).
 static BOUNCE_SUBJECT: LazyLock<Regex> = LazyLock::new(|| {
-    re(r"(?i)undeliver|undelivered|returned mail|delivery (?:status|failure|notification|problem|report|error)|failure notice|mail delivery|non-?delivery|could not be delivered|not delivered|delivery has failed|mail (?:error|failure|failed)|mail system error|returned to sender|returning to sender|delivery failure|permanent delivery failure|delayed mail|delivery delayed|message delayed|warning: could not send|delivery failed|error mail report|postmaster notify|failed mail|processing error|error sending your mail|non remis|unzustellbar|no se puede entregar|non recapitabile|onbestelbaar|não entregue|メールエラー|配信エラー|不達|未達|退信")
+    re(r"(?i)undeliver|undelivered|returned mail|delivery (?:status|failure|notification|problem|report|error)|failure notice|mail delivery|non-?delivery|could not be delivered|not delivered|delivery has failed|mail error|mail failure|mail failed|mail system error|returned to sender|returning to sender|delivery failure|permanent delivery failure|delayed mail|delivery delayed|message delayed|warning: could not send|delivery failed|error mail report|postmaster notify|failed mail|processing error|error sending your mail|non remis|unzustellbar|no se puede entregar|non recapitabile|onbestelbaar|não entregue|メールエラー|配信エラー|不達|未達|退信")
 });
 
 static FORWARD_SUBJECT: LazyLock<Regex> = LazyLock::new(|| re(r"(?i)^\s*(?:fwd?|wg|tr|enc|rv)\s*:"));
@@ -1019,6 +1052,50 @@ static REPORTING_HOST: LazyLock<Regex> = LazyLock::new(|| {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_bounce_phrase_contains_a_prefilter_word() {
+        for (re, words) in [(&*BOUNCE_BODY, &BOUNCE_BODY_WORDS[..]), (&*BOUNCE_SUBJECT, &BOUNCE_SUBJECT_WORDS[..])] {
+            let pattern = re.as_str().trim_start_matches("(?i)");
+            let mut depth = 0;
+            let mut phrases = vec![String::new()];
+            for c in pattern.chars() {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    '|' if depth == 0 => {
+                        phrases.push(String::new());
+                        continue;
+                    }
+                    _ => {}
+                }
+                phrases.last_mut().unwrap().push(c);
+            }
+            assert!(phrases.len() > 20);
+            for ph in phrases {
+                // What every match of the phrase contains: groups and optional characters left out.
+                let (mut skeleton, mut depth, mut chars) = (String::new(), 0, ph.chars().peekable());
+                while let Some(c) = chars.next() {
+                    match c {
+                        '\\' => {
+                            if let Some(e) = chars.next() {
+                                if depth == 0 && chars.peek() != Some(&'?') {
+                                    skeleton.push(e);
+                                }
+                            }
+                        }
+                        '(' => depth += 1,
+                        ')' => depth -= 1,
+                        _ if depth == 0 && chars.peek() != Some(&'?') && c != '?' => skeleton.push(c),
+                        _ => {}
+                    }
+                }
+                assert!(words.iter().any(|w| skeleton.to_lowercase().contains(w)), "{ph:?} ({skeleton:?}) has no prefilter word");
+            }
+        }
+        assert!(bounce_subject("Undelivered Mail Returned to Sender") && bounce_subject("UNZUSTELLBAR: x") && !bounce_subject("printer broken"));
+        assert!(bounce_body("This is the mail system at host mx.example.org.") && !bounce_body("my printer is broken"));
+    }
 
     const DSN: &str = "From: Mail Delivery System <MAILER-DAEMON@mx.example.org>\nTo: alice@example.com\nSubject: Undelivered Mail Returned to Sender\nMIME-Version: 1.0\nContent-Type: multipart/report; report-type=delivery-status; boundary=\"b1\"\n\n--b1\nContent-Type: text/plain\n\nThis is the mail system at host mx.example.org.\n\n--b1\nContent-Type: message/delivery-status\n\nReporting-MTA: dns; mx.example.org\nArrival-Date: Mon, 1 Jan 2024 00:00:00 +0000\n\nFinal-Recipient: rfc822; bob@example.net\nOriginal-Recipient: rfc822;Bob@Example.NET\nAction: failed\nStatus: 5.1.1\nDiagnostic-Code: smtp; 550 5.1.1 <bob@example.net>:\n    Recipient address rejected: User unknown\n\nFinal-Recipient: rfc822; carol@example.net\nAction: failed\nStatus: 5.2.2\nDiagnostic-Code: smtp; 552 5.2.2 Mailbox full\n\nFinal-Recipient: rfc822; dave@example.net\nAction: delayed\nStatus: 4.4.1\n\n--b1\nContent-Type: message/rfc822\n\nFrom: alice@example.com\nTo: bob@example.net\nSubject: hi\nMessage-ID: <orig-1@example.com>\n\nhello\n\n--b1--\n";
 

@@ -42,9 +42,23 @@ impl Desk {
         Desk::from_config(config, key_mode)
     }
 
+    /// [`Desk::load`] for `postdesk deliver`, which handles one message: templates compile when
+    /// a mail needs them instead of all at start (the daemon and `check` compile and check them
+    /// all, so a broken template is reported there).
+    pub fn load_for_one_message(config_path: &Path) -> Result<Desk, Problems> {
+        let config = crate::config::load(config_path)?;
+        Desk::build(config, KeyMode::Persistent, true)
+    }
+
     pub fn from_config(config: Config, key_mode: KeyMode) -> Result<Desk, Problems> {
+        Desk::build(config, key_mode, false)
+    }
+
+    fn build(config: Config, key_mode: KeyMode, lazy_templates: bool) -> Result<Desk, Problems> {
         let mut problems = Vec::new();
-        let templates = match Templates::load_layers(&config.desk.templates_dir, config.desk.templates_override_dir.as_deref()) {
+        let (dir, overrides) = (&config.desk.templates_dir, config.desk.templates_override_dir.as_deref());
+        let loaded = if lazy_templates { Templates::load_layers_lazy(dir, overrides) } else { Templates::load_layers(dir, overrides) };
+        let templates = match loaded {
             Ok(t) => Some(t),
             Err(p) => {
                 problems.extend(p);

@@ -12,6 +12,7 @@ use handlebars::Handlebars;
 use serde_json::{Value, json};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// Templates every desk needs.
 pub const REQUIRED: &[&str] = &["acknowledgement", "too_large"];
@@ -28,12 +29,22 @@ pub struct Rendered {
     pub html: Option<String>,
 }
 
-/// The loaded template set.
+/// The loaded template set. Each template is compiled once, when first rendered or at load
+/// ([`Templates::load_layers`] compiles and checks them all; [`Templates::load_layers_lazy`],
+/// for a one-message `deliver`, only reads them).
 pub struct Templates {
-    text: Handlebars<'static>,
-    html: Handlebars<'static>,
+    text: Mutex<Handlebars<'static>>,
+    html: Mutex<Handlebars<'static>>,
+    /// Source of every template by key (`billing/acknowledgement.txt`), text and HTML apart.
+    text_src: BTreeMap<String, Source>,
+    html_src: BTreeMap<String, Source>,
     dir: PathBuf,
     names: BTreeSet<String>,
+}
+
+struct Source {
+    file: PathBuf,
+    text: String,
 }
 
 impl std::fmt::Debug for Templates {
@@ -49,6 +60,8 @@ pub enum RenderError {
     Missing(String),
     #[error("template `{name}`: {source}")]
     Render { name: String, source: Box<handlebars::RenderError> },
+    #[error("template {}: {message}", file.display())]
+    Compile { file: PathBuf, message: String },
 }
 
 /// The template and partial files of one templates folder (one level of queue folders,
@@ -91,6 +104,28 @@ impl Templates {
     /// replaces the one in `dir` (the Debian package: `/usr/share/postdesk/templates` overridden
     /// by `/etc/postdesk/templates`). A missing override folder is no problem.
     pub fn load_layers(dir: &Path, overrides: Option<&Path>) -> Result<Templates, Vec<Problem>> {
+        let t = Self::read_layers(dir, overrides)?;
+        let mut problems: Vec<Problem> = t.text_src.keys().map(|k| (k, false)).chain(t.html_src.keys().map(|k| (k, true))).filter_map(|(k, html)| t.compile(k, html).err()).collect();
+        if problems.is_empty() {
+            problems = t.require(REQUIRED);
+        }
+        if problems.is_empty() {
+            problems = t.check(); // every template against the sample variables
+        }
+        if problems.is_empty() { Ok(t) } else { Err(problems) }
+    }
+
+    /// Read the templates, compile only the partials; each template compiles when first
+    /// rendered (a syntax error then fails that mail as a missing template would). For
+    /// `deliver`, which handles one message: the daemon and `check` use [`Self::load_layers`].
+    pub fn load_layers_lazy(dir: &Path, overrides: Option<&Path>) -> Result<Templates, Vec<Problem>> {
+        let t = Self::read_layers(dir, overrides)?;
+        let problems = t.require(REQUIRED);
+        if problems.is_empty() { Ok(t) } else { Err(problems) }
+    }
+
+    /// The template files of both layers, read; the partials compiled.
+    fn read_layers(dir: &Path, overrides: Option<&Path>) -> Result<Templates, Vec<Problem>> {
         let mut text = Handlebars::new();
         text.set_strict_mode(true);
         text.register_escape_fn(handlebars::no_escape);
@@ -98,6 +133,7 @@ impl Templates {
         html.set_strict_mode(true);
         let mut problems = Vec::new();
         let mut names = BTreeSet::new();
+        let (mut text_src, mut html_src) = (BTreeMap::new(), BTreeMap::new());
 
         // Relative path → file, the override layer's winning.
         let mut partial_files: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
@@ -153,25 +189,32 @@ impl Templates {
                     continue;
                 }
             };
-            let reg = if part == "html" { &mut html } else { &mut text };
-            if let Err(e) = reg.register_template_string(&key, &src) {
-                let line = e.pos().map(|(line, _col)| line);
-                problems.push(Problem { file: path.clone(), line, key: String::new(), message: e.reason().to_string() });
-                continue;
-            }
+            let sources = if part == "html" { &mut html_src } else { &mut text_src };
+            sources.insert(key, Source { file: path.clone(), text: src });
             if prefix.is_empty() {
                 names.insert(base.to_string());
             }
         }
-        let t = Templates { text, html, dir: dir.to_path_buf(), names };
         if !problems.is_empty() {
             return Err(problems);
         }
-        let mut problems = t.require(REQUIRED);
-        if problems.is_empty() {
-            problems = t.check();
+        Ok(Templates { text: Mutex::new(text), html: Mutex::new(html), text_src, html_src, dir: dir.to_path_buf(), names })
+    }
+
+    fn registry(&self, html: bool) -> std::sync::MutexGuard<'_, Handlebars<'static>> {
+        let m = if html { &self.html } else { &self.text };
+        m.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Compile template `key` unless it is already.
+    fn compile(&self, key: &str, html: bool) -> Result<(), Problem> {
+        let mut reg = self.registry(html);
+        if reg.has_template(key) {
+            return Ok(());
         }
-        if problems.is_empty() { Ok(t) } else { Err(problems) }
+        let src = if html { &self.html_src[key] } else { &self.text_src[key] };
+        reg.register_template_string(key, &src.text)
+            .map_err(|e| Problem { file: src.file.clone(), line: e.pos().map(|(line, _col)| line), key: String::new(), message: e.reason().to_string() })
     }
 
     /// Check that `names` exist (subject and text part each).
@@ -179,7 +222,7 @@ impl Templates {
         let mut problems = Vec::new();
         for name in names {
             for part in ["subject", "txt"] {
-                if !self.text.has_template(&format!("{name}.{part}")) {
+                if !self.text_src.contains_key(&format!("{name}.{part}")) {
                     problems.push(Problem {
                         file: self.dir.join(format!("{name}.{part}.hbs")),
                         line: None,
@@ -198,11 +241,14 @@ impl Templates {
         let mut problems = Vec::new();
         {
             let ctx = sample_context();
-            let mut keys: Vec<(String, bool)> = t.text.get_templates().keys().map(|k| (k.clone(), false)).collect();
-            keys.extend(t.html.get_templates().keys().map(|k| (k.clone(), true)));
+            let mut keys: Vec<(String, bool)> = t.text_src.keys().map(|k| (k.clone(), false)).collect();
+            keys.extend(t.html_src.keys().map(|k| (k.clone(), true)));
             for (key, is_html) in keys {
-                let reg = if is_html { &t.html } else { &t.text };
-                if let Err(e) = reg.render(&key, &ctx) {
+                if let Err(p) = t.compile(&key, is_html) {
+                    problems.push(p);
+                    continue;
+                }
+                if let Err(e) = t.registry(is_html).render(&key, &ctx) {
                     let part = if is_html { "html" } else { key.rsplit('.').next().unwrap_or("txt") };
                     let stem = if is_html { key.clone() } else { key.rsplit_once('.').map(|(b, _)| b.to_string()).unwrap_or_default() };
                     problems.push(Problem {
@@ -230,24 +276,28 @@ impl Templates {
     /// queue's override, then the language's (`lang/de/`), then the default.
     pub fn render(&self, name: &str, queue: &str, lang: Option<&str>, ctx: &Value) -> Result<Rendered, RenderError> {
         let lang = lang.map(primary_language);
-        let pick = |reg: &Handlebars<'static>, part: &str| -> Option<String> {
+        let pick = |sources: &BTreeMap<String, Source>, part: &str| -> Option<String> {
             let mut candidates = vec![format!("{queue}/{name}.{part}")];
             if let Some(l) = &lang {
                 candidates.push(format!("lang/{l}/{name}.{part}"));
             }
             candidates.push(format!("{name}.{part}"));
-            candidates.into_iter().find(|k| reg.has_template(k))
+            candidates.into_iter().find(|k| sources.contains_key(k))
         };
-        let err = |k: &str, e: handlebars::RenderError| RenderError::Render { name: k.to_string(), source: Box::new(e) };
-        let subject_key = pick(&self.text, "subject").ok_or_else(|| RenderError::Missing(name.into()))?;
-        let text_key = pick(&self.text, "txt").ok_or_else(|| RenderError::Missing(name.into()))?;
-        let subject = one_line(&self.text.render(&subject_key, ctx).map_err(|e| err(&subject_key, e))?);
-        let text = normalize_newlines(&self.text.render(&text_key, ctx).map_err(|e| err(&text_key, e))?);
-        let html = match pick(&self.html, "html") {
-            Some(k) => Some(self.html.render(&k, ctx).map_err(|e| err(&k, e))?),
+        let subject_key = pick(&self.text_src, "subject").ok_or_else(|| RenderError::Missing(name.into()))?;
+        let text_key = pick(&self.text_src, "txt").ok_or_else(|| RenderError::Missing(name.into()))?;
+        let subject = one_line(&self.render_key(&subject_key, false, ctx)?);
+        let text = normalize_newlines(&self.render_key(&text_key, false, ctx)?);
+        let html = match pick(&self.html_src, "html") {
+            Some(k) => Some(self.render_key(&k, true, ctx)?),
             None => None,
         };
         Ok(Rendered { subject, text, html })
+    }
+
+    fn render_key(&self, key: &str, html: bool, ctx: &Value) -> Result<String, RenderError> {
+        self.compile(key, html).map_err(|p| RenderError::Compile { file: p.file.clone(), message: p.to_string() })?;
+        self.registry(html).render(key, ctx).map_err(|e| RenderError::Render { name: key.to_string(), source: Box::new(e) })
     }
 }
 
@@ -313,6 +363,23 @@ mod tests {
         assert_eq!(t.render("acknowledgement", "billing", None, &ctx).unwrap().text.trim(), "Billing will answer.");
         let plain = Templates::load_layers(base.path(), Some(&base.path().join("missing"))).unwrap();
         assert!(plain.render("acknowledgement", "support", None, &ctx).unwrap().subject.starts_with("Received: "));
+    }
+
+    #[test]
+    fn lazy_templates_compile_when_first_rendered() {
+        let d = dir_with(&[
+            ("acknowledgement.subject.hbs", "Received: {{ticket.subject}}"),
+            ("acknowledgement.txt.hbs", "We will answer."),
+            ("too_large.subject.hbs", "Too large"),
+            ("too_large.txt.hbs", "{{#if x}}unclosed"),
+        ]);
+        assert!(Templates::load(d.path()).is_err(), "the daemon and check see every template");
+        let t = Templates::load_layers_lazy(d.path(), None).unwrap();
+        assert!(t.registry(false).get_templates().is_empty(), "nothing compiled before a render");
+        assert_eq!(t.render("acknowledgement", "support", None, &sample_context()).unwrap().text, "We will answer.\n");
+        assert_eq!(t.registry(false).get_templates().len(), 2, "only what was rendered");
+        let e = t.render("too_large", "support", None, &sample_context()).unwrap_err();
+        assert!(matches!(e, RenderError::Compile { .. }) && e.to_string().contains("too_large.txt.hbs"), "{e}");
     }
 
     fn dir_with(files: &[(&str, &str)]) -> tempfile::TempDir {

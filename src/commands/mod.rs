@@ -102,7 +102,7 @@ pub fn deliver(config: &Path, mailbox: &str) -> i32 {
         eprintln!("postdesk deliver: cannot read stdin: {e}");
         return EX_TEMPFAIL;
     }
-    let desk = match Desk::load(config, KeyMode::Persistent) {
+    let desk = match Desk::load_for_one_message(config) {
         Ok(d) => d,
         Err(p) => {
             print_problems(&p);
