@@ -1078,10 +1078,8 @@ mod tests {
                 while let Some(c) = chars.next() {
                     match c {
                         '\\' => {
-                            if let Some(e) = chars.next() {
-                                if depth == 0 && chars.peek() != Some(&'?') {
-                                    skeleton.push(e);
-                                }
+                            if let Some(e) = chars.next().filter(|_| depth == 0 && chars.peek() != Some(&'?')) {
+                                skeleton.push(e);
                             }
                         }
                         '(' => depth += 1,

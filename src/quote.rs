@@ -493,7 +493,8 @@ mod tests {
 
     #[test]
     fn prefilters_let_every_word_of_their_patterns_through() {
-        let cases: [(&[&str], fn(&str) -> bool, &str); 3] =
+        type Case<'a> = (&'a [&'a str], fn(&str) -> bool, &'a str);
+        let cases: [Case; 3] =
             [(FORWARD_WORDS, is_forward_marker, ""), (MOBILE_WORDS, is_mobile_signature, ""), (OPENING_WORDS, opens_like_header, " Mon, 3 Feb 2025")];
         for (words, classify, rest) in cases {
             for w in words {
