@@ -134,6 +134,9 @@ impl Kb {
 
     /// Up to `n` articles sharing at least two distinct words with the mail, best first.
     pub fn suggest(&self, text: &str, n: usize) -> Vec<&Article> {
+        if n == 0 || self.articles.is_empty() {
+            return Vec::new(); // no knowledge base: no word set built for every mail
+        }
         let q = words(text);
         let mut scored: Vec<(usize, &Article)> = self.articles.iter().map(|a| (a.words.intersection(&q).count(), a)).filter(|(s, _)| *s >= 2).collect();
         scored.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.file.cmp(&b.1.file)));

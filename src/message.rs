@@ -115,8 +115,6 @@ pub struct Parsed {
     /// The same attachments with inline/origin details.
     pub files: Vec<Attachment>,
     pub size: usize,
-    /// Hex SHA-256 of the raw bytes: duplicate-delivery detection and quarantine names.
-    pub sha256: String,
     /// What parsing left out to bound its work (see [`MAX_IDS`] and the other limits), one
     /// line each; empty for ordinary mail. The pipeline records it on the ticket.
     pub truncated: Vec<String>,
@@ -148,7 +146,6 @@ impl Parsed {
 
 /// Parse raw bytes. Never panics; `Err(NotMail)` only when there is no header section.
 pub fn parse(raw: &[u8]) -> Result<Parsed, NotMail> {
-    let sha256 = hex::encode(Sha256::digest(raw));
     let (normalized, opaque) = bound_nesting(line_endings(raw));
     // Junk before the header section is skipped for parsing only: `raw` is stored as received.
     let start = header_start(&normalized).ok_or(NotMail)?;
@@ -173,7 +170,8 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, NotMail> {
 
     let (message_id, message_id_missing) = match msg.message_id().map(clean_id).filter(|s| !s.is_empty()) {
         Some(id) => (id, false),
-        None => (format!("missing-{}@postdesk.invalid", &sha256[..24]), true),
+        // Hashed only here: for most mail the hash would be a quarter of the parse.
+        None => (format!("missing-{}@postdesk.invalid", &hex::encode(Sha256::digest(raw))[..24]), true),
     };
 
     let subject = subject(&msg);
@@ -212,7 +210,6 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, NotMail> {
         attachments: files.iter().map(Attachment::info).collect(),
         files,
         size: raw.len(),
-        sha256,
         truncated,
     })
 }

@@ -525,3 +525,23 @@ fn a_responder_that_neither_tags_nor_quotes_is_stopped_after_three_tickets() {
     let second = clients::thunderbird_new("Alice", "alice@example.org", "support@example.test", "Scanner", "The scanner is broken too.");
     assert!(matches!(b.ingest(&second.raw).outcome, Outcome::Created { .. }));
 }
+
+#[test]
+fn a_batch_is_parsed_in_parallel_and_stored_in_arrival_order() {
+    // Enough messages that the batch is parsed on several threads (8 or more per thread).
+    let b = bench("");
+    let raws: Vec<Vec<u8>> = (0..41).map(|i| new_mail(&format!("c{i}@example.org"), &format!("Printer {} jammed", word(i))).raw).collect();
+    let reports = b.pipeline.ingest_many(&b.desk, "support", &raws).unwrap();
+    assert_eq!(reports.len(), 41);
+    for (i, r) in reports.iter().enumerate() {
+        assert_eq!(r.subject, format!("Printer {} jammed", word(i)), "report {i} out of order");
+        assert!(matches!(r.outcome, Outcome::Created { ticket } if ticket == i as i64 + 1), "{i}: {:?}", r.outcome);
+    }
+    // Not mail in the middle of a batch is quarantined in its place; the rest are stored.
+    let mut mixed: Vec<Vec<u8>> = (0..20).map(|i| new_mail(&format!("d{i}@example.org"), &format!("Laptop {} slow", word(i))).raw).collect();
+    mixed.insert(10, b"no header section here at all".to_vec());
+    let reports = b.pipeline.ingest_many(&b.desk, "support", &mixed).unwrap();
+    assert!(matches!(reports[10].outcome, Outcome::Quarantined { .. }), "{:?}", reports[10].outcome);
+    assert_eq!(reports[11].subject, format!("Laptop {} slow", word(10)));
+    assert_eq!(b.tickets(), 61);
+}
