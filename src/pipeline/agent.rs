@@ -233,7 +233,7 @@ pub(super) fn handle(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, 
     let customer_text = crate::quote::visible_text(&customer_text);
 
     if public {
-        let queue = desk.config.queues.get(&t.queue).or_else(|| desk.config.queues.values().next()).expect("validated config has a queue");
+        let queue = mailer::queue_of(desk, &t);
         let thread = tx.customer_thread(ticket)?;
         let cc: Vec<String> = mailer::reply_recipients(desk, &t).into_iter().skip(1).collect();
         let about = About { agent: Some(agent), reply: &text, ..Default::default() };

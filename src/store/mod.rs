@@ -90,8 +90,9 @@ pub struct Store {
     conn: Mutex<Connection>,
     /// The outbound worker's own connection, so recording a send never waits behind the Rust
     /// mutex of an ingest (the crash window between SMTP's 250 and `mark_sent` stays minimal).
-    /// `None` for in-memory databases (a second connection would be another database).
-    outbox: Option<Mutex<Connection>>,
+    /// Opened when first used (`deliver` never needs it); unused for in-memory databases (a
+    /// second connection would be another database).
+    outbox: Mutex<Option<Connection>>,
     path: PathBuf,
 }
 
@@ -112,12 +113,7 @@ impl Store {
             crate::fsmode::private_file(&f).map_err(|source| StoreError::Io { path: f.clone(), source })?;
         }
         let conn = Connection::open(path).map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
-        let mut store = Self::setup(conn, path.to_path_buf())?;
-        let outbox = Connection::open(path).map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
-        configure(&outbox)?;
-        attach_sent_log(&outbox, &sent_log_path(path))?;
-        store.outbox = Some(Mutex::new(outbox));
-        Ok(store)
+        Self::setup(conn, path.to_path_buf())
     }
 
     /// A throwaway database for tests and dry runs.
@@ -128,8 +124,8 @@ impl Store {
     fn setup(conn: Connection, path: PathBuf) -> Result<Store> {
         configure(&conn)?;
         migrate(&conn, &path)?;
-        let store = Store { conn: Mutex::new(conn), outbox: None, path };
-        if store.path.as_os_str() == ":memory:" {
+        let store = Store { conn: Mutex::new(conn), outbox: Mutex::new(None), path };
+        if store.in_memory() {
             attach_sent_log(&store.lock(), Path::new(":memory:"))?;
         }
         Ok(store)
@@ -144,11 +140,23 @@ impl Store {
         self.conn.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lock_outbox(&self) -> MutexGuard<'_, Connection> {
-        match &self.outbox {
-            Some(m) => m.lock().unwrap_or_else(|e| e.into_inner()),
-            None => self.lock(),
+    fn in_memory(&self) -> bool {
+        self.path.as_os_str() == ":memory:"
+    }
+
+    /// The outbound worker's connection (with the sent log attached), opened on first use.
+    fn lock_outbox(&self) -> Result<OutboxConn<'_>> {
+        if self.in_memory() {
+            return Ok(OutboxConn::Main(self.lock()));
         }
+        let mut guard = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
+        if guard.is_none() {
+            let conn = Connection::open(&self.path).map_err(|source| StoreError::Open { path: self.path.clone(), source })?;
+            configure(&conn)?;
+            attach_sent_log(&conn, &sent_log_path(&self.path))?;
+            *guard = Some(conn);
+        }
+        Ok(OutboxConn::Own(guard))
     }
 
     /// Start a write transaction.
@@ -158,6 +166,22 @@ impl Store {
         Ok(Tx { conn, done: false })
     }
 
+}
+
+/// The connection the outbox functions use: their own, or the only one of an in-memory store.
+enum OutboxConn<'a> {
+    Own(MutexGuard<'a, Option<Connection>>),
+    Main(MutexGuard<'a, Connection>),
+}
+
+impl std::ops::Deref for OutboxConn<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match self {
+            OutboxConn::Own(g) => g.as_ref().expect("opened by lock_outbox"),
+            OutboxConn::Main(g) => g,
+        }
+    }
 }
 
 /// A write transaction. Dropped without [`Tx::commit`], it rolls back.

@@ -76,7 +76,7 @@ impl Store {
 
     /// When the oldest mail still waiting to be sent was queued.
     pub fn oldest_queued(&self) -> Result<Option<String>> {
-        Ok(self.lock_outbox().query_row(
+        Ok(self.lock_outbox()?.query_row(
             "SELECT MIN(created_at) FROM main.outbox WHERE state = 'queued' AND id NOT IN (SELECT outbox_id FROM sentlog.sent)",
             [],
             |r| r.get(0),
@@ -135,7 +135,7 @@ impl Store {
                 }
             }
         };
-        copy(&self.lock_outbox(), "sentlog", &sent)?;
+        copy(&*self.lock_outbox()?, "sentlog", &sent)?;
         done(&sent);
         copy(&self.lock(), "main", &db)?;
         done(&db);

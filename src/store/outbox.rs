@@ -69,7 +69,7 @@ impl Store {
     /// second oldest of each, and so on — so a backlog in one queue never holds up another
     /// queue's acknowledgements. Oldest first within a queue.
     pub fn due_outbound(&self, now: &str, limit: u32) -> Result<Vec<QueuedMail>> {
-        let conn = self.lock_outbox();
+        let conn = self.lock_outbox()?;
         let mut stmt = conn.prepare_cached(
             "WITH due AS (
                 SELECT o.id, o.ticket_id, o.message_id, o.envelope_from, o.recipients, o.attempts, o.next_attempt_at,
@@ -103,7 +103,7 @@ impl Store {
 
     /// The earliest time a queued mail becomes due, if any is queued.
     pub fn next_outbound_due(&self) -> Result<Option<String>> {
-        Ok(self.lock_outbox().prepare_cached("SELECT MIN(next_attempt_at) FROM main.outbox WHERE state = 'queued' AND id NOT IN (SELECT outbox_id FROM sentlog.sent)")?.query_row([],
+        Ok(self.lock_outbox()?.prepare_cached("SELECT MIN(next_attempt_at) FROM main.outbox WHERE state = 'queued' AND id NOT IN (SELECT outbox_id FROM sentlog.sent)")?.query_row([],
             |r| r.get(0),
         )?)
     }
@@ -112,26 +112,26 @@ impl Store {
     /// lock ingest never holds: the time between the server's 250 and this commit is the only
     /// window in which a crash makes a mail go out twice, so it must not wait for anything.
     pub fn mark_sent(&self, id: i64, now: &str) -> Result<()> {
-        self.lock_outbox().prepare_cached("INSERT OR IGNORE INTO sentlog.sent (outbox_id, sent_at, confirmed) VALUES (?, ?, 0)")?.execute(params![id, now])?;
+        self.lock_outbox()?.prepare_cached("INSERT OR IGNORE INTO sentlog.sent (outbox_id, sent_at, confirmed) VALUES (?, ?, 0)")?.execute(params![id, now])?;
         Ok(())
     }
 
     /// The server answered 250 for a marked send.
     pub fn confirm_sent(&self, id: i64) -> Result<()> {
-        self.lock_outbox().prepare_cached("UPDATE sentlog.sent SET confirmed = 1 WHERE outbox_id = ?")?.execute([id])?;
+        self.lock_outbox()?.prepare_cached("UPDATE sentlog.sent SET confirmed = 1 WHERE outbox_id = ?")?.execute([id])?;
         Ok(())
     }
 
     /// The server refused a marked send after all: it is not sent.
     pub fn unmark_sent(&self, id: i64) -> Result<()> {
-        self.lock_outbox().prepare_cached("DELETE FROM sentlog.sent WHERE outbox_id = ?")?.execute([id])?;
+        self.lock_outbox()?.prepare_cached("DELETE FROM sentlog.sent WHERE outbox_id = ?")?.execute([id])?;
         Ok(())
     }
 
     /// Move sent marks from the sent log into the outbox table (idle-time housekeeping; safe to
     /// repeat after a crash at any point).
     pub fn fold_sent(&self) -> Result<usize> {
-        let conn = self.lock_outbox();
+        let conn = self.lock_outbox()?;
         let marks: Vec<(i64, String, bool)> =
             conn.prepare_cached("SELECT outbox_id, sent_at, confirmed FROM sentlog.sent")?.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?;
         if marks.is_empty() {
@@ -169,7 +169,7 @@ impl Store {
 
     /// Record a transient failure and when to try again.
     pub fn mark_retry(&self, id: i64, error: &str, next_at: &str) -> Result<()> {
-        self.lock_outbox().prepare_cached("UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3 WHERE id = ?1")?.execute(params![id, error, next_at],
+        self.lock_outbox()?.prepare_cached("UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_at = ?3 WHERE id = ?1")?.execute(params![id, error, next_at],
         )?;
         Ok(())
     }
@@ -188,7 +188,7 @@ impl Store {
     }
 
     pub fn outbox_counts(&self) -> Result<OutboxCounts> {
-        let conn = self.lock_outbox();
+        let conn = self.lock_outbox()?;
         let mut stmt = conn.prepare_cached(
             "SELECT CASE WHEN id IN (SELECT outbox_id FROM sentlog.sent) THEN 'sent' ELSE state END, COUNT(*) FROM main.outbox GROUP BY 1",
         )?;
