@@ -300,15 +300,21 @@ fn after_rule(line: &str) -> &str {
     }
 }
 
-/// Whether `s` starts with one of `words` (lower-case), in any case.
+/// Whether `s` starts with one of `words` (lower-case), in any case. Called for every line:
+/// allocation-free unless a word with non-ASCII letters shares the line's first letter.
 fn opens_with_word(s: &str, words: &[&str]) -> bool {
     let Some(first) = s.chars().next() else { return false };
-    let first: Vec<char> = first.to_lowercase().collect();
-    if !words.iter().any(|w| w.starts_with(first.as_slice())) {
-        return false; // most lines: no word starts with this letter
-    }
-    let head: String = s.chars().take(32).flat_map(char::to_lowercase).collect();
-    words.iter().any(|w| head.starts_with(w))
+    let first = first.to_lowercase().next().unwrap_or(first);
+    let mut head: Option<String> = None;
+    words.iter().any(|w| {
+        if !w.starts_with(first) {
+            false
+        } else if w.is_ascii() {
+            s.len() >= w.len() && s.as_bytes()[..w.len()].eq_ignore_ascii_case(w.as_bytes())
+        } else {
+            head.get_or_insert_with(|| s.chars().take(32).flat_map(char::to_lowercase).collect()).starts_with(w)
+        }
+    })
 }
 
 /// Quoted header fields (From, Sent, … in every language) all end in a colon.

@@ -42,9 +42,9 @@ pub struct Templates {
     names: BTreeSet<String>,
 }
 
+/// A template file, read when it is compiled.
 struct Source {
     file: PathBuf,
-    text: String,
 }
 
 impl std::fmt::Debug for Templates {
@@ -182,15 +182,8 @@ impl Templates {
                     continue;
                 }
             };
-            let src = match std::fs::read_to_string(&path) {
-                Ok(s) => s,
-                Err(e) => {
-                    problems.push(Problem { file: path.clone(), line: None, key: String::new(), message: format!("cannot read: {e}") });
-                    continue;
-                }
-            };
             let sources = if part == "html" { &mut html_src } else { &mut text_src };
-            sources.insert(key, Source { file: path.clone(), text: src });
+            sources.insert(key, Source { file: path.clone() });
             if prefix.is_empty() {
                 names.insert(base.to_string());
             }
@@ -213,8 +206,9 @@ impl Templates {
             return Ok(());
         }
         let src = if html { &self.html_src[key] } else { &self.text_src[key] };
-        reg.register_template_string(key, &src.text)
-            .map_err(|e| Problem { file: src.file.clone(), line: e.pos().map(|(line, _col)| line), key: String::new(), message: e.reason().to_string() })
+        let problem = |line, message| Problem { file: src.file.clone(), line, key: String::new(), message };
+        let text = std::fs::read_to_string(&src.file).map_err(|e| problem(None, format!("cannot read: {e}")))?;
+        reg.register_template_string(key, &text).map_err(|e| problem(e.pos().map(|(line, _col)| line), e.reason().to_string()))
     }
 
     /// Check that `names` exist (subject and text part each).
