@@ -152,7 +152,7 @@ fn main() {
                 let ancestor = if via_token { o.outbound_id.as_str() } else { o.inbound_id.as_str() };
                 let mut tx = store.begin().unwrap();
                 let t1 = Instant::now();
-                let d = postdesk::thread::decide(&o.requester, &[], &[ancestor], &format!("Re: {}", o.subject), &mut tx, &desk.signer, &desk.refs).unwrap();
+                let d = postdesk::thread::decide(&o.requester, &[], &[ancestor], &format!("Re: {}", o.subject), &mut tx, &desk.signer, &desk.refs, time::OffsetDateTime::now_utc().unix_timestamp()).unwrap();
                 let ms = t1.elapsed().as_secs_f64() * 1e3;
                 drop(tx);
                 assert!(d.ticket().is_some(), "reply to an old message threads: {d:?} for {ancestor}");

@@ -40,6 +40,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0010_report_log.sql"),
     include_str!("migrations/0011_health.sql"),
     include_str!("migrations/0012_oauth_state.sql"),
+    include_str!("migrations/0015_scale.sql"),
 ];
 
 /// A storage failure. `is_transient` tells callers whether retrying later can help.
