@@ -48,7 +48,11 @@ pub struct Query {
 
 fn words(text: &str) -> (Vec<String>, bool) {
     let mut cut = text.chars().nth(MAX_QUERY_CHARS).is_some();
-    let head: String = text.chars().take(MAX_QUERY_CHARS).collect();
+    let mut head: String = text.chars().take(MAX_QUERY_CHARS).collect();
+    // A word cut in two at the limit is left out (unless it is the only one).
+    if cut && let Some(i) = head.rfind(|c: char| !c.is_alphanumeric()) {
+        head.truncate(i);
+    }
     let mut out: Vec<String> = Vec::new();
     for w in head.split(|c: char| !c.is_alphanumeric()).filter(|w| !w.is_empty()) {
         let w: String = w.to_lowercase().chars().take(MAX_TERM_CHARS).collect();

@@ -140,6 +140,12 @@ fn kb_article(conn: &Connection, id: i64) -> Result<Option<KbArticle>> {
     Ok(conn.prepare_cached(&format!("{KB_SELECT} WHERE id = ?"))?.query_row([id], kb_row).optional()?)
 }
 
+fn knowledge_figures(conn: &Connection, since: &str) -> Result<(u64, u64)> {
+    let suggested: i64 = conn.query_row("SELECT COUNT(DISTINCT ticket_id) FROM kb_suggestions WHERE created_at >= ?", [since], |r| r.get(0))?;
+    let deflected: i64 = conn.query_row("SELECT COUNT(*) FROM kb_deflections WHERE created_at >= ?", [since], |r| r.get(0))?;
+    Ok((suggested as u64, deflected as u64))
+}
+
 impl Store {
     /// Tickets matching every word of `q` (agents and admins only: all tickets, notes included).
     pub fn search_tickets(&self, q: &Query, limit: usize) -> Result<Vec<SearchHit>> {
@@ -165,10 +171,7 @@ impl Store {
 
     /// Tickets that got suggestions, and tickets deflected, since `since` (RFC 3339).
     pub fn knowledge_figures(&self, since: &str) -> Result<(u64, u64)> {
-        let conn = self.lock();
-        let suggested: i64 = conn.query_row("SELECT COUNT(DISTINCT ticket_id) FROM kb_suggestions WHERE created_at >= ?", [since], |r| r.get(0))?;
-        let deflected: i64 = conn.query_row("SELECT COUNT(*) FROM kb_deflections WHERE created_at >= ?", [since], |r| r.get(0))?;
-        Ok((suggested as u64, deflected as u64))
+        knowledge_figures(&self.lock(), since)
     }
 
     /// The size of the search indexes in bytes (FTS5 shadow tables), where SQLite can tell
@@ -181,6 +184,10 @@ impl Store {
 }
 
 impl Tx<'_> {
+    pub fn knowledge_figures(&self, since: &str) -> Result<(u64, u64)> {
+        knowledge_figures(&self.conn, since)
+    }
+
     pub fn search_tickets(&self, q: &Query, limit: usize) -> Result<Vec<SearchHit>> {
         search_tickets(&self.conn, q, limit)
     }
