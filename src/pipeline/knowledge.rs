@@ -28,7 +28,7 @@ fn results(tx: &Tx<'_>, desk: &Desk, query: &str, agent: bool) -> Result<Value, 
     let q = match Query::parse(query) {
         Ok(q) => q,
         Err(e) => {
-            return Ok(json!({ "query": sender_text(query), "agent": agent, "error": e.to_string(), "tickets": [], "articles": [], "count": 0, "truncated": false }));
+            return Ok(json!({ "query": sender_text(query), "agent": agent, "error": e.to_string(), "tickets": [], "articles": [], "count": 0, "truncated": false, "about": "" }));
         }
     };
     let tickets: Vec<Value> = if agent {
@@ -37,7 +37,7 @@ fn results(tx: &Tx<'_>, desk: &Desk, query: &str, agent: bool) -> Result<Value, 
         Vec::new()
     };
     let articles: Vec<Value> = tx.search_kb(&q, n)?.iter().map(|h| json!({ "ref": kb_ref(h.id), "title": sender_text(&h.title), "snippet": sender_text(&h.snippet) })).collect();
-    Ok(json!({ "query": q.text(), "agent": agent, "error": null, "count": tickets.len() + articles.len(), "tickets": tickets, "articles": articles, "truncated": q.truncated }))
+    Ok(json!({ "query": q.text(), "agent": agent, "error": null, "count": tickets.len() + articles.len(), "tickets": tickets, "articles": articles, "truncated": q.truncated, "about": "" }))
 }
 
 /// A fresh mail to the desk that asks for a search, and whether an agent asks:
@@ -158,6 +158,7 @@ pub(super) fn answer_agent(tx: &mut Tx<'_>, desk: &Desk, now: &Now, t: &Ticket, 
     let queue = desk.config.queues.get(&t.queue).or_else(|| desk.config.queues.values().next()).expect("validated config has a queue");
     let mut ctx = context::build(desk, queue, t, &About { agent: Some(agent), ..Default::default() }, &agent.email, &agent.name);
     ctx["search"] = results(tx, desk, query, true)?;
+    ctx["search"]["about"] = json!(desk.refs.format(t.id));
     let sent = mailer::send_auto(tx, desk, now, AutoMail {
         ticket: Some(t.id),
         kind: ArticleKind::Notification,
