@@ -31,7 +31,7 @@ pub fn tickets_search(config: &Path, query: &str, limit: usize, json: bool) -> a
         return Ok(0);
     }
     if q.truncated {
-        eprintln!("postdesk: only the first {} words were used: {}", q.terms.len(), q.text());
+        eprintln!("postdesk: a long query: searched for its first {} word(s) only: {}", q.terms.len(), q.text());
     }
     println!("{:<10} {:<9} SUBJECT / SNIPPET", "REF", "STATUS");
     for h in &tickets {
