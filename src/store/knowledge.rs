@@ -100,40 +100,58 @@ fn kb_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KbArticle> {
     })
 }
 
-/// Tickets whose messages contain every word, best first, one hit per ticket.
+/// Tickets whose messages contain every word, best first, one hit per ticket. Ranks first
+/// (bm25 over every match, nothing else per row), then reads ticket and snippet for the few
+/// shown: `snippet()` in the ranking query would run for every matching message.
 fn search_tickets(conn: &Connection, q: &Query, limit: usize) -> Result<Vec<SearchHit>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT a.ticket_id, t.subject, t.status, snippet(article_fts, -1, '*', '*', ' … ', 12), bm25(article_fts, 3.0, 1.0) AS score
-         FROM article_fts JOIN articles a ON a.id = article_fts.rowid JOIN tickets t ON t.id = a.ticket_id
-         WHERE article_fts MATCH ?1 ORDER BY score",
-    )?;
-    let mut rows = stmt.query([q.all()])?;
-    let mut out: Vec<SearchHit> = Vec::new();
-    while out.len() < limit
-        && let Some(r) = rows.next()?
-    {
-        let id: i64 = r.get(0)?;
-        if out.iter().any(|h| h.id == id) {
-            continue;
+    let expr = q.all();
+    let mut rank = conn.prepare_cached("SELECT rowid, bm25(article_fts, 3.0, 1.0) AS score FROM article_fts WHERE article_fts MATCH ?1 ORDER BY score LIMIT ?2")?;
+    let mut ticket_of = conn.prepare_cached("SELECT ticket_id FROM articles WHERE id = ?")?;
+    // Several messages of one ticket may match: ask for more rows until `limit` tickets (or all).
+    let mut want = limit.saturating_mul(4).max(16);
+    let best: Vec<(i64, i64, f64)> = loop {
+        let rows: Vec<(i64, f64)> = rank.query_map(params![expr, want as i64], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+        let mut best = Vec::new();
+        for (article, score) in &rows {
+            let t: i64 = ticket_of.query_row([article], |r| r.get(0))?;
+            if !best.iter().any(|(_, id, _)| *id == t) {
+                best.push((*article, t, *score));
+                if best.len() == limit {
+                    break;
+                }
+            }
         }
-        out.push(SearchHit { kind: "ticket", id, title: r.get(1)?, status: r.get(2)?, snippet: crate::reference::one_line(&r.get::<_, String>(3)?), score: r.get(4)? });
+        if best.len() == limit || rows.len() < want {
+            break best;
+        }
+        want = want.saturating_mul(4);
+    };
+    let mut ticket = conn.prepare_cached("SELECT subject, status FROM tickets WHERE id = ?")?;
+    let mut snippet = conn.prepare_cached("SELECT snippet(article_fts, -1, '*', '*', ' … ', 12) FROM article_fts WHERE article_fts MATCH ?1 AND rowid = ?2")?;
+    let mut out = Vec::with_capacity(best.len());
+    for (article, id, score) in best {
+        let (title, status): (String, String) = ticket.query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let snip: String = snippet.query_row(params![expr, article], |r| r.get(0)).optional()?.unwrap_or_default();
+        out.push(SearchHit { kind: "ticket", id, title, status, snippet: crate::reference::one_line(&snip), score });
     }
     Ok(out)
 }
 
-/// Published articles containing every word, best first.
+/// Published articles containing every word, best first (ranked first, snippets for the shown).
 fn search_kb(conn: &Connection, q: &Query, limit: usize) -> Result<Vec<SearchHit>> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT k.id, k.title, k.state, snippet(kb_fts, -1, '*', '*', ' … ', 12), bm25(kb_fts, 3.0, 1.0) AS score
-         FROM kb_fts JOIN kb_articles k ON k.id = kb_fts.rowid
+    let expr = q.all();
+    let mut rank = conn.prepare_cached(
+        "SELECT k.id, k.title, k.state, bm25(kb_fts, 3.0, 1.0) AS score FROM kb_fts JOIN kb_articles k ON k.id = kb_fts.rowid
          WHERE kb_fts MATCH ?1 AND k.state = 'published' ORDER BY score LIMIT ?2",
     )?;
-    let hits = stmt
-        .query_map(params![q.all(), limit as i64], |r| {
-            Ok(SearchHit { kind: "article", id: r.get(0)?, title: r.get(1)?, status: r.get(2)?, snippet: crate::reference::one_line(&r.get::<_, String>(3)?), score: r.get(4)? })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(hits)
+    let best: Vec<(i64, String, String, f64)> = rank.query_map(params![expr, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<rusqlite::Result<_>>()?;
+    let mut snippet = conn.prepare_cached("SELECT snippet(kb_fts, -1, '*', '*', ' … ', 12) FROM kb_fts WHERE kb_fts MATCH ?1 AND rowid = ?2")?;
+    let mut out = Vec::with_capacity(best.len());
+    for (id, title, status, score) in best {
+        let snip: String = snippet.query_row(params![expr, id], |r| r.get(0)).optional()?.unwrap_or_default();
+        out.push(SearchHit { kind: "article", id, title, status, snippet: crate::reference::one_line(&snip), score });
+    }
+    Ok(out)
 }
 
 fn kb_article(conn: &Connection, id: i64) -> Result<Option<KbArticle>> {
