@@ -212,7 +212,7 @@ fn main() {
     // Ingest with and without the index trigger, alternating rounds on the same database.
     let pipeline = Pipeline::new(store.clone(), Arc::new(postdesk::clock::SystemClock));
     let mut g = Gen::new(0x5eed_0018, 5000, "support@example.test");
-    let trigger = "CREATE TRIGGER IF NOT EXISTS article_fts_insert AFTER INSERT ON articles WHEN new.kind IN ('customer', 'agent_reply', 'note') BEGIN INSERT INTO article_fts (rowid, subject, body) VALUES (new.id, new.subject, substr(new.body_text, 1, 65536)); END;";
+    let trigger = "CREATE TRIGGER IF NOT EXISTS article_fts_insert AFTER INSERT ON articles WHEN new.kind IN ('customer', 'agent_reply', 'note') BEGIN INSERT INTO article_fts (rowid, subject, body_text) VALUES (new.id, new.subject, substr(new.body_text, 1, 65536)); END;";
     let (mut with, mut without) = ((0.0, 0usize), (0.0, 0usize));
     let rounds = 4;
     for round in 0..rounds * 2 {

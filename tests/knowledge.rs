@@ -332,3 +332,14 @@ fn search_folds_diacritics_and_stems_english() {
         assert_eq!(hits.iter().map(|h| h.id).collect::<Vec<_>>(), [2], "{q}");
     }
 }
+
+#[test]
+fn an_agent_reply_without_the_subject_tag_is_still_the_agents_search() {
+    let d = setup(KNOWLEDGE);
+    let n = d.open("dana@example.org", "Printer prints faded pages", "The printer on floor three prints faded pages. Badge zanzibar.");
+    // The client dropped the subject (and its tag); the token in In-Reply-To still names PD-1.
+    let r = d.ingest(&clients::thunderbird_reply("Alice Agent", ALICE, "support@example.test", "Lookup", &n.id(), &[], "/search zanzibar").raw);
+    assert_eq!(r.outcome, Outcome::FollowUp { ticket: 1 }, "the agent path, not a customer's search");
+    let text = body(&d.one_to(ALICE));
+    assert!(text.contains("[PD-1] Printer prints faded pages"), "{text}");
+}

@@ -46,8 +46,16 @@ fn results(tx: &Tx<'_>, desk: &Desk, query: &str, agent: bool) -> Result<Value, 
 /// - anyone else, with `[knowledge] customer_search`: the subject exactly `search` with the words
 ///   on the first line of the text, or `/search WORDS` as the first line. A subject that merely
 ///   starts with "search" ("search not working") is an ordinary mail and opens a ticket.
-fn search_request<'d>(desk: &'d Desk, p: &Parsed, verdict: &Verdict) -> Option<(String, Option<&'d Agent>)> {
+///
+/// A reply that carries our signed token for a ticket (an agent's answer to a notification whose
+/// client dropped the subject tag) is never taken for one: it goes to its ticket.
+fn search_request<'d>(desk: &'d Desk, p: &Parsed, verdict: &Verdict, now: &Now) -> Option<(String, Option<&'d Agent>)> {
     if verdict.class != Class::Human || p.from_address().is_empty() || desk.refs.find(&p.subject).is_some() {
+        return None;
+    }
+    let sender = p.from_address();
+    let to_ticket = |id: &str| desk.signer.verify(id, sender, now.t.unix_timestamp()).is_some_and(|v| v.ticket != 0);
+    if p.ancestors().into_iter().any(to_ticket) || p.to.iter().chain(p.cc.iter()).filter_map(|m| desk.signer.token_from_address(&m.address)).any(|t| to_ticket(&t)) {
         return None;
     }
     let agent = desk.config.agent_by_email(p.from_address()).filter(|_| p.from_fallback.is_none() && super::dkim_verified(desk, p) && super::authenticated(desk, p));
@@ -73,7 +81,7 @@ fn search_request<'d>(desk: &'d Desk, p: &Parsed, verdict: &Verdict) -> Option<(
 /// Answer a search by mail, if the message is one: no ticket is opened; the request is kept
 /// (quarantine table, reason `self_service`) like a status request.
 pub(super) fn answer_request(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, verdict: &Verdict, key: &str, now: &Now) -> Result<Option<Report>, StoreError> {
-    let Some((query, agent)) = search_request(desk, p, verdict) else { return Ok(None) };
+    let Some((query, agent)) = search_request(desk, p, verdict, now) else { return Ok(None) };
     let sender = p.from_address();
     let queue = desk.config.queue_of(d.mailbox).or_else(|| desk.config.queues.values().next()).expect("validated config has a queue");
     let threading = Some(format!("search request ({})", if agent.is_some() { "agent" } else { "published articles" }));

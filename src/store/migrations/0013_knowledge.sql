@@ -3,14 +3,17 @@
 
 -- Search over tickets: one row per customer message, agent reply and note (rowid = articles.id),
 -- written by the trigger below inside the transaction that writes the article. Porter stemming
--- (English) over unicode61 with diacritics folded; the first 64 KiB of a body are indexed.
-CREATE VIRTUAL TABLE article_fts USING fts5(subject, body, tokenize = 'porter unicode61 remove_diacritics 2');
+-- (English) over unicode61 with diacritics folded; the first 64 KiB of a body are indexed. An
+-- external-content table: the text stays in `articles` only (snippets read it from there).
+-- Articles are never updated or deleted; one that ever is must first be removed from the index
+-- with FTS5's 'delete' command and the values it was indexed with.
+CREATE VIRTUAL TABLE article_fts USING fts5(subject, body_text, content = 'articles', content_rowid = 'id', tokenize = 'porter unicode61 remove_diacritics 2');
 CREATE TRIGGER article_fts_insert AFTER INSERT ON articles
 WHEN new.kind IN ('customer', 'agent_reply', 'note')
 BEGIN
-    INSERT INTO article_fts (rowid, subject, body) VALUES (new.id, new.subject, substr(new.body_text, 1, 65536));
+    INSERT INTO article_fts (rowid, subject, body_text) VALUES (new.id, new.subject, substr(new.body_text, 1, 65536));
 END;
-INSERT INTO article_fts (rowid, subject, body)
+INSERT INTO article_fts (rowid, subject, body_text)
     SELECT id, subject, substr(body_text, 1, 65536) FROM articles WHERE kind IN ('customer', 'agent_reply', 'note');
 
 -- A ticket's solution (one per ticket), and what becomes of it: `solution` (recorded, not
