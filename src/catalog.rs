@@ -107,11 +107,13 @@ pub struct Kb {
     pub articles: Vec<Article>,
 }
 
+/// Words too common to say what a mail is about (English and German, the template languages).
+pub(crate) const STOP_WORDS: &[&str] = &["the", "and", "for", "with", "this", "that", "from", "have", "not", "you", "your", "are", "was", "but", "can", "how", "what", "does", "der", "die", "das", "und", "ist", "nicht"];
+
 fn words(text: &str) -> BTreeSet<String> {
-    const STOP: &[&str] = &["the", "and", "for", "with", "this", "that", "from", "have", "not", "you", "your", "are", "was", "but", "can", "how", "what", "does", "der", "die", "das", "und", "ist", "nicht"];
     text.split(|c: char| !c.is_alphanumeric())
         .map(str::to_lowercase)
-        .filter(|w| w.chars().count() >= 3 && !STOP.contains(&w.as_str()))
+        .filter(|w| w.chars().count() >= 3 && !STOP_WORDS.contains(&w.as_str()))
         .collect()
 }
 

@@ -38,6 +38,14 @@ pub enum Command {
     Approve,
     /// An approver rejects the change, with a reason.
     Reject { reason: String },
+    /// Search tickets and published articles; the results go to the agent only.
+    Search { query: String },
+    /// The text is the ticket's solution (recorded; a reply to the customer unless `/note`).
+    Solution,
+    /// Publish the ticket's solution as a knowledge article, under this title or the subject.
+    Publish { title: Option<String> },
+    /// Withdraw the ticket's published article.
+    Withdraw,
 }
 
 impl Command {
@@ -60,6 +68,10 @@ impl Command {
             Command::Forward { group } => format!("/forward {group}"),
             Command::Approve => "/approve".into(),
             Command::Reject { reason } => format!("/reject {reason}"),
+            Command::Search { query } => format!("/search {query}"),
+            Command::Solution => "/solution".into(),
+            Command::Publish { title } => format!("/publish{}", title.as_ref().map(|t| format!(" {t}")).unwrap_or_default()),
+            Command::Withdraw => "/withdraw".into(),
         }
     }
 }
@@ -83,6 +95,18 @@ pub struct Parsed {
 impl Parsed {
     pub fn is_note(&self) -> bool {
         self.commands.contains(&Command::Note)
+    }
+
+    pub fn is_solution(&self) -> bool {
+        self.commands.contains(&Command::Solution)
+    }
+
+    /// The query of a `/search` command, if the mail has one.
+    pub fn search(&self) -> Option<&str> {
+        self.commands.iter().find_map(|c| match c {
+            Command::Search { query } => Some(query.as_str()),
+            _ => None,
+        })
     }
 }
 
@@ -154,8 +178,14 @@ fn parse_one(s: &str) -> Result<Command, String> {
         "forward" | "handoff" => Ok(Command::Forward { group: one("a group")? }),
         "approve" | "approved" => Ok(Command::Approve),
         "reject" | "rejected" | "deny" => Ok(Command::Reject { reason: args.join(" ") }),
+        // The query is checked (words, bounds) where it is run: crate::search::Query.
+        "search" | "find" if !args.is_empty() => Ok(Command::Search { query: crate::reference::one_line(&args.join(" ")).chars().take(crate::search::MAX_QUERY_CHARS).collect() }),
+        "search" | "find" => Err(format!("/{name} needs words to search for")),
+        "solution" | "solved-by" => none(Command::Solution),
+        "publish" => Ok(Command::Publish { title: (!args.is_empty()).then(|| crate::reference::sender_text(&args.join(" "))) }),
+        "withdraw" | "unpublish" => none(Command::Withdraw),
         "" => Err("empty command".into()),
-        other => Err(format!("unknown command /{other} (known: status, open, pending, resolve, close, reopen, assign, take, unassign, priority, queue, tag, untag, escalate, cc, note, type, ci, forward, approve, reject)")),
+        other => Err(format!("unknown command /{other} (known: status, open, pending, resolve, close, reopen, assign, take, unassign, priority, queue, tag, untag, escalate, cc, note, type, ci, forward, approve, reject, search, solution, publish, withdraw)")),
     }
 }
 
@@ -198,6 +228,18 @@ mod tests {
         }
         let many: Vec<String> = (0..=MAX_CC).map(|i| format!("p{i}@example.net")).collect();
         assert!(parse(&format!("/cc {}\nHi", many.join(" "))).errors[0].error.contains("at most"));
+    }
+
+    #[test]
+    fn knowledge_commands() {
+        let p = parse("/resolve\n/solution\n/publish Printer shows E42\nReplace the toner cartridge.");
+        assert_eq!(p.commands, vec![Command::Status { status: Status::Resolved }, Command::Solution, Command::Publish { title: Some("Printer shows E42".into()) }]);
+        assert!(p.is_solution());
+        assert_eq!(p.text, "Replace the toner cartridge.");
+        assert_eq!(parse("/search printer toner").search(), Some("printer toner"));
+        assert_eq!(parse("/search").errors.len(), 1);
+        assert_eq!(parse("/publish").commands, vec![Command::Publish { title: None }]);
+        assert_eq!(parse(&format!("/search {}", "x ".repeat(100_000))).search().map(str::len), Some(crate::search::MAX_QUERY_CHARS));
     }
 
     #[test]

@@ -393,6 +393,27 @@ pub struct SelfService {
     pub allow_close: bool,
 }
 
+/// Search, solutions and suggestions (`[knowledge]`, docs/KNOWLEDGE.md). Agents can search and
+/// publish without the section; it tunes the numbers and lets customers search.
+#[derive(Debug, Clone)]
+pub struct Knowledge {
+    /// Most published articles an acknowledgement suggests (0 = none).
+    pub suggestions: usize,
+    /// An article is suggested only when it shares at least this many words with the new
+    /// ticket's subject and first lines (the confidence threshold).
+    pub suggest_min_words: usize,
+    /// Most results a search by mail answers with.
+    pub search_results: usize,
+    /// Customers may search published articles by mail (default: on with the section).
+    pub customer_search: bool,
+}
+
+impl Default for Knowledge {
+    fn default() -> Self {
+        Knowledge { suggestions: 3, suggest_min_words: 2, search_results: 10, customer_search: false }
+    }
+}
+
 /// Outbound mail transport.
 #[derive(Debug, Clone)]
 pub enum Transport {
@@ -497,6 +518,8 @@ pub struct Config {
     pub weekly_report_to: Vec<String>,
     /// The knowledge-base folder (`[kb] folder`) and how many articles an acknowledgement suggests.
     pub kb: Option<(PathBuf, usize)>,
+    /// Search, solutions, suggestions (`[knowledge]`); defaults without the section.
+    pub knowledge: Knowledge,
     pub log_level: String,
     /// `[log] format`: `text` (the default; colours only on a terminal without NO_COLOR) or `json`
     /// (one object per line, for log shippers).
@@ -584,6 +607,7 @@ struct RawConfig {
     catalog: RawCatalog,
     reports: RawReports,
     kb: RawKb,
+    knowledge: Option<RawKnowledge>,
     groups: BTreeMap<String, RawGroup>,
     log: RawLog,
     metrics: RawMetrics,
@@ -652,6 +676,15 @@ struct RawCatalog {
 struct RawKb {
     folder: Option<String>,
     suggestions: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawKnowledge {
+    suggestions: Option<usize>,
+    suggest_min_words: Option<usize>,
+    search_results: Option<usize>,
+    customer_search: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1635,6 +1668,24 @@ impl Validator {
             catalog_file: raw.catalog.file.as_deref().map(|p| self.path(p)),
             weekly_report_to: raw.reports.weekly_to.clone().unwrap_or_default().into_iter().map(|a| a.trim().to_ascii_lowercase()).collect(),
             kb: raw.kb.folder.as_deref().map(|p| (self.path(p), raw.kb.suggestions.unwrap_or(3))),
+            knowledge: match &raw.knowledge {
+                None => Knowledge::default(),
+                Some(k) => {
+                    let d = Knowledge::default();
+                    if k.search_results == Some(0) {
+                        self.add("knowledge.search_results", "must be at least 1".to_string());
+                    }
+                    if k.suggest_min_words == Some(0) {
+                        self.add("knowledge.suggest_min_words", "must be at least 1 (one shared word)".to_string());
+                    }
+                    Knowledge {
+                        suggestions: k.suggestions.unwrap_or(d.suggestions).min(10),
+                        suggest_min_words: k.suggest_min_words.unwrap_or(d.suggest_min_words).max(1),
+                        search_results: k.search_results.unwrap_or(d.search_results).clamp(1, 50),
+                        customer_search: k.customer_search.unwrap_or(true),
+                    }
+                }
+            },
             lifecycle: raw.lifecycle.as_ref().map(|l| {
                 let mut d = |k: &str, v: &Option<String>| v.as_ref().map(|_| self.duration(&format!("lifecycle.{k}"), v, Duration::ZERO));
                 Lifecycle {

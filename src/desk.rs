@@ -86,6 +86,9 @@ impl Desk {
             if config.lifecycle.as_ref().is_some_and(|l| l.remind_pending_after.is_some()) {
                 problems.extend(t.require(&["pending_reminder"]));
             }
+            if config.knowledge.customer_search {
+                problems.extend(t.require(&["search_results"]));
+            }
             if config.self_service.is_some() {
                 problems.extend(t.require(&["status_list", "customer_closed"]));
                 if config.catalog_file.is_some() {

@@ -39,4 +39,5 @@ pub mod sla;
 pub mod report;
 pub mod cis;
 pub mod catalog;
+pub mod search;
 pub mod metrics;

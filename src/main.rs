@@ -53,6 +53,11 @@ enum Command {
         #[command(subcommand)]
         command: TicketsCommand,
     },
+    /// Knowledge articles learnt from solved tickets.
+    Kb {
+        #[command(subcommand)]
+        command: KbCommand,
+    },
     /// Rules: dry-run a saved message through the whole pipeline.
     Rules {
         #[command(subcommand)]
@@ -124,6 +129,42 @@ enum TicketsCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Full-text search: tickets whose messages contain every word, and published articles.
+    Search {
+        /// Words to look for (any punctuation separates words; no query syntax).
+        #[arg(required = true, num_args = 1..)]
+        query: Vec<String>,
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum KbCommand {
+    /// Published knowledge articles, newest first.
+    List {
+        /// Also unpublished solutions and withdrawn articles.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One article with its text (by id or reference like KB-7).
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Publish a solution as a knowledge article (or publish again a withdrawn one).
+    Publish {
+        id: String,
+        #[arg(long)]
+        title: Option<String>,
+    },
+    /// Withdraw a published article: no longer found by customers or suggested.
+    Withdraw { id: String },
 }
 
 #[derive(Subcommand)]
@@ -191,6 +232,11 @@ fn main() -> ExitCode {
         Command::Undeliverable { command: UndeliverableCommand::List { json } } => commands::undeliverable_list(&config, json),
         Command::Undeliverable { command: UndeliverableCommand::Clear { address } } => commands::undeliverable_clear(&config, &address),
         Command::Tickets { command: TicketsCommand::Show { id, json } } => commands::tickets_show(&config, &id, json),
+        Command::Tickets { command: TicketsCommand::Search { query, limit, json } } => commands::tickets_search(&config, &query.join(" "), limit, json),
+        Command::Kb { command: KbCommand::List { all, json } } => commands::kb_list(&config, all, json),
+        Command::Kb { command: KbCommand::Show { id, json } } => commands::kb_show(&config, &id, json),
+        Command::Kb { command: KbCommand::Publish { id, title } } => commands::kb_set(&config, &id, true, title.as_deref()),
+        Command::Kb { command: KbCommand::Withdraw { id } } => commands::kb_set(&config, &id, false, None),
         Command::Rules { command: RulesCommand::Test { file, mailbox, json } } => commands::rules_test(&config, &file, mailbox.as_deref(), json),
         Command::Report { since, format } => commands::report(&config, &since, &format),
         Command::Status { json } => commands::status(&config, json),

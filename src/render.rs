@@ -329,7 +329,13 @@ pub fn sample_context() -> Value {
         "sla": { "target": "first response", "due_at": "2026-01-01T13:00:00Z" },
         "approval": { "decision": "approved", "reason": "", "by": "cab@example.com" },
         "service": { "name": "password-reset", "title": "Password reset", "description": "We reset your password.", "missing": ["Username"] },
-        "suggestions": [{ "title": "Reset your own password", "file": "password.md", "excerpt": "Go to https://id.example.com …" }],
+        "suggestions": [{ "ref": "KB-7", "title": "Reset your own password", "file": "password.md", "excerpt": "Go to https://id.example.com …" }],
+        "suggested": true,
+        "search": {
+            "query": "printer toner", "agent": true, "error": null, "count": 2, "truncated": false, "about": "PD-1042",
+            "tickets": [{ "ref": "PD-1042", "subject": "Printer on floor 3 is jammed", "status": "resolved", "snippet": "the *printer* says *toner* low" }],
+            "articles": [{ "ref": "KB-7", "title": "Replace the toner", "snippet": "open the cover, replace the *toner*" }]
+        },
         "report": { "text": "Postdesk report …" },
         "oauth": { "name": "mailboxes.support", "account": "support@example.com", "error": "the provider refused the refresh token (invalid_grant)", "login": "postdesk oauth login --mailbox support", "outbound": false },
         "services": [{ "name": "password-reset", "title": "Password reset", "description": "We reset your password.", "required": ["Username"] }],

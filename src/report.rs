@@ -31,6 +31,14 @@ pub struct Counts {
     pub active: u64,
 }
 
+/// Knowledge at work (docs/KNOWLEDGE.md): new tickets whose acknowledgement suggested published
+/// articles, and those the customer then closed before any agent answered.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct Deflection {
+    pub suggested: u64,
+    pub deflected: u64,
+}
+
 /// The whole report.
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -44,6 +52,8 @@ pub struct Report {
     pub resolution: Spread,
     /// Active tickets by age: "<1d", "1-3d", "3-7d", ">7d".
     pub backlog_by_age: BTreeMap<String, u64>,
+    /// Suggestions and deflections in the period (filled by the caller from the store).
+    pub knowledge: Deflection,
 }
 
 fn ts(s: &str) -> Option<i64> {
@@ -70,6 +80,7 @@ pub fn build(rows: &[ReportRow], since: OffsetDateTime, now: OffsetDateTime) -> 
         first_response: Spread::default(),
         resolution: Spread::default(),
         backlog_by_age: ["<1d", "1-3d", "3-7d", ">7d"].iter().map(|k| (k.to_string(), 0)).collect(),
+        knowledge: Deflection::default(),
     };
     let (mut fr, mut res) = (Vec::new(), Vec::new());
     for row in rows {
@@ -170,6 +181,7 @@ pub fn text(r: &Report) -> String {
         o.push_str(&format!(" {k} {}", r.backlog_by_age.get(k).copied().unwrap_or(0)));
     }
     o.push('\n');
+    o.push_str(&format!("\nKnowledge: suggested to {} new tickets, deflected {} (closed by the customer before an agent answered)\n", r.knowledge.suggested, r.knowledge.deflected));
     o
 }
 

@@ -809,3 +809,53 @@ fn a_maildir_backlog_is_stored_in_batches_each_message_once() {
     assert_eq!(std::fs::read_dir(d.path("var/maildir/support/cur")).unwrap().count(), 450);
     assert_eq!(d.json(&["tickets", "list", "--json"]).as_array().unwrap().len(), 450, "each message on a ticket of its own");
 }
+
+#[test]
+fn tickets_search_ranks_with_snippets_and_refuses_bad_queries() {
+    let d = Desk::new();
+    for (who, subject, body) in [
+        ("ann", "Printer toner empty", "The printer on floor three is out of toner; prints are faded."),
+        ("ben", "VPN drops", "The VPN drops every hour. Could the printer driver be the cause?"),
+        ("cat", "Café menu", "Please add crème brûlée to the café menu."),
+    ] {
+        let m = clients::thunderbird_new(who, &format!("{who}@example.org"), "support@example.test", subject, body);
+        assert!(d.deliver(&m.raw).status.success());
+    }
+    let j = d.json(&["tickets", "search", "printer", "--json"]);
+    let hits = j["tickets"].as_array().unwrap();
+    assert_eq!(hits.iter().map(|h| h["ref"].as_str().unwrap()).collect::<Vec<_>>(), ["PD-1", "PD-2"], "subject and body match ranks first: {j}");
+    for k in ["id", "ref", "subject", "status", "snippet", "score"] {
+        assert!(hits[0].get(k).is_some(), "missing {k} in {}", hits[0]);
+    }
+    assert_eq!(hits[0]["status"], "new");
+    assert!(hits[0]["snippet"].as_str().unwrap().contains("*Printer*"), "{}", hits[0]);
+    assert_eq!(j["articles"], serde_json::json!([]));
+    // Every word must occur; diacritics folded; several words as separate arguments.
+    assert_eq!(d.json(&["tickets", "search", "printer", "toner", "--json"])["tickets"].as_array().unwrap().len(), 1);
+    assert_eq!(d.json(&["tickets", "search", "creme", "brulee", "--json"])["tickets"][0]["ref"], "PD-3");
+    assert_eq!(d.json(&["tickets", "search", "printer", "--limit", "1", "--json"])["tickets"].as_array().unwrap().len(), 1);
+    // FTS5 syntax is only words here.
+    assert_eq!(d.json(&["tickets", "search", "\"printer\" OR *", "--json"])["tickets"].as_array().unwrap().len(), 0, "`or` is a word that no ticket has");
+    assert_eq!(d.json(&["tickets", "search", "body:printer", "--json"])["tickets"].as_array().unwrap().len(), 0, "no column filter: `body` is a word too");
+    // Text output: reference, status, subject, snippet.
+    let out = d.run(&["tickets", "search", "toner"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && text.contains("PD-1") && text.contains("Printer toner empty") && text.contains("*toner*"), "{text}");
+    // Bad queries get a clear answer.
+    let out = d.run(&["tickets", "search", "***"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("nothing to search for"), "{}", stderr(&out));
+    assert_eq!(d.run(&["tickets", "search"]).status.code(), Some(2));
+    assert_eq!(d.run(&["tickets", "search", "printer", "--limit", "0"]).status.code(), Some(1));
+    let huge = "printer ".repeat(12_000); // 96 KB, under the kernel's limit for one argument
+    let out = d.run(&["tickets", "search", &huge]);
+    assert!(out.status.success() && String::from_utf8_lossy(&out.stdout).contains("PD-1"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("a long query: searched for its first 1 word(s) only: printer"), "{}", stderr(&out));
+    // Knowledge articles and the report's figures.
+    assert_eq!(d.json(&["kb", "list", "--json"]), serde_json::json!([]));
+    let out = d.run(&["kb", "show", "KB-1"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("no article KB-1"));
+    assert_eq!(d.run(&["kb", "withdraw", "nonsense"]).status.code(), Some(1));
+    assert_eq!(d.json(&["report", "--format", "json"])["knowledge"], serde_json::json!({ "suggested": 0, "deflected": 0 }));
+}

@@ -636,6 +636,74 @@ fn scenario_15_self_service_close_and_status_list() {
     d.stop();
 }
 
+const KNOWLEDGE_DESK: &str = r#"
+[agents.agent]
+name = "Andy Agent"
+email = "agent@example.test"
+queues = ["support"]
+
+[self_service]
+
+[knowledge]
+suggestions = 2
+"#;
+
+/// Scenario 19: an agent searches past tickets by mail; the solution of a resolved ticket, once
+/// published, is suggested in the acknowledgement of the next customer with the same problem,
+/// who closes the ticket: deflected in the report. A customer's search sees published articles
+/// only.
+#[test]
+fn scenario_19_search_solutions_suggestions_and_deflection() {
+    let s = MailServers::start();
+    let d = Daemon::start(&s, &Wiring { imap_tls: "starttls", smtp_tls: "none", after: "seen", extra: KNOWLEDGE_DESK });
+    let first = clients::thunderbird_new("Alice Example", "alice@example.test", "support@example.test", "Printer prints faded pages", "The printer on floor two prints faded pages. My desk is next to the quokka poster.");
+    s.send("alice@example.test", &["support@example.test"], &first.raw);
+    s.wait_for("alice", WAIT, |m| m.contains("[PD-1]"));
+    let note = s.wait_for("agent", WAIT, |m| m.contains("[PD-1]") && m.contains("New ticket"));
+
+    // The agent searches past tickets from mutt, answering the notification.
+    common::mutt_reply(&s, "agent", "New ticket", "/search faded printing");
+    let found = s.wait_for("agent", WAIT, |m| m.contains("Search: faded printing"));
+    assert!(found.contains("[PD-1] Printer prints faded pages") && found.contains("*faded*"), "{found}");
+    assert_eq!(s.count("alice", |m| m.contains("faded printing")), 0, "a search reaches nobody but the agent");
+
+    // Resolved with a solution, published: the customer gets the solution as the reply.
+    let nid = id_of(&note);
+    let nsub = header(&note, "subject").unwrap();
+    let solve = clients::thunderbird_reply("Andy", "agent@example.test", "support@example.test", &nsub, &nid, &[], "/resolve\n/solution\n/publish Faded prints: replace the toner\nOpen the front cover and replace the toner cartridge; prints are dark again.");
+    s.send("agent@example.test", &["support@example.test"], &solve.raw);
+    s.wait_for("alice", WAIT, |m| m.contains("replace the toner cartridge"));
+    common::eventually(WAIT, "KB-1 published", || d.store().kb_article(1).unwrap().filter(|a| a.state == postdesk::store::KbState::Published).map(|_| ()));
+
+    // The next customer with the same problem gets it suggested in the acknowledgement.
+    let second = clients::thunderbird_new("Bob", "bob@example.test", "support@example.test", "Faded prints", "All prints from my printer are faded and pale since this morning.");
+    s.send("bob@example.test", &["support@example.test"], &second.raw);
+    let ack = s.wait_for("bob", WAIT, |m| m.contains("[PD-2]"));
+    assert!(ack.contains("[KB-1] Faded prints: replace the toner") && ack.contains("replace the toner cartridge"), "{ack}");
+    assert!(!ack.contains("quokka"), "nothing of the first customer's mail: {ack}");
+    // He closes it himself: deflected.
+    let close = clients::thunderbird_reply("Bob", "bob@example.test", "support@example.test", &header(&ack, "subject").unwrap(), &id_of(&ack), &[second.message_id.clone()], "/close\nThat did it, thanks!");
+    s.send("bob@example.test", &["support@example.test"], &close.raw);
+    s.wait_for("bob", WAIT, |m| m.contains("is now closed"));
+    assert_eq!(d.store().knowledge_figures("2000-01-01T00:00:00Z").unwrap(), (1, 1));
+
+    // A customer's search returns the published article, never another customer's ticket.
+    let ask = clients::thunderbird_new("Carol", "carol@example.test", "support@example.test", "search", "faded quokka\n");
+    s.send("carol@example.test", &["support@example.test"], &ask.raw);
+    let none = s.wait_for("carol", WAIT, |m| m.contains("Search: faded quokka"));
+    assert!(none.contains("Nothing found") && !none.contains("PD-1"), "{none}");
+    let ask = clients::thunderbird_new("Carol", "carol@example.test", "support@example.test", "Question", "/search faded prints");
+    s.send("carol@example.test", &["support@example.test"], &ask.raw);
+    let kb = s.wait_for("carol", WAIT, |m| m.contains("Search: faded prints"));
+    assert!(kb.contains("[KB-1] Faded prints: replace the toner") && !kb.contains("PD-1") && !kb.contains("PD-2"), "{kb}");
+    assert_eq!(d.tickets().len(), 2, "searches open no ticket");
+    let (_dir, config) = d.stop();
+    // `postdesk report` shows the figures.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postdesk")).arg("--config").arg(&config).args(["report", "--format", "json"]).output().unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(j["knowledge"], serde_json::json!({ "suggested": 1, "deflected": 1 }), "{j}");
+}
+
 const SERVICE_DESK: &str = r#"
 [agents.agent]
 name = "Andy Agent"

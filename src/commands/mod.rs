@@ -10,8 +10,10 @@ use crate::ticket::{Status, TicketDetail};
 use std::io::Read;
 
 mod connect;
+mod knowledge;
 mod ops;
 pub use connect::check_connect;
+pub use knowledge::{kb_list, kb_set, kb_show, tickets_search};
 pub use ops::{backup, quarantine_delete, quarantine_list, quarantine_release, quarantine_show, status};
 use std::path::Path;
 use std::sync::Arc;
@@ -331,7 +333,9 @@ pub fn report(config: &Path, since: &str, format: &str) -> anyhow::Result<i32> {
         }
     };
     let rows = store.report_rows(&crate::clock::rfc3339(from))?;
-    let r = crate::report::build(&rows, from, now);
+    let mut r = crate::report::build(&rows, from, now);
+    let (suggested, deflected) = store.knowledge_figures(&crate::clock::rfc3339(from))?;
+    r.knowledge = crate::report::Deflection { suggested, deflected };
     match format {
         "text" => print!("{}", crate::report::text(&r)),
         "json" => println!("{}", serde_json::to_string_pretty(&r)?),

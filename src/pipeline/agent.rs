@@ -51,10 +51,16 @@ struct Changes<'d> {
     lines: Vec<String>,
 }
 
-fn apply<'d>(tx: &mut Tx<'_>, desk: &'d Desk, actor: &Agent, t: &Ticket, cmds: &[Command], now: &Now) -> Result<Changes<'d>, StoreError> {
+fn apply<'d>(tx: &mut Tx<'_>, desk: &'d Desk, actor: &Agent, t: &Ticket, parsed: &command::Parsed, now: &Now) -> Result<Changes<'d>, StoreError> {
     let mut ch = Changes::default();
     let id = t.id;
     let mut status = t.status;
+    let cmds = &parsed.commands;
+    // The solution first, so a `/publish` anywhere in the same mail finds it.
+    if parsed.is_solution() {
+        let line = super::knowledge::record_solution(tx, t, actor, &parsed.text, now)?;
+        ch.lines.push(line);
+    }
     for c in cmds {
         let line = match c {
             Command::Status { status: s } => {
@@ -135,7 +141,9 @@ fn apply<'d>(tx: &mut Tx<'_>, desk: &'d Desk, actor: &Agent, t: &Ticket, cmds: &
                 ch.forward = desk.config.groups.get(group);
                 format!("handing over to {group}")
             }
-            Command::Approve | Command::Reject { .. } => continue,
+            Command::Approve | Command::Reject { .. } | Command::Solution => continue,
+            Command::Publish { .. } | Command::Withdraw => super::knowledge::publish(tx, t, actor, c, now)?,
+            Command::Search { query } => format!("searched for \"{query}\" (results mailed to {})", actor.email),
         };
         tx.event(id, "command", &format!("{} by {}: {line}", c.describe(), actor.email), &now.s)?;
         ch.lines.push(line);
@@ -188,6 +196,7 @@ pub(super) fn handle(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, 
     let parsed = command::parse(&p.visible_text);
     let mut errors: Vec<String> = parsed.errors.iter().map(|e| format!("{}: {}", e.line, e.error)).collect();
     errors.extend(validate(desk, &parsed.commands));
+    errors.extend(super::knowledge::validate(tx, desk, ticket, &parsed)?);
     errors.extend(stale);
     tx.add_ticket_agent(ticket, &agent.email)?;
 
@@ -220,7 +229,7 @@ pub(super) fn handle(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, 
         return Ok(r);
     }
 
-    let changes = apply(tx, desk, agent, &t, &parsed.commands, now)?;
+    let changes = apply(tx, desk, agent, &t, &parsed, now)?;
     r.actions.extend(changes.lines.iter().cloned());
     let text = parsed.text.clone();
     // With /forward the text is for the group, never for the customer.
@@ -297,6 +306,9 @@ pub(super) fn handle(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, 
         let to = escalation_recipients(desk, &t, target);
         let sent = notify::agents(tx, desk, now, &t, "agent_escalated", &to, Some(&agent.email), &about, None)?;
         notify::record(sent, &mut r.actions, &mut r.mails);
+    }
+    if let Some(query) = parsed.search() {
+        super::knowledge::answer_agent(tx, desk, now, &t, agent, query, &p.message_id, &mut r)?;
     }
     // The customer hears of a status change from its template, unless the reply itself told them.
     if changes.status.is_some() && !public

@@ -5,6 +5,7 @@
 
 mod agent;
 mod context;
+mod knowledge;
 pub mod mailer;
 pub mod oauth;
 mod notify;
@@ -415,6 +416,9 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         tracing::info!(sender, "undeliverable mark cleared: the address wrote to us");
     }
     if let Some(r) = status_request(tx, desk, d, &p, &verdict, &key, now)? {
+        return Ok(r);
+    }
+    if let Some(r) = knowledge::answer_request(tx, desk, d, &p, &verdict, &key, now)? {
         return Ok(r);
     }
     let queue = desk.config.queue_of(d.mailbox).or_else(|| desk.config.queues.values().next()).expect("validated config has a queue");
@@ -891,7 +895,9 @@ fn acknowledge(
         return Ok(());
     }
     let to = p.from_address().to_string();
-    let ctx = customer_context(tx, desk, queue, ticket, p, &to)?;
+    let mut ctx = customer_context(tx, desk, queue, ticket, p, &to)?;
+    let found = knowledge::suggest(tx, desk, ticket, p, now, actions)?;
+    knowledge::merge_into(&mut ctx, &found, desk);
     let sent = mailer::send_auto(tx, desk, now, AutoMail::answer(p, Some(ticket), queue, ArticleKind::AutoReply, "acknowledgement", ra.ack_template.as_deref().unwrap_or(&queue.ack_template), ctx))?;
     record_sent(sent, actions, mails);
     Ok(())
@@ -1019,6 +1025,7 @@ fn status_request(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, ver
 #[allow(clippy::too_many_arguments)]
 fn close_by_customer(tx: &mut Tx<'_>, desk: &Desk, queue: &Queue, ticket: TicketId, p: &Parsed, now: &Now, actions: &mut Vec<String>, mails: &mut Vec<PlannedMail>) -> Result<(), StoreError> {
     let Some(t) = tx.ticket(ticket)? else { return Ok(()) };
+    knowledge::on_customer_close(tx, &t, now, actions)?;
     tx.set_status(ticket, Status::Closed, &now.s)?;
     sla::on_status(tx, desk, &t, t.status, Status::Closed, now)?;
     tx.event(ticket, "status", &format!("{} → closed (by the customer, /close)", t.status), &now.s)?;
@@ -1169,5 +1176,6 @@ fn customer_context(tx: &Tx<'_>, desk: &Desk, queue: &Queue, ticket: TicketId, p
     let n = desk.config.kb.as_ref().map(|(_, n)| *n).unwrap_or(0);
     let suggestions = desk.kb.suggest(&format!("{}\n{}", p.subject, p.visible_text), n);
     ctx["suggestions"] = serde_json::to_value(&suggestions).unwrap_or_default();
+    ctx["suggested"] = json!(false);
     Ok(ctx)
 }

@@ -139,7 +139,10 @@ impl Pipeline {
         }
         let since = now.t - time::Duration::days(7);
         let rows = tx.report_rows_tx(&crate::clock::rfc3339(since))?;
-        let text = crate::report::text(&crate::report::build(&rows, since, now.t));
+        let mut report = crate::report::build(&rows, since, now.t);
+        let (suggested, deflected) = tx.knowledge_figures(&crate::clock::rfc3339(since))?;
+        report.knowledge = crate::report::Deflection { suggested, deflected };
+        let text = crate::report::text(&report);
         let queue = desk.config.queues.values().next().expect("validated config has a queue");
         for to in &desk.config.weekly_report_to {
             let mut ctx = serde_json::json!({ "desk": { "name": desk.config.desk.name }, "queue": { "name": queue.name, "address": queue.address, "from_name": queue.from_name } });

@@ -7,6 +7,7 @@
 
 mod audit;
 mod deliveries;
+mod knowledge;
 mod oauth;
 mod ops;
 mod outbox;
@@ -15,6 +16,7 @@ mod tickets;
 
 use outbox::{attach_sent_log, sent_log_path};
 pub use deliveries::{Cursor, PriorDelivery};
+pub use knowledge::{KbArticle, KbState, SearchHit, Suggested};
 pub use oauth::OAuthState;
 pub use ops::{Health, Quarantined};
 pub use outbox::{NewOutbound, OutboxCounts, QueuedMail, UndeliverableMark};
@@ -40,6 +42,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0010_report_log.sql"),
     include_str!("migrations/0011_health.sql"),
     include_str!("migrations/0012_oauth_state.sql"),
+    include_str!("migrations/0013_knowledge.sql"),
     include_str!("migrations/0015_scale.sql"),
 ];
 
