@@ -286,7 +286,8 @@ pub fn sample_context() -> Value {
         "approval": { "decision": "approved", "reason": "", "by": "cab@example.com" },
         "service": { "name": "password-reset", "title": "Password reset", "description": "We reset your password.", "missing": ["Username"] },
         "suggestions": [{ "title": "Reset your own password", "file": "password.md", "excerpt": "Go to https://id.example.com …" }],
-        "report": { "text": "Postdesk report …" },
+        "report": { "text": "Postdesk report …", "html": "<p>Postdesk report …</p>" },
+        "csat": { "ask": true, "choices": "1, 2, 3, 4, 5", "worst": "1", "best": "5" },
         "oauth": { "name": "mailboxes.support", "account": "support@example.com", "error": "the provider refused the refresh token (invalid_grant)", "login": "postdesk oauth login --mailbox support", "outbound": false },
         "services": [{ "name": "password-reset", "title": "Password reset", "description": "We reset your password.", "required": ["Username"] }],
         "tickets": [{ "ref": "PD-1042", "subject": "Printer on floor 3 is jammed", "status": "open", "updated_at": "2026-01-02T10:00:00Z" }]

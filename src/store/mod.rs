@@ -5,7 +5,9 @@
 //! Writes happen in a [`Tx`] (`BEGIN IMMEDIATE`): one ingest = one transaction holding the article,
 //! ticket changes, outbox rows and the mailbox cursor, so a crash leaves all or nothing.
 
+mod csat;
 mod ops;
+pub use csat::{MAX_REPORT_RATINGS, Rating};
 pub use ops::{Health, Quarantined};
 
 use crate::ticket::{Article, ArticleKind, AttachmentInfo, Direction, Event, Priority, Status, Ticket, TicketDetail, TicketId};
@@ -60,6 +62,8 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0010_report_log.sql"),
     include_str!("migrations/0011_health.sql"),
     include_str!("migrations/0012_oauth_state.sql"),
+    // 0013 (search) goes here when merged.
+    include_str!("migrations/0014_csat.sql"),
 ];
 
 /// A storage failure. `is_transient` tells callers whether retrying later can help.
