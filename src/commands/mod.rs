@@ -331,7 +331,8 @@ pub fn report(config: &Path, since: &str, format: &str) -> anyhow::Result<i32> {
         }
     };
     let rows = store.report_rows(&crate::clock::rfc3339(from))?;
-    let r = crate::report::build(&rows, from, now);
+    let mut r = crate::report::build(&rows, from, now);
+    crate::report::add_csat(&mut r, &store.csat_ratings(&crate::clock::rfc3339(from))?);
     match format {
         "text" => print!("{}", crate::report::text(&r)),
         "json" => println!("{}", serde_json::to_string_pretty(&r)?),

@@ -139,11 +139,13 @@ impl Pipeline {
         }
         let since = now.t - time::Duration::days(7);
         let rows = tx.report_rows_tx(&crate::clock::rfc3339(since))?;
-        let text = crate::report::text(&crate::report::build(&rows, since, now.t));
+        let mut report = crate::report::build(&rows, since, now.t);
+        crate::report::add_csat(&mut report, &tx.csat_ratings_tx(&crate::clock::rfc3339(since))?);
+        let (text, html) = (crate::report::text(&report), crate::report::html(&report));
         let queue = desk.config.queues.values().next().expect("validated config has a queue");
         for to in &desk.config.weekly_report_to {
             let mut ctx = serde_json::json!({ "desk": { "name": desk.config.desk.name }, "queue": { "name": queue.name, "address": queue.address, "from_name": queue.from_name } });
-            ctx["report"] = serde_json::json!({ "text": text });
+            ctx["report"] = serde_json::json!({ "text": text, "html": html });
             super::mailer::send_auto(&mut tx, desk, &now, super::mailer::AutoMail::desk_notice(queue, to, "weekly_report", ctx))?;
         }
         tx.mark_report_sent("weekly", &now.s)?;

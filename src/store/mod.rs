@@ -216,6 +216,10 @@ pub struct ReportRow {
     /// met | breached | running, when the ticket has such an SLA target.
     pub sla_first_response: Option<String>,
     pub sla_resolution: Option<String>,
+    pub priority: Priority,
+    pub tags: Vec<String>,
+    /// Configuration items linked to the ticket.
+    pub cis: Vec<String>,
 }
 
 /// Filter for `tickets list`.
@@ -1224,7 +1228,9 @@ fn report_rows(conn: &Connection, since: &str) -> Result<Vec<ReportRow>> {
                     (SELECT CASE WHEN breached_at IS NOT NULL THEN 'breached' WHEN met_at IS NOT NULL THEN 'met' ELSE 'running' END
                        FROM sla_targets s WHERE s.ticket_id = t.id AND s.kind = 'first_response'),
                     (SELECT CASE WHEN breached_at IS NOT NULL THEN 'breached' WHEN met_at IS NOT NULL THEN 'met' ELSE 'running' END
-                       FROM sla_targets s WHERE s.ticket_id = t.id AND s.kind = 'resolution')
+                       FROM sla_targets s WHERE s.ticket_id = t.id AND s.kind = 'resolution'),
+                    t.priority, (SELECT group_concat(tag, char(31)) FROM tags g WHERE g.ticket_id = t.id),
+                    (SELECT group_concat(ci, char(31)) FROM ticket_cis c WHERE c.ticket_id = t.id)
              FROM tickets t WHERE t.created_at >= ?1 OR t.status IN ('new','open','pending') OR t.resolved_at >= ?1",
         )?;
         let rows = stmt
@@ -1239,10 +1245,18 @@ fn report_rows(conn: &Connection, since: &str) -> Result<Vec<ReportRow>> {
                     resolved_at: r.get(6)?,
                     sla_first_response: r.get(7)?,
                     sla_resolution: r.get(8)?,
+                    priority: r.get::<_, String>(9)?.parse().unwrap_or(Priority::Normal),
+                    tags: split_unit(r.get(10)?),
+                    cis: split_unit(r.get(11)?),
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
         Ok(rows)
+}
+
+/// A `group_concat(…, char(31))` list.
+fn split_unit(s: Option<String>) -> Vec<String> {
+    s.map(|s| s.split('\u{1f}').map(str::to_string).collect()).unwrap_or_default()
 }
 
 fn domain_of(addr: &str) -> String {
