@@ -296,13 +296,15 @@ fn pct(c: &Compliance) -> String {
 /// Plain text, for the terminal and for mail.
 pub fn text(r: &Report) -> String {
     let mut o = format!("Postdesk report {} – {}\n\n", r.since, r.until);
-    o.push_str(&format!("{:<16} {:>7} {:>9} {:>7}\n", "queue", "opened", "resolved", "active"));
+    // The first column as wide as its longest name (within reason), so the numbers line up.
+    let w = r.by_queue.keys().chain(r.by_type.keys()).map(|k| k.chars().count()).max().unwrap_or(0).clamp(16, 60);
+    o.push_str(&format!("{:<w$} {:>7} {:>9} {:>7}\n", "queue", "opened", "resolved", "active"));
     for (q, c) in &r.by_queue {
-        o.push_str(&format!("{q:<16} {:>7} {:>9} {:>7}\n", c.opened, c.resolved, c.active));
+        o.push_str(&format!("{q:<w$} {:>7} {:>9} {:>7}\n", c.opened, c.resolved, c.active));
     }
-    o.push_str(&format!("\n{:<16} {:>7} {:>9} {:>7}\n", "type", "opened", "resolved", "active"));
+    o.push_str(&format!("\n{:<w$} {:>7} {:>9} {:>7}\n", "type", "opened", "resolved", "active"));
     for (t, c) in &r.by_type {
-        o.push_str(&format!("{t:<16} {:>7} {:>9} {:>7}\n", c.opened, c.resolved, c.active));
+        o.push_str(&format!("{t:<w$} {:>7} {:>9} {:>7}\n", c.opened, c.resolved, c.active));
     }
     o.push_str(&format!(
         "\nSLA first response: {} met, {} breached ({})\nSLA resolution:     {} met, {} breached ({})\n",
@@ -331,10 +333,10 @@ pub fn text(r: &Report) -> String {
         if groups.is_empty() {
             continue;
         }
-        o.push_str(&format!("\n{what:<16} {:>10} {:>10} {:>10} {:>10}\n", "first p50", "first p90", "resol. p50", "resol. p90"));
+        o.push_str(&format!("\n{what:<w$} {:>10} {:>10} {:>10} {:>10}\n", "first p50", "first p90", "resol. p50", "resol. p90"));
         for (k, t) in ordered(groups, what == "priority") {
             o.push_str(&format!(
-                "{:<16} {:>10} {:>10} {:>10} {:>10}\n",
+                "{:<w$} {:>10} {:>10} {:>10} {:>10}\n",
                 k,
                 human(t.first_response.median_s),
                 human(t.first_response.p90_s),
@@ -344,9 +346,9 @@ pub fn text(r: &Report) -> String {
         }
     }
     let per = if r.per_day.bucket_days == 1 { "day".to_string() } else { format!("{} days", r.per_day.bucket_days) };
-    o.push_str(&format!("\nPer {per:<12} {:>7} {:>9}\n", "opened", "resolved"));
+    o.push_str(&format!("\n{:<w$} {:>7} {:>9}\n", format!("per {per}"), "opened", "resolved"));
     for p in &r.per_day.points {
-        o.push_str(&format!("{:<16} {:>7} {:>9}\n", p.date, p.opened, p.resolved));
+        o.push_str(&format!("{:<w$} {:>7} {:>9}\n", p.date, p.opened, p.resolved));
     }
     for (title, list) in [("Top types", &r.top_types), ("Top tags", &r.top_tags), ("Top configuration items", &r.top_cis)] {
         if !list.is_empty() {

@@ -227,3 +227,20 @@ fn a_bad_scale_is_a_config_problem_with_its_key() {
     assert!(problems.contains("csat.scale") && problems.contains("2 to 11 steps"), "{problems}");
     assert!(problems.contains("words: unknown key"), "{problems}");
 }
+
+#[test]
+fn the_weekly_report_mail_carries_the_html_report_with_the_ratings() {
+    let b = setup("[csat]\n\n[reports]\nweekly_to = [\"boss@example.org\"]\n");
+    let notice = b.resolved();
+    b.ingest(&answer(&notice, "dana@example.org", "4\nGood work."));
+    b.new_mail();
+    assert!(b.p.weekly_report_tick(&b.desk).unwrap());
+    let mails = b.new_mail();
+    let report = mails.iter().find(|m| m.to == ["boss@example.org"]).expect("the weekly report");
+    assert!(report.h("content-type").starts_with("multipart/alternative"), "{}", report.h("content-type"));
+    let parsed = postdesk::message::parse(report.raw.as_bytes()).unwrap();
+    assert!(parsed.body_text.contains("Satisfaction: 1 rating, average 4.0 (1-5)"), "{}", parsed.body_text);
+    let html = parsed.body_html.expect("an HTML part");
+    assert!(html.contains("<svg") && html.contains("Satisfaction:</b> 1 rating") && html.contains("SLA: met and breached"), "{html}");
+    assert!(!html.contains("<script") && !html.contains("src="), "self-contained");
+}

@@ -9,9 +9,9 @@ use std::fmt::Write;
 const WIDTH: f64 = 640.0;
 const FONT: f64 = 12.0;
 /// Left column of horizontal charts (labels), the bar area, the gap before a bar's value text.
-const LABEL_W: f64 = 150.0;
-const BAR_X: f64 = 160.0;
-const BAR_W: f64 = 270.0;
+const LABEL_W: f64 = 160.0;
+const BAR_X: f64 = 170.0;
+const BAR_W: f64 = 240.0;
 const GAP: f64 = 6.0;
 /// Most rows a horizontal chart draws (the rest are summed up in a line below it).
 const MAX_ROWS: usize = 20;
@@ -281,9 +281,9 @@ pub(super) fn page(r: &Report) -> String {
     let queues: Vec<Row> = r
         .by_queue
         .iter()
-        .map(|(q, c)| Row { label: q.clone(), bars: vec![vec![(c.opened as f64, BLUE)], vec![(c.resolved as f64, GREEN)]], value: format!("{} opened · {} resolved · {} active", c.opened, c.resolved, c.active) })
+        .map(|(q, c)| Row { label: q.clone(), bars: vec![vec![(c.opened as f64, BLUE)], vec![(c.resolved as f64, GREEN)]], value: format!("{} opened · {} resolved", c.opened, c.resolved) })
         .collect();
-    panels.push(hbars("Per queue", &[("opened", BLUE), ("resolved", GREEN)], &queues));
+    panels.push(hbars("Opened and resolved per queue", &[("opened", BLUE), ("resolved", GREEN)], &queues));
     panels.push(hbars("SLA: met and breached", &[("met", GREEN), ("breached", RED)], &sla_rows(r)));
     for (title, priority, first) in [
         ("First response time per queue", false, true),
@@ -308,8 +308,8 @@ pub(super) fn page(r: &Report) -> String {
     let _ = write!(
         o,
         "<body style=\"margin:0;padding:16px;background:#ffffff;color:{INK};font-family:Helvetica,Arial,sans-serif;font-size:14px\">\n<div style=\"max-width:{WIDTH}px\">\n<h1 style=\"font-size:20px;margin:0 0 4px 0\">Postdesk report</h1>\n<p style=\"margin:0 0 18px 0;color:{GREY}\">{} – {}</p>\n",
-        esc(&r.since),
-        esc(&r.until)
+        esc(&r.since.replace('T', " ").replace('Z', "")),
+        esc(&r.until.replace('T', " ").replace('Z', " UTC"))
     );
     for p in panels {
         o.push_str(&p);
