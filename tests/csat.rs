@@ -223,7 +223,7 @@ fn an_unauthenticated_rating_is_handled_as_a_reply() {
 fn a_bad_scale_is_a_config_problem_with_its_key() {
     let dir = tempfile::tempdir().unwrap();
     let path = common::write_config(dir.path(), &format!("{DESK}\n[csat]\nscale = \"1-99\"\nwords = 3\n"));
-    let problems = Desk::load(&path, KeyMode::Persistent).err().expect("refused").to_string();
+    let problems = Desk::load(&path, KeyMode::Persistent).expect_err("refused").to_string();
     assert!(problems.contains("csat.scale") && problems.contains("2 to 11 steps"), "{problems}");
     assert!(problems.contains("words: unknown key"), "{problems}");
 }

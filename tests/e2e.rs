@@ -661,7 +661,7 @@ fn scenario_20_satisfaction_answered_by_mail_keeps_the_ticket_resolved() {
     assert_eq!(d.tickets()[0].status, postdesk::ticket::Status::Resolved);
 
     // Alice answers "5" from Thunderbird (quoting the notice): recorded, the ticket stays resolved.
-    let answer = clients::thunderbird_reply("Alice Example", "alice@example.test", "support@example.test", &header(&notice, "subject").unwrap(), &id_of(&notice), &[first.message_id.clone()], "5");
+    let answer = clients::thunderbird_reply("Alice Example", "alice@example.test", "support@example.test", &header(&notice, "subject").unwrap(), &id_of(&notice), std::slice::from_ref(&first.message_id), "5");
     s.send("alice@example.test", &["support@example.test"], &answer.raw);
     let rating = common::eventually(WAIT, "the rating recorded", || d.store().csat_rating(1).unwrap());
     assert_eq!((rating.rating, rating.label.as_str(), rating.rated_by.as_str()), (5, "5", "alice@example.test"));
@@ -669,7 +669,7 @@ fn scenario_20_satisfaction_answered_by_mail_keeps_the_ticket_resolved() {
     assert!(d.articles(1).iter().any(|a| a.kind == postdesk::ticket::ArticleKind::Customer && a.body_text.starts_with('5')));
 
     // A word on the first line is no rating on a digit scale: that reply reopens, as always.
-    let again = clients::thunderbird_reply("Alice Example", "alice@example.test", "support@example.test", &header(&notice, "subject").unwrap(), &id_of(&notice), &[first.message_id.clone()], "Sorry, it flickers again.");
+    let again = clients::thunderbird_reply("Alice Example", "alice@example.test", "support@example.test", &header(&notice, "subject").unwrap(), &id_of(&notice), std::slice::from_ref(&first.message_id), "Sorry, it flickers again.");
     s.send("alice@example.test", &["support@example.test"], &again.raw);
     common::eventually(WAIT, "reopened", || (d.tickets()[0].status == postdesk::ticket::Status::Open).then_some(()));
     assert_eq!(d.store().csat_rating(1).unwrap().unwrap().rating, 5, "the rating stays");

@@ -128,7 +128,7 @@ fn seed(dir: &Path) -> PathBuf {
             clock.advance(time::Duration::hours(2 + (i * 7) % 30));
             p.sla_tick(&desk).unwrap();
             ingest(mailbox, &clients::thunderbird_reply("Alice", "alice@agents.example.test", to, &h(&note, "subject"), &id(&note), &[], "/status resolved").raw);
-            let notice = new_mail().into_iter().find(|(to, _)| to == &[customer.clone()]).expect("resolved notice").1;
+            let notice = new_mail().into_iter().find(|(to, _)| to == std::slice::from_ref(&customer)).expect("resolved notice").1;
             if i % 2 == 0 {
                 clock.advance(time::Duration::hours(1));
                 let rating = ["5", "4", "5", "2", "3", "5\nVery quick, thanks."][((i / 2) % 6) as usize];

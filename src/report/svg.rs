@@ -83,7 +83,7 @@ fn legend(y: f64, items: &[(&str, &str)]) -> String {
     let mut o = String::new();
     let mut x = 0.0;
     for (name, colour) in items {
-        let _ = write!(o, "<rect class=\"swatch\" x=\"{x:.1}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{colour}\"/>\n", y - 9.0);
+        let _ = writeln!(o, "<rect class=\"swatch\" x=\"{x:.1}\" y=\"{:.1}\" width=\"10\" height=\"10\" fill=\"{colour}\"/>", y - 9.0);
         o.push_str(&label(x + 14.0, y, name, 200.0, FONT, ""));
         x += 14.0 + text_width(name, FONT).min(200.0) + 16.0;
     }
@@ -125,7 +125,7 @@ fn hbars(title: &str, legend_items: &[(&str, &str)], rows: &[Row]) -> String {
             for (v, colour) in bar {
                 let w = v / max * BAR_W;
                 if w > 0.0 {
-                    let _ = write!(o, "<rect class=\"bar\" x=\"{x:.1}\" y=\"{by:.1}\" width=\"{w:.1}\" height=\"{bar_h}\" fill=\"{colour}\"/>\n");
+                    let _ = writeln!(o, "<rect class=\"bar\" x=\"{x:.1}\" y=\"{by:.1}\" width=\"{w:.1}\" height=\"{bar_h}\" fill=\"{colour}\"/>");
                 }
                 x += w;
             }
@@ -167,7 +167,7 @@ fn columns(r: &Report) -> String {
     let mut v = 0;
     while v <= top_value {
         let y = base - v as f64 / top_value as f64 * plot_h;
-        let _ = write!(o, "<line x1=\"{left}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#d0d4da\" stroke-width=\"1\"/>\n", WIDTH - right);
+        let _ = writeln!(o, "<line x1=\"{left}\" x2=\"{:.1}\" y1=\"{y:.1}\" y2=\"{y:.1}\" stroke=\"#d0d4da\" stroke-width=\"1\"/>", WIDTH - right);
         o.push_str(&label(left - 6.0, y + 4.0, &v.to_string(), left - 8.0, 11.0, " text-anchor=\"end\""));
         v += step;
     }
@@ -179,9 +179,9 @@ fn columns(r: &Report) -> String {
         for (j, (val, colour)) in [(p.opened, BLUE), (p.resolved, GREEN)].into_iter().enumerate() {
             let bh = val as f64 / top_value as f64 * plot_h;
             if bh > 0.0 {
-                let _ = write!(
+                let _ = writeln!(
                     o,
-                    "<rect class=\"bar\" x=\"{:.2}\" y=\"{:.2}\" width=\"{bw:.2}\" height=\"{bh:.2}\" fill=\"{colour}\"><title>{} {}: {val}</title></rect>\n",
+                    "<rect class=\"bar\" x=\"{:.2}\" y=\"{:.2}\" width=\"{bw:.2}\" height=\"{bh:.2}\" fill=\"{colour}\"><title>{} {}: {val}</title></rect>",
                     x0 + j as f64 * bw,
                     base - bh,
                     esc(&p.date),
@@ -305,9 +305,9 @@ pub(super) fn page(r: &Report) -> String {
         }
     }
     let mut o = String::from("<!doctype html>\n<html><head><meta charset=\"utf-8\">\n<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n<title>Postdesk report</title></head>\n");
-    let _ = write!(
+    let _ = writeln!(
         o,
-        "<body style=\"margin:0;padding:16px;background:#ffffff;color:{INK};font-family:Helvetica,Arial,sans-serif;font-size:14px\">\n<div style=\"max-width:{WIDTH}px\">\n<h1 style=\"font-size:20px;margin:0 0 4px 0\">Postdesk report</h1>\n<p style=\"margin:0 0 18px 0;color:{GREY}\">{} – {}</p>\n",
+        "<body style=\"margin:0;padding:16px;background:#ffffff;color:{INK};font-family:Helvetica,Arial,sans-serif;font-size:14px\">\n<div style=\"max-width:{WIDTH}px\">\n<h1 style=\"font-size:20px;margin:0 0 4px 0\">Postdesk report</h1>\n<p style=\"margin:0 0 18px 0;color:{GREY}\">{} – {}</p>",
         esc(&r.since.replace('T', " ").replace('Z', "")),
         esc(&r.until.replace('T', " ").replace('Z', " UTC"))
     );
@@ -315,7 +315,7 @@ pub(super) fn page(r: &Report) -> String {
         o.push_str(&p);
     }
     // The figures as text: what a mail client that shows no SVG still shows.
-    let _ = write!(o, "<h2 style=\"font-size:16px;margin:18px 0 6px 0\">Figures</h2>\n<pre style=\"font-size:12px;line-height:1.35;white-space:pre-wrap\">{}</pre>\n</div>\n</body></html>\n", esc(&super::text(r)));
+    let _ = writeln!(o, "<h2 style=\"font-size:16px;margin:18px 0 6px 0\">Figures</h2>\n<pre style=\"font-size:12px;line-height:1.35;white-space:pre-wrap\">{}</pre>\n</div>\n</body></html>", esc(&super::text(r)));
     o
 }
 
