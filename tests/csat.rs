@@ -122,6 +122,10 @@ fn a_rating_is_recorded_and_the_ticket_stays_resolved() {
     assert_eq!(b.events("csat"), vec!["rated 5 (1-5)".to_string()]);
     let d = b.p.store.ticket_detail(1).unwrap().unwrap();
     assert!(d.articles.iter().any(|a| a.kind == ArticleKind::Customer && a.body_text.starts_with('5')), "the mail is on the ticket");
+    // `tickets show` has it too.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_postdesk")).arg("--config").arg(b._dir.path().join("postdesk.toml")).args(["tickets", "show", "PD-1", "--json"]).output().unwrap();
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!((j["status"].as_str(), j["satisfaction"]["rating"].as_i64(), j["satisfaction"]["label"].as_str()), (Some("resolved"), Some(5), Some("5")), "{j}");
 
     // A second answer replaces the first; the event says so.
     b.ingest(&answer(&notice, "dana@example.org", "3.\nActually it took three days."));
