@@ -139,8 +139,8 @@ fn seed(dir: &Path) -> PathBuf {
     path
 }
 
-fn report(config: &Path, format: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_postdesk")).args(["--config"]).arg(config).args(["report", "--since", "14d", "--format", format]).output().unwrap();
+fn report(config: &Path, since: &str, format: &str) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_postdesk")).args(["--config"]).arg(config).args(["report", "--since", since, "--format", format]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
@@ -173,8 +173,8 @@ const CHECK: &str = r#"<script>
 fn the_html_report_renders_with_bars_and_labels_that_fit() {
     let dir = tempfile::tempdir().unwrap();
     let config = seed(dir.path());
-    let html = report(&config, "html");
-    let json: serde_json::Value = serde_json::from_str(&report(&config, "json")).unwrap();
+    let html = report(&config, "14d", "html");
+    let json: serde_json::Value = serde_json::from_str(&report(&config, "14d", "json")).unwrap();
     assert!(json["csat"]["count"].as_u64().unwrap() >= 5, "{}", json["csat"]);
     assert!(json["sla_first_response"]["breached"].as_u64().unwrap() > 0 && json["sla_first_response"]["met"].as_u64().unwrap() > 0, "{}", json["sla_first_response"]);
     assert!(json["top_cis"].as_array().unwrap().len() >= 3 && json["top_tags"].as_array().unwrap().len() == 5, "{json}");
@@ -204,13 +204,19 @@ fn the_html_report_renders_with_bars_and_labels_that_fit() {
     assert!(ink * 50 > px.len(), "mostly blank: {ink} of {} pixels inked", px.len());
     assert!(blue > 2000 && green > 1000 && red > 100, "bars missing: blue {blue}, green {green}, red {red} pixels");
 
-    // 2. Labels fit: the injected check measures every SVG text in the rendered page.
-    let checked = dir.path().join("checked.html");
-    std::fs::write(&checked, html.replace("</body>", &format!("{CHECK}\n</body>"))).unwrap();
-    let out = browser(dir.path()).arg("--dump-dom").arg(format!("file://{}", checked.display())).output().unwrap();
-    let dom = String::from_utf8_lossy(&out.stdout);
-    let verdict = dom.split("LABELCHECK ").nth(1).and_then(|s| s.split(" ENDCHECK").next()).unwrap_or_else(|| panic!("the check did not run: {}", String::from_utf8_lossy(&out.stderr)));
-    let (count, bad) = verdict.split_once(' ').unwrap();
-    assert!(count.parse::<usize>().unwrap() > 60, "texts measured: {count}");
-    assert_eq!(bad, "[]", "labels that do not fit");
+    // 2. Labels fit: the injected check measures every SVG text in the rendered page, for two
+    //    weeks, a quarter (day labels thinned) and years (bucketed, whole dates as labels).
+    for (since, html) in [("14d", html), ("90d", report(&config, "90d", "html")), ("2019-06-01", report(&config, "2019-06-01", "html"))] {
+        if let Some(keep) = std::env::var_os("POSTDESK_KEEP_REPORT") {
+            std::fs::write(format!("{}-{since}.html", keep.to_string_lossy()), &html).unwrap();
+        }
+        let checked = dir.path().join("checked.html");
+        std::fs::write(&checked, html.replace("</body>", &format!("{CHECK}\n</body>"))).unwrap();
+        let out = browser(dir.path()).arg("--dump-dom").arg(format!("file://{}", checked.display())).output().unwrap();
+        let dom = String::from_utf8_lossy(&out.stdout);
+        let verdict = dom.split("LABELCHECK ").nth(1).and_then(|s| s.split(" ENDCHECK").next()).unwrap_or_else(|| panic!("the check did not run: {}", String::from_utf8_lossy(&out.stderr)));
+        let (count, bad) = verdict.split_once(' ').unwrap();
+        assert!(count.parse::<usize>().unwrap() > 60, "--since {since}: texts measured: {count}");
+        assert_eq!(bad, "[]", "--since {since}: labels that do not fit");
+    }
 }

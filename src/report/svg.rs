@@ -195,10 +195,16 @@ fn columns(r: &Report) -> String {
     let lw = |d: &str| text_width(if long { d } else { d.get(5..).unwrap_or(d) }, 11.0);
     let widest = pts.iter().map(|p| lw(&p.date)).fold(0.0, f64::max);
     let every = ((widest + 8.0) / slot).ceil().max(1.0) as usize;
+    // Kept inside the chart; a label pushed inwards that would touch its neighbour is left out.
+    let mut last_right = f64::MIN;
     for (i, p) in pts.iter().enumerate().step_by(every) {
         let text = if long { p.date.as_str() } else { p.date.get(5..).unwrap_or(&p.date) };
         let cx = (left + (i as f64 + 0.5) * slot).clamp(left + widest / 2.0, WIDTH - right - widest / 2.0);
-        o.push_str(&label(cx, base + 16.0, text, slot * every as f64 - 8.0, 11.0, " text-anchor=\"middle\""));
+        if cx - widest / 2.0 < last_right + 8.0 {
+            continue;
+        }
+        last_right = cx + widest / 2.0;
+        o.push_str(&label(cx, base + 16.0, text, widest, 11.0, " text-anchor=\"middle\""));
     }
     o.push_str("</svg>\n");
     o
