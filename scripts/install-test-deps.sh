@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Install the real mail servers the integration tests run against:
-# Dovecot (IMAP + LMTP), Postfix (SMTP), mutt and openssl.
+# Dovecot (IMAP + LMTP), Postfix (SMTP), mutt and openssl; and Chromium for the report test.
 # Idempotent: does nothing when all binaries are already present.
 # Must run as root (apt-get). See tests/harness/README.md.
 set -euo pipefail
@@ -11,6 +11,18 @@ CARGO_DEB_VERSION=3.8.0
 if ! cargo deb --version 2>/dev/null | grep -q " $CARGO_DEB_VERSION\b"; then
     echo "install-test-deps: installing cargo-deb $CARGO_DEB_VERSION" >&2
     cargo install cargo-deb --version "$CARGO_DEB_VERSION" --locked --quiet
+fi
+
+# Headless Chromium renders the HTML report in tests/report_browser.rs (which fails, never
+# skips, without it). Installed only when missing.
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "install-test-deps: must run as root to install chromium (apt-get install)" >&2
+        exit 1
+    fi
+    echo "install-test-deps: installing chromium" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
 fi
 
 have_all() {

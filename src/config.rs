@@ -384,6 +384,12 @@ pub struct Lifecycle {
     pub resolve_pending_after: Option<Duration>,
 }
 
+/// Customer satisfaction by mail: the resolved notice asks for a rating on this scale.
+#[derive(Debug, Clone)]
+pub struct Csat {
+    pub scale: crate::csat::Scale,
+}
+
 /// What customers can do by mail themselves.
 #[derive(Debug, Clone)]
 pub struct SelfService {
@@ -516,6 +522,8 @@ pub struct Config {
     pub catalog_file: Option<PathBuf>,
     /// Who gets the weekly report by mail (`[reports] weekly_to`).
     pub weekly_report_to: Vec<String>,
+    /// Customer satisfaction by mail (`[csat]`); `None` when the section is absent.
+    pub csat: Option<Csat>,
     /// The knowledge-base folder (`[kb] folder`) and how many articles an acknowledgement suggests.
     pub kb: Option<(PathBuf, usize)>,
     /// Search, solutions, suggestions (`[knowledge]`); defaults without the section.
@@ -606,6 +614,7 @@ struct RawConfig {
     lifecycle: Option<RawLifecycle>,
     catalog: RawCatalog,
     reports: RawReports,
+    csat: Option<RawCsat>,
     kb: RawKb,
     knowledge: Option<RawKnowledge>,
     groups: BTreeMap<String, RawGroup>,
@@ -663,6 +672,12 @@ struct RawAgent {
 #[serde(default)]
 struct RawReports {
     weekly_to: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawCsat {
+    scale: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1648,6 +1663,13 @@ impl Validator {
             }
         });
         let shutdown_timeout = self.duration("daemon.shutdown_timeout", &raw.daemon.shutdown_timeout, Duration::from_secs(20));
+        let csat = raw.csat.as_ref().and_then(|c| match crate::csat::Scale::parse(c.scale.as_deref().unwrap_or("1-5")) {
+            Ok(scale) => Some(Csat { scale }),
+            Err(e) => {
+                self.add("csat.scale", e);
+                None
+            }
+        });
 
         Config {
             file: self.file.clone(),
@@ -1667,6 +1689,7 @@ impl Validator {
             cis_file,
             catalog_file: raw.catalog.file.as_deref().map(|p| self.path(p)),
             weekly_report_to: raw.reports.weekly_to.clone().unwrap_or_default().into_iter().map(|a| a.trim().to_ascii_lowercase()).collect(),
+            csat,
             kb: raw.kb.folder.as_deref().map(|p| (self.path(p), raw.kb.suggestions.unwrap_or(3))),
             knowledge: match &raw.knowledge {
                 None => Knowledge::default(),

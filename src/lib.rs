@@ -37,6 +37,7 @@ pub mod command;
 pub mod authres;
 pub mod sla;
 pub mod report;
+pub mod csat;
 pub mod cis;
 pub mod catalog;
 pub mod search;

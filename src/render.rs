@@ -336,7 +336,8 @@ pub fn sample_context() -> Value {
             "tickets": [{ "ref": "PD-1042", "subject": "Printer on floor 3 is jammed", "status": "resolved", "snippet": "the *printer* says *toner* low" }],
             "articles": [{ "ref": "KB-7", "title": "Replace the toner", "snippet": "open the cover, replace the *toner*" }]
         },
-        "report": { "text": "Postdesk report …" },
+        "report": { "text": "Postdesk report …", "html": "<p>Postdesk report …</p>" },
+        "csat": { "ask": true, "choices": "1, 2, 3, 4, 5", "worst": "1", "best": "5" },
         "oauth": { "name": "mailboxes.support", "account": "support@example.com", "error": "the provider refused the refresh token (invalid_grant)", "login": "postdesk oauth login --mailbox support", "outbound": false },
         "services": [{ "name": "password-reset", "title": "Password reset", "description": "We reset your password.", "required": ["Username"] }],
         "tickets": [{ "ref": "PD-1042", "subject": "Printer on floor 3 is jammed", "status": "open", "updated_at": "2026-01-02T10:00:00Z" }]

@@ -385,7 +385,7 @@ fn report_counts_a_seeded_desk() {
     assert_eq!(j["by_queue"]["support"]["active"], 3);
     assert_eq!(j["backlog_by_age"]["<1d"], 3);
     let html = String::from_utf8(d.run(&["report", "--format", "html"]).stdout).unwrap();
-    assert!(html.contains("<svg") && html.contains("Opened per queue"));
+    assert!(html.contains("<svg") && html.contains("Opened and resolved per queue"));
     assert_eq!(d.run(&["report", "--since", "yesterday-ish"]).status.code(), Some(1));
 }
 

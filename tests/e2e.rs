@@ -704,6 +704,46 @@ fn scenario_19_search_solutions_suggestions_and_deflection() {
     assert_eq!(j["knowledge"], serde_json::json!({ "suggested": 1, "deflected": 1 }), "{j}");
 }
 
+const CSAT_DESK: &str = r#"
+[agents.agent]
+name = "Andy Agent"
+email = "agent@example.test"
+queues = ["support"]
+
+[csat]
+scale = "1-5"
+"#;
+
+#[test]
+fn scenario_20_satisfaction_answered_by_mail_keeps_the_ticket_resolved() {
+    let s = MailServers::start();
+    let d = Daemon::start(&s, &Wiring { imap_tls: "starttls", smtp_tls: "none", after: "seen", extra: CSAT_DESK });
+    let first = clients::thunderbird_new("Alice Example", "alice@example.test", "support@example.test", "Monitor flickers", "My monitor flickers since this morning.");
+    s.send("alice@example.test", &["support@example.test"], &first.raw);
+    let note = s.wait_for("agent", WAIT, |m| m.contains("[PD-1]") && m.contains("New ticket"));
+    // The agent resolves it from a Gmail-style client; the resolved notice asks the question.
+    let done = clients::gmail_reply("Andy", "agent@example.test", "support@example.test", &header(&note, "subject").unwrap(), &id_of(&note), &[], "/take\n/status resolved");
+    s.send("agent@example.test", &["support@example.test"], &done.raw);
+    let notice = s.wait_for("alice", WAIT, |m| m.contains("How did we do?"));
+    assert!(header(&notice, "subject").unwrap().contains("[PD-1]") && notice.contains("1, 2, 3, 4, 5"), "{notice}");
+    assert_eq!(d.tickets()[0].status, postdesk::ticket::Status::Resolved);
+
+    // Alice answers "5" from Thunderbird (quoting the notice): recorded, the ticket stays resolved.
+    let answer = clients::thunderbird_reply("Alice Example", "alice@example.test", "support@example.test", &header(&notice, "subject").unwrap(), &id_of(&notice), std::slice::from_ref(&first.message_id), "5");
+    s.send("alice@example.test", &["support@example.test"], &answer.raw);
+    let rating = common::eventually(WAIT, "the rating recorded", || d.store().csat_rating(1).unwrap());
+    assert_eq!((rating.rating, rating.label.as_str(), rating.rated_by.as_str()), (5, "5", "alice@example.test"));
+    assert_eq!(d.tickets()[0].status, postdesk::ticket::Status::Resolved, "a rating does not reopen");
+    assert!(d.articles(1).iter().any(|a| a.kind == postdesk::ticket::ArticleKind::Customer && a.body_text.starts_with('5')));
+
+    // A word on the first line is no rating on a digit scale: that reply reopens, as always.
+    let again = clients::thunderbird_reply("Alice Example", "alice@example.test", "support@example.test", &header(&notice, "subject").unwrap(), &id_of(&notice), std::slice::from_ref(&first.message_id), "Sorry, it flickers again.");
+    s.send("alice@example.test", &["support@example.test"], &again.raw);
+    common::eventually(WAIT, "reopened", || (d.tickets()[0].status == postdesk::ticket::Status::Open).then_some(()));
+    assert_eq!(d.store().csat_rating(1).unwrap().unwrap().rating, 5, "the rating stays");
+    d.stop();
+}
+
 const SERVICE_DESK: &str = r#"
 [agents.agent]
 name = "Andy Agent"

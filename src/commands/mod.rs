@@ -236,10 +236,16 @@ pub fn tickets_show(config: &Path, id: &str, json: bool) -> anyhow::Result<i32> 
         anyhow::bail!("no ticket {}", refs.format(ticket));
     };
     d.ticket.reference = refs.format(d.ticket.id);
+    let rating = store.csat_rating(ticket)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&d)?);
+        let mut v = serde_json::to_value(&d)?;
+        v["satisfaction"] = serde_json::to_value(&rating)?;
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print_detail(&d);
+        if let Some(r) = rating {
+            println!("\n  satisfaction {} ({}) by {} at {}{}", r.label, r.scale, r.rated_by, r.rated_at, if r.comment.is_empty() { "" } else { ", with a comment (see the note)" });
+        }
     }
     Ok(0)
 }
@@ -336,6 +342,7 @@ pub fn report(config: &Path, since: &str, format: &str) -> anyhow::Result<i32> {
     let mut r = crate::report::build(&rows, from, now);
     let (suggested, deflected) = store.knowledge_figures(&crate::clock::rfc3339(from))?;
     r.knowledge = crate::report::Deflection { suggested, deflected };
+    crate::report::add_csat(&mut r, &store.csat_ratings(&crate::clock::rfc3339(from))?);
     match format {
         "text" => print!("{}", crate::report::text(&r)),
         "json" => println!("{}", serde_json::to_string_pretty(&r)?),

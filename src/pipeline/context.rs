@@ -52,6 +52,7 @@ pub fn build(desk: &Desk, queue: &Queue, t: &Ticket, about: &About<'_>, to: &str
         "service": { "name": "", "title": "", "description": "", "missing": [] },
         "suggestions": [],
         "services": [],
-        "report": { "text": "" }
+        "report": { "text": "", "html": "" },
+        "csat": super::csat::question(desk, false)
     })
 }

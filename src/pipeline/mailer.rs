@@ -100,10 +100,22 @@ pub fn queue_of<'d>(desk: &'d Desk, t: &crate::ticket::Ticket) -> &'d Queue {
 
 /// Automatic mail to a ticket's requester, in the customer's thread (In-Reply-To the last mail
 /// of the customer-facing conversation): status notices, approval outcomes, reminders.
-pub fn to_requester(tx: &mut Tx<'_>, desk: &Desk, now: &Now, t: &crate::ticket::Ticket, template: &'static str, about: &super::context::About<'_>) -> Result<Sent, StoreError> {
+/// `extra` adds one variable to the template context.
+pub fn to_requester(
+    tx: &mut Tx<'_>,
+    desk: &Desk,
+    now: &Now,
+    t: &crate::ticket::Ticket,
+    template: &'static str,
+    about: &super::context::About<'_>,
+    extra: Option<(&str, serde_json::Value)>,
+) -> Result<Sent, StoreError> {
     let queue = queue_of(desk, t);
     let thread = tx.customer_thread(t.id)?;
-    let ctx = super::context::build(desk, queue, t, about, &t.requester, "");
+    let mut ctx = super::context::build(desk, queue, t, about, &t.requester, "");
+    if let Some((name, value)) = extra {
+        ctx[name] = value;
+    }
     send_auto(tx, desk, now, AutoMail {
         ticket: Some(t.id),
         kind: ArticleKind::Notification,

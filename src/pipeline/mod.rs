@@ -5,6 +5,7 @@
 
 mod agent;
 mod context;
+mod csat;
 mod knowledge;
 pub mod mailer;
 pub mod oauth;
@@ -522,6 +523,15 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         .filter(|_| existing.is_none())
         .and_then(|q| desk.config.queues.get(q))
         .unwrap_or(queue);
+    // The requester's answer to the resolved notice's rating question: recorded, no reopening.
+    if let Some(a) = csat::answer(tx, desk, &p, &verdict, &decision, existing.as_ref(), &mut actions)?
+        && let Some(t) = &existing
+    {
+        let mut r = csat::record(tx, desk, d, &p, verdict, t, a, &key, threading, now)?;
+        r.actions.splice(0..0, actions);
+        r.rules = Some(eval);
+        return Ok(r);
+    }
     // Self-service: the requester closes their own ticket with /close in a reply to our mail.
     let customer_close = desk.config.self_service.as_ref().is_some_and(|s| s.allow_close)
         && verdict.class == Class::Human

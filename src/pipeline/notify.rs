@@ -84,7 +84,14 @@ pub fn customer_status(tx: &mut Tx<'_>, desk: &Desk, now: &Now, t: &Ticket) -> R
     if !desk.templates.has(template) {
         return Ok(None);
     }
-    Ok(Some(mailer::to_requester(tx, desk, now, t, template, &About::default())?))
+    // With `[csat]`, the resolved notice asks for a rating; its Message-ID is remembered so that
+    // only a reply to it can be one.
+    let ask = t.status == crate::ticket::Status::Resolved && desk.config.csat.is_some();
+    let sent = mailer::to_requester(tx, desk, now, t, template, &About::default(), Some(("csat", super::csat::question(desk, ask))))?;
+    if let (true, Sent::Queued(m)) = (ask, &sent) {
+        tx.csat_asked(t.id, &m.message_id, &now.s)?;
+    }
+    Ok(Some(sent))
 }
 
 /// Fold results into the report's lists.

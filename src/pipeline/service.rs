@@ -84,7 +84,7 @@ pub fn approver_mail(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, 
     let t = tx.ticket(t.id)?.unwrap_or(t);
     let about = About { approval: Some((state, &reason, sender)), ..Default::default() };
     // The requester learns the outcome…
-    let sent = mailer::to_requester(tx, desk, now, &t, "approval_outcome", &about)?;
+    let sent = mailer::to_requester(tx, desk, now, &t, "approval_outcome", &about, None)?;
     notify::record(vec![sent], &mut r.actions, &mut r.mails);
     // …and so do the owner (or the queue's agents).
     let to: Vec<&Agent> = match t.owner.as_deref().and_then(|o| desk.config.agent_by_email(o)) {

@@ -142,11 +142,12 @@ impl Pipeline {
         let mut report = crate::report::build(&rows, since, now.t);
         let (suggested, deflected) = tx.knowledge_figures(&crate::clock::rfc3339(since))?;
         report.knowledge = crate::report::Deflection { suggested, deflected };
-        let text = crate::report::text(&report);
+        crate::report::add_csat(&mut report, &tx.csat_ratings_tx(&crate::clock::rfc3339(since))?);
+        let (text, html) = (crate::report::text(&report), crate::report::html(&report));
         let queue = desk.config.queues.values().next().expect("validated config has a queue");
         for to in &desk.config.weekly_report_to {
             let mut ctx = serde_json::json!({ "desk": { "name": desk.config.desk.name }, "queue": { "name": queue.name, "address": queue.address, "from_name": queue.from_name } });
-            ctx["report"] = serde_json::json!({ "text": text });
+            ctx["report"] = serde_json::json!({ "text": text, "html": html });
             super::mailer::send_auto(&mut tx, desk, &now, super::mailer::AutoMail::desk_notice(queue, to, "weekly_report", ctx))?;
         }
         tx.mark_report_sent("weekly", &now.s)?;
@@ -178,7 +179,7 @@ impl Pipeline {
             Step::Remind => {
                 tx.mark_reminded(id, &now.s)?;
                 tx.event(id, "lifecycle", "pending reminder sent", &now.s)?;
-                let sent = super::mailer::to_requester(&mut tx, desk, now, &t, "pending_reminder", &About::default())?;
+                let sent = super::mailer::to_requester(&mut tx, desk, now, &t, "pending_reminder", &About::default(), None)?;
                 notify::record(vec![sent], &mut actions, &mut mails);
             }
         }

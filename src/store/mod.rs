@@ -6,6 +6,7 @@
 //! ticket changes, outbox rows and the mailbox cursor, so a crash leaves all or nothing.
 
 mod audit;
+mod csat;
 mod deliveries;
 mod knowledge;
 mod oauth;
@@ -15,6 +16,7 @@ mod sla;
 mod tickets;
 
 use outbox::{attach_sent_log, sent_log_path};
+pub use csat::{MAX_REPORT_RATINGS, Rating};
 pub use deliveries::{Cursor, PriorDelivery};
 pub use knowledge::{KbArticle, KbState, SearchHit, Suggested};
 pub use oauth::OAuthState;
@@ -43,6 +45,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0011_health.sql"),
     include_str!("migrations/0012_oauth_state.sql"),
     include_str!("migrations/0013_knowledge.sql"),
+    include_str!("migrations/0014_csat.sql"),
     include_str!("migrations/0015_scale.sql"),
 ];
 

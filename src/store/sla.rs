@@ -16,6 +16,10 @@ pub struct ReportRow {
     /// met | breached | running, when the ticket has such an SLA target.
     pub sla_first_response: Option<String>,
     pub sla_resolution: Option<String>,
+    pub priority: Priority,
+    pub tags: Vec<String>,
+    /// Configuration items linked to the ticket.
+    pub cis: Vec<String>,
 }
 
 pub(super) const SLA_SELECT: &str = "SELECT ticket_id, kind, started_at, target_secs, paused_secs, paused_since, due_at, warn_at, warned_at, breached_at, met_at FROM sla_targets";
@@ -45,7 +49,9 @@ pub(super) fn report_rows(conn: &Connection, since: &str) -> Result<Vec<ReportRo
                     (SELECT CASE WHEN breached_at IS NOT NULL THEN 'breached' WHEN met_at IS NOT NULL THEN 'met' ELSE 'running' END
                        FROM sla_targets s WHERE s.ticket_id = t.id AND s.kind = 'first_response'),
                     (SELECT CASE WHEN breached_at IS NOT NULL THEN 'breached' WHEN met_at IS NOT NULL THEN 'met' ELSE 'running' END
-                       FROM sla_targets s WHERE s.ticket_id = t.id AND s.kind = 'resolution')
+                       FROM sla_targets s WHERE s.ticket_id = t.id AND s.kind = 'resolution'),
+                    t.priority, (SELECT group_concat(tag, char(31)) FROM tags g WHERE g.ticket_id = t.id),
+                    (SELECT group_concat(ci, char(31)) FROM ticket_cis c WHERE c.ticket_id = t.id)
              FROM tickets t WHERE t.created_at >= ?1 OR t.status IN ('new','open','pending') OR t.resolved_at >= ?1",
         )?;
         let rows = stmt
@@ -60,6 +66,9 @@ pub(super) fn report_rows(conn: &Connection, since: &str) -> Result<Vec<ReportRo
                     resolved_at: r.get(6)?,
                     sla_first_response: r.get(7)?,
                     sla_resolution: r.get(8)?,
+                    priority: r.get::<_, String>(9)?.parse().unwrap_or(Priority::Normal),
+                    tags: split_unit(r.get(10)?),
+                    cis: split_unit(r.get(11)?),
                 })
             })?
             .collect::<rusqlite::Result<Vec<_>>>()?;
@@ -149,4 +158,9 @@ impl Tx<'_> {
     pub fn report_rows_tx(&self, since: &str) -> Result<Vec<ReportRow>> {
         report_rows(&self.conn, since)
     }
+}
+
+/// A `group_concat(…, char(31))` list.
+fn split_unit(s: Option<String>) -> Vec<String> {
+    s.map(|s| s.split('\u{1f}').map(str::to_string).collect()).unwrap_or_default()
 }
