@@ -416,7 +416,9 @@ fn imap_connection_cut_mid_fetch_and_mid_idle() {
     let gaps: Vec<Duration> = std::iter::once(down).chain(times.iter().copied()).collect::<Vec<_>>().windows(2).map(|w| w[1] - w[0]).collect();
     println!("server down 5 s: {} connection attempts, gaps {gaps:?}", times.len());
     assert!((1..=4).contains(&times.len()), "backoff, not a hot loop: {} attempts in 5 s", times.len());
-    for w in gaps.windows(2) {
+    // Between logins the daemon only sleeps its backoff (1 s, then 2 s, …), so those gaps grow.
+    // The first gap also holds noticing the deletion, which a busy machine stretches: not compared.
+    for w in gaps[1..].windows(2) {
         assert!(w[1] > w[0], "delays grow: {gaps:?}");
     }
     s.wait_for("cust2", Duration::from_secs(15), |a| a.contains(&m.message_id) && a.contains("Auto-Submitted"));
@@ -609,7 +611,9 @@ fn uidvalidity_change_resyncs_without_duplicates() {
     let gaps: Vec<Duration> = std::iter::once(gone).chain(times.iter().copied()).collect::<Vec<_>>().windows(2).map(|w| w[1] - w[0]).collect();
     println!("folder missing for 6 s: {} logins, gaps {gaps:?}", times.len());
     assert!((1..=3).contains(&times.len()), "backoff while SELECT fails, not a login every second: {gaps:?}");
-    for w in gaps.windows(2) {
+    // Between logins the daemon only sleeps its backoff (1 s, then 2 s, …), so those gaps grow.
+    // The first gap also holds noticing the deletion, which a busy machine stretches: not compared.
+    for w in gaps[1..].windows(2) {
         assert!(w[1] > w[0], "delays grow: {gaps:?}");
     }
 
