@@ -682,7 +682,7 @@ fn scenario_19_search_solutions_suggestions_and_deflection() {
     assert!(ack.contains("[KB-1] Faded prints: replace the toner") && ack.contains("replace the toner cartridge"), "{ack}");
     assert!(!ack.contains("quokka"), "nothing of the first customer's mail: {ack}");
     // He closes it himself: deflected.
-    let close = clients::thunderbird_reply("Bob", "bob@example.test", "support@example.test", &header(&ack, "subject").unwrap(), &id_of(&ack), &[second.message_id.clone()], "/close\nThat did it, thanks!");
+    let close = clients::thunderbird_reply("Bob", "bob@example.test", "support@example.test", &header(&ack, "subject").unwrap(), &id_of(&ack), std::slice::from_ref(&second.message_id), "/close\nThat did it, thanks!");
     s.send("bob@example.test", &["support@example.test"], &close.raw);
     s.wait_for("bob", WAIT, |m| m.contains("is now closed"));
     assert_eq!(d.store().knowledge_figures("2000-01-01T00:00:00Z").unwrap(), (1, 1));

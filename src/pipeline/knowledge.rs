@@ -162,6 +162,7 @@ pub(super) fn publish(tx: &mut Tx<'_>, t: &Ticket, agent: &Agent, c: &Command, n
 
 /// Mail an agent's `/search` results to the agent, threaded under their mail, about `t` (a reply
 /// to it works like a reply to any notification of that ticket).
+#[allow(clippy::too_many_arguments)]
 pub(super) fn answer_agent(tx: &mut Tx<'_>, desk: &Desk, now: &Now, t: &Ticket, agent: &Agent, query: &str, parent: &str, r: &mut Report) -> Result<(), StoreError> {
     let queue = desk.config.queues.get(&t.queue).or_else(|| desk.config.queues.values().next()).expect("validated config has a queue");
     let mut ctx = context::build(desk, queue, t, &About { agent: Some(agent), ..Default::default() }, &agent.email, &agent.name);
