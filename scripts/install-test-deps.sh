@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the real mail servers the integration tests run against:
-# Dovecot (IMAP + LMTP), Postfix (SMTP), mutt and openssl; and Chromium for the report test.
+# Dovecot (IMAP + LMTP), Postfix (SMTP), mutt and openssl; Chromium for the report test; and
+# PostgreSQL for the PostgreSQL backend's tests.
 # Idempotent: does nothing when all binaries are already present.
 # Must run as root (apt-get). See tests/harness/README.md.
 set -euo pipefail
@@ -23,6 +24,29 @@ if ! command -v chromium >/dev/null 2>&1; then
     echo "install-test-deps: installing chromium" >&2
     DEBIAN_FRONTEND=noninteractive apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium
+fi
+
+# PostgreSQL server binaries for the PostgreSQL backend's tests and benches: each test binary
+# starts a private cluster of its own (tests/harness/postgres.sh: initdb in a temp folder, own
+# port on 127.0.0.1, unprivileged user). Debian's `postgresql` brings postgresql-15 (contrib
+# included) and psql. Installed only when no /usr/lib/postgresql/*/bin/initdb exists. Debian's
+# postinst creates and may start a system cluster `main` (port 5432): left alone, never used.
+have_pg_server() {
+    local f
+    for f in /usr/lib/postgresql/*/bin/initdb; do
+        [ -x "$f" ] && return 0
+    done
+    return 1
+}
+if ! have_pg_server; then
+    if [ "$(id -u)" -ne 0 ]; then
+        echo "install-test-deps: must run as root to install postgresql (apt-get install)" >&2
+        exit 1
+    fi
+    echo "install-test-deps: installing postgresql" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql
+    have_pg_server || { echo "install-test-deps: postgresql installed but no initdb under /usr/lib/postgresql/*/bin" >&2; exit 1; }
 fi
 
 have_all() {

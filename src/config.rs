@@ -536,6 +536,30 @@ pub struct Config {
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Graceful shutdown deadline (finish the message in hand, then abort).
     pub shutdown_timeout: Duration,
+    /// `[store]`: where the state lives and, on PostgreSQL, this node's name and lease time.
+    pub store: StoreConfig,
+}
+
+/// `[store]` (docs/POSTGRES.md).
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// `None`: SQLite at `[desk] database`. `Some`: the PostgreSQL URL (`url` or `url_file`).
+    pub postgres_url: Option<Secret>,
+    /// This node's name in leases and `postdesk status` (default: the host name).
+    pub node: String,
+    /// How long a node's hold on a mailbox or the timers lasts without renewal: after a crash,
+    /// another node takes over within this time.
+    pub lease_ttl: Duration,
+}
+
+impl Config {
+    /// The database this desk uses.
+    pub fn backend(&self) -> crate::store::Backend {
+        match &self.store.postgres_url {
+            Some(url) => crate::store::Backend::Postgres(url.expose().to_string()),
+            None => crate::store::Backend::Sqlite(self.desk.database.clone()),
+        }
+    }
 }
 
 impl Config {
@@ -621,6 +645,17 @@ struct RawConfig {
     log: RawLog,
     metrics: RawMetrics,
     daemon: RawDaemon,
+    store: RawStore,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawStore {
+    backend: Option<String>,
+    url: Option<String>,
+    url_file: Option<String>,
+    node: Option<String>,
+    lease_ttl: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -1671,6 +1706,11 @@ impl Validator {
             }
         });
 
+        let store = self.store(&raw.store);
+        if store.postgres_url.is_some() && desk.secret.is_none() {
+            // Each node would make its own key in its data_dir and refuse the others' tokens.
+            self.add("desk.secret_file", "is required with [store] backend = \"postgres\": every node signs and checks reply tokens with the same key (copy the SQLite desk's var/secret; docs/POSTGRES.md)".into());
+        }
         Config {
             file: self.file.clone(),
             secret_sources: std::mem::take(&mut self.secrets),
@@ -1731,7 +1771,44 @@ impl Validator {
             log_json,
             metrics_listen,
             shutdown_timeout,
+            store,
         }
+    }
+
+    fn store(&mut self, raw: &RawStore) -> StoreConfig {
+        let url = self.secret("store.url", &raw.url, &raw.url_file);
+        let postgres_url = match raw.backend.as_deref().unwrap_or("sqlite") {
+            "sqlite" => {
+                if url.is_some() {
+                    self.add("store.url", "is for backend = \"postgres\"; SQLite uses [desk] database".into());
+                }
+                None
+            }
+            "postgres" => match url {
+                Some(u) if u.expose().starts_with("postgres://") || u.expose().starts_with("postgresql://") => Some(u),
+                Some(_) => {
+                    self.add("store.url", "must be a postgres:// URL, like postgres://postdesk@db.example.org/postdesk".into());
+                    None
+                }
+                None => {
+                    self.add("store.url", "is required with backend = \"postgres\" (or url_file)".into());
+                    None
+                }
+            },
+            other => {
+                self.add("store.backend", format!("`{other}`: expected \"sqlite\" or \"postgres\""));
+                None
+            }
+        };
+        let node = raw.node.clone().unwrap_or_else(crate::store::host_name);
+        if node.trim().is_empty() || node.len() > 64 || node.chars().any(|c| c.is_control()) {
+            self.add("store.node", "must be a short name (1-64 printable characters)".into());
+        }
+        let lease_ttl = self.duration("store.lease_ttl", &raw.lease_ttl, Duration::from_secs(15));
+        if lease_ttl < Duration::from_secs(3) {
+            self.add("store.lease_ttl", "must be at least 3 seconds (renewed every third of it)".into());
+        }
+        StoreConfig { postgres_url, node, lease_ttl }
     }
 }
 

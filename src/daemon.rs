@@ -93,7 +93,7 @@ impl DaemonLock {
 
 /// A started daemon; tests drive it in process, `run` drives it from signals.
 pub struct Running {
-    _lock: DaemonLock,
+    _lock: Option<DaemonLock>,
     trigger: Trigger,
     tasks: JoinSet<()>,
     pub pipeline: Pipeline,
@@ -105,8 +105,10 @@ pub struct Running {
 /// Open the database, start the outbound worker and every intake.
 pub async fn start(desk: Desk, config_path: &Path, clock: SharedClock) -> anyhow::Result<Running> {
     let cfg = &desk.config;
-    let lock = DaemonLock::take(&cfg.desk.database)?;
-    let store = Arc::new(Store::open(&cfg.desk.database).context("opening the database")?);
+    // SQLite: one daemon per file. PostgreSQL: any number of nodes, which share the work by leases.
+    let lock = if cfg.store.postgres_url.is_none() { Some(DaemonLock::take(&cfg.desk.database)?) } else { None };
+    let store = Arc::new(Store::connect(&cfg.backend()).context("opening the database")?);
+    store.set_node(&format!("{}/{}", cfg.store.node, std::process::id()));
     let pipeline = Pipeline::new(store.clone(), clock.clone());
     let (trigger, shutdown) = shutdown::channel();
     let handle = DeskHandle::new(desk);
@@ -136,12 +138,14 @@ pub async fn start(desk: Desk, config_path: &Path, clock: SharedClock) -> anyhow
     let deadline = cfg.shutdown_timeout;
     let has_sla = !cfg.sla.policies.is_empty() || cfg.lifecycle.is_some() || !cfg.weekly_report_to.is_empty();
     if has_sla {
-        tasks.spawn(sla_timer(pipeline.clone(), handle.clone(), shutdown.clone()));
+        // One node at a time runs the timers (PostgreSQL).
+        let (p, h, sd, ttl) = (pipeline.clone(), handle.clone(), shutdown.clone(), cfg.store.lease_ttl);
+        tasks.spawn(async move { crate::intake::lease::leased("timers", ttl, &p, &sd, |child| sla_timer(p.clone(), h.clone(), child)).await });
     }
     for name in mailboxes {
         tasks.spawn(crate::intake::run_mailbox(name, pipeline.clone(), handle.clone(), shutdown.clone()));
     }
-    tracing::info!(database = %pipeline.store.path().display(), "postdesk started");
+    tracing::info!(database = %pipeline.store.backend().display(), node = %pipeline.store.node(), "postdesk started");
     Ok(Running { _lock: lock, trigger, tasks, pipeline, desk: handle, config_path: config_path.to_path_buf(), deadline })
 }
 

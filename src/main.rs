@@ -48,6 +48,14 @@ enum Command {
     /// A consistent copy of the database, the sent log and the signing key into a new folder,
     /// while the daemon runs.
     Backup { dir: PathBuf },
+    /// Copy this SQLite desk into an empty PostgreSQL database and verify the copy
+    /// (docs/POSTGRES.md). The URL may also come from POSTDESK_MIGRATE_URL (keeps a password
+    /// out of the process list).
+    Migrate {
+        /// postgres://user[:password]@host[:port]/database
+        #[arg(long, env = "POSTDESK_MIGRATE_URL")]
+        to: String,
+    },
     /// Tickets in the database.
     Tickets {
         #[command(subcommand)]
@@ -245,6 +253,7 @@ fn main() -> ExitCode {
         Command::Quarantine { command: QuarantineCommand::Release { id, force } } => commands::quarantine_release(&config, id, force),
         Command::Quarantine { command: QuarantineCommand::Delete { id } } => commands::quarantine_delete(&config, id),
         Command::Backup { dir } => commands::backup(&config, &dir),
+        Command::Migrate { to } => commands::migrate(&config, &to),
     };
     match result {
         Ok(code) => ExitCode::from(code as u8),

@@ -65,7 +65,7 @@ fn setup(extra: &str) -> Kd {
     let dir = tempfile::tempdir().unwrap();
     let path = common::write_config(dir.path(), &format!("{DESK}\n{extra}"));
     let desk = Desk::load(&path, KeyMode::Persistent).unwrap_or_else(|p| panic!("{p}"));
-    let store = Arc::new(Store::open(&desk.config.desk.database).unwrap());
+    let store = Arc::new(common::test_store(&desk.config.desk.database));
     let clock = ManualClock::new(datetime!(2026-11-30 09:00 UTC));
     let p = Pipeline::new(store, Arc::new(clock.clone()));
     Kd { _dir: dir, desk, p, sent: std::cell::Cell::new(0), clock }

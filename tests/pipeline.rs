@@ -54,7 +54,7 @@ kind = "pipe"
     );
     let path = common::write_config(dir.path(), &cfg);
     let desk = Desk::load(&path, KeyMode::Persistent).unwrap_or_else(|p| panic!("{p}"));
-    let store = Arc::new(Store::open(&desk.config.desk.database).unwrap());
+    let store = Arc::new(common::test_store(&desk.config.desk.database));
     let clock = ManualClock::new(datetime!(2026-11-30 09:00 UTC));
     let pipeline = Pipeline::new(store, Arc::new(clock.clone()));
     Bench { _dir: dir, desk, pipeline, clock }
@@ -212,7 +212,7 @@ flood_action = "quarantine"
 "#,
     );
     let desk = Desk::load(&path, KeyMode::Persistent).unwrap();
-    let p = Pipeline::new(Arc::new(Store::open(&desk.config.desk.database).unwrap()), Arc::new(ManualClock::new(datetime!(2026-11-30 09:00 UTC))));
+    let p = Pipeline::new(Arc::new(common::test_store(&desk.config.desk.database)), Arc::new(ManualClock::new(datetime!(2026-11-30 09:00 UTC))));
     let outcomes: Vec<Outcome> =
         (0..5).map(|i| p.ingest(&desk, Delivery { mailbox: "support", raw: &new_mail(&format!("u{i}@bulk.example.org"), "x").raw, cursor: None, truncated_from: None }).unwrap().outcome).collect();
     assert_eq!(outcomes.iter().filter(|o| matches!(o, Outcome::Created { .. })).count(), 3);

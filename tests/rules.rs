@@ -39,7 +39,7 @@ path = "{}"
     );
     let path = common::write_config(dir.path(), &cfg);
     let desk = Desk::load(&path, KeyMode::Persistent).unwrap_or_else(|p| panic!("{p}"));
-    let store = Arc::new(Store::open(&desk.config.desk.database).unwrap());
+    let store = Arc::new(common::test_store(&desk.config.desk.database));
     let p = Pipeline::new(store, Arc::new(ManualClock::new(at)));
     (dir, desk, p)
 }
@@ -124,7 +124,7 @@ fn a_rule_chooses_the_catalog_service() {
     );
     let path = common::write_config(dir.path(), &cfg);
     let desk = Desk::load(&path, KeyMode::Persistent).unwrap_or_else(|p| panic!("{p}"));
-    let p = Pipeline::new(Arc::new(Store::open(&desk.config.desk.database).unwrap()), Arc::new(ManualClock::new(OFFICE)));
+    let p = Pipeline::new(Arc::new(common::test_store(&desk.config.desk.database)), Arc::new(ManualClock::new(OFFICE)));
     let r = run(&desk, &p, &clients::thunderbird_new("HR", "anna@hr.example.org", "support@example.test", "Starter on Monday", "Cost center 4711").raw);
     let Outcome::Created { ticket } = r.outcome else { panic!() };
     let t = p.store.ticket_detail(ticket).unwrap().unwrap();

@@ -71,7 +71,7 @@ fn setup(start: time::OffsetDateTime) -> S {
     let path = common::write_config(dir.path(), CFG);
     let desk = Desk::load(&path, KeyMode::Persistent).unwrap_or_else(|p| panic!("{p}"));
     let clock = ManualClock::new(start);
-    let p = Pipeline::new(Arc::new(Store::open(&desk.config.desk.database).unwrap()), Arc::new(clock.clone()));
+    let p = Pipeline::new(Arc::new(common::test_store(&desk.config.desk.database)), Arc::new(clock.clone()));
     S { _dir: dir, desk, p, clock }
 }
 
@@ -176,7 +176,7 @@ fn lifecycle_closes_resolved_and_reminds_then_resolves_pending() {
     let path = common::write_config(dir.path(), &cfg);
     let desk = Desk::load(&path, KeyMode::Persistent).unwrap_or_else(|p| panic!("{p}"));
     let clock = ManualClock::new(datetime!(2026-12-01 09:00 UTC));
-    let p = Pipeline::new(Arc::new(Store::open(&desk.config.desk.database).unwrap()), Arc::new(clock.clone()));
+    let p = Pipeline::new(Arc::new(common::test_store(&desk.config.desk.database)), Arc::new(clock.clone()));
     let s = S { _dir: dir, desk, p, clock };
     for subject in ["One", "Two"] {
         s.ingest(&clients::thunderbird_new("Dana", "dana@example.org", "support@example.test", subject, "x").raw);
@@ -209,7 +209,7 @@ fn weekly_report_goes_out_once_a_week() {
     let path = common::write_config(dir.path(), &(CFG.to_string() + "\n[reports]\nweekly_to = [\"boss@example.org\"]\n"));
     let desk = Desk::load(&path, KeyMode::Persistent).unwrap_or_else(|p| panic!("{p}"));
     let clock = ManualClock::new(datetime!(2026-12-01 09:00 UTC));
-    let p = Pipeline::new(Arc::new(Store::open(&desk.config.desk.database).unwrap()), Arc::new(clock.clone()));
+    let p = Pipeline::new(Arc::new(common::test_store(&desk.config.desk.database)), Arc::new(clock.clone()));
     let s = S { _dir: dir, desk, p, clock };
     s.ingest(&clients::thunderbird_new("Dana", "dana@example.org", "support@example.test", "One", "x").raw);
     assert!(s.p.weekly_report_tick(&s.desk).unwrap());

@@ -14,7 +14,7 @@ mod knowledge;
 mod ops;
 pub use connect::check_connect;
 pub use knowledge::{kb_list, kb_set, kb_show, tickets_search};
-pub use ops::{backup, quarantine_delete, quarantine_list, quarantine_release, quarantine_show, status};
+pub use ops::{backup, migrate, quarantine_delete, quarantine_list, quarantine_release, quarantine_show, status};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -121,7 +121,7 @@ pub fn deliver(config: &Path, mailbox: &str) -> i32 {
         );
         return EX_TEMPFAIL;
     }
-    let store = match Store::open(&desk.config.desk.database) {
+    let store = match Store::connect(&desk.config.backend()) {
         Ok(s) => Arc::new(s),
         Err(e) => {
             eprintln!("postdesk deliver: {e}");
@@ -161,14 +161,14 @@ fn summary(r: &Report, desk: &Desk) -> String {
 /// must not hide the tickets.
 fn open_for_reading(config: &Path) -> anyhow::Result<(crate::reference::RefFormat, Store)> {
     let cfg = crate::config::load(config).map_err(crate::config::Problems::into_error)?;
-    Ok((crate::reference::RefFormat::new(&cfg.desk.ref_prefix), Store::open(&cfg.desk.database)?))
+    Ok((crate::reference::RefFormat::new(&cfg.desk.ref_prefix), Store::connect(&cfg.backend())?))
 }
 
 /// `postdesk undeliverable list`: the marks that still stop mail (younger than
 /// `guard.undeliverable_for`).
 pub fn undeliverable_list(config: &Path, json: bool) -> anyhow::Result<i32> {
     let cfg = crate::config::load(config).map_err(crate::config::Problems::into_error)?;
-    let store = Store::open(&cfg.desk.database)?;
+    let store = Store::connect(&cfg.backend())?;
     let now = crate::pipeline::Now::at(clock().now());
     let marks = store.undeliverable_marks(&now.minus(cfg.guard.undeliverable_for))?;
     if json {
@@ -288,7 +288,7 @@ pub fn rules_test(config: &Path, eml: &Path, mailbox: Option<&str>, json: bool) 
         None => desk.config.mailboxes.keys().next().cloned().unwrap_or_default(),
     };
     // Read the real history when the database exists; never create one for a dry run.
-    let store = if desk.config.desk.database.exists() { Store::open(&desk.config.desk.database)? } else { Store::open_in_memory()? };
+    let store = if desk.config.store.postgres_url.is_some() || desk.config.desk.database.exists() { Store::connect(&desk.config.backend())? } else { Store::open_in_memory()? };
     let pipeline = Pipeline::new(Arc::new(store), clock());
     let report = pipeline.dry_run(&desk, Delivery { mailbox: &mailbox, raw: &raw, cursor: None, truncated_from: None })?;
     if json {
@@ -357,7 +357,7 @@ pub fn cis_list(config: &Path, json: bool) -> anyhow::Result<i32> {
     let cfg = crate::config::load(config).map_err(crate::config::Problems::into_error)?;
     let Some(file) = &cfg.cis_file else { anyhow::bail!("no [cis] file configured") };
     let inv = crate::cis::Inventory::load(file).map_err(|p| anyhow::anyhow!("{}", Problems(p)))?;
-    let counts = Store::open(&cfg.desk.database)?.ci_ticket_counts()?;
+    let counts = Store::connect(&cfg.backend())?.ci_ticket_counts()?;
     if json {
         let rows: Vec<serde_json::Value> = inv
             .items

@@ -42,7 +42,7 @@ fn line(component: impl Into<String>, code: i32, detail: String) -> Line {
 /// something wants a look, 2 when something is down.
 pub fn status(config: &Path, json: bool) -> anyhow::Result<i32> {
     let cfg = crate::config::load(config).map_err(crate::config::Problems::into_error)?;
-    let store = Store::open(&cfg.desk.database)?;
+    let store = Store::connect(&cfg.backend())?;
     let now = clock().now();
     let age = |at: &str| crate::clock::parse_rfc3339(at).map(|t| humanize(now - t)).unwrap_or_else(|| at.to_string());
     let mut lines = Vec::new();
@@ -152,7 +152,7 @@ pub fn quarantine_show(config: &Path, id: i64, raw: bool) -> anyhow::Result<i32>
 /// `postdesk quarantine release ID [--force]`: through the pipeline again, now.
 pub fn quarantine_release(config: &Path, id: i64, force: bool) -> anyhow::Result<i32> {
     let desk = Desk::load(config, KeyMode::Persistent).map_err(crate::config::Problems::into_error)?;
-    let store = Arc::new(Store::open(&desk.config.desk.database)?);
+    let store = Arc::new(Store::connect(&desk.config.backend())?);
     let Some((q, bytes)) = store.quarantined_message(id)? else {
         eprintln!("postdesk: no quarantined message {id}");
         return Ok(1);
@@ -175,9 +175,50 @@ pub fn quarantine_delete(config: &Path, id: i64) -> anyhow::Result<i32> {
 }
 
 /// `postdesk backup DIR`: the database, the sent log and the signing key, consistent and online.
+/// `postdesk migrate --to postgres://…`: copy the SQLite desk into an empty PostgreSQL database,
+/// verify every table (rows and SHA-256), and say what to change. Progress on a terminal only.
+pub fn migrate(config: &Path, to: &str) -> anyhow::Result<i32> {
+    use crate::store::{Backend, Progress};
+    let cfg = crate::config::load(config).map_err(crate::config::Problems::into_error)?;
+    if cfg.store.postgres_url.is_some() {
+        anyhow::bail!("this desk already runs on PostgreSQL ([store] backend = \"postgres\"); migrate copies an SQLite desk");
+    }
+    if !to.starts_with("postgres://") && !to.starts_with("postgresql://") {
+        anyhow::bail!("--to: expected a postgres:// URL");
+    }
+    if !cfg.desk.database.exists() {
+        anyhow::bail!("{}: not found (nothing to migrate)", cfg.desk.database.display());
+    }
+    let from = Store::connect(&cfg.backend())?;
+    let target = Backend::Postgres(to.to_string());
+    let into = Store::connect(&target)?;
+    let chatty = std::io::stderr().is_terminal();
+    if chatty {
+        eprintln!("copying {} into {} …", cfg.desk.database.display(), target.display());
+    }
+    let tables = from.copy_to(&into, &mut |p| {
+        if !chatty {
+            return;
+        }
+        match p {
+            Progress::Copying { table, done, total } => eprint!("\r  {table}: {done}/{total} rows\x1b[K"),
+            Progress::Verified(t) => eprintln!("\r  {}: {} rows, sha256 {} — verified\x1b[K", t.table, t.rows, &t.sha256[..16]),
+        }
+    })?;
+    let rows: u64 = tables.iter().map(|t| t.rows).sum();
+    println!("migrated {rows} rows in {} tables into {}; counts and checksums match", tables.len(), target.display());
+    let key = cfg.desk.data_dir.join("secret");
+    println!("next, on every node:");
+    if cfg.desk.secret.is_none() {
+        println!("  copy {} to each node (mode 0600) and set [desk] secret_file to it: every node signs with this key", key.display());
+    }
+    println!("  set [store] backend = \"postgres\" and url_file (a file holding the URL) in the config, then start the daemons");
+    Ok(0)
+}
+
 pub fn backup(config: &Path, dir: &Path) -> anyhow::Result<i32> {
     let cfg = crate::config::load(config).map_err(crate::config::Problems::into_error)?;
-    let store = Store::open(&cfg.desk.database)?;
+    let store = Store::connect(&cfg.backend())?;
     let chatty = std::io::stderr().is_terminal();
     let size = |p: &Path| std::fs::metadata(p).map(|m| m.len() as f64 / 1048576.0).unwrap_or(0.0);
     if chatty {

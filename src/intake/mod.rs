@@ -5,6 +5,7 @@
 
 pub mod bounded;
 pub mod imap;
+pub mod lease;
 pub mod maildir;
 pub mod tls;
 
@@ -20,8 +21,13 @@ pub async fn run_mailbox(name: String, pipeline: Pipeline, desk: DeskHandle, shu
         Some(m) => m.source.clone(),
         None => return,
     };
+    let ttl = desk.current().config.store.lease_ttl;
     match source {
-        Source::Imap(imap) => imap::run(name, imap, pipeline, desk, shutdown).await,
+        // One node at a time reads a mailbox (PostgreSQL); its cursor moves only under the lease.
+        Source::Imap(imap) => {
+            let lease = format!("mailbox:{name}");
+            lease::leased(&lease, ttl, &pipeline, &shutdown, |sd| imap::run(name.clone(), imap.clone(), pipeline.clone(), desk.clone(), sd)).await
+        }
         Source::Maildir { path, poll_interval } => maildir::run(name, path, poll_interval, pipeline, desk, shutdown).await,
         Source::Pipe => {}
     }

@@ -100,6 +100,10 @@ pub enum IngestError {
     /// Only from [`Pipeline::ingest_strict`]: the input is not mail at all.
     #[error(transparent)]
     NotMail(#[from] message::NotMail),
+    /// This node no longer holds the mailbox's lease (PostgreSQL): another node reads it now,
+    /// and nothing of this batch was stored.
+    #[error("the lease {0} passed to another node; nothing stored")]
+    LeaseLost(String),
 }
 
 impl IngestError {
@@ -107,6 +111,7 @@ impl IngestError {
         match self {
             IngestError::Store(e) => e.is_transient(),
             IngestError::NotMail(_) => false,
+            IngestError::LeaseLost(_) => true,
         }
     }
 }
@@ -140,11 +145,33 @@ pub struct Pipeline {
     pub outbox_wake: Arc<tokio::sync::Notify>,
     /// What the metrics count (messages by class, tickets created).
     pub counters: crate::metrics::Counters,
+    /// The leases this node works under, by name (`mailbox:NAME`): a batch that moves that
+    /// mailbox's cursor commits only while its lease is still ours (PostgreSQL).
+    fences: Arc<std::sync::Mutex<std::collections::HashMap<String, crate::store::Lease>>>,
 }
 
 impl Pipeline {
     pub fn new(store: Arc<Store>, clock: SharedClock) -> Self {
-        Pipeline { store, clock, outbox_wake: Arc::new(tokio::sync::Notify::new()), counters: Default::default() }
+        Pipeline { store, clock, outbox_wake: Arc::new(tokio::sync::Notify::new()), counters: Default::default(), fences: Default::default() }
+    }
+
+    /// Work under `lease` (or no longer) for the lease `name`.
+    pub fn fence(&self, name: &str, lease: Option<crate::store::Lease>) {
+        let mut f = self.fences.lock().unwrap_or_else(|e| e.into_inner());
+        match lease {
+            Some(l) => f.insert(name.to_string(), l),
+            None => f.remove(name),
+        };
+    }
+
+    /// Inside the transaction that moves `mailbox`'s cursor: is its lease still ours?
+    fn check_fence(&self, tx: &Tx<'_>, mailbox: &str) -> Result<(), IngestError> {
+        let name = format!("mailbox:{mailbox}");
+        let lease = self.fences.lock().unwrap_or_else(|e| e.into_inner()).get(&name).cloned();
+        match lease {
+            Some(l) if !tx.holds_lease(&l, &self.store.node())? => Err(IngestError::LeaseLost(name)),
+            _ => Ok(()),
+        }
     }
 
     /// Store one message for good. Non-mail and unprocessable input is quarantined (and the
@@ -179,6 +206,9 @@ impl Pipeline {
         // Parse and classify before the write lock: a slow message never holds up other writers.
         let prepared = prepare(desk, d);
         let mut tx = self.store.begin()?;
+        if d.cursor.is_some() {
+            self.check_fence(&tx, d.mailbox)?;
+        }
         let report = one(&mut tx, desk, d, prepared, quarantine_non_mail, &now)?;
         if dry {
             drop(tx); // rolls back
@@ -212,6 +242,9 @@ impl Pipeline {
         let now = Now::at(self.clock.now());
         let prepared = prepare_all(desk, &deliveries);
         let mut tx = self.store.begin()?;
+        if deliveries.iter().any(|d| d.cursor.is_some()) {
+            self.check_fence(&tx, mailbox)?;
+        }
         let mut reports = Vec::with_capacity(deliveries.len());
         for (d, prepared) in deliveries.into_iter().zip(prepared) {
             reports.push(one(&mut tx, desk, d, prepared, true, &now)?);

@@ -18,7 +18,7 @@ pub struct PriorDelivery {
     pub outcome: String,
 }
 
-pub(super) fn cursor(conn: &Connection, mailbox: &str) -> Result<Option<Cursor>> {
+pub(super) fn cursor(conn: &Conn, mailbox: &str) -> Result<Option<Cursor>> {
     Ok(conn
         .prepare_cached("SELECT uid_validity, last_uid FROM mailbox_cursors WHERE mailbox = ?")?
         .query_row([mailbox], |r| Ok(Cursor { uid_validity: r.get(0)?, last_uid: r.get(1)? }))
@@ -28,22 +28,22 @@ pub(super) fn cursor(conn: &Connection, mailbox: &str) -> Result<Option<Cursor>>
 impl Store {
     /// Where intake stopped in a mailbox.
     pub fn cursor(&self, mailbox: &str) -> Result<Option<Cursor>> {
-        cursor(&self.lock(), mailbox)
+        cursor(&*self.lock()?, mailbox)
     }
 
     /// UIDs of a mailbox that intake left untouched on purpose.
     pub fn left_on_server(&self, mailbox: &str, uid_validity: u32) -> Result<Vec<u32>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare_cached("SELECT uid FROM left_on_server WHERE mailbox = ? AND uid_validity = ?")?;
-        let v = stmt.query_map(params![mailbox, uid_validity], |r| r.get(0))?.collect::<rusqlite::Result<Vec<u32>>>()?;
+        let v = stmt.query_map(params![mailbox, uid_validity], |r| r.get(0))?.collect::<Result<Vec<u32>>>()?;
         Ok(v)
     }
 
     /// Number of quarantined messages, by reason.
     pub fn quarantine_counts(&self) -> Result<Vec<(String, u64)>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare_cached("SELECT reason, COUNT(*) FROM quarantine GROUP BY reason ORDER BY reason")?;
-        let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let rows = stmt.query_map((), |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as u64)))?.collect::<Result<Vec<_>>>()?;
         Ok(rows)
     }
 }
@@ -68,7 +68,7 @@ impl Tx<'_> {
 
     /// Remember a delivery so a second copy is recognised.
     pub fn record_delivery(&mut self, dedupe_key: &str, article: Option<i64>, outcome: &str, now: &str) -> Result<()> {
-        self.conn.prepare_cached("INSERT OR IGNORE INTO deliveries (dedupe_key, article_id, outcome, created_at) VALUES (?, ?, ?, ?)")?.execute(params![dedupe_key, article, outcome, now],
+        self.conn.prepare_cached("INSERT INTO deliveries (dedupe_key, article_id, outcome, created_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")?.execute(params![dedupe_key, article, outcome, now],
         )?;
         Ok(())
     }
@@ -98,7 +98,7 @@ impl Tx<'_> {
 
     /// Remember a server message intake must leave untouched.
     pub fn leave_on_server(&mut self, mailbox: &str, c: Cursor, reason: &str) -> Result<()> {
-        self.conn.prepare_cached("INSERT OR IGNORE INTO left_on_server (mailbox, uid_validity, uid, reason) VALUES (?, ?, ?, ?)")?.execute(params![mailbox, c.uid_validity, c.last_uid, reason],
+        self.conn.prepare_cached("INSERT INTO left_on_server (mailbox, uid_validity, uid, reason) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING")?.execute(params![mailbox, c.uid_validity, c.last_uid, reason],
         )?;
         Ok(())
     }

@@ -2,10 +2,11 @@
 //! the transaction that writes each article) and published articles (`kb_fts`), solutions and
 //! their publication, suggestions recorded on tickets, deflections. docs/KNOWLEDGE.md.
 
+use super::db::{self, Conn, OptionalExtension, params};
 use super::{Result, Store, Tx};
 use crate::search::Query;
 use crate::ticket::TicketId;
-use rusqlite::{Connection, OptionalExtension, params};
+
 use serde::Serialize;
 use std::collections::BTreeMap;
 
@@ -85,7 +86,7 @@ pub struct Suggested {
 
 const KB_SELECT: &str = "SELECT id, ticket_id, title, body, state, author, created_at, updated_at, published_at, published_by FROM kb_articles";
 
-fn kb_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KbArticle> {
+fn kb_row(r: &db::Row<'_>) -> Result<KbArticle> {
     Ok(KbArticle {
         id: r.get(0)?,
         ticket: r.get(1)?,
@@ -103,14 +104,18 @@ fn kb_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<KbArticle> {
 /// Tickets whose messages contain every word, best first, one hit per ticket. Ranks first
 /// (bm25 over every match, nothing else per row), then reads ticket and snippet for the few
 /// shown: `snippet()` in the ranking query would run for every matching message.
-fn search_tickets(conn: &Connection, q: &Query, limit: usize) -> Result<Vec<SearchHit>> {
-    let expr = q.all();
-    let mut rank = conn.prepare_cached("SELECT rowid, bm25(article_fts, 3.0, 1.0) AS score FROM article_fts WHERE article_fts MATCH ?1 ORDER BY score LIMIT ?2")?;
+fn search_tickets(conn: &Conn, q: &Query, limit: usize) -> Result<Vec<SearchHit>> {
+    let expr = if conn.is_pg() { q.text() } else { q.all() };
+    let mut rank = conn.prepare_cached(if conn.is_pg() {
+        "SELECT id, -ts_rank(fts, plainto_tsquery('postdesk', ?1)) AS score FROM articles WHERE fts @@ plainto_tsquery('postdesk', ?1) ORDER BY score, id LIMIT ?2"
+    } else {
+        "SELECT rowid, bm25(article_fts, 3.0, 1.0) AS score FROM article_fts WHERE article_fts MATCH ?1 ORDER BY score LIMIT ?2"
+    })?;
     let mut ticket_of = conn.prepare_cached("SELECT ticket_id FROM articles WHERE id = ?")?;
     // Several messages of one ticket may match: ask for more rows until `limit` tickets (or all).
     let mut want = limit.saturating_mul(4).max(16);
     let best: Vec<(i64, i64, f64)> = loop {
-        let rows: Vec<(i64, f64)> = rank.query_map(params![expr, want as i64], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+        let rows: Vec<(i64, f64)> = rank.query_map(params![expr, want as i64], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<_>>()?;
         let mut best = Vec::new();
         for (article, score) in &rows {
             let t: i64 = ticket_of.query_row([article], |r| r.get(0))?;
@@ -127,7 +132,11 @@ fn search_tickets(conn: &Connection, q: &Query, limit: usize) -> Result<Vec<Sear
         want = want.saturating_mul(4);
     };
     let mut ticket = conn.prepare_cached("SELECT subject, status FROM tickets WHERE id = ?")?;
-    let mut snippet = conn.prepare_cached("SELECT snippet(article_fts, -1, '*', '*', ' … ', 12) FROM article_fts WHERE article_fts MATCH ?1 AND rowid = ?2")?;
+    let mut snippet = conn.prepare_cached(if conn.is_pg() {
+        "SELECT ts_headline('postdesk', left(body_text, 65536), plainto_tsquery('postdesk', ?1), 'StartSel=*, StopSel=*, MaxWords=12, MinWords=4, FragmentDelimiter=\" … \"') FROM articles WHERE id = ?2"
+    } else {
+        "SELECT snippet(article_fts, -1, '*', '*', ' … ', 12) FROM article_fts WHERE article_fts MATCH ?1 AND rowid = ?2"
+    })?;
     let mut out = Vec::with_capacity(best.len());
     for (article, id, score) in best {
         let (title, status): (String, String) = ticket.query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
@@ -138,14 +147,21 @@ fn search_tickets(conn: &Connection, q: &Query, limit: usize) -> Result<Vec<Sear
 }
 
 /// Published articles containing every word, best first (ranked first, snippets for the shown).
-fn search_kb(conn: &Connection, q: &Query, limit: usize) -> Result<Vec<SearchHit>> {
-    let expr = q.all();
-    let mut rank = conn.prepare_cached(
+fn search_kb(conn: &Conn, q: &Query, limit: usize) -> Result<Vec<SearchHit>> {
+    let expr = if conn.is_pg() { q.text() } else { q.all() };
+    let mut rank = conn.prepare_cached(if conn.is_pg() {
+        "SELECT id, title, state, -ts_rank(fts, plainto_tsquery('postdesk', ?1)) AS score FROM kb_articles
+         WHERE fts @@ plainto_tsquery('postdesk', ?1) AND state = 'published' ORDER BY score, id LIMIT ?2"
+    } else {
         "SELECT k.id, k.title, k.state, bm25(kb_fts, 3.0, 1.0) AS score FROM kb_fts JOIN kb_articles k ON k.id = kb_fts.rowid
-         WHERE kb_fts MATCH ?1 AND k.state = 'published' ORDER BY score LIMIT ?2",
-    )?;
-    let best: Vec<(i64, String, String, f64)> = rank.query_map(params![expr, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<rusqlite::Result<_>>()?;
-    let mut snippet = conn.prepare_cached("SELECT snippet(kb_fts, -1, '*', '*', ' … ', 12) FROM kb_fts WHERE kb_fts MATCH ?1 AND rowid = ?2")?;
+         WHERE kb_fts MATCH ?1 AND k.state = 'published' ORDER BY score LIMIT ?2"
+    })?;
+    let best: Vec<(i64, String, String, f64)> = rank.query_map(params![expr, limit as i64], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?.collect::<Result<_>>()?;
+    let mut snippet = conn.prepare_cached(if conn.is_pg() {
+        "SELECT ts_headline('postdesk', body, plainto_tsquery('postdesk', ?1), 'StartSel=*, StopSel=*, MaxWords=12, MinWords=4, FragmentDelimiter=\" … \"') FROM kb_articles WHERE id = ?2"
+    } else {
+        "SELECT snippet(kb_fts, -1, '*', '*', ' … ', 12) FROM kb_fts WHERE kb_fts MATCH ?1 AND rowid = ?2"
+    })?;
     let mut out = Vec::with_capacity(best.len());
     for (id, title, status, score) in best {
         let snip: String = snippet.query_row(params![expr, id], |r| r.get(0)).optional()?.unwrap_or_default();
@@ -154,11 +170,11 @@ fn search_kb(conn: &Connection, q: &Query, limit: usize) -> Result<Vec<SearchHit
     Ok(out)
 }
 
-fn kb_article(conn: &Connection, id: i64) -> Result<Option<KbArticle>> {
+fn kb_article(conn: &Conn, id: i64) -> Result<Option<KbArticle>> {
     Ok(conn.prepare_cached(&format!("{KB_SELECT} WHERE id = ?"))?.query_row([id], kb_row).optional()?)
 }
 
-fn knowledge_figures(conn: &Connection, since: &str) -> Result<(u64, u64)> {
+fn knowledge_figures(conn: &Conn, since: &str) -> Result<(u64, u64)> {
     let suggested: i64 = conn.query_row("SELECT COUNT(DISTINCT ticket_id) FROM kb_suggestions WHERE created_at >= ?", [since], |r| r.get(0))?;
     let deflected: i64 = conn.query_row("SELECT COUNT(*) FROM kb_deflections WHERE created_at >= ?", [since], |r| r.get(0))?;
     Ok((suggested as u64, deflected as u64))
@@ -167,36 +183,41 @@ fn knowledge_figures(conn: &Connection, since: &str) -> Result<(u64, u64)> {
 impl Store {
     /// Tickets matching every word of `q` (agents and admins only: all tickets, notes included).
     pub fn search_tickets(&self, q: &Query, limit: usize) -> Result<Vec<SearchHit>> {
-        search_tickets(&self.lock(), q, limit)
+        search_tickets(&*self.lock()?, q, limit)
     }
 
     /// Published knowledge articles matching every word of `q`.
     pub fn search_kb(&self, q: &Query, limit: usize) -> Result<Vec<SearchHit>> {
-        search_kb(&self.lock(), q, limit)
+        search_kb(&*self.lock()?, q, limit)
     }
 
     /// Knowledge articles, newest first; `all` includes unpublished solutions and withdrawn ones.
     pub fn kb_articles(&self, all: bool) -> Result<Vec<KbArticle>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let sql = format!("{KB_SELECT} {} ORDER BY id DESC", if all { "" } else { "WHERE state = 'published'" });
-        let rows = conn.prepare(&sql)?.query_map([], kb_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let rows = conn.prepare(&sql)?.query_map((), kb_row)?.collect::<Result<Vec<_>>>()?;
         Ok(rows)
     }
 
     pub fn kb_article(&self, id: i64) -> Result<Option<KbArticle>> {
-        kb_article(&self.lock(), id)
+        kb_article(&*self.lock()?, id)
     }
 
     /// Tickets that got suggestions, and tickets deflected, since `since` (RFC 3339).
     pub fn knowledge_figures(&self, since: &str) -> Result<(u64, u64)> {
-        knowledge_figures(&self.lock(), since)
+        knowledge_figures(&*self.lock()?, since)
     }
 
-    /// The size of the search indexes in bytes (FTS5 shadow tables), where SQLite can tell
-    /// (`dbstat`); `None` otherwise.
+    /// The size of the search indexes in bytes (SQLite: FTS5 shadow tables, where `dbstat` can
+    /// tell; PostgreSQL: the GIN indexes); `None` otherwise.
     pub fn search_index_bytes(&self) -> Result<Option<u64>> {
-        let conn = self.lock();
-        let n: rusqlite::Result<i64> = conn.query_row("SELECT SUM(pgsize) FROM dbstat WHERE name LIKE 'article_fts%' OR name LIKE 'kb_fts%'", [], |r| r.get(0));
+        let conn = self.lock()?;
+        let sql = if conn.is_pg() {
+            "SELECT CAST(pg_relation_size('articles_fts') + pg_relation_size('kb_articles_fts') AS BIGINT)"
+        } else {
+            "SELECT SUM(pgsize) FROM dbstat WHERE name LIKE 'article_fts%' OR name LIKE 'kb_fts%'"
+        };
+        let n: Result<i64> = conn.query_row(sql, (), |r| r.get(0));
         Ok(n.ok().map(|n| n as u64))
     }
 }
@@ -229,7 +250,7 @@ impl Tx<'_> {
         Ok(self.conn.query_row(
             "INSERT INTO kb_articles (ticket_id, title, body, state, author, created_at, updated_at) VALUES (?1, ?2, ?3, 'solution', ?4, ?5, ?5)
              ON CONFLICT (ticket_id) DO UPDATE SET body = excluded.body, author = excluded.author, updated_at = excluded.updated_at,
-               state = CASE WHEN state = 'withdrawn' THEN 'solution' ELSE state END
+               state = CASE WHEN kb_articles.state = 'withdrawn' THEN 'solution' ELSE kb_articles.state END
              RETURNING id",
             params![ticket, title, body, author, now],
             |r| r.get(0),
@@ -251,7 +272,7 @@ impl Tx<'_> {
 
     /// Whether any article is published (suggestions cost nothing without one).
     pub fn has_published_kb(&self) -> Result<bool> {
-        Ok(self.conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM kb_articles WHERE state = 'published')")?.query_row([], |r| r.get(0))?)
+        Ok(self.conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM kb_articles WHERE state = 'published')")?.query_row((), |r| r.get(0))?)
     }
 
     /// Published articles sharing at least `min_terms` of `terms`, most shared words first, then
@@ -263,16 +284,27 @@ impl Tx<'_> {
         // bm25 of the OR of all words orders the candidates; each word's own match set counts
         // the words an article shares (bm25 alone is no confidence: with one published article
         // every IDF is zero).
-        let any = terms.iter().map(|t| crate::search::quote(t)).collect::<Vec<_>>().join(" OR ");
-        let mut stmt = self.conn.prepare_cached("SELECT rowid, bm25(kb_fts, 3.0, 1.0) AS score FROM kb_fts WHERE kb_fts MATCH ?1 ORDER BY score LIMIT 50")?;
-        let candidates: Vec<(i64, f64)> = stmt.query_map([any], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let pg = self.conn.is_pg();
+        // Terms are letters and digits only (search::suggestion_terms), so `a | b` is a tsquery.
+        let term = |t: &String| if pg { t.clone() } else { crate::search::quote(t) };
+        let any = terms.iter().map(term).collect::<Vec<_>>().join(if pg { " | " } else { " OR " });
+        let mut stmt = self.conn.prepare_cached(if pg {
+            "SELECT id, -ts_rank(fts, to_tsquery('postdesk', ?1)) AS score FROM kb_articles WHERE fts @@ to_tsquery('postdesk', ?1) ORDER BY score, id LIMIT 50"
+        } else {
+            "SELECT rowid, bm25(kb_fts, 3.0, 1.0) AS score FROM kb_fts WHERE kb_fts MATCH ?1 ORDER BY score LIMIT 50"
+        })?;
+        let candidates: Vec<(i64, f64)> = stmt.query_map([any], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<Result<Vec<_>>>()?;
         if candidates.is_empty() {
             return Ok(Vec::new());
         }
         let mut matched: BTreeMap<i64, usize> = BTreeMap::new();
-        let mut per_term = self.conn.prepare_cached("SELECT rowid FROM kb_fts WHERE kb_fts MATCH ?1")?;
+        let mut per_term = self.conn.prepare_cached(if pg {
+            "SELECT id FROM kb_articles WHERE fts @@ plainto_tsquery('postdesk', ?1)"
+        } else {
+            "SELECT rowid FROM kb_fts WHERE kb_fts MATCH ?1"
+        })?;
         for t in terms {
-            for id in per_term.query_map([crate::search::quote(t)], |r| r.get::<_, i64>(0))? {
+            for id in per_term.query_map([term(t)], |r| r.get::<_, i64>(0))? {
                 *matched.entry(id?).or_default() += 1;
             }
         }
@@ -289,7 +321,8 @@ impl Tx<'_> {
 
     /// Record what a ticket's acknowledgement suggested.
     pub fn record_suggestions(&mut self, ticket: TicketId, s: &[Suggested], now: &str) -> Result<()> {
-        let mut stmt = self.conn.prepare_cached("INSERT OR REPLACE INTO kb_suggestions (ticket_id, article_id, rank, matched, created_at) VALUES (?, ?, ?, ?, ?)")?;
+        let mut stmt = self.conn.prepare_cached("INSERT INTO kb_suggestions (ticket_id, article_id, rank, matched, created_at) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (ticket_id, article_id) DO UPDATE SET rank = excluded.rank, matched = excluded.matched, created_at = excluded.created_at")?;
         for a in s {
             stmt.execute(params![ticket, a.id, a.rank as i64, a.matched as i64, now])?;
         }
@@ -298,13 +331,13 @@ impl Tx<'_> {
 
     /// The articles suggested for `ticket`, best first (ids).
     pub fn suggestions_of(&self, ticket: TicketId) -> Result<Vec<i64>> {
-        let rows = self.conn.prepare_cached("SELECT article_id FROM kb_suggestions WHERE ticket_id = ? ORDER BY rank")?.query_map([ticket], |r| r.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let rows = self.conn.prepare_cached("SELECT article_id FROM kb_suggestions WHERE ticket_id = ? ORDER BY rank")?.query_map([ticket], |r| r.get(0))?.collect::<Result<Vec<_>>>()?;
         Ok(rows)
     }
 
     /// Count `ticket` as deflected (once).
     pub fn record_deflection(&mut self, ticket: TicketId, now: &str) -> Result<()> {
-        self.conn.execute("INSERT OR IGNORE INTO kb_deflections (ticket_id, created_at) VALUES (?, ?)", params![ticket, now])?;
+        self.conn.execute("INSERT INTO kb_deflections (ticket_id, created_at) VALUES (?, ?) ON CONFLICT DO NOTHING", params![ticket, now])?;
         Ok(())
     }
 }

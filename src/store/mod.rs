@@ -1,11 +1,16 @@
-//! Store: every byte of state lives here, in SQLite (WAL, numbered migrations). The API speaks the
-//! domain (tickets, articles, outbox, cursors), so a PostgreSQL backend can implement the same
-//! shape later. This is the only module that imports rusqlite.
+//! Store: every byte of state lives here, in SQLite (WAL, numbered migrations; the embedded
+//! default) or PostgreSQL (several nodes on one database). The API speaks the domain (tickets,
+//! articles, outbox, cursors) and is the same for both; the SQL is written once through
+//! [`db::Conn`]. This is the only module that imports rusqlite or tokio-postgres.
 //!
-//! Writes happen in a [`Tx`] (`BEGIN IMMEDIATE`): one ingest = one transaction holding the article,
-//! ticket changes, outbox rows and the mailbox cursor, so a crash leaves all or nothing.
+//! Writes happen in a [`Tx`] (SQLite's `BEGIN IMMEDIATE`; on PostgreSQL a transaction holding the
+//! desk's advisory write lock): one ingest = one transaction holding the article, ticket changes,
+//! outbox rows and the mailbox cursor, so a crash leaves all or nothing.
 
 mod audit;
+mod copy;
+pub(crate) mod db;
+mod lease;
 mod csat;
 mod deliveries;
 mod knowledge;
@@ -26,7 +31,9 @@ pub use sla::ReportRow;
 pub use tickets::{NewArticle, NewTicket, TicketFilter};
 
 use crate::ticket::{Article, ArticleKind, AttachmentInfo, Direction, Event, Priority, Status, Ticket, TicketDetail, TicketId};
-use rusqlite::{Connection, OptionalExtension, params};
+use db::{Conn, OptionalExtension, PgConn, params};
+pub use copy::{CopiedTable, Progress};
+pub use lease::{Lease, LeaseState, host_name};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
@@ -54,10 +61,20 @@ const MIGRATIONS: &[&str] = &[
 pub enum StoreError {
     #[error("database {path}: {source}")]
     Open { path: PathBuf, source: rusqlite::Error },
+    #[error("PostgreSQL database {url}: {source}")]
+    OpenPg { url: String, source: tokio_postgres::Error },
     #[error("database busy or locked: {0}")]
     Busy(rusqlite::Error),
     #[error("database error: {0}")]
     Sql(rusqlite::Error),
+    #[error("PostgreSQL: {0}")]
+    Pg(#[from] tokio_postgres::Error),
+    #[error("{0}")]
+    Unsupported(&'static str),
+    #[error("no such row")]
+    NoRows,
+    #[error("database returned an unexpected value: {0}")]
+    Column(String),
     #[error("database {path} has schema version {found}, newer than this postdesk knows ({known})")]
     TooNew { path: PathBuf, found: i64, known: i64 },
     #[error("cannot create {path}: {source}")]
@@ -73,7 +90,21 @@ impl StoreError {
                 matches!(e.code, rusqlite::ErrorCode::DiskFull | rusqlite::ErrorCode::SystemIoFailure | rusqlite::ErrorCode::CannotOpen)
             }
             StoreError::Io { .. } => true,
+            StoreError::OpenPg { .. } => true,
+            StoreError::Pg(e) => pg_transient(e),
             _ => false,
+        }
+    }
+}
+
+/// Connection trouble, a server going down, too many clients, a deadlock or serialization
+/// failure: trying again later can help. Constraint or syntax errors cannot.
+fn pg_transient(e: &tokio_postgres::Error) -> bool {
+    match e.code() {
+        None => true, // no SQLSTATE: the connection itself failed
+        Some(c) => {
+            let c = c.code();
+            c.starts_with("08") || c.starts_with("53") || c.starts_with("57P") || c == "40001" || c == "40P01" || c == "55P03"
         }
     }
 }
@@ -81,6 +112,7 @@ impl StoreError {
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         match &e {
+            rusqlite::Error::QueryReturnedNoRows => StoreError::NoRows,
             rusqlite::Error::SqliteFailure(f, _) if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked) => {
                 StoreError::Busy(e)
             }
@@ -91,76 +123,141 @@ impl From<rusqlite::Error> for StoreError {
 
 type Result<T> = std::result::Result<T, StoreError>;
 
+/// Where the desk's state lives (`[store]`, docs/POSTGRES.md).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Backend {
+    /// One SQLite file (the embedded default); `:memory:` for throwaway stores.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database shared by any number of nodes.
+    Postgres(String),
+}
+
+impl Backend {
+    /// The database as logs and messages show it: the file, or the URL without its password.
+    pub fn display(&self) -> String {
+        match self {
+            Backend::Sqlite(p) => p.display().to_string(),
+            Backend::Postgres(url) => redact_url(url),
+        }
+    }
+}
+
+/// A PostgreSQL URL with any password replaced by `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let (auth, host) = match rest.split_once('@') {
+        Some((a, h)) => (Some(a), h),
+        None => (None, rest),
+    };
+    match auth.and_then(|a| a.split_once(':')) {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
 /// Handle to the database; cheap to share behind an `Arc`. One connection, serialised by a mutex:
-/// SQLite has one writer anyway, and reads are short.
+/// SQLite has one writer anyway, and reads are short; PostgreSQL writers take turns on the
+/// desk's write lock across nodes.
 pub struct Store {
-    conn: Mutex<Connection>,
+    conn: Mutex<Conn>,
     /// The outbound worker's own connection, so recording a send never waits behind the Rust
     /// mutex of an ingest (the crash window between SMTP's 250 and `mark_sent` stays minimal).
     /// Opened when first used (`deliver` never needs it); unused for in-memory databases (a
     /// second connection would be another database).
-    outbox: Mutex<Option<Connection>>,
+    outbox: Mutex<Option<Conn>>,
+    backend: Backend,
+    /// `backend`'s file, or the URL (redacted) for PostgreSQL.
     path: PathBuf,
+    /// This process's name in leases and outbox claims (PostgreSQL); see [`Store::set_node`].
+    node: Mutex<String>,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Store").field("path", &self.path).finish()
+        f.debug_struct("Store").field("backend", &self.backend.display()).finish()
     }
 }
 
 impl Store {
-    /// Open (creating if needed) and migrate the database at `path`.
+    /// Open (creating if needed) and migrate the SQLite database at `path`.
     pub fn open(path: &Path) -> Result<Store> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            crate::fsmode::private_dir(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
-        }
-        // 0600 whatever the umask (docs/SECURITY.md); SQLite keeps the mode for -wal and -shm.
-        for f in [path.to_path_buf(), sent_log_path(path)] {
-            crate::fsmode::private_file(&f).map_err(|source| StoreError::Io { path: f.clone(), source })?;
-        }
-        let conn = Connection::open(path).map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
-        Self::setup(conn, path.to_path_buf())
+        Self::connect(&Backend::Sqlite(path.to_path_buf()))
     }
 
-    /// A throwaway database for tests and dry runs.
-    pub fn open_in_memory() -> Result<Store> {
-        Self::setup(Connection::open_in_memory()?, PathBuf::from(":memory:"))
-    }
-
-    fn setup(conn: Connection, path: PathBuf) -> Result<Store> {
-        configure(&conn)?;
-        migrate(&conn, &path)?;
-        let store = Store { conn: Mutex::new(conn), outbox: Mutex::new(None), path };
+    /// Open and migrate the desk's database on either backend.
+    pub fn connect(backend: &Backend) -> Result<Store> {
+        let conn = open_conn(backend, true)?;
+        let path = match backend {
+            Backend::Sqlite(p) => p.clone(),
+            Backend::Postgres(url) => PathBuf::from(redact_url(url)),
+        };
+        let node = Mutex::new(format!("{}/{}", host_name(), std::process::id()));
+        let store = Store { conn: Mutex::new(conn), outbox: Mutex::new(None), backend: backend.clone(), path, node };
         if store.in_memory() {
-            attach_sent_log(&store.lock(), Path::new(":memory:"))?;
+            attach_sent_log(&*store.lock()?, Path::new(":memory:"))?;
         }
         Ok(store)
     }
 
+    /// A throwaway database for tests and dry runs.
+    pub fn open_in_memory() -> Result<Store> {
+        Self::connect(&Backend::Sqlite(PathBuf::from(":memory:")))
+    }
+
+    /// The SQLite file (for PostgreSQL: the redacted URL).
     pub fn path(&self) -> &Path {
         &self.path
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub fn backend(&self) -> &Backend {
+        &self.backend
+    }
+
+    /// Name this process in leases and claims (`[store] node` plus the process id).
+    pub fn set_node(&self, node: &str) {
+        *self.node.lock().unwrap_or_else(|e| e.into_inner()) = node.to_string();
+    }
+
+    pub fn node(&self) -> String {
+        self.node.lock().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self.backend, Backend::Postgres(_))
+    }
+
+    /// The main connection; a PostgreSQL connection that was lost is opened again.
+    fn lock(&self) -> Result<MutexGuard<'_, Conn>> {
         // A panic while holding the lock cannot leave a transaction open (Tx rolls back on drop).
-        self.conn.lock().unwrap_or_else(|e| e.into_inner())
+        let mut guard = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        if let Conn::Pg(p) = &*guard
+            && p.is_closed()
+        {
+            *guard = open_conn(&self.backend, false)?;
+        }
+        Ok(guard)
     }
 
     fn in_memory(&self) -> bool {
-        self.path.as_os_str() == ":memory:"
+        self.backend == Backend::Sqlite(PathBuf::from(":memory:"))
     }
 
     /// The outbound worker's connection (with the sent log attached), opened on first use.
     fn lock_outbox(&self) -> Result<OutboxConn<'_>> {
         if self.in_memory() {
-            return Ok(OutboxConn::Main(self.lock()));
+            return Ok(OutboxConn::Main(self.lock()?));
         }
         let mut guard = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
-        if guard.is_none() {
-            let conn = Connection::open(&self.path).map_err(|source| StoreError::Open { path: self.path.clone(), source })?;
-            configure(&conn)?;
-            attach_sent_log(&conn, &sent_log_path(&self.path))?;
+        let stale = match &*guard {
+            None => true,
+            Some(Conn::Pg(p)) => p.is_closed(),
+            Some(Conn::Lite(_)) => false,
+        };
+        if stale {
+            let conn = open_conn(&self.backend, false)?;
+            if let Backend::Sqlite(path) = &self.backend {
+                attach_sent_log(&conn, &sent_log_path(path))?;
+            }
             *guard = Some(conn);
         }
         Ok(OutboxConn::Own(guard))
@@ -168,22 +265,58 @@ impl Store {
 
     /// Start a write transaction.
     pub fn begin(&self) -> Result<Tx<'_>> {
-        let conn = self.lock();
-        conn.execute_batch("BEGIN IMMEDIATE")?;
+        let conn = self.lock()?;
+        conn.begin_write()?;
         Ok(Tx { conn, done: false })
     }
+}
 
+/// A configured, migrated connection. `first`: the one `Store::connect` opens (it migrates and,
+/// for SQLite, creates the files private).
+fn open_conn(backend: &Backend, first: bool) -> Result<Conn> {
+    match backend {
+        Backend::Sqlite(path) if path.as_os_str() == ":memory:" => {
+            let conn = Conn::Lite(rusqlite::Connection::open_in_memory()?);
+            configure(&conn)?;
+            migrate(&conn, path)?;
+            Ok(conn)
+        }
+        Backend::Sqlite(path) => {
+            if first {
+                if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    crate::fsmode::private_dir(dir).map_err(|source| StoreError::Io { path: dir.to_path_buf(), source })?;
+                }
+                // 0600 whatever the umask (docs/SECURITY.md); SQLite keeps the mode for -wal and -shm.
+                for f in [path.to_path_buf(), sent_log_path(path)] {
+                    crate::fsmode::private_file(&f).map_err(|source| StoreError::Io { path: f.clone(), source })?;
+                }
+            }
+            let conn = Conn::Lite(rusqlite::Connection::open(path).map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?);
+            configure(&conn)?;
+            if first {
+                migrate(&conn, path)?;
+            }
+            Ok(conn)
+        }
+        Backend::Postgres(url) => {
+            let conn = Conn::Pg(PgConn::connect(url).map_err(|source| StoreError::OpenPg { url: redact_url(url), source })?);
+            if first {
+                pg_migrate(&conn, url)?;
+            }
+            Ok(conn)
+        }
+    }
 }
 
 /// The connection the outbox functions use: their own, or the only one of an in-memory store.
 enum OutboxConn<'a> {
-    Own(MutexGuard<'a, Option<Connection>>),
-    Main(MutexGuard<'a, Connection>),
+    Own(MutexGuard<'a, Option<Conn>>),
+    Main(MutexGuard<'a, Conn>),
 }
 
 impl std::ops::Deref for OutboxConn<'_> {
-    type Target = Connection;
-    fn deref(&self) -> &Connection {
+    type Target = Conn;
+    fn deref(&self) -> &Conn {
         match self {
             OutboxConn::Own(g) => g.as_ref().expect("opened by lock_outbox"),
             OutboxConn::Main(g) => g,
@@ -193,7 +326,7 @@ impl std::ops::Deref for OutboxConn<'_> {
 
 /// A write transaction. Dropped without [`Tx::commit`], it rolls back.
 pub struct Tx<'a> {
-    conn: MutexGuard<'a, Connection>,
+    conn: MutexGuard<'a, Conn>,
     done: bool,
 }
 
@@ -211,49 +344,89 @@ impl Tx<'_> {
         self.done = true;
         Ok(())
     }
-
 }
 
 /// Apply the migrations this database lacks. Each one runs under SQLite's write lock and reads
 /// the schema version inside it, so processes opening a fresh database at once (an MTA starting
 /// a dozen `deliver`s) apply each migration exactly once; the others wait, then see it done.
-fn migrate(conn: &Connection, path: &Path) -> Result<()> {
+fn migrate(conn: &Conn, path: &Path) -> Result<()> {
+    let lite = conn.lite().expect("SQLite");
     let known = MIGRATIONS.len() as i64;
     // The usual case, a database already up to date, needs no write lock.
-    if conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? == known {
+    if lite.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? == known {
         return Ok(());
     }
     loop {
-        conn.execute_batch("BEGIN IMMEDIATE")?;
+        lite.execute_batch("BEGIN IMMEDIATE")?;
         let step = (|| {
-            let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+            let version: i64 = lite.pragma_query_value(None, "user_version", |r| r.get(0))?;
             if version > known {
                 return Err(StoreError::TooNew { path: path.to_path_buf(), found: version, known });
             }
             if version == known {
                 return Ok(false);
             }
-            conn.execute_batch(&format!("{}; PRAGMA user_version = {};", MIGRATIONS[version as usize], version + 1))?;
+            lite.execute_batch(&format!("{}; PRAGMA user_version = {};", MIGRATIONS[version as usize], version + 1))?;
             Ok(true)
         })();
         match step {
             Ok(more) => {
-                conn.execute_batch("COMMIT")?;
+                lite.execute_batch("COMMIT")?;
                 if !more {
                     return Ok(());
                 }
             }
             Err(e) => {
-                let _ = conn.execute_batch("ROLLBACK");
+                let _ = lite.execute_batch("ROLLBACK");
                 return Err(e);
             }
         }
     }
 }
 
-/// Settings every connection gets: WAL; FULL sync, so a commit survives power loss too before
-/// intake moves or flags the server's copy; foreign keys.
-fn configure(conn: &Connection) -> Result<()> {
+/// PostgreSQL's schema: `pg/schema.sql` is the state after SQLite's migration 15; later
+/// migrations come as `(version, sql)` here, each applied once, under the desk's write lock,
+/// in the transaction that records its version.
+const PG_MIGRATIONS: &[(i64, &str)] = &[(15, include_str!("pg/schema.sql"))];
+
+fn pg_migrate(conn: &Conn, url: &str) -> Result<()> {
+    let known = PG_MIGRATIONS.last().map(|m| m.0).unwrap_or(0);
+    let version = || -> Result<i64> {
+        let exists: bool = conn.query_row("SELECT to_regclass('schema_version') IS NOT NULL", (), |r| r.get(0))?;
+        if !exists {
+            return Ok(0);
+        }
+        conn.query_row("SELECT coalesce(max(version), 0) FROM schema_version", (), |r| r.get(0))
+    };
+    if version()? == known {
+        return Ok(());
+    }
+    conn.begin_write()?;
+    let step = (|| {
+        let found = version()?;
+        if found > known {
+            return Err(StoreError::TooNew { path: PathBuf::from(redact_url(url)), found, known });
+        }
+        for (v, sql) in PG_MIGRATIONS.iter().filter(|(v, _)| *v > found) {
+            conn.execute_batch(sql)?;
+            conn.execute("DELETE FROM schema_version", ())?;
+            conn.execute("INSERT INTO schema_version (version) VALUES (?1)", [*v])?;
+        }
+        Ok(())
+    })();
+    match step {
+        Ok(()) => conn.execute_batch("COMMIT"),
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            Err(e)
+        }
+    }
+}
+
+/// Settings every SQLite connection gets: WAL; FULL sync, so a commit survives power loss too
+/// before intake moves or flags the server's copy; foreign keys.
+fn configure(conn: &Conn) -> Result<()> {
+    let Some(conn) = conn.lite() else { return Ok(()) };
     conn.busy_timeout(Duration::from_secs(10))?;
     // Every statement is prepared once per connection (`prepare_cached`); there are ~90.
     conn.set_prepared_statement_cache_capacity(128);

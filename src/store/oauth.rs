@@ -23,7 +23,7 @@ pub struct OAuthState {
 
 pub(super) const OAUTH_SELECT: &str = "SELECT name, ok, last_refresh, expires_at, last_error, failing_since, alerted_at FROM oauth_state";
 
-pub(super) fn oauth_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OAuthState> {
+pub(super) fn oauth_row(r: &db::Row<'_>) -> Result<OAuthState> {
     Ok(OAuthState {
         name: r.get(0)?,
         ok: r.get(1)?,
@@ -38,15 +38,15 @@ pub(super) fn oauth_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<OAuthState> {
 impl Store {
     /// The state of every OAuth2 login the daemon has used, by name (`mailboxes.NAME`, `outbound`).
     pub fn oauth_states(&self) -> Result<Vec<OAuthState>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare_cached(&format!("{OAUTH_SELECT} ORDER BY name"))?;
-        Ok(stmt.query_map([], oauth_row)?.collect::<rusqlite::Result<Vec<_>>>()?)
+        Ok(stmt.query_map((), oauth_row)?.collect::<Result<Vec<_>>>()?)
     }
 
     /// A token refresh worked: the login is fine again (a later failure alerts anew).
     /// Returns the state before, so the caller can say the trouble ended.
     pub fn oauth_refreshed(&self, name: &str, now: &str, expires_at: &str) -> Result<Option<OAuthState>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let before = conn.prepare_cached(&format!("{OAUTH_SELECT} WHERE name = ?"))?.query_row([name], oauth_row).optional()?;
         conn.prepare_cached("INSERT INTO oauth_state (name, ok, last_refresh, expires_at) VALUES (?1, 1, ?2, ?3)
              ON CONFLICT (name) DO UPDATE SET ok = 1, last_refresh = ?2, expires_at = ?3, last_error = NULL, failing_since = NULL, alerted_at = NULL")?.execute(params![name, now, expires_at],
@@ -63,9 +63,9 @@ impl Tx<'_> {
 
     /// Record a failed refresh; `alerted` when the admins were told in this transaction.
     pub fn oauth_failed(&mut self, name: &str, error: &str, now: &str, alerted: bool) -> Result<()> {
-        self.conn.prepare_cached("INSERT INTO oauth_state (name, ok, last_error, failing_since, alerted_at) VALUES (?1, 0, ?2, ?3, CASE WHEN ?4 THEN ?3 END)
-             ON CONFLICT (name) DO UPDATE SET ok = 0, last_error = ?2, failing_since = COALESCE(failing_since, ?3),
-                 alerted_at = CASE WHEN ?4 THEN ?3 ELSE alerted_at END")?.execute(params![name, error, now, alerted],
+        self.conn.prepare_cached("INSERT INTO oauth_state (name, ok, last_error, failing_since, alerted_at) VALUES (?1, 0, ?2, ?3, CASE WHEN ?4 <> 0 THEN ?3 END)
+             ON CONFLICT (name) DO UPDATE SET ok = 0, last_error = ?2, failing_since = COALESCE(oauth_state.failing_since, ?3),
+                 alerted_at = CASE WHEN ?4 <> 0 THEN ?3 ELSE oauth_state.alerted_at END")?.execute(params![name, error, now, alerted],
         )?;
         Ok(())
     }

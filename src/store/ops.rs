@@ -1,8 +1,9 @@
 //! Store, operations side: the health each daemon task reports (read by `postdesk status` and
 //! the metrics), quarantine administration, and the online backup.
 
+use super::db::{self, OptionalExtension, params};
 use super::{Result, Store, StoreError};
-use rusqlite::{OptionalExtension, params};
+
 use std::path::Path;
 
 /// One component's last reported state.
@@ -34,7 +35,7 @@ pub struct Quarantined {
 
 const QUARANTINE_SELECT: &str = "SELECT id, mailbox, reason, detail, length(raw), created_at FROM quarantine";
 
-fn quarantined(r: &rusqlite::Row<'_>) -> rusqlite::Result<Quarantined> {
+fn quarantined(r: &db::Row<'_>) -> Result<Quarantined> {
     Ok(Quarantined { id: r.get(0)?, mailbox: r.get(1)?, reason: r.get(2)?, detail: r.get(3)?, size: r.get(4)?, created_at: r.get(5)? })
 }
 
@@ -42,16 +43,16 @@ impl Store {
     /// Record how `component` is doing; `since` moves only when `ok` changes, and a `None`
     /// backlog keeps the last known one.
     pub fn set_health(&self, component: &str, ok: bool, detail: &str, backlog: Option<i64>, now: &str) -> Result<()> {
-        self.lock()
+        self.lock()?
             .prepare_cached(
                 "INSERT INTO health (component, ok, since, last_ok_at, detail, backlog, updated_at)
-                 VALUES (?1, ?2, ?5, CASE WHEN ?2 THEN ?5 END, ?3, ?4, ?5)
+                 VALUES (?1, ?2, ?5, CASE WHEN ?2 <> 0 THEN ?5 END, ?3, ?4, ?5)
                  ON CONFLICT(component) DO UPDATE SET
-                   since = CASE WHEN ok = excluded.ok THEN since ELSE excluded.since END,
+                   since = CASE WHEN health.ok = excluded.ok THEN health.since ELSE excluded.since END,
                    ok = excluded.ok,
-                   last_ok_at = CASE WHEN excluded.ok THEN excluded.updated_at ELSE last_ok_at END,
+                   last_ok_at = CASE WHEN excluded.ok <> 0 THEN excluded.updated_at ELSE health.last_ok_at END,
                    detail = excluded.detail,
-                   backlog = coalesce(excluded.backlog, backlog),
+                   backlog = coalesce(excluded.backlog, health.backlog),
                    updated_at = excluded.updated_at",
             )?
             .execute(params![component, ok, detail, backlog, now])?;
@@ -59,41 +60,41 @@ impl Store {
     }
 
     pub fn health(&self) -> Result<Vec<Health>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare_cached("SELECT component, ok, since, last_ok_at, detail, backlog, updated_at FROM health ORDER BY component")?;
         let rows = stmt
-            .query_map([], |r| {
+            .query_map((), |r| {
                 Ok(Health { component: r.get(0)?, ok: r.get(1)?, since: r.get(2)?, last_ok_at: r.get(3)?, detail: r.get(4)?, backlog: r.get(5)?, updated_at: r.get(6)? })
             })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?;
         Ok(rows)
     }
 
     /// SLA warnings and breaches announced so far (each is announced once).
     pub fn sla_announced(&self) -> Result<(u64, u64)> {
-        Ok(self.lock().query_row("SELECT count(warned_at), count(breached_at) FROM sla_targets", [], |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))?)
+        Ok(self.lock()?.query_row("SELECT count(warned_at), count(breached_at) FROM sla_targets", (), |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))?)
     }
 
     /// When the oldest mail still waiting to be sent was queued.
     pub fn oldest_queued(&self) -> Result<Option<String>> {
         Ok(self.lock_outbox()?.query_row(
-            "SELECT MIN(created_at) FROM main.outbox WHERE state = 'queued' AND id NOT IN (SELECT outbox_id FROM sentlog.sent)",
-            [],
+            "SELECT MIN(created_at) FROM outbox WHERE state = 'queued' AND id NOT IN (SELECT outbox_id FROM sentlog.sent)",
+            (),
             |r| r.get(0),
         )?)
     }
 
     /// Quarantined messages, oldest first.
     pub fn quarantined(&self) -> Result<Vec<Quarantined>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare(&format!("{QUARANTINE_SELECT} ORDER BY id"))?;
-        let rows = stmt.query_map([], quarantined)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let rows = stmt.query_map((), quarantined)?.collect::<Result<Vec<_>>>()?;
         Ok(rows)
     }
 
     /// One quarantined message with its bytes as received.
     pub fn quarantined_message(&self, id: i64) -> Result<Option<(Quarantined, Vec<u8>)>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let q = conn.query_row(&format!("{QUARANTINE_SELECT} WHERE id = ?"), [id], quarantined).optional()?;
         let Some(q) = q else { return Ok(None) };
         let raw: Vec<u8> = conn.query_row("SELECT raw FROM quarantine WHERE id = ?", [id], |r| r.get(0))?;
@@ -102,7 +103,7 @@ impl Store {
 
     /// Drop a quarantined message; false when there was none with that id.
     pub fn delete_quarantined(&self, id: i64) -> Result<bool> {
-        Ok(self.lock().execute("DELETE FROM quarantine WHERE id = ?", [id])? == 1)
+        Ok(self.lock()?.execute("DELETE FROM quarantine WHERE id = ?", [id])? == 1)
     }
 
     /// A consistent copy of the sent log and then the database into `dir` (`postdesk.db`,
@@ -135,9 +136,10 @@ impl Store {
                 }
             }
         };
-        copy(&*self.lock_outbox()?, "sentlog", &sent)?;
+        let not_sqlite = || StoreError::Unsupported("`postdesk backup` copies SQLite desks; back PostgreSQL up with pg_dump or its base backups");
+        copy(self.lock_outbox()?.lite().ok_or_else(not_sqlite)?, "sentlog", &sent)?;
         done(&sent);
-        copy(&self.lock(), "main", &db)?;
+        copy(self.lock()?.lite().ok_or_else(not_sqlite)?, "main", &db)?;
         done(&db);
         Ok(())
     }

@@ -46,6 +46,10 @@ pub struct OutboxCounts {
     pub failed: u64,
 }
 
+/// How long a node's claim on a queued mail lasts (PostgreSQL): long enough for the slowest SMTP
+/// transaction; after a node dies, its claimed mail waits this long for another node.
+const CLAIM_SECS: f64 = 120.0;
+
 /// The sent log lives beside the database: `postdesk.db` → `postdesk.db-sent`.
 pub(super) fn sent_log_path(db: &Path) -> PathBuf {
     let mut p = db.as_os_str().to_owned();
@@ -55,7 +59,8 @@ pub(super) fn sent_log_path(db: &Path) -> PathBuf {
 
 /// Attach the sent log as `sentlog` (its own file and lock, NORMAL sync: after a power loss the
 /// worst case is one mail sent again, never one lost).
-pub(super) fn attach_sent_log(conn: &Connection, path: &Path) -> Result<()> {
+pub(super) fn attach_sent_log(conn: &Conn, path: &Path) -> Result<()> {
+    let Some(conn) = conn.lite() else { return Ok(()) };
     conn.prepare_cached("ATTACH DATABASE ?1 AS sentlog")?.execute([path.to_string_lossy()])?;
     conn.pragma_update(Some("sentlog"), "journal_mode", "WAL")?;
     conn.pragma_update(Some("sentlog"), "synchronous", "NORMAL")?;
@@ -74,7 +79,7 @@ impl Store {
             "WITH due AS (
                 SELECT o.id, o.ticket_id, o.message_id, o.envelope_from, o.recipients, o.attempts, o.next_attempt_at,
                        o.kind = 'agent_reply' AS by_agent, coalesce(t.queue, '') AS lane
-                FROM main.outbox o LEFT JOIN main.tickets t ON t.id = o.ticket_id
+                FROM outbox o LEFT JOIN tickets t ON t.id = o.ticket_id
                 WHERE o.state = 'queued' AND o.next_attempt_at <= ?1 AND o.id NOT IN (SELECT outbox_id FROM sentlog.sent)
              ), ranked AS (
                 SELECT *, row_number() OVER (PARTITION BY by_agent, lane ORDER BY next_attempt_at, id) AS turn FROM due
@@ -82,10 +87,10 @@ impl Store {
                 SELECT * FROM ranked ORDER BY by_agent DESC, turn, next_attempt_at, id LIMIT ?2
              )
              SELECT p.id, p.ticket_id, p.message_id, p.envelope_from, p.recipients, o.raw, p.attempts
-             FROM picked p JOIN main.outbox o ON o.id = p.id
+             FROM picked p JOIN outbox o ON o.id = p.id
              ORDER BY p.by_agent DESC, p.turn, p.next_attempt_at, p.id",
         )?;
-        let rows = stmt
+        let rows: Vec<QueuedMail> = stmt
             .query_map(params![now, limit], |r| {
                 Ok(QueuedMail {
                     id: r.get(0)?,
@@ -97,13 +102,30 @@ impl Store {
                     attempts: r.get(6)?,
                 })
             })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
-        Ok(rows)
+            .collect::<Result<Vec<_>>>()?;
+        if !conn.is_pg() {
+            return Ok(rows);
+        }
+        // Several nodes: each mail is claimed by one of them for a while (row by row: a mail
+        // another node claimed in the meantime is left to it), and only the claim's holder may
+        // record it sent (`mark_sent`), so it goes out once.
+        let node = self.node();
+        let mut claim = conn.prepare_cached(
+            "UPDATE outbox SET claimed_by = ?2, claimed_until = now() + make_interval(secs => ?3)
+             WHERE id = ?1 AND state = 'queued' AND (claimed_until IS NULL OR claimed_until < now() OR claimed_by = ?2) RETURNING id",
+        )?;
+        let mut claimed = Vec::with_capacity(rows.len());
+        for m in rows {
+            if claim.query_row(params![m.id, node, CLAIM_SECS], |r| r.get::<_, i64>(0)).optional()?.is_some() {
+                claimed.push(m);
+            }
+        }
+        Ok(claimed)
     }
 
     /// The earliest time a queued mail becomes due, if any is queued.
     pub fn next_outbound_due(&self) -> Result<Option<String>> {
-        Ok(self.lock_outbox()?.prepare_cached("SELECT MIN(next_attempt_at) FROM main.outbox WHERE state = 'queued' AND id NOT IN (SELECT outbox_id FROM sentlog.sent)")?.query_row([],
+        Ok(self.lock_outbox()?.prepare_cached("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'queued' AND id NOT IN (SELECT outbox_id FROM sentlog.sent)")?.query_row((),
             |r| r.get(0),
         )?)
     }
@@ -112,7 +134,26 @@ impl Store {
     /// lock ingest never holds: the time between the server's 250 and this commit is the only
     /// window in which a crash makes a mail go out twice, so it must not wait for anything.
     pub fn mark_sent(&self, id: i64, now: &str) -> Result<()> {
-        self.lock_outbox()?.prepare_cached("INSERT OR IGNORE INTO sentlog.sent (outbox_id, sent_at, confirmed) VALUES (?, ?, 0)")?.execute(params![id, now])?;
+        let conn = self.lock_outbox()?;
+        if !conn.is_pg() {
+            conn.prepare_cached("INSERT INTO sentlog.sent (outbox_id, sent_at, confirmed) VALUES (?, ?, 0) ON CONFLICT DO NOTHING")?.execute(params![id, now])?;
+            return Ok(());
+        }
+        // Only while this node's claim holds: a node that lost it (paused past its expiry, cut
+        // off) gets an error here and withholds the final dot; the new holder sends the mail.
+        let n = conn
+            .prepare_cached(
+                "INSERT INTO sentlog.sent (outbox_id, sent_at, confirmed)
+                 SELECT id, ?2, 0 FROM outbox WHERE id = ?1 AND claimed_by = ?3 AND claimed_until > now()
+                 ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![id, now, self.node()])?;
+        if n == 0 {
+            let already: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM sentlog.sent WHERE outbox_id = ?1)", [id], |r| r.get(0))?;
+            if !already {
+                return Err(StoreError::Unsupported("this node's claim on the mail expired; another node sends it"));
+            }
+        }
         Ok(())
     }
 
@@ -133,17 +174,17 @@ impl Store {
     pub fn fold_sent(&self) -> Result<usize> {
         let conn = self.lock_outbox()?;
         let marks: Vec<(i64, String, bool)> =
-            conn.prepare_cached("SELECT outbox_id, sent_at, confirmed FROM sentlog.sent")?.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<rusqlite::Result<_>>()?;
+            conn.prepare_cached("SELECT outbox_id, sent_at, confirmed FROM sentlog.sent")?.query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_>>()?;
         if marks.is_empty() {
             return Ok(0);
         }
-        conn.execute_batch("BEGIN IMMEDIATE")?;
+        conn.begin_write()?;
         let done = (|| -> Result<()> {
-            let mut up = conn.prepare_cached("UPDATE main.outbox SET state = 'sent', attempts = attempts + 1, sent_at = ?2, last_error = NULL WHERE id = ?1 AND state = 'queued'")?;
+            let mut up = conn.prepare_cached("UPDATE outbox SET state = 'sent', attempts = attempts + 1, sent_at = ?2, last_error = NULL WHERE id = ?1 AND state = 'queued'")?;
             let mut ev = conn.prepare_cached(
-                "INSERT INTO main.events (ticket_id, kind, detail, created_at) SELECT ticket_id, 'delivery_unconfirmed',
+                "INSERT INTO events (ticket_id, kind, detail, created_at) SELECT ticket_id, 'delivery_unconfirmed',
                  'the daemon stopped while the server was accepting mail <' || message_id || '>; counted as sent (it had the whole message)', ?2
-                 FROM main.outbox WHERE id = ?1 AND ticket_id IS NOT NULL",
+                 FROM outbox WHERE id = ?1 AND ticket_id IS NOT NULL",
             )?;
             for (id, at, confirmed) in &marks {
                 up.execute(params![id, at])?;
@@ -190,10 +231,10 @@ impl Store {
     pub fn outbox_counts(&self) -> Result<OutboxCounts> {
         let conn = self.lock_outbox()?;
         let mut stmt = conn.prepare_cached(
-            "SELECT CASE WHEN id IN (SELECT outbox_id FROM sentlog.sent) THEN 'sent' ELSE state END, COUNT(*) FROM main.outbox GROUP BY 1",
+            "SELECT CASE WHEN id IN (SELECT outbox_id FROM sentlog.sent) THEN 'sent' ELSE state END, COUNT(*) FROM outbox GROUP BY 1",
         )?;
         let mut c = OutboxCounts::default();
-        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+        for row in stmt.query_map((), |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
             let (state, n) = row?;
             match state.as_str() {
                 "queued" => c.queued = n as u64,
@@ -207,9 +248,9 @@ impl Store {
 
     /// Undeliverable marks set at or after `not_before` (older ones have expired), by address.
     pub fn undeliverable_marks(&self, not_before: &str) -> Result<Vec<UndeliverableMark>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare_cached("SELECT address, reason, since FROM undeliverable WHERE since >= ? ORDER BY address")?;
-        let rows = stmt.query_map([not_before], |r| Ok(UndeliverableMark { address: r.get(0)?, reason: r.get(1)?, since: r.get(2)? }))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let rows = stmt.query_map([not_before], |r| Ok(UndeliverableMark { address: r.get(0)?, reason: r.get(1)?, since: r.get(2)? }))?.collect::<Result<Vec<_>>>()?;
         Ok(rows)
     }
 }
@@ -231,7 +272,11 @@ impl Tx<'_> {
     /// Whether `count` or more automatic mails were queued since `since`, to anyone. Reads at
     /// most the last `count` rows (they are written in time order), so no index is needed.
     pub fn auto_mail_total_reaches(&self, count: u32, since: &str) -> Result<bool> {
-        let sql = "SELECT COUNT(*) FROM (SELECT created_at FROM auto_mail_log ORDER BY rowid DESC LIMIT ?1) WHERE created_at >= ?2";
+        let sql = if self.conn.is_pg() {
+            "SELECT COUNT(*) FROM (SELECT created_at FROM auto_mail_log ORDER BY id DESC LIMIT ?1) recent WHERE created_at >= ?2"
+        } else {
+            "SELECT COUNT(*) FROM (SELECT created_at FROM auto_mail_log ORDER BY rowid DESC LIMIT ?1) recent WHERE created_at >= ?2"
+        };
         let n: i64 = self.conn.prepare_cached(sql)?.query_row(params![count, since], |r| r.get(0))?;
         Ok(n >= count as i64)
     }

@@ -24,9 +24,9 @@ pub struct ReportRow {
 
 pub(super) const SLA_SELECT: &str = "SELECT ticket_id, kind, started_at, target_secs, paused_secs, paused_since, due_at, warn_at, warned_at, breached_at, met_at FROM sla_targets";
 
-pub(super) fn sla_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(TicketId, Option<crate::sla::Target>)> {
+pub(super) fn sla_row(r: &db::Row<'_>) -> Result<(TicketId, Option<crate::sla::Target>)> {
     let kind: String = r.get(1)?;
-    let t = crate::sla::Kind::parse(&kind).map(|kind| -> rusqlite::Result<crate::sla::Target> {
+    let t = crate::sla::Kind::parse(&kind).map(|kind| -> Result<crate::sla::Target> {
         Ok(crate::sla::Target {
             kind,
             started_at: r.get(2)?,
@@ -43,17 +43,21 @@ pub(super) fn sla_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<(TicketId, Opti
     Ok((r.get(0)?, t.transpose()?))
 }
 
-pub(super) fn report_rows(conn: &Connection, since: &str) -> Result<Vec<ReportRow>> {
-    let mut stmt = conn.prepare_cached(
+pub(super) fn report_rows(conn: &Conn, since: &str) -> Result<Vec<ReportRow>> {
+    // A list of tags or CIs separated by U+001F, in either dialect.
+    let list = if conn.is_pg() { "string_agg(x, chr(31))" } else { "group_concat(x, char(31))" };
+    let mut stmt = conn.prepare_cached(&format!(
             "SELECT t.id, t.queue, coalesce(t.ticket_type, ''), t.status, t.created_at, t.first_response_at, t.resolved_at,
                     (SELECT CASE WHEN breached_at IS NOT NULL THEN 'breached' WHEN met_at IS NOT NULL THEN 'met' ELSE 'running' END
                        FROM sla_targets s WHERE s.ticket_id = t.id AND s.kind = 'first_response'),
                     (SELECT CASE WHEN breached_at IS NOT NULL THEN 'breached' WHEN met_at IS NOT NULL THEN 'met' ELSE 'running' END
                        FROM sla_targets s WHERE s.ticket_id = t.id AND s.kind = 'resolution'),
-                    t.priority, (SELECT group_concat(tag, char(31)) FROM tags g WHERE g.ticket_id = t.id),
-                    (SELECT group_concat(ci, char(31)) FROM ticket_cis c WHERE c.ticket_id = t.id)
+                    t.priority, (SELECT {tags} FROM tags g WHERE g.ticket_id = t.id),
+                    (SELECT {cis} FROM ticket_cis c WHERE c.ticket_id = t.id)
              FROM tickets t WHERE t.created_at >= ?1 OR t.status IN ('new','open','pending') OR t.resolved_at >= ?1",
-        )?;
+            tags = list.replace('x', "tag"),
+            cis = list.replace('x', "ci"),
+        ))?;
         let rows = stmt
             .query_map([since], |r| {
                 Ok(ReportRow {
@@ -71,52 +75,52 @@ pub(super) fn report_rows(conn: &Connection, since: &str) -> Result<Vec<ReportRo
                     cis: split_unit(r.get(11)?),
                 })
             })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?;
         Ok(rows)
 }
 
 impl Store {
     /// SLA targets whose warning or breach moment has come and was not yet announced.
     pub fn due_sla(&self, now: i64, limit: u32) -> Result<Vec<(TicketId, crate::sla::Target)>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare_cached(&format!(
             "{SLA_SELECT} WHERE met_at IS NULL AND paused_since IS NULL
              AND ((warned_at IS NULL AND warn_at <= ?1) OR (breached_at IS NULL AND due_at <= ?1)) ORDER BY due_at LIMIT ?2"
         ))?;
-        let v = stmt.query_map(params![now, limit], sla_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let v = stmt.query_map(params![now, limit], sla_row)?.collect::<Result<Vec<_>>>()?;
         Ok(v.into_iter().filter_map(|(id, t)| t.map(|t| (id, t))).collect())
     }
 
     /// The earliest pending warning or due time (the timer sleeps until then).
     pub fn next_sla_moment(&self) -> Result<Option<i64>> {
-        Ok(self.lock().prepare_cached("SELECT MIN(CASE WHEN warned_at IS NULL THEN min(warn_at, due_at) ELSE due_at END) FROM sla_targets
-             WHERE met_at IS NULL AND paused_since IS NULL AND breached_at IS NULL")?.query_row([],
+        Ok(self.lock()?.prepare_cached("SELECT MIN(CASE WHEN warned_at IS NULL THEN CASE WHEN warn_at IS NULL OR warn_at < due_at THEN warn_at ELSE due_at END ELSE due_at END) FROM sla_targets
+             WHERE met_at IS NULL AND paused_since IS NULL AND breached_at IS NULL")?.query_row((),
             |r| r.get(0),
         )?)
     }
 
     /// Facts for reports: every ticket created since `since` or still active, with its timings.
     pub fn report_rows(&self, since: &str) -> Result<Vec<ReportRow>> {
-        report_rows(&self.lock(), since)
+        report_rows(&*self.lock()?, since)
     }
 
     /// Tickets resolved before `before` (auto-close candidates).
     pub fn resolved_before(&self, before: &str) -> Result<Vec<TicketId>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare_cached("SELECT id FROM tickets WHERE status = 'resolved' AND resolved_at <= ? LIMIT 500")?;
-        let v = stmt.query_map([before], |r| r.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let v = stmt.query_map([before], |r| r.get(0))?.collect::<Result<Vec<_>>>()?;
         Ok(v)
     }
 
     /// Pending tickets waiting since before `before`; `unreminded` limits to those not reminded.
     pub fn pending_before(&self, before: &str, unreminded: bool) -> Result<Vec<TicketId>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let sql = if unreminded {
             "SELECT id FROM tickets WHERE status = 'pending' AND pending_since <= ? AND reminded_at IS NULL AND approval IS NOT 'requested' LIMIT 500"
         } else {
             "SELECT id FROM tickets WHERE status = 'pending' AND pending_since <= ? AND approval IS NOT 'requested' LIMIT 500"
         };
-        let v = conn.prepare_cached(sql)?.query_map([before], |r| r.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let v = conn.prepare_cached(sql)?.query_map([before], |r| r.get(0))?.collect::<Result<Vec<_>>>()?;
         Ok(v)
     }
 }
@@ -125,15 +129,18 @@ impl Tx<'_> {
     /// The SLA targets of a ticket.
     pub fn sla_targets(&self, ticket: TicketId) -> Result<Vec<crate::sla::Target>> {
         let mut stmt = self.conn.prepare_cached(&format!("{SLA_SELECT} WHERE ticket_id = ? ORDER BY kind"))?;
-        let v = stmt.query_map([ticket], |r| sla_row(r).map(|(_, t)| t))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let v = stmt.query_map([ticket], |r| sla_row(r).map(|(_, t)| t))?.collect::<Result<Vec<_>>>()?;
         Ok(v.into_iter().flatten().collect())
     }
 
     /// Insert or replace one SLA target.
     pub fn put_sla_target(&mut self, ticket: TicketId, t: &crate::sla::Target) -> Result<()> {
         self.conn.prepare_cached(
-            "INSERT OR REPLACE INTO sla_targets (ticket_id, kind, started_at, target_secs, paused_secs, paused_since, due_at, warn_at, warned_at, breached_at, met_at)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO sla_targets (ticket_id, kind, started_at, target_secs, paused_secs, paused_since, due_at, warn_at, warned_at, breached_at, met_at)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (ticket_id, kind) DO UPDATE SET started_at = excluded.started_at, target_secs = excluded.target_secs,
+                paused_secs = excluded.paused_secs, paused_since = excluded.paused_since, due_at = excluded.due_at, warn_at = excluded.warn_at,
+                warned_at = excluded.warned_at, breached_at = excluded.breached_at, met_at = excluded.met_at",
         )?
         .execute(params![ticket, t.kind.as_str(), t.started_at, t.target_secs, t.paused_secs, t.paused_since, t.due_at, t.warn_at, t.warned_at, t.breached_at, t.met_at])?;
         Ok(())
@@ -150,7 +157,7 @@ impl Tx<'_> {
     }
 
     pub fn mark_report_sent(&mut self, kind: &str, now: &str) -> Result<()> {
-        self.conn.prepare_cached("INSERT OR REPLACE INTO report_log (kind, sent_at) VALUES (?, ?)")?.execute(params![kind, now])?;
+        self.conn.prepare_cached("INSERT INTO report_log (kind, sent_at) VALUES (?, ?) ON CONFLICT (kind) DO UPDATE SET sent_at = excluded.sent_at")?.execute(params![kind, now])?;
         Ok(())
     }
 

@@ -46,7 +46,7 @@ pub struct TicketFilter {
 
 pub(super) const TICKET_SELECT: &str = "SELECT id, subject, status, priority, queue, owner, requester, created_at, updated_at, tier, first_response_at, ticket_type, service, sla_policy, approval FROM tickets";
 
-pub(super) fn ticket_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Ticket> {
+pub(super) fn ticket_row(r: &db::Row<'_>) -> Result<Ticket> {
     Ok(Ticket {
         id: r.get(0)?,
         reference: String::new(),
@@ -71,20 +71,20 @@ pub(super) fn ticket_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Ticket> {
     })
 }
 
-pub(super) fn complete_ticket(conn: &Connection, mut t: Ticket) -> Result<Ticket> {
+pub(super) fn complete_ticket(conn: &Conn, mut t: Ticket) -> Result<Ticket> {
     t.participants = conn
         .prepare_cached("SELECT email FROM participants WHERE ticket_id = ? ORDER BY role DESC, email")?
         .query_map([t.id], |r| r.get::<_, String>(0))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>>>()?;
     t.tags = conn
         .prepare_cached("SELECT tag FROM tags WHERE ticket_id = ? ORDER BY tag")?
         .query_map([t.id], |r| r.get::<_, String>(0))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
-    t.cis = conn.prepare_cached("SELECT ci FROM ticket_cis WHERE ticket_id = ? ORDER BY ci")?.query_map([t.id], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>>>()?;
+    t.cis = conn.prepare_cached("SELECT ci FROM ticket_cis WHERE ticket_id = ? ORDER BY ci")?.query_map([t.id], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>>>()?;
     t.groups = conn
         .prepare_cached("SELECT grp, external_ref FROM ticket_groups WHERE ticket_id = ? ORDER BY grp")?
         .query_map([t.id], |r| Ok(crate::ticket::GroupRef { group: r.get(0)?, external_ref: r.get(1)? }))?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>>>()?;
     Ok(t)
 }
 
@@ -100,7 +100,7 @@ impl crate::thread::History for Tx<'_> {
             .conn
             .prepare_cached("SELECT email FROM participants WHERE ticket_id = ?")?
             .query_map([id], |r| r.get::<_, String>(0))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?;
         Ok(Some((status.parse().unwrap_or(Status::Open), participants)))
     }
 }
@@ -108,7 +108,7 @@ impl crate::thread::History for Tx<'_> {
 impl Store {
     /// Tickets, newest first.
     pub fn list_tickets(&self, f: &TicketFilter) -> Result<Vec<Ticket>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut sql = String::from(TICKET_SELECT);
         sql.push_str(" WHERE 1=1");
         let mut args: Vec<String> = Vec::new();
@@ -125,7 +125,7 @@ impl Store {
             args.push(r.clone());
         }
         if let Some(ci) = &f.ci {
-            sql.push_str(" AND id IN (SELECT ticket_id FROM ticket_cis WHERE ci = ? COLLATE NOCASE)");
+            sql.push_str(" AND id IN (SELECT ticket_id FROM ticket_cis WHERE lower(ci) = lower(?))");
             args.push(ci.clone());
         }
         sql.push_str(" ORDER BY id DESC");
@@ -133,13 +133,13 @@ impl Store {
             sql.push_str(&format!(" LIMIT {l}"));
         }
         let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(args.iter()), ticket_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let rows = stmt.query_map(args, ticket_row)?.collect::<Result<Vec<_>>>()?;
         rows.into_iter().map(|t| complete_ticket(&conn, t)).collect()
     }
 
     /// One ticket with its articles and events.
     pub fn ticket_detail(&self, id: TicketId) -> Result<Option<TicketDetail>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let Some(t) = conn.prepare_cached(&format!("{TICKET_SELECT} WHERE id = ?"))?.query_row([id], ticket_row).optional()? else {
             return Ok(None);
         };
@@ -163,31 +163,31 @@ impl Store {
                     attachments: Vec::new(),
                 })
             })?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?;
         let mut att = conn.prepare_cached("SELECT name, content_type, size FROM attachments WHERE article_id = ? ORDER BY id")?;
         for a in &mut articles {
             a.attachments = att
                 .query_map([a.id], |r| Ok(AttachmentInfo { name: r.get(0)?, content_type: r.get(1)?, size: r.get::<_, i64>(2)? as u64 }))?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
+                .collect::<Result<Vec<_>>>()?;
         }
         let mut ev = conn.prepare_cached("SELECT kind, detail, created_at FROM events WHERE ticket_id = ? ORDER BY id")?;
         let events = ev
             .query_map([id], |r| Ok(Event { kind: r.get(0)?, detail: r.get(1)?, created_at: r.get(2)? }))?
-            .collect::<rusqlite::Result<Vec<_>>>()?;
+            .collect::<Result<Vec<_>>>()?;
         Ok(Some(TicketDetail { ticket, articles, events }))
     }
 
     /// How many tickets each configuration item is linked to.
     pub fn ci_ticket_counts(&self) -> Result<BTreeMap<String, u64>> {
-        let conn = self.lock();
+        let conn = self.lock()?;
         let mut stmt = conn.prepare_cached("SELECT lower(ci), COUNT(*) FROM ticket_cis GROUP BY lower(ci)")?;
-        let v = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?.collect::<rusqlite::Result<BTreeMap<_, _>>>()?;
+        let v = stmt.query_map((), |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))?.collect::<Result<BTreeMap<_, _>>>()?;
         Ok(v)
     }
 
     /// The raw bytes of an article, as received or as sent.
     pub fn raw_message(&self, article: i64) -> Result<Option<Vec<u8>>> {
-        Ok(self.lock().prepare_cached("SELECT raw FROM raw_messages WHERE article_id = ?")?.query_row([article], |r| r.get(0)).optional()?)
+        Ok(self.lock()?.prepare_cached("SELECT raw FROM raw_messages WHERE article_id = ?")?.query_row([article], |r| r.get(0)).optional()?)
     }
 }
 
@@ -205,7 +205,7 @@ impl Tx<'_> {
 
     /// Add someone to a ticket's conversation (no-op if already there).
     pub fn add_participant(&mut self, ticket: TicketId, email: &str, role: &str) -> Result<()> {
-        self.conn.prepare_cached("INSERT OR IGNORE INTO participants (ticket_id, email, role) VALUES (?, ?, ?)")?.execute(params![ticket, email, role])?;
+        self.conn.prepare_cached("INSERT INTO participants (ticket_id, email, role) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")?.execute(params![ticket, email, role])?;
         Ok(())
     }
 
@@ -251,7 +251,7 @@ impl Tx<'_> {
             )?;
         }
         if !a.message_id.is_empty() {
-            self.conn.prepare_cached("INSERT OR IGNORE INTO message_ids (message_id, ticket_id, article_id) VALUES (?, ?, ?)")?.execute(params![a.message_id, a.ticket, id],
+            self.conn.prepare_cached("INSERT INTO message_ids (message_id, ticket_id, article_id) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")?.execute(params![a.message_id, a.ticket, id],
             )?;
         }
         Ok(id)
@@ -267,7 +267,7 @@ impl Tx<'_> {
     /// The active tickets (new, open, pending) a customer opened, newest first.
     pub fn active_tickets_of(&self, requester: &str) -> Result<Vec<Ticket>> {
         let mut stmt = self.conn.prepare_cached(&format!("{TICKET_SELECT} WHERE requester = ? AND status IN ('new','open','pending') ORDER BY id DESC LIMIT 100"))?;
-        let rows = stmt.query_map([requester], ticket_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let rows = stmt.query_map([requester], ticket_row)?.collect::<Result<Vec<_>>>()?;
         rows.into_iter().map(|t| complete_ticket(&self.conn, t)).collect()
     }
 
@@ -284,7 +284,7 @@ impl Tx<'_> {
 
     /// Record that a ticket was handed to an external group.
     pub fn hand_to_group(&mut self, ticket: TicketId, group: &str, now: &str) -> Result<()> {
-        self.conn.prepare_cached("INSERT OR IGNORE INTO ticket_groups (ticket_id, grp, since) VALUES (?, ?, ?)")?.execute(params![ticket, group, now])?;
+        self.conn.prepare_cached("INSERT INTO ticket_groups (ticket_id, grp, since) VALUES (?, ?, ?) ON CONFLICT DO NOTHING")?.execute(params![ticket, group, now])?;
         Ok(())
     }
 
@@ -302,7 +302,7 @@ impl Tx<'_> {
 
     /// Link a configuration item to a ticket.
     pub fn link_ci(&mut self, ticket: TicketId, ci: &str) -> Result<()> {
-        self.conn.prepare_cached("INSERT OR IGNORE INTO ticket_cis (ticket_id, ci) VALUES (?, ?)")?.execute(params![ticket, ci])?;
+        self.conn.prepare_cached("INSERT INTO ticket_cis (ticket_id, ci) VALUES (?, ?) ON CONFLICT DO NOTHING")?.execute(params![ticket, ci])?;
         Ok(())
     }
 
@@ -362,7 +362,7 @@ impl Tx<'_> {
     }
 
     pub fn add_tag(&mut self, ticket: TicketId, tag: &str) -> Result<()> {
-        self.conn.prepare_cached("INSERT OR IGNORE INTO tags (ticket_id, tag) VALUES (?, ?)")?.execute(params![ticket, tag])?;
+        self.conn.prepare_cached("INSERT INTO tags (ticket_id, tag) VALUES (?, ?) ON CONFLICT DO NOTHING")?.execute(params![ticket, tag])?;
         Ok(())
     }
 
@@ -379,14 +379,14 @@ impl Tx<'_> {
 
     /// Remember that an agent worked this ticket.
     pub fn add_ticket_agent(&mut self, ticket: TicketId, email: &str) -> Result<()> {
-        self.conn.prepare_cached("INSERT OR IGNORE INTO ticket_agents (ticket_id, email) VALUES (?, ?)")?.execute(params![ticket, email])?;
+        self.conn.prepare_cached("INSERT INTO ticket_agents (ticket_id, email) VALUES (?, ?) ON CONFLICT DO NOTHING")?.execute(params![ticket, email])?;
         Ok(())
     }
 
     /// Agents who worked this ticket.
     pub fn ticket_agents(&self, ticket: TicketId) -> Result<Vec<String>> {
         let mut stmt = self.conn.prepare_cached("SELECT email FROM ticket_agents WHERE ticket_id = ? ORDER BY email")?;
-        let v = stmt.query_map([ticket], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let v = stmt.query_map([ticket], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>>>()?;
         Ok(v)
     }
 
@@ -397,7 +397,7 @@ impl Tx<'_> {
             "SELECT message_id FROM articles WHERE ticket_id = ? AND message_id != ''
              AND (kind = 'customer' OR (direction = 'outbound' AND kind IN ('auto_reply', 'agent_reply'))) ORDER BY id",
         )?;
-        let v = stmt.query_map([ticket], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let v = stmt.query_map([ticket], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>>>()?;
         Ok(v)
     }
 
@@ -415,7 +415,7 @@ impl Tx<'_> {
         let mut stmt = self.conn.prepare_cached(
             "SELECT message_id FROM articles WHERE ticket_id = ? AND message_id != '' ORDER BY id",
         )?;
-        let ids = stmt.query_map([ticket], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+        let ids = stmt.query_map([ticket], |r| r.get::<_, String>(0))?.collect::<Result<Vec<_>>>()?;
         Ok(ids)
     }
 }

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod clients;
+pub mod pg;
 pub mod proxy;
 
 use std::collections::HashMap;
@@ -324,4 +325,22 @@ pub fn mutt_reply(s: &MailServers, user: &str, subject_pattern: &str, body: &str
 pub fn spelled(text: &str) -> String {
     const WORDS: [&str; 10] = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"];
     text.chars().filter_map(|c| c.to_digit(10)).map(|d| WORDS[d as usize]).collect::<Vec<_>>().join(" ")
+}
+
+/// Which backend the store-driven suites run on: `POSTDESK_TEST_BACKEND=postgres` gives each
+/// store a fresh database in the private cluster (`pg.rs`); otherwise SQLite. scripts/test.sh
+/// runs the pipeline, agents, rules, SLA, knowledge and CSAT suites once on each.
+pub fn on_postgres() -> bool {
+    std::env::var("POSTDESK_TEST_BACKEND").is_ok_and(|b| b == "postgres")
+}
+
+/// The store for a test desk: SQLite at `database`, or a fresh PostgreSQL database.
+pub fn test_store(database: &Path) -> postdesk::store::Store {
+    if on_postgres() {
+        let hint = database.parent().and_then(|d| d.file_name()).map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let url = pg::fresh_database(&hint);
+        postdesk::store::Store::connect(&postdesk::store::Backend::Postgres(url)).expect("PostgreSQL store")
+    } else {
+        postdesk::store::Store::open(database).expect("SQLite store")
+    }
 }
