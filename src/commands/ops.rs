@@ -46,9 +46,21 @@ pub fn status(config: &Path, json: bool) -> anyhow::Result<i32> {
     let now = clock().now();
     let age = |at: &str| crate::clock::parse_rfc3339(at).map(|t| humanize(now - t)).unwrap_or_else(|| at.to_string());
     let mut lines = Vec::new();
-    lines.push(match crate::daemon::DaemonLock::holder(&cfg.desk.database) {
-        Some(pid) => line("daemon", OK, format!("running (pid {pid})")),
-        None => line("daemon", CRITICAL, "not running: nothing is fetched or sent".into()),
+    // PostgreSQL: every running node renews a `node:NAME` lease; mailboxes and timers have theirs.
+    let leases: Vec<(String, String, f64)> = store.leases()?.into_iter().filter(|(_, _, left)| *left > 0.0).collect();
+    let holder = |name: &str| leases.iter().find(|(n, _, _)| n == name).map(|(_, h, _)| h.clone());
+    lines.push(if store.is_postgres() {
+        let nodes: Vec<&str> = leases.iter().filter(|(n, _, _)| n.starts_with("node:")).map(|(_, h, _)| h.as_str()).collect();
+        if nodes.is_empty() {
+            line("daemon", CRITICAL, "no node running: nothing is fetched or sent".into())
+        } else {
+            line("daemon", OK, format!("{} node(s) running: {}", nodes.len(), nodes.join(", ")))
+        }
+    } else {
+        match crate::daemon::DaemonLock::holder(&cfg.desk.database) {
+            Some(pid) => line("daemon", OK, format!("running (pid {pid})")),
+            None => line("daemon", CRITICAL, "not running: nothing is fetched or sent".into()),
+        }
     });
     let health = store.health()?;
     for (name, m) in &cfg.mailboxes {
@@ -60,7 +72,10 @@ pub fn status(config: &Path, json: bool) -> anyhow::Result<i32> {
             lines.push(line(component, WARNING, "no report yet (has the daemon reached it?)".into()));
             continue;
         };
-        let cursor = store.cursor(name)?.map(|c| format!(", cursor uid {}", c.last_uid)).unwrap_or_default();
+        let mut cursor = store.cursor(name)?.map(|c| format!(", cursor uid {}", c.last_uid)).unwrap_or_default();
+        if let Some(h) = holder(&format!("mailbox:{name}")) {
+            cursor.push_str(&format!(", read by {h}"));
+        }
         let waiting = h.backlog.map(|b| format!(", {b} waiting on the server")).unwrap_or_default();
         let last = h.last_ok_at.as_deref().map(|t| format!("last good poll {} ago", age(t))).unwrap_or_else(|| "never reached".into());
         lines.push(if h.ok {
