@@ -8,6 +8,12 @@ use tokio_rustls::rustls::{self, RootCertStore, pki_types::CertificateDer};
 
 /// Build a connector that trusts the system roots and, if given, the PEM certificates in `ca_file`.
 pub fn connector(ca_file: Option<&Path>) -> Result<TlsConnector, String> {
+    Ok(TlsConnector::from(Arc::new(client_config(ca_file)?)))
+}
+
+/// The rustls client settings every TLS connection of ours uses (IMAP, and PostgreSQL's
+/// `sslmode=require`): ring, safe protocol versions, system roots plus `ca_file`.
+pub fn client_config(ca_file: Option<&Path>) -> Result<rustls::ClientConfig, String> {
     let mut roots = RootCertStore::empty();
     let native = rustls_native_certs::load_native_certs();
     for cert in native.certs {
@@ -31,5 +37,5 @@ pub fn connector(ca_file: Option<&Path>) -> Result<TlsConnector, String> {
         .map_err(|e| e.to_string())?
         .with_root_certificates(roots)
         .with_no_client_auth();
-    Ok(TlsConnector::from(Arc::new(config)))
+    Ok(config)
 }

@@ -460,6 +460,13 @@ fn pg_runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// A connection's socket I/O, until it ends.
+async fn drive(connection: impl std::future::Future<Output = std::result::Result<(), tokio_postgres::Error>>) {
+    if let Err(e) = connection.await {
+        tracing::debug!(error = %e, "PostgreSQL connection ended");
+    }
+}
+
 /// How long connecting may take before it counts as the database being unreachable.
 const PG_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -472,13 +479,23 @@ impl PgConn {
         // TCP keepalives find a dead peer behind a silent network (a cut cable, a killed VM).
         config.keepalives(true).keepalives_idle(std::time::Duration::from_secs(10));
         config.application_name("postdesk");
+        // TLS as the URL's sslmode says (`prefer` by default: TLS when the server offers it;
+        // `require` refuses a server without it), verified against the system's roots.
+        let tls = crate::intake::tls::client_config(None).map(tokio_postgres_rustls::MakeRustlsConnect::new);
         let task = pg_runtime().spawn(async move {
-            let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
-            tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "PostgreSQL connection ended");
+            let client = match tls {
+                Ok(tls) => {
+                    let (client, connection) = config.connect(tls).await?;
+                    tokio::spawn(drive(connection));
+                    client
                 }
-            });
+                Err(e) => {
+                    tracing::warn!(error = %e, "no TLS settings for PostgreSQL; connecting without TLS");
+                    let (client, connection) = config.connect(tokio_postgres::NoTls).await?;
+                    tokio::spawn(drive(connection));
+                    client
+                }
+            };
             Ok::<_, tokio_postgres::Error>(client)
         });
         let client = futures::executor::block_on(task).expect("the PostgreSQL connect task does not panic")?;
