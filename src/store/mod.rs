@@ -142,16 +142,35 @@ impl Backend {
     }
 }
 
-/// A PostgreSQL URL with any password replaced by `***`.
+/// A PostgreSQL URL with any password (in the authority or a `password=` parameter) replaced
+/// by `***`, for logs and messages.
 pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    let (auth, host) = match rest.split_once('@') {
-        Some((a, h)) => (Some(a), h),
-        None => (None, rest),
+    let Some((scheme, rest)) = url.split_once("://") else { return "(not a URL)".to_string() };
+    let (path_end, query) = match rest.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (rest, None),
     };
-    match auth.and_then(|a| a.split_once(':')) {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
+    let authority_end = path_end.find('/').unwrap_or(path_end.len());
+    let (authority, path) = path_end.split_at(authority_end);
+    let authority = match authority.rsplit_once('@') {
+        Some((auth, host)) => match auth.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{auth}@{host}"),
+        },
+        None => authority.to_string(),
+    };
+    let query = query.map(|q| {
+        q.split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    match query {
+        Some(q) => format!("{scheme}://{authority}{path}?{q}"),
+        None => format!("{scheme}://{authority}{path}"),
     }
 }
 
@@ -448,6 +467,15 @@ fn lines(s: &str) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::thread::History;
+
+    #[test]
+    fn database_urls_never_show_a_password() {
+        assert_eq!(redact_url("postgres://pd:s3cret@db.example.org:5432/desk?sslmode=require"), "postgres://pd:***@db.example.org:5432/desk?sslmode=require");
+        assert_eq!(redact_url("postgres://pd:p@ss@db/desk"), "postgres://pd:***@db/desk");
+        assert_eq!(redact_url("postgresql://db/desk?user=pd&password=s3cret"), "postgresql://db/desk?user=pd&password=***");
+        assert_eq!(redact_url("postgres://pd@127.0.0.1/desk"), "postgres://pd@127.0.0.1/desk");
+        assert!(!redact_url("host=db password=s3cret").contains("s3cret"));
+    }
 
     #[test]
     fn migrations_apply_once_and_reopen() {
