@@ -84,6 +84,8 @@ impl Store {
         if used > 0 {
             return Err(StoreError::Unsupported("the PostgreSQL database already holds a desk; migrate into an empty one"));
         }
+        // Reading a large desk back for the checksums may take longer than a daemon's statements.
+        dst.execute_batch("SET statement_timeout = 0")?;
         dst.begin_write()?;
         let copied = (|| {
             let mut out = Vec::new();

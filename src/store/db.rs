@@ -476,8 +476,20 @@ impl PgConn {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(PG_CONNECT_TIMEOUT);
         }
-        // TCP keepalives find a dead peer behind a silent network (a cut cable, a killed VM).
-        config.keepalives(true).keepalives_idle(std::time::Duration::from_secs(10));
+        // A dead peer behind a silent network (a cut cable, a killed VM) is found within about
+        // 30 s: keepalives, and a limit on unacknowledged data.
+        config
+            .keepalives(true)
+            .keepalives_idle(std::time::Duration::from_secs(10))
+            .keepalives_interval(std::time::Duration::from_secs(5))
+            .keepalives_retries(3)
+            .tcp_user_timeout(std::time::Duration::from_secs(30));
+        // The server ends a session that sits in an open transaction (a node cut off or stopped
+        // mid-write) so its write lock and lease row go to the others; no statement of ours runs
+        // for minutes.
+        if config.get_options().is_none() {
+            config.options("-c idle_in_transaction_session_timeout=10s -c statement_timeout=300s");
+        }
         config.application_name("postdesk");
         // TLS as the URL's sslmode says (`prefer` by default: TLS when the server offers it;
         // `require` refuses a server without it), verified against the system's roots.

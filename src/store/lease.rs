@@ -32,7 +32,7 @@ impl Store {
         if !self.is_postgres() {
             return Ok(LeaseState::Held(Lease { name: name.to_string(), token: 0 }));
         }
-        let conn = self.lock()?;
+        let conn = self.lock_leases()?;
         let token: Option<i64> = conn
             .prepare_cached(
                 "INSERT INTO leases (name, holder, expires_at, token) VALUES (?1, ?2, now() + make_interval(secs => ?3), 1)
@@ -58,7 +58,7 @@ impl Store {
     /// Give a lease up (clean shutdown), so another node need not wait for it to expire.
     pub fn release_lease(&self, lease: &Lease, node: &str) -> Result<()> {
         if self.is_postgres() {
-            self.lock()?.execute("DELETE FROM leases WHERE name = ?1 AND holder = ?2 AND token = ?3", params![lease.name, node, lease.token])?;
+            self.lock_leases()?.execute("DELETE FROM leases WHERE name = ?1 AND holder = ?2 AND token = ?3", params![lease.name, node, lease.token])?;
         }
         Ok(())
     }
@@ -68,7 +68,7 @@ impl Store {
         if !self.is_postgres() {
             return Ok(Vec::new());
         }
-        let conn = self.lock()?;
+        let conn = self.lock_leases()?;
         let mut stmt = conn.prepare_cached("SELECT name, holder, extract(epoch FROM expires_at - now())::float8 FROM leases ORDER BY name")?;
         stmt.query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect()
     }

@@ -184,6 +184,8 @@ pub struct Store {
     /// Opened when first used (`deliver` never needs it); unused for in-memory databases (a
     /// second connection would be another database).
     outbox: Mutex<Option<Conn>>,
+    /// The lease connection (PostgreSQL), opened on first use.
+    leases: Mutex<Option<Conn>>,
     backend: Backend,
     /// `backend`'s file, or the URL (redacted) for PostgreSQL.
     path: PathBuf,
@@ -211,7 +213,7 @@ impl Store {
             Backend::Postgres(url) => PathBuf::from(redact_url(url)),
         };
         let node = Mutex::new(format!("{}/{}", host_name(), std::process::id()));
-        let store = Store { conn: Mutex::new(conn), outbox: Mutex::new(None), backend: backend.clone(), path, node };
+        let store = Store { conn: Mutex::new(conn), outbox: Mutex::new(None), leases: Mutex::new(None), backend: backend.clone(), path, node };
         if store.in_memory() {
             attach_sent_log(&*store.lock()?, Path::new(":memory:"))?;
         }
@@ -263,10 +265,21 @@ impl Store {
 
     /// The outbound worker's connection (with the sent log attached), opened on first use.
     fn lock_outbox(&self) -> Result<OutboxConn<'_>> {
+        self.lock_aux(&self.outbox)
+    }
+
+    /// The leases' own PostgreSQL connection: renewing a lease must not wait behind this
+    /// node's ingest, which itself may wait for another node's write lock.
+    fn lock_leases(&self) -> Result<OutboxConn<'_>> {
+        self.lock_aux(&self.leases)
+    }
+
+    /// A second connection kept in `slot`, opened on first use and again after it was lost.
+    fn lock_aux<'a>(&'a self, slot: &'a Mutex<Option<Conn>>) -> Result<OutboxConn<'a>> {
         if self.in_memory() {
             return Ok(OutboxConn::Main(self.lock()?));
         }
-        let mut guard = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = slot.lock().unwrap_or_else(|e| e.into_inner());
         let stale = match &*guard {
             None => true,
             Some(Conn::Pg(p)) => p.is_closed(),
