@@ -140,12 +140,12 @@ pub async fn start(desk: Desk, config_path: &Path, clock: SharedClock) -> anyhow
     if has_sla {
         // One node at a time runs the timers (PostgreSQL).
         let (p, h, sd, ttl) = (pipeline.clone(), handle.clone(), shutdown.clone(), cfg.store.lease_ttl);
-        tasks.spawn(async move { crate::intake::lease::leased("timers", ttl, &p, &sd, |child| sla_timer(p.clone(), h.clone(), child)).await });
+        tasks.spawn(async move { crate::intake::lease::leased("timers", ttl, None, &p, &sd, |child| sla_timer(p.clone(), h.clone(), child)).await });
     }
     if pipeline.store.is_postgres() {
         // Presence: `postdesk status` counts the nodes by these leases.
         let (p, sd, ttl, name) = (pipeline.clone(), shutdown.clone(), cfg.store.lease_ttl, format!("node:{}", pipeline.store.node()));
-        tasks.spawn(async move { crate::intake::lease::leased(&name, ttl, &p, &sd, |child| async move { child.wait().await }).await });
+        tasks.spawn(async move { crate::intake::lease::leased(&name, ttl, None, &p, &sd, |child| async move { child.wait().await }).await });
     }
     for name in mailboxes {
         tasks.spawn(crate::intake::run_mailbox(name, pipeline.clone(), handle.clone(), shutdown.clone()));

@@ -26,7 +26,8 @@ pub async fn run_mailbox(name: String, pipeline: Pipeline, desk: DeskHandle, shu
         // One node at a time reads a mailbox (PostgreSQL); its cursor moves only under the lease.
         Source::Imap(imap) => {
             let lease = format!("mailbox:{name}");
-            lease::leased(&lease, ttl, &pipeline, &shutdown, |sd| imap::run(name.clone(), imap.clone(), pipeline.clone(), desk.clone(), sd)).await
+            let boxes = desk.current().config.mailboxes.values().filter(|m| matches!(m.source, Source::Imap(_))).count();
+            lease::leased(&lease, ttl, Some(boxes), &pipeline, &shutdown, |sd| imap::run(name.clone(), imap.clone(), pipeline.clone(), desk.clone(), sd)).await
         }
         Source::Maildir { path, poll_interval } => maildir::run(name, path, poll_interval, pipeline, desk, shutdown).await,
         Source::Pipe => {}
