@@ -108,11 +108,16 @@ impl Store {
         }
         // Several nodes: each mail is claimed by one of them for a while (row by row: a mail
         // another node claimed in the meantime is left to it), and only the claim's holder may
-        // record it sent (`mark_sent`), so it goes out once.
+        // record it sent (`mark_sent`), so it goes out once. A claim also ends when its node's
+        // presence lease (`node:NAME/PID`, renewed every third of `lease_ttl`) has run out: a
+        // node killed or cut off holds its mail for the lease time, not the whole claim time.
         let node = self.node();
         let mut claim = conn.prepare_cached(
             "UPDATE outbox SET claimed_by = ?2, claimed_until = now() + make_interval(secs => ?3)
-             WHERE id = ?1 AND state = 'queued' AND (claimed_until IS NULL OR claimed_until < now() OR claimed_by = ?2) RETURNING id",
+             WHERE id = ?1 AND state = 'queued' AND id NOT IN (SELECT outbox_id FROM sentlog.sent)
+               AND (claimed_until IS NULL OR claimed_until < now() OR claimed_by = ?2
+                    OR NOT EXISTS (SELECT 1 FROM leases l WHERE l.name = 'node:' || outbox.claimed_by AND l.expires_at > now()))
+             RETURNING id",
         )?;
         let mut claimed = Vec::with_capacity(rows.len());
         for m in rows {
@@ -141,18 +146,18 @@ impl Store {
         }
         // Only while this node's claim holds: a node that lost it (paused past its expiry, cut
         // off) gets an error here and withholds the final dot; the new holder sends the mail.
+        // The row is locked, so a claim taken meanwhile is seen. A mark that is already there
+        // was written by another node (this one marks a mail once): that node sent it, so this
+        // copy must not go out either.
         let n = conn
             .prepare_cached(
                 "INSERT INTO sentlog.sent (outbox_id, sent_at, confirmed)
-                 SELECT id, ?2, 0 FROM outbox WHERE id = ?1 AND claimed_by = ?3 AND claimed_until > now()
+                 SELECT id, ?2, 0 FROM outbox WHERE id = ?1 AND claimed_by = ?3 AND claimed_until > now() FOR UPDATE
                  ON CONFLICT DO NOTHING",
             )?
             .execute(params![id, now, self.node()])?;
         if n == 0 {
-            let already: bool = conn.query_row("SELECT EXISTS (SELECT 1 FROM sentlog.sent WHERE outbox_id = ?1)", [id], |r| r.get(0))?;
-            if !already {
-                return Err(StoreError::Unsupported("this node's claim on the mail expired; another node sends it"));
-            }
+            return Err(StoreError::Unsupported("this node's claim on the mail ended, or another node sent it; this copy is not sent"));
         }
         Ok(())
     }
