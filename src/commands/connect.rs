@@ -30,6 +30,17 @@ pub fn check_connect(cfg: &Config) -> anyhow::Result<i32> {
 
 async fn checks(cfg: &Config) -> Vec<Outcome> {
     let mut out = Vec::new();
+    if cfg.store.postgres_url.is_some() {
+        // Opening the store creates or upgrades the schema, as the first node would.
+        let backend = cfg.backend();
+        let what = format!("database ({})", backend.display());
+        let result = tokio::task::spawn_blocking(move || crate::store::Store::connect(&backend).and_then(|s| s.leases().map(|l| l.iter().filter(|(n, _, left)| n.starts_with("node:") && *left > 0.0).count())))
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map(|nodes| format!("connected, schema up to date, {nodes} node(s) running"));
+        out.push(Outcome { what, result });
+    }
     for (name, m) in &cfg.mailboxes {
         if let Source::Imap(src) = &m.source {
             let what = format!("mailbox {name} (imap {}:{})", src.endpoint.host, src.endpoint.port);
