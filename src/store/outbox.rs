@@ -75,12 +75,15 @@ impl Store {
     /// queue's acknowledgements. Oldest first within a queue.
     pub fn due_outbound(&self, now: &str, limit: u32) -> Result<Vec<QueuedMail>> {
         let conn = self.lock_outbox()?;
-        let mut stmt = conn.prepare_cached(
+        let node = self.node();
+        // PostgreSQL: mail another node holds a live claim on is not due here.
+        let unclaimed = if conn.is_pg() { "AND (o.claimed_until IS NULL OR o.claimed_until < now() OR o.claimed_by = ?3)" } else { "" };
+        let mut stmt = conn.prepare_cached(&format!(
             "WITH due AS (
                 SELECT o.id, o.ticket_id, o.message_id, o.envelope_from, o.recipients, o.attempts, o.next_attempt_at,
                        o.kind = 'agent_reply' AS by_agent, coalesce(t.queue, '') AS lane
                 FROM outbox o LEFT JOIN tickets t ON t.id = o.ticket_id
-                WHERE o.state = 'queued' AND o.next_attempt_at <= ?1 AND o.id NOT IN (SELECT outbox_id FROM sentlog.sent)
+                WHERE o.state = 'queued' AND o.next_attempt_at <= ?1 AND o.id NOT IN (SELECT outbox_id FROM sentlog.sent) {unclaimed}
              ), ranked AS (
                 SELECT *, row_number() OVER (PARTITION BY by_agent, lane ORDER BY next_attempt_at, id) AS turn FROM due
              ), picked AS (
@@ -88,10 +91,11 @@ impl Store {
              )
              SELECT p.id, p.ticket_id, p.message_id, p.envelope_from, p.recipients, o.raw, p.attempts
              FROM picked p JOIN outbox o ON o.id = p.id
-             ORDER BY p.by_agent DESC, p.turn, p.next_attempt_at, p.id",
-        )?;
+             ORDER BY p.by_agent DESC, p.turn, p.next_attempt_at, p.id"
+        ))?;
+        let args = if conn.is_pg() { params![now, limit, node] } else { params![now, limit] };
         let rows: Vec<QueuedMail> = stmt
-            .query_map(params![now, limit], |r| {
+            .query_map(args, |r| {
                 Ok(QueuedMail {
                     id: r.get(0)?,
                     ticket: r.get(1)?,
@@ -111,7 +115,6 @@ impl Store {
         // record it sent (`mark_sent`), so it goes out once. A claim also ends when its node's
         // presence lease (`node:NAME/PID`, renewed every third of `lease_ttl`) has run out: a
         // node killed or cut off holds its mail for the lease time, not the whole claim time.
-        let node = self.node();
         let mut claim = conn.prepare_cached(
             "UPDATE outbox SET claimed_by = ?2, claimed_until = now() + make_interval(secs => ?3)
              WHERE id = ?1 AND state = 'queued' AND id NOT IN (SELECT outbox_id FROM sentlog.sent)
@@ -178,13 +181,17 @@ impl Store {
     /// repeat after a crash at any point).
     pub fn fold_sent(&self) -> Result<usize> {
         let conn = self.lock_outbox()?;
-        let marks: Vec<(i64, String, bool)> =
-            conn.prepare_cached("SELECT outbox_id, sent_at, confirmed FROM sentlog.sent")?.query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect::<Result<_>>()?;
-        if marks.is_empty() {
+        let read = || -> Result<Vec<(i64, String, bool)>> {
+            conn.prepare_cached("SELECT outbox_id, sent_at, confirmed FROM sentlog.sent")?.query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect()
+        };
+        if read()?.is_empty() {
             return Ok(0);
         }
         conn.begin_write()?;
+        // Read again under the write lock: another node may have folded them meanwhile.
+        let mut marks = Vec::new();
         let done = (|| -> Result<()> {
+            marks = read()?;
             let mut up = conn.prepare_cached("UPDATE outbox SET state = 'sent', attempts = attempts + 1, sent_at = ?2, last_error = NULL WHERE id = ?1 AND state = 'queued'")?;
             let mut ev = conn.prepare_cached(
                 "INSERT INTO events (ticket_id, kind, detail, created_at) SELECT ticket_id, 'delivery_unconfirmed',
@@ -192,9 +199,16 @@ impl Store {
                  FROM outbox WHERE id = ?1 AND ticket_id IS NOT NULL",
             )?;
             for (id, at, confirmed) in &marks {
-                up.execute(params![id, at])?;
-                if !confirmed {
+                // The event once, by whoever moves the row to `sent`.
+                if up.execute(params![id, at])? == 1 && !confirmed {
                     ev.execute(params![id, at])?;
+                }
+            }
+            if conn.is_pg() {
+                // One database: the marks go in the same transaction.
+                let mut del = conn.prepare_cached("DELETE FROM sentlog.sent WHERE outbox_id = ?")?;
+                for (id, _, _) in &marks {
+                    del.execute([id])?;
                 }
             }
             Ok(())
@@ -223,9 +237,17 @@ impl Store {
     /// Record a permanent failure, on the outbox row and on the ticket's audit trail.
     pub fn mark_failed(&self, id: i64, error: &str, now: &str) -> Result<()> {
         let mut tx = self.begin()?;
-        let ticket: Option<TicketId> = tx.conn.prepare_cached("UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ?2 WHERE id = ?1 RETURNING ticket_id")?.query_row(params![id, error],
-            |r| r.get(0),
-        )?;
+        // Only a mail still queued (on PostgreSQL: and not claimed by another node, which may
+        // have sent it after our claim ran out).
+        let sql = if tx.conn.is_pg() {
+            "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ?2 WHERE id = ?1 AND state = 'queued' AND (claimed_by IS NULL OR claimed_by = ?3) RETURNING ticket_id"
+        } else {
+            "UPDATE outbox SET state = 'failed', attempts = attempts + 1, last_error = ?2 WHERE id = ?1 AND state = 'queued' RETURNING ticket_id"
+        };
+        let args = if tx.conn.is_pg() { params![id, error, self.node()] } else { params![id, error] };
+        let Some(ticket): Option<Option<TicketId>> = tx.conn.prepare_cached(sql)?.query_row(args, |r| r.get(0)).optional()? else {
+            return Ok(());
+        };
         let (mid, rcpts): (String, String) = tx.conn.prepare_cached("SELECT message_id, recipients FROM outbox WHERE id = ?")?.query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))?;
         if let Some(t) = ticket {
             tx.event(t, "delivery_failed", &format!("mail <{mid}> to {} failed permanently: {error}", rcpts.replace('\n', ", ")), now)?;
