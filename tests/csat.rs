@@ -9,7 +9,6 @@ use common::clients;
 use postdesk::clock::ManualClock;
 use postdesk::desk::{Desk, KeyMode};
 use postdesk::pipeline::{Delivery, Outcome, Pipeline, Report};
-use postdesk::store::Store;
 use postdesk::ticket::{ArticleKind, Status};
 use std::sync::Arc;
 use time::macros::datetime;

@@ -9,7 +9,7 @@ use common::clients;
 use postdesk::clock::ManualClock;
 use postdesk::desk::{Desk, KeyMode};
 use postdesk::pipeline::{Delivery, Outcome, Pipeline, Report};
-use postdesk::store::{KbState, Store};
+use postdesk::store::KbState;
 use postdesk::ticket::Status;
 use std::sync::Arc;
 use time::macros::datetime;

@@ -8,7 +8,6 @@ use common::clients;
 use postdesk::clock::ManualClock;
 use postdesk::desk::{Desk, KeyMode};
 use postdesk::pipeline::{Delivery, Outcome, Pipeline};
-use postdesk::store::Store;
 use std::sync::Arc;
 use time::macros::datetime;
 

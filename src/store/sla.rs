@@ -116,9 +116,9 @@ impl Store {
     pub fn pending_before(&self, before: &str, unreminded: bool) -> Result<Vec<TicketId>> {
         let conn = self.lock()?;
         let sql = if unreminded {
-            "SELECT id FROM tickets WHERE status = 'pending' AND pending_since <= ? AND reminded_at IS NULL AND approval IS NOT 'requested' LIMIT 500"
+            "SELECT id FROM tickets WHERE status = 'pending' AND pending_since <= ? AND reminded_at IS NULL AND (approval IS NULL OR approval <> 'requested') LIMIT 500"
         } else {
-            "SELECT id FROM tickets WHERE status = 'pending' AND pending_since <= ? AND approval IS NOT 'requested' LIMIT 500"
+            "SELECT id FROM tickets WHERE status = 'pending' AND pending_since <= ? AND (approval IS NULL OR approval <> 'requested') LIMIT 500"
         };
         let v = conn.prepare_cached(sql)?.query_map([before], |r| r.get(0))?.collect::<Result<Vec<_>>>()?;
         Ok(v)
