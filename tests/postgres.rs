@@ -11,6 +11,7 @@
 
 mod common;
 
+use common::proxy::FaultProxy;
 use common::{MailServers, clients, pg};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
@@ -230,6 +231,7 @@ fn inbound_articles(url: &str) -> HashMap<String, Vec<i64>> {
 /// detector only (generous), with the nodes' log tails when it fires.
 fn wait_until_settled(url: &str, uids: &[(&str, i64)], acks: usize, nodes: &[Node]) {
     let start = Instant::now();
+    let mut reported = 0;
     loop {
         let at: Vec<i64> = uids.iter().map(|(m, _)| cursor(url, m)).collect();
         let queued = scalar(url, "SELECT count(*) FROM outbox WHERE state = 'queued' AND id NOT IN (SELECT outbox_id FROM sentlog.sent)");
@@ -237,6 +239,12 @@ fn wait_until_settled(url: &str, uids: &[(&str, i64)], acks: usize, nodes: &[Nod
         if uids.iter().zip(&at).all(|((_, n), c)| c >= n) && queued == 0 && sent as usize >= acks {
             println!("settled after {:?}: cursors {at:?}, {sent} sent", start.elapsed());
             return;
+        }
+        if start.elapsed().as_secs() / 10 > reported {
+            reported = start.elapsed().as_secs() / 10;
+            println!("still settling after {:?}: cursors {at:?} of {uids:?}, {queued} queued, {sent} of {acks} sent", start.elapsed());
+            println!("  leases: {}", pg::psql(url, "SELECT name, holder, token, expires_at - now() FROM leases WHERE expires_at > now()").replace('\n', "; "));
+            println!("  unsent: {}", pg::psql(url, "SELECT id, claimed_by, claimed_until - now(), attempts, next_attempt_at, last_error FROM outbox WHERE state = 'queued' AND id NOT IN (SELECT outbox_id FROM sentlog.sent) LIMIT 5").replace('\n', "; "));
         }
         if start.elapsed() > Duration::from_secs(150) {
             for n in nodes {
@@ -263,6 +271,10 @@ fn check_end_state(s: &MailServers, url: &str, sent_by: &HashMap<String, String>
     let mut want: HashMap<&str, usize> = HashMap::new();
     for c in sent_by.values() {
         *want.entry(c.as_str()).or_default() += 1;
+    }
+    let unconfirmed = pg::psql(url, "SELECT ticket_id, detail FROM events WHERE kind = 'delivery_unconfirmed' ORDER BY id");
+    if !unconfirmed.trim().is_empty() {
+        println!("delivery_unconfirmed events:\n{unconfirmed}");
     }
     let mut acks = 0;
     for u in customers {
@@ -416,4 +428,265 @@ fn three_nodes_survive_repeated_kill_minus_nine() {
     let customers_all: Vec<String> = customers.clone();
     check_end_state(&s, &url, &sent_by, &customers_all);
     println!("{dupes} pipe deliveries were recognised as duplicates");
+}
+
+#[test]
+fn a_node_cut_off_from_the_database_stops_and_another_takes_over() {
+    let mut rng = Rng(seed("a_node_cut_off_from_the_database_stops_and_another_takes_over"));
+    let customers: Vec<String> = (0..6).map(|i| format!("pgx{i}")).collect();
+    let s = MailServers::start_with_users(&customers);
+    let url = pg::fresh_database("cut_off");
+    // Node A reaches the database only through the proxy.
+    let proxy = FaultProxy::start(pg::PgCluster::get().port);
+    let proxied = url.replacen(&format!(":{}/", pg::PgCluster::get().port), &format!(":{}/", proxy.port), 1);
+    assert_ne!(proxied, url);
+
+    let mut sent_by: HashMap<String, String> = HashMap::new();
+    let mut n = 0;
+    for (mailbox, count) in [("support", 200), ("billing", 60)] {
+        for k in 0..count {
+            let from = format!("{}@example.test", customers[(k + rng.range(0, 6) as usize) % customers.len()]);
+            let m = customer_mail(&from, &format!("{mailbox}@example.test"), n);
+            s.drop_into(mailbox, &format!("{n:06}.pg"), &m.raw);
+            sent_by.insert(m.message_id, from);
+            n += 1;
+        }
+    }
+    let uids = [("support", s.fetch_all("support").len() as i64), ("billing", s.fetch_all("billing").len() as i64)];
+    assert_eq!(uids[0].1 + uids[1].1, n as i64);
+
+    let mut a = Node::new("node-a", &node_config(&s, &proxied, "node-a", 5));
+    let mut others: Vec<Node> = ["node-b", "node-c"].iter().map(|name| Node::new(name, &node_config(&s, &url, name, 5))).collect();
+    a.start();
+    // A alone: it takes both mailboxes and starts on the backlog.
+    let (taken, token) = common::eventually(Duration::from_secs(30), "node A reading support", || {
+        let tables = scalar(&url, "SELECT count(*) FROM pg_tables WHERE tablename = 'leases'");
+        if tables == 0 {
+            return None;
+        }
+        let l = mailbox_leases(&url);
+        let (holder, token) = l.get("mailbox:support")?.clone();
+        (holder.starts_with("node-a/") && cursor(&url, "support") >= 1).then_some((cursor(&url, "support"), token))
+    });
+    proxy.refuse(true);
+    proxy.cut_all();
+    let at_cut = cursor(&url, "support");
+    println!("cut node A off at support cursor {at_cut} (first seen {taken}), lease token {token}");
+    assert!(at_cut < uids[0].1, "the cut falls into the backlog");
+    for o in &mut others {
+        o.start();
+    }
+    // Another node takes the mailbox over (after A's lease ran out) and goes on with the backlog.
+    let new_holder = common::eventually(Duration::from_secs(60), "another node takes support over", || {
+        let (holder, t) = mailbox_leases(&url).get("mailbox:support")?.clone();
+        (!holder.starts_with("node-a/") && t > token).then_some(holder)
+    });
+    let moved = common::eventually(Duration::from_secs(60), "the backlog moves on without A", || {
+        let c = cursor(&url, "support");
+        (c > at_cut).then_some(c)
+    });
+    println!("{new_holder} took support over; cursor {moved}");
+    // More mail while A is cut off.
+    for k in 0..10 {
+        let from = format!("{}@example.test", customers[k % customers.len()]);
+        let m = customer_mail(&from, "support@example.test", n);
+        n += 1;
+        delivered(others[k % 2].deliver(&m.raw));
+        sent_by.insert(m.message_id, from);
+    }
+    // Keep A cut off past another lease time, then give it the database back: it stands by.
+    std::thread::sleep(Duration::from_millis(rng.range(3000, 5000)));
+    assert!(a.child.as_mut().unwrap().try_wait().unwrap().is_none(), "A keeps running without its database:\n{}", a.tail(20));
+    proxy.refuse(false);
+    let refused = proxy.attempts();
+    common::eventually(Duration::from_secs(60), "A reconnects", || (proxy.attempts() > refused && proxy.live() > 0).then_some(()));
+
+    let nodes = vec![a, others.remove(0), others.remove(0)];
+    wait_until_settled(&url, &uids, sent_by.len(), &nodes);
+    for mailbox in ["support", "billing"] {
+        common::eventually(Duration::from_secs(30), "all seen", || (common::unseen(&s, mailbox) == 0).then_some(()));
+    }
+    // A noticed: its renewal failed and it stopped reading the mailbox.
+    let log = std::fs::read_to_string(&nodes[0].log).unwrap_or_default();
+    let lost: Vec<&str> = log.lines().filter(|l| l.contains("lease lost") || l.contains("LeaseLost") || l.contains("lost the lease")).collect();
+    for l in lost.iter().take(6) {
+        println!("node A: {l}");
+    }
+    assert!(lost.iter().any(|l| l.contains("mailbox:support")), "node A says it lost the support lease:\n{}", nodes[0].tail(30));
+    for mut node in nodes {
+        node.stop();
+    }
+    check_end_state(&s, &url, &sent_by, &customers);
+}
+
+/// A Maildir + folder desk (no mail servers), as tests/cli.rs runs it; `store` is empty for
+/// SQLite or a `[store]` section, `secret` empty or a `secret_file` line.
+fn sqlite_desk(secret: &str, store: &str) -> String {
+    format!(
+        r#"
+[desk]
+name = "Example Support"
+domain = "desk.example.test"
+data_dir = "var"
+templates_dir = "templates"
+{secret}
+
+{store}
+
+[queues.support]
+address = "support@example.test"
+from_name = "Example Support"
+
+[mailboxes.support]
+kind = "maildir"
+path = "var/maildir/support"
+poll_interval = "100ms"
+
+[mailboxes.pipe]
+kind = "pipe"
+queue = "support"
+
+[outbound]
+transport = "folder"
+folder = "var/outbox"
+poll_interval = "200ms"
+
+[agents.alice]
+name = "Alice Agent"
+email = "alice@agents.example.test"
+queues = ["support"]
+
+[rules]
+path = "rules.toml"
+"#
+    )
+}
+
+fn run(cfg: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(BIN).arg("--config").arg(cfg).args(args).env_remove("POSTDESK_LOG").stdin(Stdio::null()).output().unwrap()
+}
+
+fn json(cfg: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let out = run(cfg, args);
+    assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{args:?}: {e}"))
+}
+
+fn pipe(cfg: &std::path::Path, raw: &[u8]) -> String {
+    let child = Command::new(BIN)
+        .arg("--config")
+        .arg(cfg)
+        .args(["deliver", "--mailbox", "pipe"])
+        .env_remove("POSTDESK_LOG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = child;
+    child.stdin.take().unwrap().write_all(raw).unwrap();
+    String::from_utf8_lossy(&delivered(child).stderr).into_owned()
+}
+
+/// Everything the CLI shows of the desk: the list and each ticket, as JSON and as text.
+fn shown(cfg: &std::path::Path) -> (serde_json::Value, Vec<serde_json::Value>, Vec<String>) {
+    let list = json(cfg, &["tickets", "list", "--json"]);
+    let refs: Vec<String> = list.as_array().unwrap().iter().map(|t| t["ref"].as_str().unwrap().to_string()).collect();
+    let shows = refs.iter().map(|r| json(cfg, &["tickets", "show", r, "--json"])).collect();
+    let texts = refs.iter().map(|r| String::from_utf8_lossy(&run(cfg, &["tickets", "show", r]).stdout).into_owned()).collect();
+    (list, shows, texts)
+}
+
+#[test]
+fn migrate_moves_a_real_desk() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = common::write_config(dir.path(), &sqlite_desk("", ""));
+    std::fs::write(dir.path().join("rules.toml"), "[[rule]]\nname = \"hold-invoices\"\n[rule.when]\nsubject = \"/invoice/i\"\n[rule.then]\nquarantine = true\n").unwrap();
+
+    // Two tickets, a customer's follow-up, an agent's note, a quarantined invoice.
+    let first = clients::thunderbird_new("Alice Example", "alice@example.org", "support@example.test", "Printer jammed", "Floor 3, the big one.");
+    assert!(pipe(&cfg, &first.raw).contains("created PD-1"));
+    let second = clients::thunderbird_new("Bob Example", "bob@example.org", "support@example.test", "VPN drops every hour", "It disconnects at :00.");
+    assert!(pipe(&cfg, &second.raw).contains("created PD-2"));
+    let more = clients::mutt_reply("alice@example.org", "support@example.test", "Printer jammed", &first.message_id, &[], "Still jammed after the restart.");
+    pipe(&cfg, &more.raw);
+    let t1 = json(&cfg, &["tickets", "show", "PD-1", "--json"]);
+    let notice = t1["articles"].as_array().unwrap().iter().find(|a| a["kind"] == "notification" && a["to"].to_string().contains("alice@agents.example.test")).unwrap_or_else(|| panic!("alice was told of PD-1: {t1}")).clone();
+    let note = clients::thunderbird_reply("Alice Agent", "alice@agents.example.test", "support@example.test", notice["subject"].as_str().unwrap(), notice["message_id"].as_str().unwrap(), &[], "/note\nVendor says a fix ships Friday.");
+    pipe(&cfg, &note.raw);
+    let invoice = clients::thunderbird_new("Vendor", "bob@example.org", "support@example.test", "Invoice 42", "Please pay.");
+    assert!(pipe(&cfg, &invoice.raw).contains("quarantined"));
+    let t1 = json(&cfg, &["tickets", "show", "PD-1", "--json"]);
+    assert!(t1["articles"].as_array().unwrap().iter().any(|a| a["kind"] == "note"), "the agent's note is on PD-1: {t1}");
+
+    // The daemon sends the queued mail into the folder (sent log and outbox rows to copy).
+    let mut daemon = Command::new(BIN).arg("--config").arg(&cfg).arg("run").env_remove("POSTDESK_LOG").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let db = dir.path().join("var/postdesk.db");
+    common::eventually(Duration::from_secs(30), "the outbox sent", || {
+        let c = postdesk::store::Store::open(&db).ok()?.outbox_counts().ok()?;
+        (c.queued == 0 && c.sent >= 3).then_some(())
+    });
+    Command::new("kill").arg("-TERM").arg(daemon.id().to_string()).status().unwrap();
+    assert!(daemon.wait().unwrap().success());
+    let before = shown(&cfg);
+    assert_eq!(before.0.as_array().unwrap().len(), 2);
+    let quarantined_before = json(&cfg, &["quarantine", "list", "--json"]);
+    assert_eq!(quarantined_before.as_array().unwrap().len(), 1);
+
+    // Migrate: verified counts and checksums.
+    let url = pg::fresh_database("migrate");
+    let out = run(&cfg, &["migrate", "--to", &url]);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    println!("migrate said:\n{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "migrate: {said}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("counts and checksums match"), "{said}");
+    assert_eq!(scalar(&url, "SELECT count(*) FROM tickets"), 2);
+    assert_eq!(scalar(&url, "SELECT count(*) FROM quarantine"), 1);
+
+    // The same desk on PostgreSQL, signing with the key it had.
+    let sqlite_cfg = std::fs::read_to_string(&cfg).unwrap();
+    let key = dir.path().join("var/secret");
+    assert!(key.exists(), "the SQLite desk made its signing key");
+    std::fs::write(
+        &cfg,
+        sqlite_desk(&format!("secret_file = \"{}\"", key.display()), &format!("[store]\nbackend = \"postgres\"\nurl = \"{url}\"\nnode = \"migrated\"")),
+    )
+    .unwrap();
+    let after = shown(&cfg);
+    assert_eq!(after.0, before.0, "tickets list --json is the same on PostgreSQL");
+    for (a, b) in after.1.iter().zip(&before.1) {
+        assert_eq!(a, b, "tickets show --json is the same on PostgreSQL");
+    }
+    assert_eq!(after.2, before.2, "tickets show (text) is the same on PostgreSQL");
+    assert_eq!(json(&cfg, &["quarantine", "list", "--json"]), quarantined_before);
+
+    // A reply to the acknowledgement sent before the move threads by its signed token.
+    let pd1 = before.1.iter().find(|t| t["id"] == 1).unwrap();
+    let ack = pd1["articles"].as_array().unwrap().iter().find(|a| a["kind"] == "auto_reply").unwrap().clone();
+    let reply = clients::thunderbird_reply("Alice Example", "alice@example.org", "support@example.test", "Printer jammed", ack["message_id"].as_str().unwrap(), &[], "It works now, thank you.");
+    let eml = dir.path().join("reply.eml");
+    std::fs::write(&eml, &reply.raw).unwrap();
+    let threading = |cfg: &std::path::Path| json(cfg, &["rules", "test", eml.to_str().unwrap(), "--mailbox", "pipe", "--json"])["threading"].as_str().unwrap_or_default().to_string();
+    let how = threading(&cfg);
+    assert!(how.contains("follow-up on PD-1 (signed reply token") && how.contains("verified"), "the reply token verifies with the migrated key: {how}");
+    // (With another key the token would not verify: the key is what carries over.)
+    let pg_cfg = std::fs::read_to_string(&cfg).unwrap();
+    std::fs::write(&cfg, pg_cfg.replace(&format!("secret_file = \"{}\"", key.display()), "secret = \"not-the-desk-key-0123456789abcdef\"")).unwrap();
+    let how = threading(&cfg);
+    assert!(!how.contains("signed reply token"), "a different key must not verify the token: {how}");
+    std::fs::write(&cfg, pg_cfg).unwrap();
+    let said = pipe(&cfg, &reply.raw);
+    assert!(said.contains("PD-1"), "{said}");
+    let t1 = json(&cfg, &["tickets", "show", "PD-1", "--json"]);
+    let arts = t1["articles"].as_array().unwrap();
+    assert!(arts.iter().any(|a| a["message_id"] == reply.message_id.as_str()), "the reply is on PD-1: {t1}");
+    assert_eq!(json(&cfg, &["tickets", "list", "--json"]).as_array().unwrap().len(), 2, "no new ticket");
+
+    // Migrating again into the (now used) database is refused.
+    std::fs::write(&cfg, sqlite_cfg).unwrap();
+    let out = run(&cfg, &["migrate", "--to", &url]);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "a second migrate into the same database must fail");
+    assert!(err.contains("already holds a desk"), "{err}");
+    assert_eq!(scalar(&url, "SELECT count(*) FROM tickets"), 2, "the refused migrate changed nothing");
 }

@@ -77,7 +77,13 @@ impl Store {
         let conn = self.lock_outbox()?;
         let node = self.node();
         // PostgreSQL: mail another node holds a live claim on is not due here.
-        let unclaimed = if conn.is_pg() { "AND (o.claimed_until IS NULL OR o.claimed_until < now() OR o.claimed_by = ?3)" } else { "" };
+        // (A claim also ends with its node's presence lease: see the claim below.)
+        let unclaimed = if conn.is_pg() {
+            "AND (o.claimed_until IS NULL OR o.claimed_until < now() OR o.claimed_by = ?3
+                  OR NOT EXISTS (SELECT 1 FROM leases l WHERE l.name = 'node:' || o.claimed_by AND l.expires_at > now()))"
+        } else {
+            ""
+        };
         let mut stmt = conn.prepare_cached(&format!(
             "WITH due AS (
                 SELECT o.id, o.ticket_id, o.message_id, o.envelope_from, o.recipients, o.attempts, o.next_attempt_at,
@@ -152,10 +158,16 @@ impl Store {
         // The row is locked, so a claim taken meanwhile is seen. A mark that is already there
         // was written by another node (this one marks a mail once): that node sent it, so this
         // copy must not go out either.
+        // Committed without waiting for the server's disk flush, like SQLite's sent log
+        // (synchronous NORMAL): a kill -9 between the server's commit and our final dot loses
+        // the mail (the narrow window of ARCHITECTURE.md), and waiting for an fsync there made
+        // that window most of a send; a database crash can at worst forget a mark, and the mail
+        // goes out again. Only this worker's own connection is set so.
+        conn.execute_batch("SET synchronous_commit = off")?;
         let n = conn
             .prepare_cached(
                 "INSERT INTO sentlog.sent (outbox_id, sent_at, confirmed)
-                 SELECT id, ?2, 0 FROM outbox WHERE id = ?1 AND claimed_by = ?3 AND claimed_until > now() FOR UPDATE
+                 SELECT id, ?2, 0 FROM outbox WHERE id = ?1 AND state = 'queued' AND claimed_by = ?3 AND claimed_until > now() FOR UPDATE
                  ON CONFLICT DO NOTHING",
             )?
             .execute(params![id, now, self.node()])?;
@@ -181,7 +193,23 @@ impl Store {
     /// repeat after a crash at any point).
     pub fn fold_sent(&self) -> Result<usize> {
         let conn = self.lock_outbox()?;
+        // PostgreSQL: another node may be in the middle of sending a mail it marked (mark before
+        // the final dot, confirm after the 250). Such a mark is folded only once that node's
+        // claim is over (expired, or its presence lease ran out: it died) — folding it earlier
+        // told the ticket `delivery_unconfirmed` for mail that arrived, and left a mail the
+        // server then refused as `sent` (its `unmark_sent` found no mark), never retried.
+        let node = self.node();
         let read = || -> Result<Vec<(i64, String, bool)>> {
+            if conn.is_pg() {
+                return conn
+                    .prepare_cached(
+                        "SELECT s.outbox_id, s.sent_at, s.confirmed FROM sentlog.sent s LEFT JOIN outbox o ON o.id = s.outbox_id
+                         WHERE s.confirmed <> 0 OR o.id IS NULL OR o.claimed_by IS NULL OR o.claimed_by = ?1 OR o.claimed_until < now()
+                            OR NOT EXISTS (SELECT 1 FROM leases l WHERE l.name = 'node:' || o.claimed_by AND l.expires_at > now())",
+                    )?
+                    .query_map([&node], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+                    .collect();
+            }
             conn.prepare_cached("SELECT outbox_id, sent_at, confirmed FROM sentlog.sent")?.query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?.collect()
         };
         if read()?.is_empty() {
