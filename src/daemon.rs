@@ -150,6 +150,14 @@ pub async fn start(desk: Desk, config_path: &Path, clock: SharedClock) -> anyhow
     for name in mailboxes {
         tasks.spawn(crate::intake::run_mailbox(name, pipeline.clone(), handle.clone(), shutdown.clone()));
     }
+    // `postdesk deliver` hands mail to this process when it can (no desk to load, no database to open).
+    let socket = crate::intake::handoff::socket_path(&cfg.desk.data_dir);
+    match crate::intake::handoff::bind(&socket) {
+        Ok(listener) => {
+            tasks.spawn(crate::intake::handoff::serve(listener, socket, pipeline.clone(), handle.clone(), shutdown.clone()));
+        }
+        Err(e) => tracing::warn!(socket = %socket.display(), error = %e, "no deliver socket: `postdesk deliver` stores mail itself"),
+    }
     tracing::info!(database = %pipeline.store.backend().display(), node = %pipeline.store.node(), "postdesk started");
     Ok(Running { _lock: lock, trigger, tasks, pipeline, desk: handle, config_path: config_path.to_path_buf(), deadline })
 }

@@ -45,8 +45,7 @@ impl Desk {
     /// [`Desk::load`] for `postdesk deliver`, which handles one message: templates compile when
     /// a mail needs them instead of all at start (the daemon and `check` compile and check them
     /// all, so a broken template is reported there).
-    pub fn load_for_one_message(config_path: &Path) -> Result<Desk, Problems> {
-        let config = crate::config::load(config_path)?;
+    pub fn for_one_message(config: Config) -> Result<Desk, Problems> {
         Desk::build(config, KeyMode::Persistent, true)
     }
 

@@ -859,3 +859,56 @@ fn tickets_search_ranks_with_snippets_and_refuses_bad_queries() {
     assert_eq!(d.run(&["kb", "withdraw", "nonsense"]).status.code(), Some(1));
     assert_eq!(d.json(&["report", "--format", "json"])["knowledge"], serde_json::json!({ "suggested": 0, "deflected": 0 }));
 }
+
+#[test]
+fn deliver_hands_mail_to_the_running_daemon_and_stores_it_itself_without_one() {
+    let d = Desk::new();
+    let log = std::fs::File::create(d.path("daemon.log")).unwrap();
+    let mut child = d.cmd(&["run"]).stderr(log).stdout(Stdio::null()).spawn().unwrap();
+    let daemon_log = || std::fs::read_to_string(d.path("daemon.log")).unwrap();
+    common::eventually(Duration::from_secs(10), "the deliver socket", || d.path("var/deliver.sock").exists().then_some(()));
+    assert_eq!(mode(&d.path("var/deliver.sock")), 0o600, "only the desk's user may hand mail over");
+
+    // The daemon stores it and answers after its commit: the ticket is there when deliver exits.
+    let m1 = clients::thunderbird_new("Alice", "alice@example.org", "support@example.test", "Printer", "Jammed.");
+    let out = d.deliver(&m1.raw);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out).trim(), "created PD-1");
+    assert_eq!(d.json(&["tickets", "show", "PD-1", "--json"])["subject"], "Printer");
+    assert!(daemon_log().contains("handed over by deliver: created PD-1"), "{}", daemon_log());
+    // Same answers as storing it here: a duplicate, not mail (65), an unknown mailbox (75).
+    assert_eq!(stderr(&d.deliver(&m1.raw)).trim(), "duplicate of a stored message on PD-1");
+    let junk = d.deliver(b"no header here");
+    assert_eq!(junk.status.code(), Some(65), "{}", stderr(&junk));
+    let mut c = d.cmd(&["deliver", "--mailbox", "nope"]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(&mut c.stdin.take().unwrap(), &m1.raw).unwrap();
+    let unknown = c.wait_with_output().unwrap();
+    assert_eq!(unknown.status.code(), Some(75), "{}", stderr(&unknown));
+    assert!(stderr(&unknown).contains("no mailbox named `nope`"), "{}", stderr(&unknown));
+    // The acknowledgement goes out from the daemon.
+    common::eventually(Duration::from_secs(10), "acknowledgement", || outbox_files(&d).iter().any(|a| a.contains("[PD-1] Printer")).then_some(()));
+
+    // kill -9 leaves the socket file behind: nobody answers there, deliver stores mail itself.
+    signal(&child, "KILL");
+    child.wait().unwrap();
+    assert!(d.path("var/deliver.sock").exists());
+    let m2 = clients::thunderbird_new("Bob", "bob@example.org", "support@example.test", "VPN", "Down.");
+    let out = d.deliver(&m2.raw);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(stderr(&out).trim(), "created PD-2");
+    assert!(!daemon_log().contains("PD-2"), "{}", daemon_log());
+
+    // A new daemon replaces the stale socket; stopping it removes the socket.
+    let log = std::fs::OpenOptions::new().append(true).open(d.path("daemon.log")).unwrap();
+    let mut child = d.cmd(&["run"]).stderr(log).stdout(Stdio::null()).spawn().unwrap();
+    let m3 = clients::thunderbird_new("Carol", "carol@example.org", "support@example.test", "Mail", "Gone.");
+    // (It binds the socket before it says it started.)
+    common::eventually(Duration::from_secs(10), "the second daemon started", || (daemon_log().matches("postdesk started").count() == 2).then_some(()));
+    let out = d.deliver(&m3.raw);
+    assert_eq!(stderr(&out).trim(), "created PD-3");
+    assert!(daemon_log().contains("handed over by deliver: created PD-3"), "{}", daemon_log());
+    signal(&child, "TERM");
+    let status = common::eventually(Duration::from_secs(15), "daemon exit", || child.try_wait().unwrap());
+    assert!(status.success(), "exit status {status:?}");
+    assert!(!d.path("var/deliver.sock").exists(), "the socket is removed on shutdown");
+}

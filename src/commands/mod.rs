@@ -4,7 +4,7 @@
 use crate::clock::{Clock, SharedClock, SystemClock};
 use crate::config::Problems;
 use crate::desk::{Desk, KeyMode};
-use crate::pipeline::{Delivery, IngestError, Pipeline, Report};
+use crate::pipeline::{Delivery, Pipeline};
 use crate::store::{Store, TicketFilter};
 use crate::ticket::{Status, TicketDetail};
 use std::io::Read;
@@ -18,9 +18,8 @@ pub use ops::{backup, migrate, quarantine_delete, quarantine_list, quarantine_re
 use std::path::Path;
 use std::sync::Arc;
 
-/// sysexits.h codes the MTA pipe contract uses.
-pub const EX_DATAERR: i32 = 65;
-pub const EX_TEMPFAIL: i32 = 75;
+pub use crate::intake::handoff::{EX_DATAERR, EX_TEMPFAIL};
+use crate::intake::handoff;
 
 fn clock() -> SharedClock {
     Arc::new(SystemClock)
@@ -97,15 +96,16 @@ fn secret_warnings(c: &crate::config::Config) -> Vec<String> {
 }
 
 /// `postdesk deliver --mailbox NAME`: one message from stdin. 0 stored or deliberately dropped,
-/// 75 could not be stored (the MTA retries), 65 not mail at all.
+/// 75 could not be stored (the MTA retries), 65 not mail at all. Handed to the running daemon
+/// when one serves this desk's data folder (`intake::handoff`), stored here otherwise.
 pub fn deliver(config: &Path, mailbox: &str) -> i32 {
     let mut raw = Vec::new();
     if let Err(e) = std::io::stdin().lock().read_to_end(&mut raw) {
         eprintln!("postdesk deliver: cannot read stdin: {e}");
         return EX_TEMPFAIL;
     }
-    let desk = match Desk::load_for_one_message(config) {
-        Ok(d) => d,
+    let cfg = match crate::config::load(config) {
+        Ok(c) => c,
         Err(p) => {
             print_problems(&p);
             let what = if p.is_not_found() { "configuration not found" } else { "configuration invalid" };
@@ -113,48 +113,32 @@ pub fn deliver(config: &Path, mailbox: &str) -> i32 {
             return EX_TEMPFAIL;
         }
     };
+    let (code, line) = match handoff::hand_over(&handoff::socket_path(&cfg.desk.data_dir), mailbox, &raw) {
+        Some(answer) => answer,
+        None => deliver_here(cfg, config, mailbox, &raw),
+    };
+    eprintln!("{line}");
+    code
+}
+
+/// Store one message in this process (no daemon took it).
+fn deliver_here(cfg: crate::config::Config, config: &Path, mailbox: &str, raw: &[u8]) -> (i32, String) {
+    let desk = match Desk::for_one_message(cfg) {
+        Ok(d) => d,
+        Err(p) => {
+            print_problems(&p);
+            return (EX_TEMPFAIL, "postdesk deliver: configuration invalid; message not stored (the MTA will retry)".into());
+        }
+    };
     if !desk.config.mailboxes.contains_key(mailbox) {
-        eprintln!(
-            "postdesk deliver: no mailbox named `{mailbox}` in {} (known: {}); message not stored",
-            config.display(),
-            desk.config.mailboxes.keys().cloned().collect::<Vec<_>>().join(", ")
-        );
-        return EX_TEMPFAIL;
+        return handoff::unknown_mailbox(&desk, mailbox, &config.display().to_string());
     }
     let store = match Store::connect(&desk.config.backend()) {
         Ok(s) => Arc::new(s),
-        Err(e) => {
-            eprintln!("postdesk deliver: {e}");
-            return EX_TEMPFAIL;
-        }
+        Err(e) => return (EX_TEMPFAIL, format!("postdesk deliver: {e}")),
     };
     let pipeline = Pipeline::new(store, clock());
-    match pipeline.ingest_strict(&desk, Delivery { mailbox, raw: &raw, cursor: None, truncated_from: None }) {
-        Ok(r) => {
-            eprintln!("{}", summary(&r, &desk));
-            0
-        }
-        Err(IngestError::NotMail(e)) => {
-            eprintln!("postdesk deliver: {e}");
-            EX_DATAERR
-        }
-        Err(e) => {
-            eprintln!("postdesk deliver: {e}; message not stored (the MTA will retry)");
-            EX_TEMPFAIL
-        }
-    }
-}
-
-fn summary(r: &Report, desk: &Desk) -> String {
-    use crate::pipeline::Outcome::*;
-    match &r.outcome {
-        Created { ticket } => format!("created {}", desk.refs.format(*ticket)),
-        FollowUp { ticket } => format!("added to {}", desk.refs.format(*ticket)),
-        Duplicate { ticket } => format!("duplicate of a stored message{}", ticket.map(|t| format!(" on {}", desk.refs.format(t))).unwrap_or_default()),
-        Dropped { reason } => format!("dropped: {reason}"),
-        Quarantined { reason } => format!("quarantined: {reason}"),
-        Answered { what } => format!("answered: {what}"),
-    }
+    handoff::answer(pipeline.ingest_strict(&desk, Delivery { mailbox, raw, cursor: None, truncated_from: None }), &desk)
 }
 
 /// Reading tickets needs only the config: a broken template or rules file (which `check` reports)
@@ -313,7 +297,7 @@ pub fn rules_test(config: &Path, eml: &Path, mailbox: Option<&str>, json: bool) 
         Some(_) => println!("rules:     (no rules file configured)"),
         None => println!("rules:     (not reached)"),
     }
-    println!("outcome:   {}", summary(&report, &desk));
+    println!("outcome:   {}", handoff::outcome(&report, &desk));
     for a in &report.actions {
         println!("action:    {a}");
     }

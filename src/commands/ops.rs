@@ -173,7 +173,7 @@ pub fn quarantine_release(config: &Path, id: i64, force: bool) -> anyhow::Result
         return Ok(1);
     };
     let report = Pipeline::new(store, clock()).release(&desk, &q, &bytes, force)?;
-    println!("released message {id}: {}", super::summary(&report, &desk));
+    println!("released message {id}: {}", crate::intake::handoff::outcome(&report, &desk));
     Ok(0)
 }
 

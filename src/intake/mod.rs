@@ -1,9 +1,11 @@
 //! Intake: where mail enters. One task per mailbox: IMAP (IDLE with poll fallback) or a watched
-//! Maildir; `postdesk deliver` is the third, synchronous entry (MTA pipe). Intakes only fetch and
+//! Maildir; `postdesk deliver` is the third, synchronous entry (MTA pipe), which hands its message
+//! to the running daemon over a local socket when there is one (`handoff`). Intakes only fetch and
 //! hand bytes to the pipeline; they never decide anything about a message, and never mark, move or
 //! delete server mail before the pipeline's transaction committed.
 
 pub mod bounded;
+pub mod handoff;
 pub mod imap;
 pub mod lease;
 pub mod maildir;
