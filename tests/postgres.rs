@@ -345,7 +345,7 @@ fn three_nodes_survive_repeated_kill_minus_nine() {
         std::thread::sleep(Duration::from_millis(rng.range(100, 1500)));
         // More mail while the nodes run: over SMTP into both mailboxes …
         for _ in 0..4 {
-            let mailbox = if rng.next() % 2 == 0 { "support" } else { "billing" };
+            let mailbox = if rng.next().is_multiple_of(2) { "support" } else { "billing" };
             let from = format!("{}@example.test", customers[rng.range(0, customers.len() as u64) as usize]);
             let to = format!("{mailbox}@example.test");
             let m = customer_mail(&from, &to, n);
@@ -362,7 +362,7 @@ fn three_nodes_survive_repeated_kill_minus_nine() {
             n += 1;
             let a = rng.range(0, 3) as usize;
             pipes.push(nodes[a].deliver(&m.raw));
-            if rng.next() % 2 == 0 {
+            if rng.next().is_multiple_of(2) {
                 pipes.push(nodes[(a + 1) % 3].deliver(&m.raw));
             }
             sent_by.insert(m.message_id, from);
@@ -389,7 +389,7 @@ fn three_nodes_survive_repeated_kill_minus_nine() {
                 v.kill9();
                 kills += 1;
                 // Sometimes it comes back at once, sometimes only after another node took over.
-                if rng.next() % 2 == 0 {
+                if rng.next().is_multiple_of(2) {
                     std::thread::sleep(Duration::from_millis(rng.range(0, 4000)));
                 }
                 v.start();

@@ -128,7 +128,7 @@ pub fn forward(tx: &mut Tx<'_>, desk: &Desk, t: &Ticket, group: &Group, agent: &
     tx.add_tag(t.id, &format!("waiting-on:{}", group.key))?;
     tx.event(t.id, "handoff", &format!("handed to {} <{}> by {}", group.name, group.address, agent.email), &now.s)?;
     actions.push(format!("handed to {}", group.name));
-    let queue = mailer::queue_of(desk, &t);
+    let queue = mailer::queue_of(desk, t);
     let customer = tx.latest_customer_text(t.id)?.map(|s| crate::quote::visible_text(&s)).unwrap_or_default();
     let about = About { text: &customer, agent: Some(agent), reply: text, ..Default::default() };
     let ctx = context::build(desk, queue, t, &about, &group.address, &group.name);

@@ -192,7 +192,7 @@ fn copy_table(lite: &rusqlite::Connection, pg: &Conn, table: &str, cols: &[Strin
         let values: Vec<Value<'_>> = row.iter().map(Owned::value).collect();
         insert.execute(values)?;
         done += 1;
-        if done % 500 == 0 || done == total {
+        if done.is_multiple_of(500) || done == total {
             progress(Progress::Copying { table, done, total });
         }
     }

@@ -43,7 +43,7 @@ impl Store {
 
     /// The latest rating of a ticket.
     pub fn csat_rating(&self, ticket: TicketId) -> Result<Option<Rating>> {
-        Ok(self.lock()?.query_row(&format!("{RATING_SELECT} WHERE ticket_id = ?"), [ticket], rating_row).optional()?)
+        self.lock()?.query_row(&format!("{RATING_SELECT} WHERE ticket_id = ?"), [ticket], rating_row).optional()
     }
 }
 
@@ -56,12 +56,12 @@ impl Tx<'_> {
 
     /// The ticket whose rating question the mail `message_id` asked, if it asked one.
     pub fn csat_ask(&self, message_id: &str) -> Result<Option<TicketId>> {
-        Ok(self.conn.query_row("SELECT ticket_id FROM csat_asks WHERE message_id = ?", [message_id], |r| r.get(0)).optional()?)
+        self.conn.query_row("SELECT ticket_id FROM csat_asks WHERE message_id = ?", [message_id], |r| r.get(0)).optional()
     }
 
     /// The latest rating of a ticket.
     pub fn csat_rating(&self, ticket: TicketId) -> Result<Option<Rating>> {
-        Ok(self.conn.query_row(&format!("{RATING_SELECT} WHERE ticket_id = ?"), [ticket], rating_row).optional()?)
+        self.conn.query_row(&format!("{RATING_SELECT} WHERE ticket_id = ?"), [ticket], rating_row).optional()
     }
 
     /// Record a rating, replacing the ticket's earlier one.

@@ -19,10 +19,10 @@ pub struct PriorDelivery {
 }
 
 pub(super) fn cursor(conn: &Conn, mailbox: &str) -> Result<Option<Cursor>> {
-    Ok(conn
+    conn
         .prepare_cached("SELECT uid_validity, last_uid FROM mailbox_cursors WHERE mailbox = ?")?
         .query_row([mailbox], |r| Ok(Cursor { uid_validity: r.get(0)?, last_uid: r.get(1)? }))
-        .optional()?)
+        .optional()
 }
 
 impl Store {
@@ -51,12 +51,12 @@ impl Store {
 impl Tx<'_> {
     /// Whether this exact message was stored before (same Message-ID and content).
     pub fn prior_delivery(&self, dedupe_key: &str) -> Result<Option<PriorDelivery>> {
-        Ok(self
+        self
             .conn
             .prepare_cached("SELECT d.article_id, a.ticket_id, d.outcome FROM deliveries d LEFT JOIN articles a ON a.id = d.article_id WHERE d.dedupe_key = ?")?.query_row([dedupe_key],
                 |r| Ok(PriorDelivery { article: r.get(0)?, ticket: r.get(1)?, outcome: r.get(2)? }),
             )
-            .optional()?)
+            .optional()
     }
 
     /// Forget that a message was refused (a dedupe record without an article), so a released
@@ -79,9 +79,9 @@ impl Tx<'_> {
 
     /// Keep a message we could not or would not process, with the reason.
     pub fn quarantine(&mut self, mailbox: &str, reason: &str, detail: &str, sha256: &str, raw: &[u8], now: &str) -> Result<i64> {
-        Ok(self.conn.prepare_cached("INSERT INTO quarantine (mailbox, reason, detail, sha256, raw, created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id")?.query_row(params![mailbox, reason, detail, sha256, raw, now],
+        self.conn.prepare_cached("INSERT INTO quarantine (mailbox, reason, detail, sha256, raw, created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING id")?.query_row(params![mailbox, reason, detail, sha256, raw, now],
             |r| r.get(0),
-        )?)
+        )
     }
 
     pub fn cursor(&self, mailbox: &str) -> Result<Option<Cursor>> {

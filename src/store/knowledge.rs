@@ -171,7 +171,7 @@ fn search_kb(conn: &Conn, q: &Query, limit: usize) -> Result<Vec<SearchHit>> {
 }
 
 fn kb_article(conn: &Conn, id: i64) -> Result<Option<KbArticle>> {
-    Ok(conn.prepare_cached(&format!("{KB_SELECT} WHERE id = ?"))?.query_row([id], kb_row).optional()?)
+    conn.prepare_cached(&format!("{KB_SELECT} WHERE id = ?"))?.query_row([id], kb_row).optional()
 }
 
 fn knowledge_figures(conn: &Conn, since: &str) -> Result<(u64, u64)> {
@@ -241,20 +241,20 @@ impl Tx<'_> {
 
     /// The solution recorded on `ticket`, whatever its state.
     pub fn solution_of(&self, ticket: TicketId) -> Result<Option<KbArticle>> {
-        Ok(self.conn.prepare_cached(&format!("{KB_SELECT} WHERE ticket_id = ?"))?.query_row([ticket], kb_row).optional()?)
+        self.conn.prepare_cached(&format!("{KB_SELECT} WHERE ticket_id = ?"))?.query_row([ticket], kb_row).optional()
     }
 
     /// Record (or replace the text of) `ticket`'s solution. A published one stays published with
     /// the new text (the index follows); a withdrawn one becomes a solution again.
     pub fn set_solution(&mut self, ticket: TicketId, title: &str, body: &str, author: &str, now: &str) -> Result<i64> {
-        Ok(self.conn.query_row(
+        self.conn.query_row(
             "INSERT INTO kb_articles (ticket_id, title, body, state, author, created_at, updated_at) VALUES (?1, ?2, ?3, 'solution', ?4, ?5, ?5)
              ON CONFLICT (ticket_id) DO UPDATE SET body = excluded.body, author = excluded.author, updated_at = excluded.updated_at,
                state = CASE WHEN kb_articles.state = 'withdrawn' THEN 'solution' ELSE kb_articles.state END
              RETURNING id",
             params![ticket, title, body, author, now],
             |r| r.get(0),
-        )?)
+        )
     }
 
     /// Publish article `id` (optionally under a new title). False if there is no such article.
@@ -272,7 +272,7 @@ impl Tx<'_> {
 
     /// Whether any article is published (suggestions cost nothing without one).
     pub fn has_published_kb(&self) -> Result<bool> {
-        Ok(self.conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM kb_articles WHERE state = 'published')")?.query_row((), |r| r.get(0))?)
+        self.conn.prepare_cached("SELECT EXISTS (SELECT 1 FROM kb_articles WHERE state = 'published')")?.query_row((), |r| r.get(0))
     }
 
     /// Published articles sharing at least `min_terms` of `terms`, most shared words first, then

@@ -40,7 +40,7 @@ impl Store {
     pub fn oauth_states(&self) -> Result<Vec<OAuthState>> {
         let conn = self.lock()?;
         let mut stmt = conn.prepare_cached(&format!("{OAUTH_SELECT} ORDER BY name"))?;
-        Ok(stmt.query_map((), oauth_row)?.collect::<Result<Vec<_>>>()?)
+        stmt.query_map((), oauth_row)?.collect::<Result<Vec<_>>>()
     }
 
     /// A token refresh worked: the login is fine again (a later failure alerts anew).
@@ -58,7 +58,7 @@ impl Store {
 impl Tx<'_> {
     /// One OAuth2 login's state, inside a transaction.
     pub fn oauth_state(&self, name: &str) -> Result<Option<OAuthState>> {
-        Ok(self.conn.prepare_cached(&format!("{OAUTH_SELECT} WHERE name = ?"))?.query_row([name], oauth_row).optional()?)
+        self.conn.prepare_cached(&format!("{OAUTH_SELECT} WHERE name = ?"))?.query_row([name], oauth_row).optional()
     }
 
     /// Record a failed refresh; `alerted` when the admins were told in this transaction.

@@ -72,16 +72,16 @@ impl Store {
 
     /// SLA warnings and breaches announced so far (each is announced once).
     pub fn sla_announced(&self) -> Result<(u64, u64)> {
-        Ok(self.lock()?.query_row("SELECT count(warned_at), count(breached_at) FROM sla_targets", (), |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))?)
+        self.lock()?.query_row("SELECT count(warned_at), count(breached_at) FROM sla_targets", (), |r| Ok((r.get::<_, i64>(0)? as u64, r.get::<_, i64>(1)? as u64)))
     }
 
     /// When the oldest mail still waiting to be sent was queued.
     pub fn oldest_queued(&self) -> Result<Option<String>> {
-        Ok(self.lock_outbox()?.query_row(
+        self.lock_outbox()?.query_row(
             "SELECT MIN(created_at) FROM outbox WHERE state = 'queued' AND id NOT IN (SELECT outbox_id FROM sentlog.sent)",
             (),
             |r| r.get(0),
-        )?)
+        )
     }
 
     /// Quarantined messages, oldest first.

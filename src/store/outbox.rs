@@ -139,9 +139,9 @@ impl Store {
 
     /// The earliest time a queued mail becomes due, if any is queued.
     pub fn next_outbound_due(&self) -> Result<Option<String>> {
-        Ok(self.lock_outbox()?.prepare_cached("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'queued' AND id NOT IN (SELECT outbox_id FROM sentlog.sent)")?.query_row((),
+        self.lock_outbox()?.prepare_cached("SELECT MIN(next_attempt_at) FROM outbox WHERE state = 'queued' AND id NOT IN (SELECT outbox_id FROM sentlog.sent)")?.query_row((),
             |r| r.get(0),
-        )?)
+        )
     }
 
     /// Record a successful hand-over to the transport. Written to the separate sent log, whose
@@ -313,10 +313,10 @@ impl Store {
 impl Tx<'_> {
     /// Queue a rendered mail.
     pub fn enqueue(&mut self, m: &NewOutbound<'_>) -> Result<i64> {
-        Ok(self.conn.prepare_cached("INSERT INTO outbox (ticket_id, article_id, kind, message_id, envelope_from, recipients, raw, state, next_attempt_at, created_at)
+        self.conn.prepare_cached("INSERT INTO outbox (ticket_id, article_id, kind, message_id, envelope_from, recipients, raw, state, next_attempt_at, created_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'queued', ?8, ?8) RETURNING id")?.query_row(params![m.ticket, m.article, m.kind.as_str(), m.message_id, m.envelope_from, m.recipients.join("\n"), m.raw, m.now],
             |r| r.get(0),
-        )?)
+        )
     }
 
     /// Automatic mails queued to `recipient` since `since`.
@@ -349,7 +349,7 @@ impl Tx<'_> {
 
     /// Why an address must not be mailed (it bounced permanently at or after `not_before`), if so.
     pub fn undeliverable(&self, address: &str, not_before: &str) -> Result<Option<String>> {
-        Ok(self.conn.prepare_cached("SELECT reason FROM undeliverable WHERE address = ? AND since >= ?")?.query_row([address, not_before], |r| r.get(0)).optional()?)
+        self.conn.prepare_cached("SELECT reason FROM undeliverable WHERE address = ? AND since >= ?")?.query_row([address, not_before], |r| r.get(0)).optional()
     }
 
     /// Mark (or mark again, restarting its expiry) an address that bounced permanently.
@@ -366,10 +366,10 @@ impl Tx<'_> {
 
     /// The ticket and recipients of an outgoing mail of ours, by its Message-ID.
     pub fn our_mail(&self, message_id: &str) -> Result<Option<(TicketId, Vec<String>)>> {
-        Ok(self
+        self
             .conn
             .prepare_cached("SELECT a.ticket_id, a.to_addrs FROM message_ids m JOIN articles a ON a.id = m.article_id WHERE m.message_id = ? AND a.direction = 'outbound'")?
             .query_row([message_id], |r| Ok((r.get(0)?, lines(&r.get::<_, String>(1)?))))
-            .optional()?)
+            .optional()
     }
 }

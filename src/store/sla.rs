@@ -93,10 +93,10 @@ impl Store {
 
     /// The earliest pending warning or due time (the timer sleeps until then).
     pub fn next_sla_moment(&self) -> Result<Option<i64>> {
-        Ok(self.lock()?.prepare_cached("SELECT MIN(CASE WHEN warned_at IS NULL THEN CASE WHEN warn_at IS NULL OR warn_at < due_at THEN warn_at ELSE due_at END ELSE due_at END) FROM sla_targets
+        self.lock()?.prepare_cached("SELECT MIN(CASE WHEN warned_at IS NULL THEN CASE WHEN warn_at IS NULL OR warn_at < due_at THEN warn_at ELSE due_at END ELSE due_at END) FROM sla_targets
              WHERE met_at IS NULL AND paused_since IS NULL AND breached_at IS NULL")?.query_row((),
             |r| r.get(0),
-        )?)
+        )
     }
 
     /// Facts for reports: every ticket created since `since` or still active, with its timings.
@@ -153,7 +153,7 @@ impl Tx<'_> {
 
     /// When a periodic report was last sent.
     pub fn report_sent_at(&self, kind: &str) -> Result<Option<String>> {
-        Ok(self.conn.prepare_cached("SELECT sent_at FROM report_log WHERE kind = ?")?.query_row([kind], |r| r.get(0)).optional()?)
+        self.conn.prepare_cached("SELECT sent_at FROM report_log WHERE kind = ?")?.query_row([kind], |r| r.get(0)).optional()
     }
 
     pub fn mark_report_sent(&mut self, kind: &str, now: &str) -> Result<()> {

@@ -90,7 +90,7 @@ pub(super) fn complete_ticket(conn: &Conn, mut t: Ticket) -> Result<Ticket> {
 
 impl crate::thread::History for Tx<'_> {
     fn ticket_by_message_id(&mut self, id: &str) -> Result<Option<TicketId>> {
-        Ok(self.conn.prepare_cached("SELECT ticket_id FROM message_ids WHERE message_id = ?")?.query_row([id], |r| r.get(0)).optional()?)
+        self.conn.prepare_cached("SELECT ticket_id FROM message_ids WHERE message_id = ?")?.query_row([id], |r| r.get(0)).optional()
     }
 
     fn ticket_summary(&mut self, id: TicketId) -> Result<Option<(Status, Vec<String>)>> {
@@ -187,7 +187,7 @@ impl Store {
 
     /// The raw bytes of an article, as received or as sent.
     pub fn raw_message(&self, article: i64) -> Result<Option<Vec<u8>>> {
-        Ok(self.lock()?.prepare_cached("SELECT raw FROM raw_messages WHERE article_id = ?")?.query_row([article], |r| r.get(0)).optional()?)
+        self.lock()?.prepare_cached("SELECT raw FROM raw_messages WHERE article_id = ?")?.query_row([article], |r| r.get(0)).optional()
     }
 }
 
@@ -297,7 +297,7 @@ impl Tx<'_> {
 
     /// Our ticket for a group's ticket number.
     pub fn ticket_by_group_ref(&self, group: &str, external: &str) -> Result<Option<TicketId>> {
-        Ok(self.conn.prepare_cached("SELECT ticket_id FROM ticket_groups WHERE grp = ? AND external_ref = ?")?.query_row(params![group, external], |r| r.get(0)).optional()?)
+        self.conn.prepare_cached("SELECT ticket_id FROM ticket_groups WHERE grp = ? AND external_ref = ?")?.query_row(params![group, external], |r| r.get(0)).optional()
     }
 
     /// Link a configuration item to a ticket.
@@ -318,21 +318,21 @@ impl Tx<'_> {
 
     /// The most recently updated ticket of `requester` that is still active.
     pub fn latest_active_ticket(&self, requester: &str) -> Result<Option<TicketId>> {
-        Ok(self
+        self
             .conn
             .prepare_cached("SELECT id FROM tickets WHERE requester = ? AND status IN ('new','open','pending') ORDER BY updated_at DESC, id DESC LIMIT 1")?
             .query_row([requester], |r| r.get(0))
-            .optional()?)
+            .optional()
     }
 
     /// The queue a ticket is in.
     pub fn ticket_queue(&self, ticket: TicketId) -> Result<Option<String>> {
-        Ok(self.conn.prepare_cached("SELECT queue FROM tickets WHERE id = ?")?.query_row([ticket], |r| r.get(0)).optional()?)
+        self.conn.prepare_cached("SELECT queue FROM tickets WHERE id = ?")?.query_row([ticket], |r| r.get(0)).optional()
     }
 
     /// When the ticket last changed (RFC 3339).
     pub fn ticket_updated_at(&self, ticket: TicketId) -> Result<Option<String>> {
-        Ok(self.conn.prepare_cached("SELECT updated_at FROM tickets WHERE id = ?")?.query_row([ticket], |r| r.get(0)).optional()?)
+        self.conn.prepare_cached("SELECT updated_at FROM tickets WHERE id = ?")?.query_row([ticket], |r| r.get(0)).optional()
     }
 
     /// The whole ticket as listed (participants and tags included).
@@ -403,11 +403,11 @@ impl Tx<'_> {
 
     /// The newest text the customer wrote on a ticket.
     pub fn latest_customer_text(&self, ticket: TicketId) -> Result<Option<String>> {
-        Ok(self
+        self
             .conn
             .prepare_cached("SELECT body_text FROM articles WHERE ticket_id = ? AND kind = 'customer' ORDER BY id DESC LIMIT 1")?
             .query_row([ticket], |r| r.get(0))
-            .optional()?)
+            .optional()
     }
 
     /// The references (In-Reply-To chain) for mail we send on a ticket: its first and latest inbound Message-IDs.
