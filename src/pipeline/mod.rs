@@ -403,47 +403,11 @@ enum Placement {
 }
 
 fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict: Verdict, now: &Now) -> Result<Report, StoreError> {
-    // Over the size limit: the ticket gets the header facts only, the sender a notice, the
-    // agents an alert. The whole message is kept: an IMAP copy that was not fetched stays
-    // untouched on the server; bytes we were handed (deliver, Maildir) go to quarantine.
-    let size = d.truncated_from.unwrap_or(d.raw.len() as u64);
-    let oversize = (size > desk.config.limits.max_message_size).then_some(size);
-    let sha = oversize.map(|_| hex::encode(Sha256::digest(d.raw))).unwrap_or_default();
-    if let Some(size) = oversize {
-        let kept = match d.truncated_from {
-            Some(_) => "It was left on the mail server.".to_string(),
-            None => format!("It is kept whole in quarantine (sha256 {}) until an admin releases or deletes it.", &sha[..16]),
-        };
-        p.body_text = format!(
-            "(This message of {:.1} MB is over the limit of {:.1} MB and was not read. {kept})",
-            size as f64 / 1048576.0,
-            desk.config.limits.max_message_size as f64 / 1048576.0
-        );
-        p.visible_text = p.body_text.clone();
-        p.attachments.clear();
-        if let (Some(c), Some(_)) = (d.cursor, d.truncated_from) {
-            tx.leave_on_server(d.mailbox, c, "over limits.max_message_size")?;
-        }
-    }
+    let oversize = over_limit(tx, desk, d, &mut p)?;
     let key = dedupe_key(&p);
-    if let Some(prior) = tx.prior_delivery(&key)? {
-        let mut r = Report::new(&p, Some(verdict), None, Outcome::Duplicate { ticket: prior.ticket });
-        r.actions.push(format!("already stored ({}); nothing to do", prior.outcome));
+    if let Some(r) = settled_early(tx, desk, d, &p, &verdict, &key, oversize.as_ref(), now)? {
         return Ok(r);
     }
-    if let (Some(size), None) = (oversize, d.truncated_from) {
-        quarantine(tx, d, "too_large", &format!("{size} bytes, over limits.max_message_size ({})", desk.config.limits.max_message_size), now)?;
-    }
-
-    if verdict.class == Class::OwnLoop {
-        let reason = format!("our own mail came back: {}", verdict.reasons.join("; "));
-        quarantine(tx, d, "own_mail", &reason, now)?;
-        tx.record_delivery(&key, None, "dropped", &now.s)?;
-        let mut r = Report::new(&p, Some(verdict), None, Outcome::Dropped { reason });
-        r.actions.push("dropped (kept in quarantine)".into());
-        return Ok(r);
-    }
-
     let sender = p.from_address().to_string();
     // A person writing from an address is the best proof that it takes mail again.
     if verdict.class == Class::Human && !sender.is_empty() && tx.clear_undeliverable(&sender)? {
@@ -456,25 +420,9 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         return Ok(r);
     }
     let queue = desk.config.queue_of(d.mailbox).or_else(|| desk.config.queues.values().next()).expect("validated config has a queue");
-    let tokens: Vec<String> = p.to.iter().chain(p.cc.iter()).filter_map(|m| desk.signer.token_from_address(&m.address)).collect();
-    let ancestors = p.ancestors();
-    // A bounce names our original mail inside its report (RFC 3464 §2.1, the returned message or
-    // its headers): it threads by that alone.
-    let mut bounced = Vec::new();
-    let decision = match check_bounce(tx, desk, &p, &verdict, &tokens, now)? {
-        BounceCheck::NotABounce => thread::decide(&sender, &tokens, &ancestors, &p.subject, tx, &desk.signer, &desk.refs, now.t.unix_timestamp())?,
-        BounceCheck::Verified { ticket, message_id, recipients } => {
-            bounced = recipients;
-            Decision::FollowUp { ticket, via: Via::MessageId { message_id } }
-        }
-        BounceCheck::Unverified(why) => {
-            let reason = format!("unverified bounce: {why}");
-            quarantine(tx, d, "unverified_bounce", &reason, now)?;
-            tx.record_delivery(&key, None, "unverified_bounce", &now.s)?;
-            let mut r = Report::new(&p, Some(verdict), None, Outcome::Quarantined { reason });
-            r.actions.push("kept in quarantine; no ticket and no address changed".into());
-            return Ok(r);
-        }
+    let (decision, bounced) = match decide_thread(tx, desk, d, &p, &verdict, &sender, &key, now)? {
+        Ok(threaded) => threaded,
+        Err(quarantined) => return Ok(quarantined),
     };
     // The explanation names the reply token it verified: logs and dry runs show it redacted.
     let threading = crate::token::redact_in(&decision.describe(&desk.refs));
@@ -526,21 +474,7 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     });
     let ra = eval.actions.clone();
     if ra.drop || ra.quarantine || ra.spam {
-        let by = |k: &str| ra.applied_by.get(k).cloned().unwrap_or_default();
-        let (reason, why, outcome) = if ra.drop {
-            ("dropped", format!("dropped by rule {}", by("drop")), Outcome::Dropped { reason: format!("rule {}", by("drop")) })
-        } else if ra.spam {
-            ("spam", format!("marked spam by rule {}", by("spam")), Outcome::Quarantined { reason: format!("spam (rule {})", by("spam")) })
-        } else {
-            ("rule", format!("quarantined by rule {}", by("quarantine")), Outcome::Quarantined { reason: format!("rule {}", by("quarantine")) })
-        };
-        quarantine(tx, d, reason, &why, now)?;
-        tx.record_delivery(&key, None, reason, &now.s)?;
-        actions.push(why);
-        let mut r = Report::new(&p, Some(verdict), Some(threading), outcome);
-        r.actions = actions;
-        r.rules = Some(eval);
-        return Ok(r);
+        return rule_stop(tx, d, &p, verdict, threading, eval, &key, actions, now);
     }
     // The service catalog: a rule's choice wins, else the subject's keywords.
     let service = match (&ra.service, existing.is_none()) {
@@ -621,8 +555,160 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         }
     };
 
+    let placed = Placed { ticket, outcome: &outcome, queue, service, ra: &ra, customer_close, unauthenticated_agent: agent.is_some() };
+    let article = record_inbound(tx, desk, d, &p, &verdict, &placed, &bounced, oversize.as_ref(), now, &mut actions, &mut mails)?;
+    match &oversize {
+        Some(o) => {
+            let kept = if d.truncated_from.is_some() { "left on the mail server".to_string() } else { format!("kept in quarantine, sha256 {}", o.sha) };
+            tx.event(ticket, "too_large", &format!("message <{}> of {} bytes not read (limit {}); {kept}", p.message_id, o.size, desk.config.limits.max_message_size), &now.s)?;
+            too_large_notice(tx, desk, queue, ticket, &p, &verdict, now, &mut actions, &mut mails)?;
+        }
+        None if matches!(outcome, Outcome::Created { .. }) => acknowledge(tx, desk, queue, ticket, &p, &verdict, &ra, now, &mut actions, &mut mails)?,
+        None => {}
+    }
+    if verdict.class == Class::Human {
+        tell_agents(tx, desk, &p, &sender, &placed, oversize.is_some(), now, &mut actions, &mut mails)?;
+    }
+
+    tx.record_delivery(&key, Some(article), if matches!(outcome, Outcome::Created { .. }) { "created" } else { "follow_up" }, &now.s)?;
+    let mut r = Report::new(&p, Some(verdict), Some(threading), outcome);
+    r.actions = actions;
+    r.mails = mails;
+    r.rules = Some(eval);
+    Ok(r)
+}
+
+/// Before threading: a message stored before (a duplicate) or our own mail come back ends here;
+/// an oversized message we hold goes to quarantine whole.
+#[allow(clippy::too_many_arguments)]
+fn settled_early(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, verdict: &Verdict, key: &str, oversize: Option<&Oversize>, now: &Now) -> Result<Option<Report>, StoreError> {
+    if let Some(prior) = tx.prior_delivery(key)? {
+        let mut r = Report::new(p, Some(verdict.clone()), None, Outcome::Duplicate { ticket: prior.ticket });
+        r.actions.push(format!("already stored ({}); nothing to do", prior.outcome));
+        return Ok(Some(r));
+    }
+    if let (Some(o), None) = (oversize, d.truncated_from) {
+        quarantine(tx, d, "too_large", &format!("{} bytes, over limits.max_message_size ({})", o.size, desk.config.limits.max_message_size), now)?;
+    }
+    if verdict.class == Class::OwnLoop {
+        let reason = format!("our own mail came back: {}", verdict.reasons.join("; "));
+        quarantine(tx, d, "own_mail", &reason, now)?;
+        tx.record_delivery(key, None, "dropped", &now.s)?;
+        let mut r = Report::new(p, Some(verdict.clone()), None, Outcome::Dropped { reason });
+        r.actions.push("dropped (kept in quarantine)".into());
+        return Ok(Some(r));
+    }
+    Ok(None)
+}
+
+/// Which ticket the message belongs to (`thread::decide`), or, for a bounce, the ticket of our
+/// mail its report names (RFC 3464 §2.1: the returned message or its headers) with the
+/// recipients it reports; an unverified bounce is quarantined instead (`Err`).
+#[allow(clippy::too_many_arguments)]
+fn decide_thread(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, verdict: &Verdict, sender: &str, key: &str, now: &Now) -> Result<Result<(Decision, Vec<String>), Report>, StoreError> {
+    let tokens: Vec<String> = p.to.iter().chain(p.cc.iter()).filter_map(|m| desk.signer.token_from_address(&m.address)).collect();
+    Ok(match check_bounce(tx, desk, p, verdict, &tokens, now)? {
+        BounceCheck::NotABounce => Ok((thread::decide(sender, &tokens, &p.ancestors(), &p.subject, tx, &desk.signer, &desk.refs, now.t.unix_timestamp())?, Vec::new())),
+        BounceCheck::Verified { ticket, message_id, recipients } => Ok((Decision::FollowUp { ticket, via: Via::MessageId { message_id } }, recipients)),
+        BounceCheck::Unverified(why) => {
+            let reason = format!("unverified bounce: {why}");
+            quarantine(tx, d, "unverified_bounce", &reason, now)?;
+            tx.record_delivery(key, None, "unverified_bounce", &now.s)?;
+            let mut r = Report::new(p, Some(verdict.clone()), None, Outcome::Quarantined { reason });
+            r.actions.push("kept in quarantine; no ticket and no address changed".into());
+            Err(r)
+        }
+    })
+}
+
+/// A message over `limits.max_message_size`: its size and, for bytes we hold, their SHA-256.
+struct Oversize {
+    size: u64,
+    sha: String,
+}
+
+/// Over the size limit: the ticket gets the header facts only, the sender a notice, the agents
+/// an alert. The whole message is kept: an IMAP copy that was not fetched stays untouched on the
+/// server (recorded here); bytes we were handed (deliver, Maildir) go to quarantine.
+fn over_limit(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &mut Parsed) -> Result<Option<Oversize>, StoreError> {
+    let size = d.truncated_from.unwrap_or(d.raw.len() as u64);
+    let limit = desk.config.limits.max_message_size;
+    if size <= limit {
+        return Ok(None);
+    }
+    let sha = hex::encode(Sha256::digest(d.raw));
+    let kept = match d.truncated_from {
+        Some(_) => "It was left on the mail server.".to_string(),
+        None => format!("It is kept whole in quarantine (sha256 {}) until an admin releases or deletes it.", &sha[..16]),
+    };
+    p.body_text = format!("(This message of {:.1} MB is over the limit of {:.1} MB and was not read. {kept})", size as f64 / 1048576.0, limit as f64 / 1048576.0);
+    p.visible_text = p.body_text.clone();
+    p.attachments.clear();
+    if let (Some(c), Some(_)) = (d.cursor, d.truncated_from) {
+        tx.leave_on_server(d.mailbox, c, "over limits.max_message_size")?;
+    }
+    Ok(Some(Oversize { size, sha }))
+}
+
+/// A rule dropped, quarantined or marked the message spam: kept in quarantine, no ticket.
+#[allow(clippy::too_many_arguments)]
+fn rule_stop(tx: &mut Tx<'_>, d: Delivery<'_>, p: &Parsed, verdict: Verdict, threading: String, eval: crate::rules::Evaluation, key: &str, mut actions: Vec<String>, now: &Now) -> Result<Report, StoreError> {
+    let ra = &eval.actions;
+    let by = |k: &str| ra.applied_by.get(k).cloned().unwrap_or_default();
+    let (reason, why, outcome) = if ra.drop {
+        ("dropped", format!("dropped by rule {}", by("drop")), Outcome::Dropped { reason: format!("rule {}", by("drop")) })
+    } else if ra.spam {
+        ("spam", format!("marked spam by rule {}", by("spam")), Outcome::Quarantined { reason: format!("spam (rule {})", by("spam")) })
+    } else {
+        ("rule", format!("quarantined by rule {}", by("quarantine")), Outcome::Quarantined { reason: format!("rule {}", by("quarantine")) })
+    };
+    quarantine(tx, d, reason, &why, now)?;
+    tx.record_delivery(key, None, reason, &now.s)?;
+    actions.push(why);
+    let mut r = Report::new(p, Some(verdict), Some(threading), outcome);
+    r.actions = actions;
+    r.rules = Some(eval);
+    Ok(r)
+}
+
+/// Where a message went and what rules and catalog made of it: what the writes after placement need.
+struct Placed<'a> {
+    ticket: TicketId,
+    outcome: &'a Outcome,
+    queue: &'a Queue,
+    service: Option<&'a crate::catalog::Service>,
+    ra: &'a crate::rules::Actions,
+    customer_close: bool,
+    /// From an agent's address without a valid reply token (handled as a customer's mail).
+    unauthenticated_agent: bool,
+}
+
+impl Placed<'_> {
+    fn created(&self) -> bool {
+        matches!(self.outcome, Outcome::Created { .. })
+    }
+}
+
+/// The message as an article of its ticket, and what follows from it on the ticket: events,
+/// bounce, rule actions, service, configuration items, the requester's /close, change approval,
+/// SLA clocks. Returns the article's id.
+#[allow(clippy::too_many_arguments)]
+fn record_inbound(
+    tx: &mut Tx<'_>,
+    desk: &Desk,
+    d: Delivery<'_>,
+    p: &Parsed,
+    verdict: &Verdict,
+    at: &Placed<'_>,
+    bounced: &[String],
+    oversize: Option<&Oversize>,
+    now: &Now,
+    actions: &mut Vec<String>,
+    mails: &mut Vec<PlannedMail>,
+) -> Result<i64, StoreError> {
+    let (ticket, ra, sender) = (at.ticket, at.ra, p.from_address());
     let to_list: Vec<String> = p.to.iter().chain(p.cc.iter()).map(|m| m.address.clone()).filter(|a| !a.is_empty()).collect();
-    if agent.is_some() {
+    if at.unauthenticated_agent {
         tx.event(ticket, "unauthenticated_agent", actions.last().map(String::as_str).unwrap_or(""), &now.s)?;
         tracing::warn!(ticket, sender, "mail with an agent's address but no valid token");
     }
@@ -630,7 +716,7 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         ticket,
         direction: Direction::Inbound,
         kind: if matches!(verdict.class, Class::Bounce | Class::DelayWarning | Class::Feedback) { ArticleKind::System } else { ArticleKind::Customer },
-        from: &sender,
+        from: sender,
         to: &to_list,
         subject: &p.subject,
         message_id: &p.message_id,
@@ -651,10 +737,10 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         tx.event(ticket, "guard", &format!("{}: {}", verdict.class.as_str(), verdict.reasons.join("; ")), &now.s)?;
     }
     if let Some(b) = &verdict.bounce {
-        record_bounce(tx, ticket, b, &bounced, now, &mut actions)?;
+        record_bounce(tx, ticket, b, bounced, now, actions)?;
     }
-    apply_rule_actions(tx, desk, ticket, &ra, matches!(outcome, Outcome::Created { .. }), now, &mut actions)?;
-    if let (Some(svc), Outcome::Created { .. }) = (service, &outcome) {
+    apply_rule_actions(tx, desk, ticket, ra, at.created(), now, actions)?;
+    if let (Some(svc), true) = (at.service, at.created()) {
         tx.set_service_fields(ticket, if ra.sla_policy.is_none() { svc.sla.as_deref() } else { None }, Some(&svc.name), if ra.ticket_type.is_none() { svc.ticket_type.as_deref() } else { None })?;
         if let (Some(pr), None) = (svc.priority, ra.priority) {
             tx.set_priority(ticket, pr, &now.s)?;
@@ -669,65 +755,53 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
             actions.push(format!("linked configuration item {}", ci.name));
         }
     }
-    if customer_close {
-        close_by_customer(tx, desk, queue, ticket, &p, now, &mut actions, &mut mails)?;
+    if at.customer_close {
+        close_by_customer(tx, desk, at.queue, ticket, p, now, actions, mails)?;
     }
-    if (ra.ticket_type.as_deref() == Some("change") || service.and_then(|s| s.ticket_type.as_deref()) == Some("change") && matches!(outcome, Outcome::Created { .. }))
+    if (ra.ticket_type.as_deref() == Some("change") || at.service.and_then(|s| s.ticket_type.as_deref()) == Some("change") && at.created())
         && let Some(t) = tx.ticket(ticket)?
     {
-        service::request_approval(tx, desk, &t, now, &mut actions, &mut mails)?;
+        service::request_approval(tx, desk, &t, now, actions, mails)?;
     }
     if let Some(t) = tx.ticket(ticket)? {
-        match outcome {
+        match at.outcome {
             Outcome::Created { .. } => sla::on_created(tx, desk, &t, now)?,
             _ if verdict.class == Class::Human => sla::on_customer_message(tx, desk, &t, now)?,
             _ => {}
         }
     }
+    Ok(article)
+}
 
-    if oversize.is_some() {
-        let kept = if d.truncated_from.is_some() { "left on the mail server".to_string() } else { format!("kept in quarantine, sha256 {sha}") };
-        tx.event(ticket, "too_large", &format!("message <{}> of {size} bytes not read (limit {}); {kept}", p.message_id, desk.config.limits.max_message_size), &now.s)?;
-        too_large_notice(tx, desk, queue, ticket, &p, &verdict, now, &mut actions, &mut mails)?;
-    } else if let Outcome::Created { .. } = outcome {
-        acknowledge(tx, desk, queue, ticket, &p, &verdict, &ra, now, &mut actions, &mut mails)?;
-    }
-    // Agents hear about people's mail, never about automatic mail.
-    if verdict.class == Class::Human
-        && let Some(t) = tx.ticket(ticket)?
-    {
-        let from_name = p.from.as_ref().and_then(|m| m.name.clone()).unwrap_or_default();
-        let text = p.visible_text.clone();
-        let about = context::About { from: &sender, from_name: &from_name, subject: &p.subject, text: &text, ..Default::default() };
-        let (template, to) = match outcome {
-            _ if oversize.is_some() => ("alert_too_large", desk.config.agents.values().filter(|a| a.works(&t.queue)).collect()),
-            Outcome::Created { .. } => ("agent_new_ticket", notify::for_new_ticket(desk, &t)),
-            _ => ("agent_customer_reply", notify::for_customer_reply(tx, desk, &t)?),
-        };
-        // Extra addresses a rule asked to tell, as if they were agents of the queue.
-        let extra: Vec<crate::config::Agent> = ra
-            .notify
-            .iter()
-            .map(|a| crate::config::Agent { key: a.clone(), name: a.clone(), email: a.to_ascii_lowercase(), queues: Vec::new(), tier: t.tier, notify_new: true })
-            .collect();
-        let mut to = to;
-        for e in &extra {
-            if !to_contains(&to, &e.email) {
-                to.push(e);
-            }
-        }
-        if !to.is_empty() {
-            let sent = notify::agents(tx, desk, now, &t, template, &to, Some(&sender), &about, Some(&p.message_id))?;
-            notify::record(sent, &mut actions, &mut mails);
+/// Agents hear about people's mail (never about automatic mail): a new ticket, a customer's
+/// reply, an oversized message; plus the addresses a rule asked to tell.
+#[allow(clippy::too_many_arguments)]
+fn tell_agents(tx: &mut Tx<'_>, desk: &Desk, p: &Parsed, sender: &str, at: &Placed<'_>, oversize: bool, now: &Now, actions: &mut Vec<String>, mails: &mut Vec<PlannedMail>) -> Result<(), StoreError> {
+    let Some(t) = tx.ticket(at.ticket)? else { return Ok(()) };
+    let from_name = p.from.as_ref().and_then(|m| m.name.clone()).unwrap_or_default();
+    let about = context::About { from: sender, from_name: &from_name, subject: &p.subject, text: &p.visible_text, ..Default::default() };
+    let (template, mut to) = match at.outcome {
+        _ if oversize => ("alert_too_large", desk.config.agents.values().filter(|a| a.works(&t.queue)).collect()),
+        Outcome::Created { .. } => ("agent_new_ticket", notify::for_new_ticket(desk, &t)),
+        _ => ("agent_customer_reply", notify::for_customer_reply(tx, desk, &t)?),
+    };
+    // Extra addresses a rule asked to tell, as if they were agents of the queue.
+    let extra: Vec<crate::config::Agent> = at
+        .ra
+        .notify
+        .iter()
+        .map(|a| crate::config::Agent { key: a.clone(), name: a.clone(), email: a.to_ascii_lowercase(), queues: Vec::new(), tier: t.tier, notify_new: true })
+        .collect();
+    for e in &extra {
+        if !to_contains(&to, &e.email) {
+            to.push(e);
         }
     }
-
-    tx.record_delivery(&key, Some(article), if matches!(outcome, Outcome::Created { .. }) { "created" } else { "follow_up" }, &now.s)?;
-    let mut r = Report::new(&p, Some(verdict), Some(threading), outcome);
-    r.actions = actions;
-    r.mails = mails;
-    r.rules = Some(eval);
-    Ok(r)
+    if !to.is_empty() {
+        let sent = notify::agents(tx, desk, now, &t, template, &to, Some(sender), &about, Some(&p.message_id))?;
+        notify::record(sent, actions, mails);
+    }
+    Ok(())
 }
 
 /// A responder that neither tags its answers nor keeps our headers (so neither threading nor the
