@@ -265,6 +265,14 @@ fn main() -> ExitCode {
 }
 
 fn run(config: &std::path::Path) -> anyhow::Result<i32> {
+    // Two malloc arenas, not one per thread (glibc's default allows 8 per core): the parse
+    // threads and the blocking pool otherwise each keep an arena of freed batch memory, which
+    // made most of the daemon's resident memory in a backlog (docs/BENCHMARKS.md, issue 14).
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: before any thread starts; mallopt only sets glibc's allocator parameters.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
     rt.block_on(postdesk::daemon::run(config, std::sync::Arc::new(postdesk::clock::SystemClock)))?;
     Ok(0)

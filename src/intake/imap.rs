@@ -313,7 +313,7 @@ async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskH
             if head_size > max {
                 // Over the limit: read only the header section, leave the message untouched.
                 budget.allow(CONTROL_BYTES);
-                let header = fetch(&mut s, &[head], "BODY.PEEK[HEADER]").await?.into_iter().next().map(|(_, b)| b).unwrap_or_default();
+                let header = fetch(&mut s, &[head], "BODY.PEEK[HEADER]").await?.into_iter().next().map(|(_, b)| b.as_ref().to_vec()).unwrap_or_default();
                 let cursor = Cursor { uid_validity: validity, last_uid: head };
                 let report = pipeline.ingest_async(desk.current(), name.to_string(), header, Some(cursor), Some(head_size)).await?;
                 tracing::warn!(uid = head, size = head_size, outcome = ?report.outcome, "message over the size limit left on the server");
@@ -340,7 +340,7 @@ async fn session(name: &str, src: &ImapSource, pipeline: &Pipeline, desk: &DeskH
                 continue;
             }
             // One transaction for the batch: one disk sync instead of one per message.
-            let batch: Vec<(Vec<u8>, Cursor)> = fetched.into_iter().map(|(uid, raw)| (raw, Cursor { uid_validity: validity, last_uid: uid })).collect();
+            let batch: Vec<(Fetched, Cursor)> = fetched.into_iter().map(|(uid, raw)| (raw, Cursor { uid_validity: validity, last_uid: uid })).collect();
             let uids: Vec<u32> = batch.iter().map(|(_, c)| c.last_uid).collect();
             let reports = pipeline.ingest_batch_async(desk.current(), name.to_string(), batch).await?;
             for (uid, report) in uids.iter().zip(&reports) {
@@ -459,22 +459,32 @@ async fn sizes(s: &mut Session, uids: &[u32]) -> Result<std::collections::HashMa
 
 /// Fetch `item` (a body section) of the UIDs `asked`, in UID order. Answers for any other UID
 /// are dropped: a server cannot move the cursor past mail it never delivered (issue 17.9).
-async fn fetch(s: &mut Session, asked: &[u32], item: &str) -> Result<Vec<(u32, Vec<u8>)>, ImapError> {
+async fn fetch(s: &mut Session, asked: &[u32], item: &str) -> Result<Vec<(u32, Fetched)>, ImapError> {
     let query = format!("(UID {item})");
     let set = asked.iter().map(u32::to_string).collect::<Vec<_>>().join(",");
     let items: Vec<_> = tokio::time::timeout(Duration::from_secs(600), async { s.uid_fetch(&set, &query).await?.try_collect().await })
         .await
         .map_err(|_| ImapError::Timeout("fetch"))??;
-    let mut out: Vec<(u32, Vec<u8>)> = items
+    let mut out: Vec<(u32, Fetched)> = items
         .into_iter()
         .filter_map(|f: async_imap::types::Fetch| {
             let uid = f.uid.filter(|u| asked.contains(u))?;
-            let body = f.body().or_else(|| f.header()).map(|b| b.to_vec())?;
-            Some((uid, body))
+            f.body().or_else(|| f.header())?;
+            Some((uid, Fetched(f)))
         })
         .collect();
     out.sort_by_key(|(u, _)| *u);
     Ok(out)
+}
+
+/// A fetched message's bytes where async-imap read them (its response buffer): handed to the
+/// pipeline without a copy, which for a large mail was a second copy of the whole message.
+pub struct Fetched(async_imap::types::Fetch);
+
+impl AsRef<[u8]> for Fetched {
+    fn as_ref(&self) -> &[u8] {
+        self.0.body().or_else(|| self.0.header()).unwrap_or_default()
+    }
 }
 
 /// Apply the after-commit action to messages already stored (UID ≤ cursor) that a crash left

@@ -226,8 +226,8 @@ impl Pipeline {
     /// Each message is processed exactly as by [`ingest`](Self::ingest) and sees the ones before
     /// it; the cursor ends at the last. If anything fails, nothing of the batch is stored and the
     /// intake fetches it again.
-    pub fn ingest_batch(&self, desk: &Desk, mailbox: &str, batch: &[(Vec<u8>, Cursor)]) -> Result<Vec<Report>, IngestError> {
-        self.commit_batch(desk, mailbox, batch.iter().map(|(raw, cursor)| Delivery { mailbox, raw, cursor: Some(*cursor), truncated_from: None }).collect())
+    pub fn ingest_batch<R: AsRef<[u8]>>(&self, desk: &Desk, mailbox: &str, batch: &[(R, Cursor)]) -> Result<Vec<Report>, IngestError> {
+        self.commit_batch(desk, mailbox, batch.iter().map(|(raw, cursor)| Delivery { mailbox, raw: raw.as_ref(), cursor: Some(*cursor), truncated_from: None }).collect())
     }
 
     /// [`ingest_batch`](Self::ingest_batch) for intakes without a cursor (Maildir): one
@@ -250,6 +250,7 @@ impl Pipeline {
             reports.push(one(&mut tx, desk, d, prepared, true, &now)?);
         }
         tx.commit()?;
+        release_free_memory();
         for r in &reports {
             self.counters.ingested(mailbox, r);
         }
@@ -269,12 +270,26 @@ impl Pipeline {
     }
 
     /// [`ingest_batch`](Self::ingest_batch) on the blocking pool.
-    pub async fn ingest_batch_async(&self, desk: Arc<Desk>, mailbox: String, batch: Vec<(Vec<u8>, Cursor)>) -> Result<Vec<Report>, IngestError> {
+    pub async fn ingest_batch_async<R: AsRef<[u8]> + Send + 'static>(&self, desk: Arc<Desk>, mailbox: String, batch: Vec<(R, Cursor)>) -> Result<Vec<Report>, IngestError> {
         let p = self.clone();
         match tokio::task::spawn_blocking(move || p.ingest_batch(&desk, &mailbox, &batch)).await {
             Ok(r) => r,
             Err(e) => Err(IngestError::Store(StoreError::Io { path: "ingest task".into(), source: std::io::Error::other(e.to_string()) })),
         }
+    }
+}
+
+/// Give the allocator's free pages back after a batch. glibc keeps what a batch freed in the
+/// arenas of the threads that used it (the parse threads', the blocking pool's) and trims only
+/// their tops, so without this the daemon's resident memory grows with every batch of a
+/// backlog to several arenas' worth (docs/BENCHMARKS.md, issue 14). Costs well under a
+/// millisecond against a batch's tens.
+fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only returns free pages of glibc's own arenas to the kernel; it takes
+    // each arena's lock and is safe to call from any thread at any time.
+    unsafe {
+        libc::malloc_trim(0);
     }
 }
 
