@@ -10,6 +10,10 @@
 //!   PROVENANCE.md) with expectations in `expected.tsv`; always run.
 
 use postdesk::{html, message, quote, tnef};
+#[allow(dead_code)]
+#[path = "common/rng.rs"]
+mod rng;
+use rng::Rng;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -679,20 +683,6 @@ fn fixtures_have_provenance() {
 
 // ---------------------------------------------------------------------------------------------
 // Hostile input: random bytes and every fixture cut short never panic
-
-/// xorshift64*: deterministic, so a failure reproduces.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn below(&mut self, n: usize) -> usize {
-        (self.next() % n.max(1) as u64) as usize
-    }
-}
 
 fn exercise(bytes: &[u8]) {
     let _ = message::parse(bytes);

@@ -5,26 +5,13 @@
 mod common;
 
 use common::{MailServers, clients};
+use common::rng::{Rng, seed};
 use postdesk::store::{Store, TicketFilter};
 use std::collections::{BTreeMap, HashMap};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_postdesk");
-
-/// xorshift64*: a tiny seeded generator so a failing run can be repeated.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo)
-    }
-}
 
 fn config(s: &MailServers, dir: &std::path::Path) -> std::path::PathBuf {
     common::write_config(
@@ -80,11 +67,7 @@ fn spawn(cfg: &std::path::Path, log: &std::path::Path) -> Child {
 fn kill_minus_nine_during_ingest_loses_nothing_and_doubles_nothing() {
     let soak = std::env::var("POSTDESK_SOAK").is_ok();
     let (customers, per_customer, replies_per_customer, kills) = if soak { (40, 15, 10, 200) } else { (20, 10, 5, 30) };
-    let seed = std::env::var("POSTDESK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-    });
-    println!("fault test seed: {seed} (rerun with POSTDESK_SEED={seed})");
-    let mut rng = Rng(seed);
+    let mut rng = Rng(seed("kill_minus_nine_during_ingest"));
 
     let users: Vec<String> = (0..customers).map(|i| format!("cust{i}")).collect();
     let s = MailServers::start_with_users(&users);

@@ -23,6 +23,7 @@ mod common;
 use common::MailServers;
 use common::clients;
 use common::proxy::FaultProxy;
+use common::rng::{Rng, seed};
 use postdesk::store::{Store, TicketFilter};
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -39,29 +40,6 @@ fn serial() -> std::sync::MutexGuard<'static, ()> {
 
 fn soak() -> bool {
     std::env::var("POSTDESK_SOAK").is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
-/// A seed for the random choices of a test, printed so a failing run can be repeated.
-fn seed(test: &str) -> u64 {
-    let s = std::env::var("POSTDESK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-    });
-    println!("{test}: seed {s} (rerun with POSTDESK_SEED={s})");
-    s
-}
-
-/// xorshift64*: a tiny seeded generator.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo)
-    }
 }
 
 /// One inbound IMAP mailbox of the desk.

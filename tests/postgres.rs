@@ -13,6 +13,7 @@ mod common;
 
 use common::proxy::FaultProxy;
 use common::{MailServers, clients, pg};
+use common::rng::{Rng, seed};
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
@@ -20,28 +21,6 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_postdesk");
-
-/// xorshift64*: a tiny seeded generator so a failing run can be repeated.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    }
-    fn range(&mut self, lo: u64, hi: u64) -> u64 {
-        lo + self.next() % (hi - lo)
-    }
-}
-
-fn seed(test: &str) -> u64 {
-    let seed = std::env::var("POSTDESK_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(|| {
-        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as u64 | 1
-    });
-    println!("{test}: seed {seed} (rerun with POSTDESK_SEED={seed})");
-    seed
-}
 
 /// One node's configuration: the same for every node apart from `[store] node` (and its own
 /// folder, so `data_dir` differs too).

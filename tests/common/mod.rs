@@ -6,6 +6,7 @@
 pub mod clients;
 pub mod pg;
 pub mod proxy;
+pub mod rng;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
