@@ -1439,7 +1439,7 @@ impl Validator {
                     {
                         self.add(&format!("{key}.username"), "IMAP needs username and password (or password_file)".into());
                     }
-                    let batch_size = m.batch_size.unwrap_or(200);
+                    let batch_size = m.batch_size.unwrap_or(50);
                     if batch_size == 0 {
                         self.add(&format!("{key}.batch_size"), "must be at least 1".into());
                     }

@@ -289,6 +289,8 @@ impl Store {
             let conn = open_conn(&self.backend, false)?;
             if let Backend::Sqlite(path) = &self.backend {
                 attach_sent_log(&conn, &sent_log_path(path))?;
+                // The outbox worker reads a few rows at a time: 512 KB of cache, not SQLite's 2 MB.
+                conn.execute_batch("PRAGMA main.cache_size = -512")?;
             }
             *guard = Some(conn);
         }

@@ -64,6 +64,8 @@ pub(super) fn attach_sent_log(conn: &Conn, path: &Path) -> Result<()> {
     conn.prepare_cached("ATTACH DATABASE ?1 AS sentlog")?.execute([path.to_string_lossy()])?;
     conn.pragma_update(Some("sentlog"), "journal_mode", "WAL")?;
     conn.pragma_update(Some("sentlog"), "synchronous", "NORMAL")?;
+    // A few rows in flight at any time: a small page cache (SQLite's default is 2 MB a database).
+    conn.pragma_update(Some("sentlog"), "cache_size", -128)?;
     conn.execute_batch("CREATE TABLE IF NOT EXISTS sentlog.sent (outbox_id INTEGER PRIMARY KEY, sent_at TEXT NOT NULL, confirmed INTEGER NOT NULL DEFAULT 0)")?;
     Ok(())
 }
