@@ -42,8 +42,9 @@ pub async fn run(name: String, path: PathBuf, poll: Duration, pipeline: Pipeline
     .await
 }
 
-/// Files per transaction, and bytes read before one (whichever comes first).
-const BATCH: usize = 200;
+/// Files per transaction, and bytes read before one (whichever comes first). As IMAP's default
+/// `batch_size`: small enough that a backlog's batch holds the write lock and memory briefly.
+const BATCH: usize = 50;
 const BATCH_BYTES: usize = 32 << 20;
 
 /// Process every file in `new/`, oldest name first, a batch per transaction. Returns how many
