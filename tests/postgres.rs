@@ -146,18 +146,7 @@ impl Node {
 
     /// `postdesk deliver --mailbox pipe` with this node's config, started (not waited for).
     fn deliver(&self, raw: &[u8]) -> Child {
-        let mut child = Command::new(BIN)
-            .arg("--config")
-            .arg(&self.cfg)
-            .args(["deliver", "--mailbox", "pipe"])
-            .env_remove("POSTDESK_LOG")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(raw).unwrap();
-        child
+        start_deliver(&self.cfg, raw)
     }
 }
 
@@ -552,7 +541,12 @@ fn json(cfg: &std::path::Path, args: &[&str]) -> serde_json::Value {
 }
 
 fn pipe(cfg: &std::path::Path, raw: &[u8]) -> String {
-    let child = Command::new(BIN)
+    String::from_utf8_lossy(&delivered(start_deliver(cfg, raw)).stderr).into_owned()
+}
+
+/// `postdesk deliver --mailbox pipe` with `raw` on its stdin, running.
+fn start_deliver(cfg: &std::path::Path, raw: &[u8]) -> Child {
+    let mut child = Command::new(BIN)
         .arg("--config")
         .arg(cfg)
         .args(["deliver", "--mailbox", "pipe"])
@@ -562,9 +556,8 @@ fn pipe(cfg: &std::path::Path, raw: &[u8]) -> String {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let mut child = child;
     child.stdin.take().unwrap().write_all(raw).unwrap();
-    String::from_utf8_lossy(&delivered(child).stderr).into_owned()
+    child
 }
 
 /// Everything the CLI shows of the desk: the list and each ticket, as JSON and as text.
