@@ -864,7 +864,7 @@ fn tickets_search_ranks_with_snippets_and_refuses_bad_queries() {
 fn deliver_hands_mail_to_the_running_daemon_and_stores_it_itself_without_one() {
     let d = Desk::new();
     let log = std::fs::File::create(d.path("daemon.log")).unwrap();
-    let mut child = d.cmd(&["run"]).stderr(log).stdout(Stdio::null()).spawn().unwrap();
+    let mut child = Reap(d.cmd(&["run"]).stderr(log).stdout(Stdio::null()).spawn().unwrap());
     let daemon_log = || std::fs::read_to_string(d.path("daemon.log")).unwrap();
     common::eventually(Duration::from_secs(10), "the deliver socket", || d.path("var/deliver.sock").exists().then_some(()));
     assert_eq!(mode(&d.path("var/deliver.sock")), 0o600, "only the desk's user may hand mail over");
@@ -900,7 +900,7 @@ fn deliver_hands_mail_to_the_running_daemon_and_stores_it_itself_without_one() {
 
     // A new daemon replaces the stale socket; stopping it removes the socket.
     let log = std::fs::OpenOptions::new().append(true).open(d.path("daemon.log")).unwrap();
-    let mut child = d.cmd(&["run"]).stderr(log).stdout(Stdio::null()).spawn().unwrap();
+    let mut child = Reap(d.cmd(&["run"]).stderr(log).stdout(Stdio::null()).spawn().unwrap());
     let m3 = clients::thunderbird_new("Carol", "carol@example.org", "support@example.test", "Mail", "Gone.");
     // (It binds the socket before it says it started.)
     common::eventually(Duration::from_secs(10), "the second daemon started", || (daemon_log().matches("postdesk started").count() == 2).then_some(()));
@@ -911,4 +911,27 @@ fn deliver_hands_mail_to_the_running_daemon_and_stores_it_itself_without_one() {
     let status = common::eventually(Duration::from_secs(15), "daemon exit", || child.try_wait().unwrap());
     assert!(status.success(), "exit status {status:?}");
     assert!(!d.path("var/deliver.sock").exists(), "the socket is removed on shutdown");
+}
+
+/// A daemon that a failing test must not leave running: killed on drop (a no-op once reaped).
+struct Reap(std::process::Child);
+
+impl std::ops::Deref for Reap {
+    type Target = std::process::Child;
+    fn deref(&self) -> &std::process::Child {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Reap {
+    fn deref_mut(&mut self) -> &mut std::process::Child {
+        &mut self.0
+    }
+}
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
