@@ -1817,14 +1817,13 @@ impl Validator {
         let mut calendars = BTreeMap::new();
         for (name, c) in &raw.calendars {
             let key = format!("sla.calendars.{name}");
-            let tz = match c.timezone.as_deref().unwrap_or("UTC") {
-                tz => match jiff::tz::TimeZone::get(tz) {
-                    Ok(t) => t,
-                    Err(_) => {
-                        self.add(&format!("{key}.timezone"), format!("unknown time zone `{tz}` (use an IANA name like Europe/Berlin)"));
-                        continue;
-                    }
-                },
+            let tz = c.timezone.as_deref().unwrap_or("UTC");
+            let tz = match jiff::tz::TimeZone::get(tz) {
+                Ok(t) => t,
+                Err(_) => {
+                    self.add(&format!("{key}.timezone"), format!("unknown time zone `{tz}` (use an IANA name like Europe/Berlin)"));
+                    continue;
+                }
             };
             let mut week: [Vec<crate::sla::calendar::Window>; 7] = Default::default();
             let days = [("mon", &c.mon), ("tue", &c.tue), ("wed", &c.wed), ("thu", &c.thu), ("fri", &c.fri), ("sat", &c.sat), ("sun", &c.sun)];

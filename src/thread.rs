@@ -190,7 +190,7 @@ mod tests {
     fn plus_address_tokens_thread_without_headers() {
         let (mut h, s, r) = setup();
         let token = s.message_id(7, "alice@example.org", 0);
-        let d = decide("alice@example.org", &[token.clone()], &[], "no tag", &mut h, &s, &r, 0).unwrap();
+        let d = decide("alice@example.org", std::slice::from_ref(&token), &[], "no tag", &mut h, &s, &r, 0).unwrap();
         assert!(matches!(d, Decision::FollowUp { ticket: 7, via: Via::Token { .. } }));
         let d = decide("mallory@example.net", &[token], &[], "no tag", &mut h, &s, &r, 0).unwrap();
         assert_eq!(d, Decision::New { possibly_related: None });

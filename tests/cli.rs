@@ -311,7 +311,7 @@ fn daemon_maildir_loop_reload_and_shutdown() {
     // The customer answers the acknowledgement (Gmail): same ticket, no second acknowledgement.
     let ack_id = common::header(&ack, "message-id").unwrap();
     let ack_id = ack_id.trim_matches(['<', '>']);
-    let r = clients::gmail_reply("Alice Example", "alice@example.org", "support@example.test", "[PD-1] Printer jammed", ack_id, &[m.message_id.clone()], "Now it is on fire.");
+    let r = clients::gmail_reply("Alice Example", "alice@example.org", "support@example.test", "[PD-1] Printer jammed", ack_id, std::slice::from_ref(&m.message_id), "Now it is on fire.");
     std::fs::write(newdir.join("1700000001.2.host"), &r.raw).unwrap();
     common::eventually(Duration::from_secs(10), "reply on PD-1", || {
         (d.json(&["tickets", "show", "PD-1", "--json"])["articles"].as_array().unwrap().len() == 3).then_some(())
@@ -715,7 +715,7 @@ fn status_quarantine_and_backup_for_the_admin() {
         std::fs::copy(d.path("backup").join(f), d.path("var").join(f)).unwrap();
     }
     let ack_id = common::header(&ack, "message-id").unwrap();
-    let reply = clients::gmail_reply("Bob Vendor", "bob@example.org", "support@example.test", "Re: Invoice 42", ack_id.trim_matches(['<', '>']), &[m.message_id.clone()], "Paid?");
+    let reply = clients::gmail_reply("Bob Vendor", "bob@example.org", "support@example.test", "Re: Invoice 42", ack_id.trim_matches(['<', '>']), std::slice::from_ref(&m.message_id), "Paid?");
     let out = d.deliver(&reply.raw);
     assert!(stderr(&out).contains("added to PD-1"), "{}", stderr(&out));
 }

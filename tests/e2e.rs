@@ -155,7 +155,7 @@ fn scenarios_1_2_3_over_implicit_tls() {
 
     // 2. Replies that carry In-Reply-To/References (Thunderbird, Gmail, mutt) join the ticket.
     let ack_id = id_of(&ack);
-    let r1 = clients::thunderbird_reply("Alice Example", "alice@example.test", "support@example.test", "[PD-1] Printer on floor 3 is jammed", &ack_id, &[first.message_id.clone()], "Tried turning it off and on.");
+    let r1 = clients::thunderbird_reply("Alice Example", "alice@example.test", "support@example.test", "[PD-1] Printer on floor 3 is jammed", &ack_id, std::slice::from_ref(&first.message_id), "Tried turning it off and on.");
     s.send("alice@example.test", &["support@example.test"], &r1.raw);
     let r2 = clients::gmail_reply("Alice Example", "alice@example.test", "support@example.test", "[PD-1] Printer on floor 3 is jammed", &r1.message_id, &[first.message_id.clone(), ack_id.clone()], "Still jammed.");
     s.send("alice@example.test", &["support@example.test"], &r2.raw);
@@ -616,7 +616,7 @@ fn scenario_15_self_service_close_and_status_list() {
     let printer = d.tickets().into_iter().find(|t| t.subject == "Printer jammed").unwrap();
 
     // Close the printer ticket by replying to its acknowledgement with /close.
-    let close = clients::thunderbird_reply("Alice", "alice@example.test", "support@example.test", &header(&ack1, "subject").unwrap(), &id_of(&ack1), &[a.message_id.clone()], "/close\nIt works again, thanks!");
+    let close = clients::thunderbird_reply("Alice", "alice@example.test", "support@example.test", &header(&ack1, "subject").unwrap(), &id_of(&ack1), std::slice::from_ref(&a.message_id), "/close\nIt works again, thanks!");
     s.send("alice@example.test", &["support@example.test"], &close.raw);
     let confirm = s.wait_for("alice", WAIT, |m| m.contains("is now closed"));
     assert!(header(&confirm, "subject").unwrap().contains(&format!("[PD-{}]", printer.id)));

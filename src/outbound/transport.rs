@@ -45,7 +45,7 @@ impl SendError {
 
 /// Where outgoing mail goes.
 pub enum Transport {
-    Smtp { inner: SmtpSender, describe: String },
+    Smtp { inner: Box<SmtpSender>, describe: String },
     Folder { inner: AsyncFileTransport<Tokio1Executor>, path: PathBuf },
 }
 
@@ -79,7 +79,7 @@ impl Transport {
                 if let Some(t) = tokens {
                     inner = inner.with_tokens(t);
                 }
-                Ok(Transport::Smtp { inner, describe: format!("smtp {}:{} ({tls}{auth})", e.host, e.port) })
+                Ok(Transport::Smtp { inner: Box::new(inner), describe: format!("smtp {}:{} ({tls}{auth})", e.host, e.port) })
             }
         }
     }

@@ -597,7 +597,8 @@ mod tests {
         c.execute_batch("CREATE TABLE t (a INTEGER, b TEXT, c BLOB)").unwrap();
         c.execute("INSERT INTO t VALUES (?1, ?2, ?3)", params![7i64, "x", b"yz".as_slice()]).unwrap();
         c.execute("INSERT INTO t VALUES (?1, ?2, ?3)", params![None::<i64>, None::<String>, None::<Vec<u8>>]).unwrap();
-        let rows: Vec<(Option<i64>, Option<String>, Option<Vec<u8>>)> =
+        type Nullable = (Option<i64>, Option<String>, Option<Vec<u8>>);
+        let rows: Vec<Nullable> =
             c.prepare_cached("SELECT a, b, c FROM t ORDER BY rowid").unwrap().query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().collect::<Result<_>>().unwrap();
         assert_eq!(rows, vec![(Some(7), Some("x".into()), Some(b"yz".to_vec())), (None, None, None)]);
         assert!(matches!(c.query_row("SELECT a FROM t WHERE a = 99", (), |r| r.get::<_, i64>(0)), Err(StoreError::NoRows)));
