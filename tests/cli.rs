@@ -885,6 +885,16 @@ fn deliver_hands_mail_to_the_running_daemon_and_stores_it_itself_without_one() {
     let unknown = c.wait_with_output().unwrap();
     assert_eq!(unknown.status.code(), Some(75), "{}", stderr(&unknown));
     assert!(stderr(&unknown).contains("no mailbox named `nope`"), "{}", stderr(&unknown));
+    // A mailbox the running daemon does not have yet (mailboxes change with a restart) is stored
+    // by deliver itself from the configuration it reads.
+    let cfg = std::fs::read_to_string(&d.config).unwrap();
+    std::fs::write(&d.config, format!("{cfg}\n[mailboxes.newpipe]\nkind = \"pipe\"\nqueue = \"support\"\n")).unwrap();
+    let m4 = clients::thunderbird_new("Dora", "dora@example.org", "support@example.test", "New box", "Hi.");
+    let mut c = d.cmd(&["deliver", "--mailbox", "newpipe"]).stdin(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    std::io::Write::write_all(&mut c.stdin.take().unwrap(), &m4.raw).unwrap();
+    let new_box = c.wait_with_output().unwrap();
+    assert_eq!(stderr(&new_box).trim(), "created PD-2", "{}", stderr(&new_box));
+    assert!(daemon_log().contains("a mailbox this daemon does not have"), "{}", daemon_log());
     // The acknowledgement goes out from the daemon.
     common::eventually(Duration::from_secs(10), "acknowledgement", || outbox_files(&d).iter().any(|a| a.contains("[PD-1] Printer")).then_some(()));
 
@@ -895,8 +905,8 @@ fn deliver_hands_mail_to_the_running_daemon_and_stores_it_itself_without_one() {
     let m2 = clients::thunderbird_new("Bob", "bob@example.org", "support@example.test", "VPN", "Down.");
     let out = d.deliver(&m2.raw);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert_eq!(stderr(&out).trim(), "created PD-2");
-    assert!(!daemon_log().contains("PD-2"), "{}", daemon_log());
+    assert_eq!(stderr(&out).trim(), "created PD-3");
+    assert!(!daemon_log().contains("PD-3"), "{}", daemon_log());
 
     // A new daemon replaces the stale socket; stopping it removes the socket.
     let log = std::fs::OpenOptions::new().append(true).open(d.path("daemon.log")).unwrap();
@@ -905,8 +915,8 @@ fn deliver_hands_mail_to_the_running_daemon_and_stores_it_itself_without_one() {
     // (It binds the socket before it says it started.)
     common::eventually(Duration::from_secs(10), "the second daemon started", || (daemon_log().matches("postdesk started").count() == 2).then_some(()));
     let out = d.deliver(&m3.raw);
-    assert_eq!(stderr(&out).trim(), "created PD-3");
-    assert!(daemon_log().contains("handed over by deliver: created PD-3"), "{}", daemon_log());
+    assert_eq!(stderr(&out).trim(), "created PD-4");
+    assert!(daemon_log().contains("handed over by deliver: created PD-4"), "{}", daemon_log());
     signal(&child, "TERM");
     let status = common::eventually(Duration::from_secs(15), "daemon exit", || child.try_wait().unwrap());
     assert!(status.success(), "exit status {status:?}");

@@ -131,7 +131,8 @@ fn deliver_here(cfg: crate::config::Config, config: &Path, mailbox: &str, raw: &
         }
     };
     if !desk.config.mailboxes.contains_key(mailbox) {
-        return handoff::unknown_mailbox(&desk, mailbox, &config.display().to_string());
+        let known = desk.config.mailboxes.keys().cloned().collect::<Vec<_>>().join(", ");
+        return (EX_TEMPFAIL, format!("postdesk deliver: no mailbox named `{mailbox}` in {} (known: {known}); message not stored", config.display()));
     }
     let store = match Store::connect(&desk.config.backend()) {
         Ok(s) => Arc::new(s),

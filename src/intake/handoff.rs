@@ -8,8 +8,10 @@
 //! Protocol `PDH1`, one message per connection: the client sends `PDH1 <mailbox> <length>\n`
 //! and `<length>` bytes of message; the daemon answers one line, `<exit code> <what happened>\n`,
 //! the exit code and stderr line of `deliver` (0 stored or dropped on purpose, 65 not mail, 75
-//! not stored). A connection that ends without that line tells the client nothing: it stores the
-//! message itself, and a copy the daemon did commit is recognised as a duplicate.
+//! not stored), or `- <why>\n` when the daemon does not take it (a mailbox its configuration does
+//! not have yet: mailboxes change with a restart). Then, and when the connection ends without an
+//! answer, the client stores the message itself; a copy the daemon did commit is recognised as a
+//! duplicate.
 //!
 //! The socket is created mode 0600 in the data folder: only the desk's own user (the one who may
 //! write the database anyway) can hand mail over.
@@ -63,17 +65,6 @@ pub fn outcome(r: &Report, desk: &Desk) -> String {
     }
 }
 
-/// The answer for a mailbox the desk does not have.
-pub fn unknown_mailbox(desk: &Desk, mailbox: &str, config: &str) -> (i32, String) {
-    (
-        EX_TEMPFAIL,
-        format!(
-            "postdesk deliver: no mailbox named `{mailbox}` in {config} (known: {}); message not stored",
-            desk.config.mailboxes.keys().cloned().collect::<Vec<_>>().join(", ")
-        ),
-    )
-}
-
 /// Client side: hand `raw` to the daemon. `None` when no daemon took it (store it yourself).
 pub fn hand_over(socket: &Path, mailbox: &str, raw: &[u8]) -> Option<(i32, String)> {
     if raw.len() > MAX_HANDED || mailbox.is_empty() || mailbox.contains(char::is_whitespace) {
@@ -91,6 +82,7 @@ pub fn hand_over(socket: &Path, mailbox: &str, raw: &[u8]) -> Option<(i32, Strin
         }
         Err(_) => return None,
     }
+    // `- why`: the daemon does not take it (parses as no code): store it here.
     let (code, text) = line.strip_suffix('\n')?.split_once(' ')?;
     Some((code.parse().ok()?, text.to_string()))
 }
@@ -141,19 +133,19 @@ async fn handle(stream: tokio::net::UnixStream, pipeline: Pipeline, desk: DeskHa
         Err(_) => return Ok(()),
     };
     let desk = desk.current();
+    if !desk.config.mailboxes.contains_key(&mailbox) {
+        tracing::info!(mailbox, "deliver for a mailbox this daemon does not have: it stores the message itself");
+        return write.write_all(b"- no such mailbox here\n").await;
+    }
     let mailbox_name = mailbox.clone();
-    let (code, text) = if desk.config.mailboxes.contains_key(&mailbox) {
-        let d = desk.clone();
-        let stored = tokio::task::spawn_blocking(move || {
-            let r = pipeline.ingest_strict(&d, Delivery { mailbox: &mailbox, raw: &raw, cursor: None, truncated_from: None });
-            answer(r, &d)
-        });
-        match stored.await {
-            Ok(a) => a,
-            Err(e) => (EX_TEMPFAIL, format!("postdesk deliver: the daemon failed storing it ({e}); message not stored (the MTA will retry)")),
-        }
-    } else {
-        unknown_mailbox(&desk, &mailbox, "the daemon's configuration")
+    let d = desk.clone();
+    let stored = tokio::task::spawn_blocking(move || {
+        let r = pipeline.ingest_strict(&d, Delivery { mailbox: &mailbox, raw: &raw, cursor: None, truncated_from: None });
+        answer(r, &d)
+    });
+    let (code, text) = match stored.await {
+        Ok(a) => a,
+        Err(e) => (EX_TEMPFAIL, format!("postdesk deliver: the daemon failed storing it ({e}); message not stored (the MTA will retry)")),
     };
     tracing::info!(mailbox = %mailbox_name, code, "handed over by deliver: {text}");
     write.write_all(format!("{code} {}\n", text.replace('\n', " ")).as_bytes()).await
