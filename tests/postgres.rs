@@ -14,7 +14,7 @@ mod common;
 use common::proxy::FaultProxy;
 use common::{MailServers, clients, pg};
 use common::rng::{Rng, seed};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
@@ -247,20 +247,8 @@ fn check_end_state(s: &MailServers, url: &str, sent_by: &HashMap<String, String>
     let mut acks = 0;
     for u in customers {
         let expected = want.get(format!("{u}@example.test").as_str()).copied().unwrap_or(0);
-        let mine = common::eventually(Duration::from_secs(60), &format!("{u}'s {expected} acknowledgements in the INBOX"), || {
-            let mine: Vec<String> = s
-                .fetch_all(u)
-                .iter()
-                .map(|m| String::from_utf8_lossy(m).into_owned())
-                .filter(|m| m.contains("Auto-Submitted: auto-replied"))
-                .map(|m| common::header(&m, "message-id").unwrap())
-                .collect();
-            (mine.len() >= expected).then_some(mine)
-        });
-        let distinct: HashSet<&String> = mine.iter().collect();
-        assert_eq!(distinct.len(), expected, "{u}: one acknowledgement per ticket");
-        assert_eq!(mine.len(), distinct.len(), "{u}: an acknowledgement was delivered twice");
-        acks += mine.len();
+        s.assert_acknowledged_once(u, expected);
+        acks += expected;
     }
     println!("{} messages on {tickets} tickets, {acks} acknowledgements each delivered once", on.len());
 }

@@ -119,6 +119,25 @@ impl MailServers {
     pub fn count(&self, user: &str, pred: impl Fn(&str) -> bool) -> usize {
         self.fetch_all(user).iter().filter(|m| pred(&String::from_utf8_lossy(m))).count()
     }
+
+    /// `user` got exactly `expected` distinct acknowledgements, none twice. Waits (up to a
+    /// minute) for the INBOX to hold them first: a mail the desk sent is one Postfix accepted,
+    /// and its delivery follows on Postfix's own time.
+    pub fn assert_acknowledged_once(&self, user: &str, expected: usize) {
+        let mine = eventually(std::time::Duration::from_secs(60), &format!("{user}'s {expected} acknowledgements in the INBOX"), || {
+            let mine: Vec<String> = self
+                .fetch_all(user)
+                .iter()
+                .map(|m| String::from_utf8_lossy(m).into_owned())
+                .filter(|m| m.contains("Auto-Submitted: auto-replied"))
+                .map(|m| header(&m, "message-id").unwrap())
+                .collect();
+            (mine.len() >= expected).then_some(mine)
+        });
+        let distinct: std::collections::HashSet<&String> = mine.iter().collect();
+        assert_eq!(distinct.len(), expected, "{user}: one acknowledgement per ticket");
+        assert_eq!(mine.len(), distinct.len(), "{user}: an acknowledgement was delivered twice");
+    }
 }
 
 impl Drop for MailServers {
