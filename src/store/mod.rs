@@ -263,19 +263,28 @@ impl Store {
         self.backend == Backend::Sqlite(PathBuf::from(":memory:"))
     }
 
-    /// The outbound worker's connection (with the sent log attached), opened on first use.
+    /// The outbound worker's connection, opened on first use: on SQLite with the sent log
+    /// attached and a small page cache (it reads a few rows at a time: 512 KB, not SQLite's
+    /// 2 MB); on PostgreSQL committing without waiting for the server's flush (see `mark_sent`).
     fn lock_outbox(&self) -> Result<OutboxConn<'_>> {
-        self.lock_aux(&self.outbox)
+        self.lock_aux(&self.outbox, |conn, backend| match backend {
+            Backend::Sqlite(path) => {
+                attach_sent_log(conn, &sent_log_path(path))?;
+                conn.execute_batch("PRAGMA main.cache_size = -512")
+            }
+            Backend::Postgres(_) => conn.execute_batch("SET synchronous_commit = off"),
+        })
     }
 
     /// The leases' own PostgreSQL connection: renewing a lease must not wait behind this
     /// node's ingest, which itself may wait for another node's write lock.
     fn lock_leases(&self) -> Result<OutboxConn<'_>> {
-        self.lock_aux(&self.leases)
+        self.lock_aux(&self.leases, |_, _| Ok(()))
     }
 
-    /// A second connection kept in `slot`, opened on first use and again after it was lost.
-    fn lock_aux<'a>(&'a self, slot: &'a Mutex<Option<Conn>>) -> Result<OutboxConn<'a>> {
+    /// A second connection kept in `slot`, opened (and `setup`) on first use and again after
+    /// it was lost.
+    fn lock_aux<'a>(&'a self, slot: &'a Mutex<Option<Conn>>, setup: fn(&Conn, &Backend) -> Result<()>) -> Result<OutboxConn<'a>> {
         if self.in_memory() {
             return Ok(OutboxConn::Main(self.lock()?));
         }
@@ -287,11 +296,7 @@ impl Store {
         };
         if stale {
             let conn = open_conn(&self.backend, false)?;
-            if let Backend::Sqlite(path) = &self.backend {
-                attach_sent_log(&conn, &sent_log_path(path))?;
-                // The outbox worker reads a few rows at a time: 512 KB of cache, not SQLite's 2 MB.
-                conn.execute_batch("PRAGMA main.cache_size = -512")?;
-            }
+            setup(&conn, &self.backend)?;
             *guard = Some(conn);
         }
         Ok(OutboxConn::Own(guard))

@@ -160,12 +160,11 @@ impl Store {
         // The row is locked, so a claim taken meanwhile is seen. A mark that is already there
         // was written by another node (this one marks a mail once): that node sent it, so this
         // copy must not go out either.
-        // Committed without waiting for the server's disk flush, like SQLite's sent log
-        // (synchronous NORMAL): a kill -9 between the server's commit and our final dot loses
-        // the mail (the narrow window of ARCHITECTURE.md), and waiting for an fsync there made
-        // that window most of a send; a database crash can at worst forget a mark, and the mail
-        // goes out again. Only this worker's own connection is set so.
-        conn.execute_batch("SET synchronous_commit = off")?;
+        // Committed without waiting for the server's disk flush (the outbox connection is set
+        // so once, `lock_outbox`), like SQLite's sent log (synchronous NORMAL): a kill -9
+        // between the server's commit and our final dot loses the mail (the narrow window of
+        // ARCHITECTURE.md), and waiting for an fsync there made that window most of a send; a
+        // database crash can at worst forget a mark, and the mail goes out again.
         let n = conn
             .prepare_cached(
                 "INSERT INTO sentlog.sent (outbox_id, sent_at, confirmed)
