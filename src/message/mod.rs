@@ -15,6 +15,8 @@
 
 use crate::ticket::{AttachmentInfo, is_usable_address, normalize_address};
 use crate::{html, quote, tnef};
+
+mod elide;
 use mail_parser::{HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 use aho_corasick::AhoCorasick;
 use sha2::{Digest, Sha256};
@@ -149,7 +151,18 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, NotMail> {
     let (normalized, opaque) = bound_nesting(line_endings(raw));
     // Junk before the header section is skipped for parsing only: `raw` is stored as received.
     let start = header_start(&normalized).ok_or(NotMail)?;
-    let msg = MessageParser::default().parse(&normalized[start..]).ok_or(NotMail)?;
+    let input = &normalized[start..];
+    // Large base64 attachments are not decoded only to be measured (elide.rs).
+    let skeleton = elide::elide(input);
+    let read = skeleton.as_ref().and_then(|sk| {
+        let msg = MessageParser::default().parse(&sk.bytes)?;
+        let extra = sk.extra_sizes(&msg)?;
+        Some((msg, extra))
+    });
+    let (msg, extra) = match read {
+        Some(read) => read,
+        None => (MessageParser::default().parse(input).ok_or(NotMail)?, Vec::new()),
+    };
     if msg.headers().is_empty() {
         return Err(NotMail);
     }
@@ -178,7 +191,7 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, NotMail> {
     let content_type = mime_type(msg.root_part(), "text/plain");
 
     let readable = readable_parts(&msg, &mut truncated);
-    let files_and_tnef = attachments(&msg, &readable);
+    let files_and_tnef = attachments(&msg, &readable, &extra);
     let Content { mut text, html, repaired } = content(&msg, &readable, 0);
     if text.trim().is_empty() {
         // Outlook's rich-text mail: the only body may be inside winmail.dat.
@@ -456,11 +469,13 @@ fn guess_decode(bytes: &[u8], allow_utf8: bool) -> String {
 }
 
 /// Every attachment of the message, TNEF unpacked; plus the text body found inside TNEF.
-fn attachments(msg: &Message<'_>, readable: &[bool]) -> (Vec<Attachment>, Option<String>) {
+/// `extra`: decoded bytes per part index that the parse did not see ([`elide`]).
+fn attachments(msg: &Message<'_>, readable: &[bool], extra: &[(u32, u64)]) -> (Vec<Attachment>, Option<String>) {
     let mut out = Vec::new();
     let mut tnef_text = None;
-    let parts = msg.attachments.iter().filter(|&&i| readable.get(i as usize).copied().unwrap_or(false)).filter_map(|&i| msg.parts.get(i as usize));
-    for (i, part) in parts.enumerate() {
+    let readable = msg.attachments.iter().filter(|&&i| readable.get(i as usize).copied().unwrap_or(false));
+    let parts = readable.filter_map(|&i| Some((i, msg.parts.get(i as usize)?)));
+    for (i, (index, part)) in parts.enumerate() {
         let content_type = mime_type(part, "application/octet-stream");
         // mail-parser lists a multipart whose boundary never appears as a part of its own; that
         // is a broken container, not a file. An empty part without a name carries nothing.
@@ -480,7 +495,8 @@ fn attachments(msg: &Message<'_>, readable: &[bool]) -> (Vec<Attachment>, Option
                 })
             })
             .unwrap_or_else(|| format!("attachment-{}", i + 1));
-        let is_tnef = matches!(content_type.as_str(), "application/ms-tnef" | "application/vnd.ms-tnef")
+        let is_tnef = elide::looks_tnef(part)
+            || matches!(content_type.as_str(), "application/ms-tnef" | "application/vnd.ms-tnef")
             || name.eq_ignore_ascii_case("winmail.dat");
         if is_tnef && let Ok(t) = tnef::parse(part.contents()) {
             let body = t
@@ -516,9 +532,21 @@ fn attachments(msg: &Message<'_>, readable: &[bool]) -> (Vec<Attachment>, Option
         let inline = matches!(part.body, PartType::InlineBinary(_))
             || disposition_inline == Some(true)
             || (disposition_inline.is_none() && content_id.is_some());
-        out.push(Attachment { name, content_type, size: part.len() as u64, inline, content_id, unpacked_from: None });
+        out.push(Attachment { name, content_type, size: decoded_size(msg, part, index, extra), inline, content_id, unpacked_from: None });
     }
     (out, tnef_text)
+}
+
+/// An attachment's size in bytes once its transfer encoding is undone. A text part is measured
+/// in bytes, not by its UTF-8 reading (a log in Latin-1 or binary data labelled text would count
+/// its replacement characters); `extra` adds what the parse did not see ([`elide`]).
+fn decoded_size(msg: &Message<'_>, part: &MessagePart<'_>, index: u32, extra: &[(u32, u64)]) -> u64 {
+    let unseen: u64 = extra.iter().filter(|(p, _)| *p == index).map(|(_, e)| e).sum();
+    let seen = match part.body {
+        PartType::Text(_) | PartType::Html(_) => transfer_decoded(msg, part).map_or(part.len(), |b| b.len()),
+        _ => part.len(),
+    };
+    seen as u64 + unseen
 }
 
 /// RFC 2231 §3-4 file name split into continuations (`filename*0*=UTF-8''…; filename*1*=…`),
