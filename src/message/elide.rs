@@ -1,7 +1,7 @@
 //! Large base64 bodies left out of what mail-parser reads. mail-parser decodes every part it
 //! meets, so a 25 MB attachment would be decoded into a second 25 MB only for its size. In a
-//! message of [`FROM_SIZE`] or more, every run of whole base64 lines of at least [`MIN_RUN`]
-//! bytes is replaced by one 4-character line; mail-parser reads what is left (headers, text,
+//! message of 1 MB or more ([`Elision::LARGE`]), every run of whole base64 lines of at least
+//! 64 KB is replaced by one 4-character line; mail-parser reads what is left (headers, text,
 //! part structure) and the run's decoded size is counted from its characters (3 bytes per 4).
 //!
 //! The runs are found without reading MIME: a line of only base64 characters, its length a
@@ -13,10 +13,22 @@
 
 use mail_parser::{Encoding, Message, MessagePart, MimeHeaders, PartType};
 
-/// Messages smaller than this are read whole: the saving only matters for large ones.
-pub(super) const FROM_SIZE: usize = 1 << 20;
-/// The shortest run of base64 lines left out.
-const MIN_RUN: usize = 64 * 1024;
+/// When runs are left out.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Elision {
+    /// Messages smaller than this are read whole.
+    pub from_size: usize,
+    /// The shortest run of base64 lines left out.
+    pub min_run: usize,
+}
+
+impl Elision {
+    /// The saving only matters for large messages: from 1 MB, runs of 64 KB.
+    pub const LARGE: Elision = Elision { from_size: 1 << 20, min_run: 64 * 1024 };
+    /// Every message read whole.
+    #[cfg(test)]
+    pub const NEVER: Elision = Elision { from_size: usize::MAX, min_run: usize::MAX };
+}
 /// What stands in for a run: valid base64 of three zero bytes.
 const PLACEHOLDER: &[u8] = b"AAAA";
 const PLACEHOLDER_DECODED: u64 = 3;
@@ -29,8 +41,8 @@ pub(super) struct Skeleton {
 }
 
 /// The skeleton of `raw` when it has runs worth leaving out; `None` reads `raw` as it is.
-pub(super) fn elide(raw: &[u8]) -> Option<Skeleton> {
-    if raw.len() < FROM_SIZE {
+pub(super) fn elide(raw: &[u8], when: Elision) -> Option<Skeleton> {
+    if raw.len() < when.from_size {
         return None;
     }
     let mut sk = Skeleton { bytes: Vec::new(), runs: Vec::new() };
@@ -45,7 +57,7 @@ pub(super) fn elide(raw: &[u8]) -> Option<Skeleton> {
         if at < raw.len() && is_base64_line(&line[..text_len]) {
             run.get_or_insert((at, 0, line_ending(line))).1 += text_len;
         } else if let Some((start, chars, eol)) = run.take()
-            && at - start >= MIN_RUN
+            && at - start >= when.min_run
         {
             sk.bytes.extend_from_slice(&raw[copied..start]);
             sk.runs.push((sk.bytes.len(), (chars / 4 * 3) as u64));
@@ -123,6 +135,10 @@ mod tests {
     use base64::Engine;
     use mail_parser::MessageParser;
 
+    fn elide_large(raw: &[u8]) -> Option<Skeleton> {
+        elide(raw, Elision::LARGE)
+    }
+
     /// Deterministic bytes that do not compress into long equal runs.
     fn data(n: usize, seed: u64) -> Vec<u8> {
         let mut x = seed | 1;
@@ -171,7 +187,7 @@ mod tests {
             // 2,000,000 bytes end in a padded line; 1,500,000 (a multiple of 3) do not.
             let (a, b) = (data(2_000_000, 1), data(1_500_000, 2));
             let raw = mail(eol, &[text(eol, "See the two files."), attachment(eol, "a.bin", "application/octet-stream", &a), attachment(eol, "b.log", "text/plain", &b)]);
-            let sk = elide(&raw).expect("runs left out");
+            let sk = elide_large(&raw).expect("runs left out");
             assert_eq!(sk.runs.len(), 2);
             assert!(sk.bytes.len() < 4096, "skeleton of {} bytes", sk.bytes.len());
             let p = crate::message::parse(&raw).unwrap();
@@ -185,10 +201,10 @@ mod tests {
     #[test]
     fn small_mail_and_short_runs_are_read_whole() {
         let eol = "\r\n";
-        assert!(elide(&mail(eol, &[attachment(eol, "a.bin", "application/octet-stream", &data(600_000, 3))])).is_none(), "under 1 MB");
+        assert!(elide_large(&mail(eol, &[attachment(eol, "a.bin", "application/octet-stream", &data(600_000, 3))])).is_none(), "under 1 MB");
         // Over 1 MB in all, but made of attachments under the shortest run.
         let many: Vec<String> = (0..40).map(|i| attachment(eol, &format!("{i}.bin"), "image/png", &data(40_000, i))).collect();
-        assert!(elide(&mail(eol, &many)).is_none());
+        assert!(elide_large(&mail(eol, &many)).is_none());
         let p = crate::message::parse(&mail(eol, &many)).unwrap();
         assert_eq!(p.attachments.len(), 40);
         assert!(p.attachments.iter().all(|a| a.size == 40_000));
@@ -206,7 +222,7 @@ mod tests {
         let nested = part(eol, "Content-Type: message/rfc822", &inner.replace("boundary=\"b\"", "boundary=\"c\"").replace("--b", "--c"));
         let winmail = attachment(eol, "winmail.dat", "application/ms-tnef", &data(1_100_000, 7));
         for (what, raw) in [("base64 body", mail(eol, &[b64_body])), ("plain body", mail(eol, &[plain])), ("nested message", mail(eol, &[text(eol, "fwd"), nested])), ("winmail.dat", mail(eol, &[text(eol, "rtf"), winmail]))] {
-            let sk = elide(&raw).unwrap_or_else(|| panic!("{what}: has a run"));
+            let sk = elide_large(&raw).unwrap_or_else(|| panic!("{what}: has a run"));
             let msg = MessageParser::default().parse(&sk.bytes).unwrap();
             assert!(sk.extra_sizes(&msg).is_none(), "{what}: the run is read, so it may not stay out");
             let p = crate::message::parse(&raw).unwrap();
@@ -218,5 +234,45 @@ mod tests {
                 _ => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod real_mail {
+    use super::Elision;
+    use crate::message::parse_with;
+    use std::path::{Path, PathBuf};
+
+    fn files(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                files(&p, out);
+            } else if !p.extension().is_some_and(|x| ["md", "tsv", "txt", "json", "toml", "yaml", "rules"].contains(&x.to_str().unwrap_or(""))) {
+                out.push(p);
+            }
+        }
+    }
+
+    /// Every run of four or more base64 lines left out, in every message of the copied corpora
+    /// (and of `../shared/corpora` when it is there): the reading must be the one of the whole
+    /// message, attachment sizes included, or the same whole reading after a fallback.
+    #[test]
+    fn leaving_runs_out_changes_nothing_on_real_mail() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut all = Vec::new();
+        files(&root.join("tests/fixtures"), &mut all);
+        files(&root.join("../shared/corpora"), &mut all);
+        let eager = Elision { from_size: 0, min_run: 4 * 77 };
+        let (mut compared, mut elided) = (0, 0);
+        for path in &all {
+            let Ok(raw) = std::fs::read(path) else { continue };
+            let (Ok(whole), Ok(skipped)) = (parse_with(&raw, Elision::NEVER), parse_with(&raw, eager)) else { continue };
+            compared += 1;
+            elided += usize::from(super::elide(&raw, eager).is_some());
+            assert_eq!(format!("{skipped:?}"), format!("{whole:?}"), "{}", path.display());
+        }
+        println!("compared {compared}, runs left out in {elided}");
+        assert!(compared >= 60 && elided >= 5, "compared {compared} messages, {elided} with runs left out");
     }
 }

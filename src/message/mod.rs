@@ -148,12 +148,16 @@ impl Parsed {
 
 /// Parse raw bytes. Never panics; `Err(NotMail)` only when there is no header section.
 pub fn parse(raw: &[u8]) -> Result<Parsed, NotMail> {
+    parse_with(raw, elide::Elision::LARGE)
+}
+
+fn parse_with(raw: &[u8], elision: elide::Elision) -> Result<Parsed, NotMail> {
     let (normalized, opaque) = bound_nesting(line_endings(raw));
     // Junk before the header section is skipped for parsing only: `raw` is stored as received.
     let start = header_start(&normalized).ok_or(NotMail)?;
     let input = &normalized[start..];
     // Large base64 attachments are not decoded only to be measured (elide.rs).
-    let skeleton = elide::elide(input);
+    let skeleton = elide::elide(input, elision);
     let read = skeleton.as_ref().and_then(|sk| {
         let msg = MessageParser::default().parse(&sk.bytes)?;
         let extra = sk.extra_sizes(&msg)?;
