@@ -13,8 +13,9 @@
 //!
 //! History is written straight into SQLite (schema of src/store/migrations): per ticket the
 //! ticket, its requester, the customer's message, our acknowledgement (signed Message-ID, outbox
-//! row sent), half with a second customer message, their `message_ids`, `deliveries`, an event
-//! and the automatic-mail log, spread over the past three years. Raw message bytes are left
+//! row sent), half with a second customer message, their `message_ids`, `deliveries` and an
+//! event, spread over the past three years (the automatic-mail log keeps only the guard's longest
+//! window, as the daemon prunes it). Raw message bytes are left
 //! out of the history (they would make the file ~30 GB; `raw_messages` is keyed by article id
 //! and only appended to).
 //!
@@ -364,6 +365,7 @@ fn grow(db: &Path, from: usize, to: usize, desk: &Desk, rng: &mut Rng) -> u64 {
     }
     let now = time::OffsetDateTime::now_utc().unix_timestamp();
     let three_years = 3 * 365 * 86400;
+    let horizon = desk.config.guard.auto_mail_horizon().as_secs() as i64;
     let mut rows = 0u64;
     {
         let mut ticket = conn.prepare("INSERT INTO tickets (subject, status, priority, queue, requester, requester_domain, created_at, updated_at, tier, first_response_at) VALUES (?, ?, 'normal', 'support', ?, ?, ?, ?, 1, ?)").unwrap();
@@ -402,7 +404,11 @@ fn grow(db: &Path, from: usize, to: usize, desk: &Desk, rng: &mut Rng) -> u64 {
             let a2 = conn.last_insert_rowid();
             outbox.execute(params![id, a2, outbound_id, requester, b"(history)".as_slice(), t0, t0, t0]).unwrap();
             mid.execute(params![outbound_id, id, a2]).unwrap();
-            automail.execute(params![requester, id, t0]).unwrap();
+            // The daemon prunes the automatic-mail log past the guard's longest window
+            // (`Pipeline::housekeeping_tick`): only acknowledgements within it stay.
+            if created > now - horizon {
+                automail.execute(params![requester, id, t0]).unwrap();
+            }
             event.execute(params![id, format!("new -> {status}"), t2]).unwrap();
             rows += 10;
             if rng.chance(0.5) {

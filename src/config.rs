@@ -272,6 +272,15 @@ pub struct Guard {
     pub loop_reply_window: Duration,
 }
 
+impl Guard {
+    /// How far back the automatic-mail log is read: the longest window of the caps, the
+    /// desk-wide cap, the sender rate (desk answers) and the loop window. Older rows are pruned.
+    pub fn auto_mail_horizon(&self) -> Duration {
+        let rates = self.auto_mail_caps.iter().chain(self.auto_mail_total.iter()).chain(self.sender_rate.iter());
+        rates.map(|r| r.window).chain([self.loop_reply_window]).max().unwrap_or_default()
+    }
+}
+
 /// An agent: works tickets from their own mail client.
 #[derive(Debug, Clone)]
 pub struct Agent {

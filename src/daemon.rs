@@ -163,11 +163,21 @@ pub async fn start(desk: Desk, config_path: &Path, clock: SharedClock) -> anyhow
 }
 
 /// Announce SLA warnings and breaches as they fall due and run the lifecycle timers (checked
-/// every second; the queries are index lookups).
+/// every second; the queries are index lookups); housekeeping once a minute.
 async fn sla_timer(pipeline: Pipeline, desk: DeskHandle, shutdown: crate::shutdown::Shutdown) {
-    loop {
+    for second in 0u64.. {
         let (p, d) = (pipeline.clone(), desk.current());
-        match tokio::task::spawn_blocking(move || p.sla_tick(&d).and_then(|_| p.lifecycle_tick(&d)).and_then(|_| p.weekly_report_tick(&d))).await {
+        let housekeeping = second.is_multiple_of(60);
+        let work = move || {
+            p.sla_tick(&d)?;
+            p.lifecycle_tick(&d)?;
+            p.weekly_report_tick(&d)?;
+            if housekeeping {
+                p.housekeeping_tick(&d)?;
+            }
+            Ok::<_, crate::store::StoreError>(())
+        };
+        match tokio::task::spawn_blocking(work).await {
             Ok(Err(e)) => tracing::error!(error = %e, "SLA timer"),
             Err(e) => tracing::error!(error = %e, "SLA timer task"),
             Ok(Ok(_)) => {}

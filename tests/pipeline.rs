@@ -164,6 +164,33 @@ fn caps_on_automatic_mail_per_recipient() {
 }
 
 #[test]
+fn the_automatic_mail_log_keeps_what_the_caps_read_and_no_more() {
+    let b = bench_with("", "new_tickets_per_sender = \"off\"");
+    // Default windows: 10 per 10 min and 40 per day per recipient, the loop window 2 min:
+    // rows of the last day are read, older ones are not.
+    assert_eq!(b.desk.config.guard.auto_mail_horizon(), std::time::Duration::from_secs(86400));
+    for i in 0..5 {
+        assert_eq!(b.ingest(&new_mail(&format!("old{i}@example.org"), "x").raw).mails.len(), 1);
+    }
+    b.clock.advance(time::Duration::hours(23));
+    let acks: usize = (0..10).map(|i| b.ingest(&new_mail("same@example.org", &format!("y {}", word(i))).raw).mails.len()).sum();
+    assert_eq!(acks, 10);
+    assert_eq!(b.pipeline.housekeeping_tick(&b.desk).unwrap(), 0, "all within the day");
+    b.clock.advance(time::Duration::hours(2));
+    assert_eq!(b.pipeline.housekeeping_tick(&b.desk).unwrap(), 5, "the five acknowledgements of 25 hours ago");
+    assert_eq!(b.pipeline.housekeeping_tick(&b.desk).unwrap(), 0);
+    // The ten of two hours ago are still counted against the daily cap of 40.
+    let mut later = 0;
+    for i in 10..50 {
+        later += b.ingest(&new_mail("same@example.org", &format!("z {}", word(i))).raw).mails.len();
+        if i % 5 == 4 {
+            b.clock.advance(time::Duration::minutes(11));
+        }
+    }
+    assert_eq!(later, 30, "the daily cap counts the ten kept rows");
+}
+
+#[test]
 fn ten_in_ten_minutes_cap() {
     let b = bench_with("", "new_tickets_per_sender = \"off\"");
     let acks: usize = (0..15).map(|i| b.ingest(&new_mail(&format!("user{i}@example.org"), "x").raw).mails.len()).sum();

@@ -126,6 +126,29 @@ impl Pipeline {
         Ok(done)
     }
 
+    /// Prune what no check reads any more: automatic-mail log rows older than the guard's
+    /// longest window (they would otherwise grow by one per acknowledgement forever, each new
+    /// row a random-key insert into a large index). Chunks of 5,000 rows, one short
+    /// transaction each, so intake waits for one chunk at most. Returns the rows deleted.
+    pub fn housekeeping_tick(&self, desk: &Desk) -> Result<usize, StoreError> {
+        const CHUNK: u32 = 5_000;
+        let before = Now::at(self.clock.now()).minus(desk.config.guard.auto_mail_horizon());
+        let mut deleted = 0;
+        loop {
+            let mut tx = self.store.begin()?;
+            let n = tx.prune_auto_mail_log(&before, CHUNK)?;
+            tx.commit()?;
+            deleted += n;
+            if n < CHUNK as usize {
+                break;
+            }
+        }
+        if deleted > 0 {
+            tracing::info!(rows = deleted, before = %before, "pruned the automatic-mail log");
+        }
+        Ok(deleted)
+    }
+
     /// Mail the weekly report to `[reports] weekly_to`, once a week.
     pub fn weekly_report_tick(&self, desk: &Desk) -> Result<bool, StoreError> {
         if desk.config.weekly_report_to.is_empty() {

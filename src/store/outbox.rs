@@ -343,6 +343,18 @@ impl Tx<'_> {
         Ok(self.conn.prepare_cached(sql)?.query_row(params![recipient, since], |r| r.get::<_, i64>(0))? as u64)
     }
 
+    /// Delete automatic-mail log rows older than `before` among the oldest `limit` (rows are
+    /// written in time order): a short transaction whatever the log's size. The count deleted;
+    /// fewer than `limit` means nothing older is left.
+    pub fn prune_auto_mail_log(&mut self, before: &str, limit: u32) -> Result<usize> {
+        let sql = if self.conn.is_pg() {
+            "DELETE FROM auto_mail_log WHERE id IN (SELECT id FROM auto_mail_log ORDER BY id LIMIT ?1) AND created_at < ?2"
+        } else {
+            "DELETE FROM auto_mail_log WHERE rowid IN (SELECT rowid FROM auto_mail_log ORDER BY rowid LIMIT ?1) AND created_at < ?2"
+        };
+        self.conn.prepare_cached(sql)?.execute(params![limit, before])
+    }
+
     pub fn log_auto_mail(&mut self, recipient: &str, ticket: Option<TicketId>, now: &str) -> Result<()> {
         self.conn.prepare_cached("INSERT INTO auto_mail_log (recipient, ticket_id, created_at) VALUES (?, ?, ?)")?.execute(params![recipient, ticket, now])?;
         Ok(())
