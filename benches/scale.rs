@@ -1,7 +1,7 @@
 //! Scale (issue 7, PRODUCT.md: ingest rate and threading lookup stay flat from an empty database
 //! to 1 million tickets). One database grows through BENCH_SCALE_SIZES (default
 //! `0,100000,1000000` tickets of history); at each size, in process and without mail servers:
-//! - ingest: BENCH_SCALE_FRESH (default 1,000) fresh messages (70 % new, 30 % replies to each
+//! - ingest: BENCH_SCALE_FRESH (default 3,000) fresh messages (70 % new, 30 % replies to each
 //!   other) through `Pipeline::ingest_batch` in batches of 100 (one transaction each, as the IMAP
 //!   intake stores a FETCH), alternating with a small reference database: msgs/s, CPU per
 //!   message, batch p50/p99;
@@ -64,7 +64,7 @@ fn main() {
         .split(',')
         .map(|s| s.trim().replace('_', "").parse().expect("BENCH_SCALE_SIZES: numbers"))
         .collect();
-    let fresh = param("BENCH_SCALE_FRESH", 1000);
+    let fresh = param("BENCH_SCALE_FRESH", 3000);
     let lookups = param("BENCH_SCALE_LOOKUPS", 2000);
     let old_replies = param("BENCH_SCALE_REPLIES", 300);
     report(&format!("scale: machine: {}", machine()));
