@@ -92,6 +92,20 @@ fn main() {
         std::hint::black_box(postdesk::message::parse(&m.raw).ok());
     }
     let parse_rate = n as f64 / t.elapsed().as_secs_f64();
+    // The same parse on every core at once: the most any intake that parses could reach here,
+    // with no store, no guard and no IMAP server beside it.
+    let cores = std::thread::available_parallelism().map_or(1, |c| c.get());
+    let t = Instant::now();
+    std::thread::scope(|sc| {
+        for share in msgs.chunks(msgs.len().div_ceil(cores)) {
+            sc.spawn(move || share.iter().for_each(|m| std::mem::drop(std::hint::black_box(postdesk::message::parse(&m.raw).ok()))));
+        }
+    });
+    let parse_all_cores = n as f64 / t.elapsed().as_secs_f64();
+    report(&format!(
+        "ingest: parse alone on all {cores} cores {parse_all_cores:.0} msg/s = {:.2} of the bare fetch (an upper bound of the ratio for any intake that parses each message)",
+        parse_all_cores / bare_rate
+    ));
     let fsync_ms = fsync_probe(work.path());
     let single = pipeline_only(&s, &work.path().join("pipeline-single"), &msgs, 1);
     let batched = pipeline_only(&s, &work.path().join("pipeline-batch"), &msgs, 200);

@@ -169,13 +169,12 @@ async fn sla_timer(pipeline: Pipeline, desk: DeskHandle, shutdown: crate::shutdo
         let (p, d) = (pipeline.clone(), desk.current());
         let housekeeping = second.is_multiple_of(60);
         let work = move || {
+            // Housekeeping first and on its own: a failing SLA tick must not stop it for good.
+            let kept = if housekeeping { p.housekeeping_tick(&d).map(drop) } else { Ok(()) };
             p.sla_tick(&d)?;
             p.lifecycle_tick(&d)?;
             p.weekly_report_tick(&d)?;
-            if housekeeping {
-                p.housekeeping_tick(&d)?;
-            }
-            Ok::<_, crate::store::StoreError>(())
+            kept
         };
         match tokio::task::spawn_blocking(work).await {
             Ok(Err(e)) => tracing::error!(error = %e, "SLA timer"),

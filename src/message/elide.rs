@@ -11,7 +11,7 @@
 //! attachment nobody reads the content of. Otherwise the caller parses the whole message. The
 //! stored message is never altered; this is a reading of it. No I/O.
 
-use mail_parser::{Encoding, Message, MessagePart, MimeHeaders, PartType};
+use mail_parser::{Encoding, Message, MessagePart, PartType};
 
 /// When runs are left out.
 #[derive(Debug, Clone, Copy)]
@@ -80,8 +80,8 @@ pub(super) fn elide(raw: &[u8], when: Elision) -> Option<Skeleton> {
 impl Skeleton {
     /// Per part index of `msg` (the parse of [`Skeleton::bytes`]), the decoded bytes its
     /// placeholders stand for beyond their own three. `None` when a run sits where its content
-    /// is read (a body text, a nested message, a TNEF container) or outside a base64 part: the
-    /// whole message must be parsed then.
+    /// is read (a body text, HTML, a nested message, a TNEF container) or outside a base64
+    /// part: the whole message must be parsed then.
     pub fn extra_sizes(&self, msg: &Message<'_>) -> Option<Vec<(u32, u64)>> {
         let mut extra: Vec<(u32, u64)> = Vec::new();
         // Leaf parts in stream order, so each run is found by a binary search (linear in all).
@@ -94,9 +94,16 @@ impl Skeleton {
             if !(part.offset_body as usize..part.offset_end as usize).contains(&at) {
                 return None;
             }
-            let unread = msg.attachments.contains(&i) && !msg.text_body.contains(&i) && !msg.html_body.contains(&i);
-            let opaque = matches!(part.body, PartType::Binary(_) | PartType::InlineBinary(_) | PartType::Text(_));
-            if !unread || !opaque || part.encoding != Encoding::Base64 || looks_tnef(part) {
+            // Binary content is only ever measured (an inline image in a body list included);
+            // a text part only when it is not a body text and its bytes decode (its size is
+            // counted in bytes, see `decoded_size`). A part mail-parser could not read as what
+            // it says (a base64 nested message whose skeleton does not parse) is read whole.
+            let unread = match part.body {
+                PartType::Binary(_) | PartType::InlineBinary(_) => true,
+                PartType::Text(_) => !msg.text_body.contains(&i) && !msg.html_body.contains(&i) && super::transfer_decoded(msg, part).is_some(),
+                _ => false,
+            };
+            if !unread || part.encoding != Encoding::Base64 || part.is_encoding_problem || super::is_tnef(msg, part) {
                 return None;
             }
             match extra.iter_mut().find(|(p, _)| *p == i) {
@@ -106,14 +113,6 @@ impl Skeleton {
         }
         Some(extra)
     }
-}
-
-/// A part the attachment reader unpacks as Outlook's `winmail.dat` (see `attachments`).
-pub(super) fn looks_tnef(part: &MessagePart<'_>) -> bool {
-    let tnef_type = part.content_type().is_some_and(|ct| {
-        ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("ms-tnef") || s.eq_ignore_ascii_case("vnd.ms-tnef"))
-    });
-    tnef_type || part.attachment_name().is_some_and(|n| n.trim().eq_ignore_ascii_case("winmail.dat"))
 }
 
 fn line_ending(line: &[u8]) -> &[u8] {
@@ -199,6 +198,20 @@ mod tests {
     }
 
     #[test]
+    fn a_large_inline_image_is_measured_without_being_decoded() {
+        let eol = "\r\n";
+        let html = part(eol, "Content-Type: text/html; charset=utf-8", "<p>Screenshot:</p><img src=\"cid:shot@x\">");
+        let png = part(eol, "Content-Type: image/png\nContent-ID: <shot@x>\nContent-Disposition: inline\nContent-Transfer-Encoding: base64", &b64_lines(&data(1_300_000, 9), eol));
+        let raw = String::from_utf8(mail(eol, &[html, png])).unwrap().replace("multipart/mixed", "multipart/related").into_bytes();
+        let sk = elide_large(&raw).expect("run left out");
+        let msg = MessageParser::default().parse(&sk.bytes).unwrap();
+        assert!(sk.extra_sizes(&msg).is_some(), "an image's bytes are only measured");
+        let p = crate::message::parse(&raw).unwrap();
+        assert_eq!(p.body_text.trim(), "Screenshot:");
+        assert_eq!((p.files[0].size, p.files[0].inline, p.files[0].content_id.as_deref()), (1_300_000, true, Some("shot@x")));
+    }
+
+    #[test]
     fn small_mail_and_short_runs_are_read_whole() {
         let eol = "\r\n";
         assert!(elide_large(&mail(eol, &[attachment(eol, "a.bin", "application/octet-stream", &data(600_000, 3))])).is_none(), "under 1 MB");
@@ -221,16 +234,34 @@ mod tests {
         let inner = String::from_utf8(mail(eol, &[text(eol, "inner"), attachment(eol, "x.bin", "application/octet-stream", &data(1_100_000, 6))])).unwrap();
         let nested = part(eol, "Content-Type: message/rfc822", &inner.replace("boundary=\"b\"", "boundary=\"c\"").replace("--b", "--c"));
         let winmail = attachment(eol, "winmail.dat", "application/ms-tnef", &data(1_100_000, 7));
-        for (what, raw) in [("base64 body", mail(eol, &[b64_body])), ("plain body", mail(eol, &[plain])), ("nested message", mail(eol, &[text(eol, "fwd"), nested])), ("winmail.dat", mail(eol, &[text(eol, "rtf"), winmail]))] {
+        // Named with a path and typed as plain bytes: still Outlook's container.
+        let winmail_path = attachment(eol, "Temp/winmail.dat", "application/octet-stream", &data(1_100_000, 8));
+        // A forwarded mail in base64: mail-parser decodes it and reads it as a message.
+        let lines: String = (0..40_000).map(|i| format!("Line {i} of the forwarded mail.\r\n")).collect();
+        let forwarded = format!("From: Bob <bob@example.test>\r\nSubject: Printer on fire\r\n\r\n{lines}Bob\r\n");
+        assert_ne!(forwarded.len() % 3, 0, "a padded last line");
+        let nested_b64 = part(eol, "Content-Type: message/rfc822\nContent-Transfer-Encoding: base64", &b64_lines(forwarded.as_bytes(), eol));
+        let cases = [
+            ("base64 body", mail(eol, &[b64_body])),
+            ("plain body", mail(eol, &[plain])),
+            ("nested message", mail(eol, &[text(eol, "fwd"), nested])),
+            ("base64 nested message", mail(eol, &[text(eol, ""), nested_b64])),
+            ("winmail.dat", mail(eol, &[text(eol, "rtf"), winmail])),
+            ("winmail.dat with a path", mail(eol, &[text(eol, "rtf"), winmail_path])),
+        ];
+        for (what, raw) in cases {
             let sk = elide_large(&raw).unwrap_or_else(|| panic!("{what}: has a run"));
             let msg = MessageParser::default().parse(&sk.bytes).unwrap();
             assert!(sk.extra_sizes(&msg).is_none(), "{what}: the run is read, so it may not stay out");
             let p = crate::message::parse(&raw).unwrap();
+            let whole = crate::message::parse_with(&raw, Elision::NEVER).unwrap();
+            assert_eq!(format!("{p:?}"), format!("{whole:?}"), "{what}");
             assert_eq!(p.attachments.iter().map(|a| a.size).collect::<Vec<_>>(), decoded_sizes(&raw), "{what}");
             match what {
                 "base64 body" => assert_eq!(p.body_text.trim(), body.trim()),
                 "plain body" => assert!(p.body_text.contains(pasted.lines().nth(5_000).unwrap()), "pasted lines kept in the text"),
                 "nested message" => assert_eq!(p.attachments[0].name, "big.eml"),
+                "base64 nested message" => assert!(p.body_text.starts_with("Line 0 of the forwarded mail."), "the forwarded mail is the request"),
                 _ => {}
             }
         }

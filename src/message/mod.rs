@@ -486,11 +486,7 @@ fn attachments(msg: &Message<'_>, readable: &[bool], extra: &[(u32, u64)]) -> (V
         if content_type.starts_with("multipart/") || (part.is_empty() && part.attachment_name().is_none()) {
             continue;
         }
-        let name = rfc2231_name(msg, part)
-            .or_else(|| part.attachment_name().map(str::to_string))
-            .as_deref()
-            .map(clean_file_name)
-            .filter(|n| !n.is_empty())
+        let name = file_name(msg, part)
             .or_else(|| {
                 part.message().map(|m| {
                     let s = subject(m);
@@ -499,10 +495,7 @@ fn attachments(msg: &Message<'_>, readable: &[bool], extra: &[(u32, u64)]) -> (V
                 })
             })
             .unwrap_or_else(|| format!("attachment-{}", i + 1));
-        let is_tnef = elide::looks_tnef(part)
-            || matches!(content_type.as_str(), "application/ms-tnef" | "application/vnd.ms-tnef")
-            || name.eq_ignore_ascii_case("winmail.dat");
-        if is_tnef && let Ok(t) = tnef::parse(part.contents()) {
+        if is_tnef(msg, part) && let Ok(t) = tnef::parse(part.contents()) {
             let body = t
                 .body
                 .clone()
@@ -539,6 +532,17 @@ fn attachments(msg: &Message<'_>, readable: &[bool], extra: &[(u32, u64)]) -> (V
         out.push(Attachment { name, content_type, size: decoded_size(msg, part, index, extra), inline, content_id, unpacked_from: None });
     }
     (out, tnef_text)
+}
+
+/// A part's file name: RFC 2231 / 2047 decoded, without any path; `None` when it has none.
+fn file_name(msg: &Message<'_>, part: &MessagePart<'_>) -> Option<String> {
+    rfc2231_name(msg, part).or_else(|| part.attachment_name().map(str::to_string)).as_deref().map(clean_file_name).filter(|n| !n.is_empty())
+}
+
+/// Outlook's `winmail.dat`: a TNEF type, or that file name.
+fn is_tnef(msg: &Message<'_>, part: &MessagePart<'_>) -> bool {
+    let tnef_type = part.content_type().is_some_and(|ct| ct.subtype().is_some_and(|s| s.eq_ignore_ascii_case("ms-tnef") || s.eq_ignore_ascii_case("vnd.ms-tnef")));
+    tnef_type || file_name(msg, part).is_some_and(|n| n.eq_ignore_ascii_case("winmail.dat"))
 }
 
 /// An attachment's size in bytes once its transfer encoding is undone. A text part is measured
