@@ -17,12 +17,12 @@ use crate::ticket::{AttachmentInfo, is_usable_address, normalize_address};
 use crate::{html, quote, tnef};
 
 mod elide;
+mod input;
+
+pub use input::normalize_line_endings;
 use mail_parser::{HeaderValue, Message, MessageParser, MessagePart, MimeHeaders, PartType};
-use aho_corasick::AhoCorasick;
 use sha2::{Digest, Sha256};
-use std::borrow::Cow;
 use std::collections::HashSet;
-use std::sync::LazyLock;
 
 /// Bounds on the work one message may cause, whatever its size: hostile mail costs time linear
 /// in its length and never more than these. What they cut is listed in [`Parsed::truncated`].
@@ -152,9 +152,10 @@ pub fn parse(raw: &[u8]) -> Result<Parsed, NotMail> {
 }
 
 fn parse_with(raw: &[u8], elision: elide::Elision) -> Result<Parsed, NotMail> {
-    let (normalized, opaque) = bound_nesting(line_endings(raw));
+    let (normalized, opaque) = input::bound_nesting(input::line_endings(raw));
+    let (normalized, parts_cut) = input::bound_parts(normalized);
     // Junk before the header section is skipped for parsing only: `raw` is stored as received.
-    let start = header_start(&normalized).ok_or(NotMail)?;
+    let start = input::header_start(&normalized).ok_or(NotMail)?;
     let input = &normalized[start..];
     // Large base64 attachments are not decoded only to be measured (elide.rs).
     let skeleton = elide::elide(input, elision);
@@ -171,6 +172,9 @@ fn parse_with(raw: &[u8], elision: elide::Elision) -> Result<Parsed, NotMail> {
         return Err(NotMail);
     }
     let mut truncated = Vec::new();
+    if parts_cut {
+        truncated.push(format!("MIME parts: read up to the {}th boundary line, the rest of the message was not parsed", input::MAX_DELIMITERS));
+    }
     if opaque > 0 {
         truncated.push(format!("nested messages: opened the first {MAX_NESTED_MESSAGES}, {opaque} more kept as opaque parts"));
     }
@@ -262,54 +266,6 @@ fn readable_parts(msg: &Message<'_>, truncated: &mut Vec<String>) -> Vec<bool> {
         truncated.push(format!("MIME nesting deeper than {MAX_DEPTH} levels: the deeper parts were not read"));
     }
     readable
-}
-
-/// Mail as mail-parser should read it (both [`parse`] and the bounce reader): lines ending
-/// mostly in a bare CR (classic Mac OS) get LF, and nesting types past the
-/// [`MAX_NESTED_MESSAGES`]th are made opaque ([`bound_nesting`]). Ordinary mail is returned
-/// unchanged (borrowed).
-pub fn normalize_line_endings(raw: &[u8]) -> Cow<'_, [u8]> {
-    bound_nesting(line_endings(raw)).0
-}
-
-/// Bare CRs as LF when they end most lines, so mail-parser sees the lines.
-fn line_endings(raw: &[u8]) -> Cow<'_, [u8]> {
-    let bare_cr = |i: usize| raw[i] == b'\r' && raw.get(i + 1) != Some(&b'\n');
-    let lf = raw.iter().filter(|&&b| b == b'\n').count();
-    let cr = (0..raw.len()).filter(|&i| bare_cr(i)).count();
-    if cr <= lf {
-        return Cow::Borrowed(raw);
-    }
-    Cow::Owned((0..raw.len()).map(|i| if bare_cr(i) { b'\n' } else { raw[i] }).collect())
-}
-
-/// Types that make mail-parser open a nested message (RFC 2046 §5.2.1, RFC 6532 §3.5; a
-/// digest's parts are messages by default, RFC 2046 §5.1.5).
-static NESTING: LazyLock<AhoCorasick> =
-    LazyLock::new(|| AhoCorasick::builder().ascii_case_insensitive(true).build(["message/rfc822", "message/global", "multipart/digest"]).expect("fixed patterns"));
-
-/// mail-parser nests one value per nested message and frees them recursively: 250k levels (a
-/// 20 MB message) overflow the stack and abort the daemon, which no catch_unwind stops. Past the
-/// first [`MAX_NESTED_MESSAGES`] mentions of a nesting type, each is rewritten to a type that
-/// nests nothing (an opaque attachment, or a plain multipart). Returns how many were rewritten.
-fn bound_nesting(raw: Cow<'_, [u8]>) -> (Cow<'_, [u8]>, usize) {
-    let over = NESTING.find_iter(raw.as_ref()).skip(MAX_NESTED_MESSAGES);
-    let mut out: Option<Vec<u8>> = None;
-    let (mut copied, mut n) = (0, 0);
-    for m in over {
-        let buf = out.get_or_insert_with(|| Vec::with_capacity(raw.len() + 1024));
-        buf.extend_from_slice(&raw[copied..m.start()]);
-        buf.extend_from_slice(if m.pattern().as_usize() == 2 { b"multipart/mixed" } else { b"application/octet-stream" });
-        copied = m.end();
-        n += 1;
-    }
-    match out {
-        None => (raw, 0),
-        Some(mut buf) => {
-            buf.extend_from_slice(&raw[copied..]);
-            (Cow::Owned(buf), n)
-        }
-    }
 }
 
 /// `type/subtype` of a part, lower-case, or `default` when it has no Content-Type.
@@ -626,23 +582,6 @@ fn clean_file_name(name: &str) -> String {
     cleaned.trim().to_string()
 }
 
-/// Where the header section starts. RFC 5322 §2.2: a field starts with `field-name ":"`,
-/// field-name being printable ASCII without colon. Like MTAs and other help desks, up to
-/// [`MAX_JUNK_LINES`] lines before it that are not fields are skipped (an mbox `From ` line,
-/// a forwarding client's separator, a line of spaces, blank lines). `None`: not mail.
-fn header_start(raw: &[u8]) -> Option<usize> {
-    let mut at = 0;
-    for _ in 0..=MAX_JUNK_LINES {
-        let line = &raw[at..];
-        let name_len = line.iter().take_while(|&&b| (33..=126).contains(&b) && b != b':').count();
-        let spaces = line[name_len..].iter().take_while(|&&b| b == b' ' || b == b'\t').count();
-        if name_len > 0 && line.get(name_len + spaces) == Some(&b':') {
-            return Some(at);
-        }
-        at += memchr::memchr(b'\n', line)? + 1;
-    }
-    None
-}
 
 /// The author (RFC 5322 §3.6.2): the first From mailbox with a usable address; else the Sender,
 /// then Reply-To, then a later From address (with the header it came from). With none usable,
