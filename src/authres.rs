@@ -43,15 +43,48 @@ fn strip_comments(s: &str) -> String {
     out
 }
 
+/// `s` cut at each character `at` accepts outside RFC 5322 quoted strings (a `;` or a space
+/// inside `"…"` is part of a value: `smtp.mailfrom="a; dmarc=pass"@evil.test` is one value).
+/// Empty pieces are dropped when `skip_empty`.
+fn split_unquoted(s: &str, at: impl Fn(char) -> bool, skip_empty: bool) -> Vec<String> {
+    let (mut out, mut cur) = (Vec::new(), String::new());
+    let (mut quoted, mut escaped) = (false, false);
+    for c in s.chars() {
+        if escaped {
+            escaped = false;
+            cur.push(c);
+            continue;
+        }
+        match c {
+            '\\' if quoted => escaped = true,
+            '"' => {
+                quoted = !quoted;
+                cur.push(c);
+            }
+            c if !quoted && at(c) => {
+                if !(skip_empty && cur.is_empty()) {
+                    out.push(std::mem::take(&mut cur));
+                }
+            }
+            c => cur.push(c),
+        }
+    }
+    if !(skip_empty && cur.is_empty()) {
+        out.push(cur);
+    }
+    out
+}
+
 /// Parse one header value. `None` when it has no authserv-id.
 pub fn parse(value: &str) -> Option<AuthResults> {
     let clean = strip_comments(value);
-    let mut parts = clean.split(';');
+    let mut parts = split_unquoted(&clean, |c| c == ';', false).into_iter();
     // authserv-id [ CFWS authres-version ]
     let authserv_id = parts.next()?.split_whitespace().next()?.to_ascii_lowercase();
     let mut results = Vec::new();
     for part in parts {
-        let mut words = part.split_whitespace();
+        let words = split_unquoted(&part, char::is_whitespace, true);
+        let mut words = words.iter().map(String::as_str);
         let Some(first) = words.next() else { continue };
         let Some((method, result)) = first.split_once('=') else { continue };
         // "method/version=result"
@@ -68,7 +101,7 @@ pub fn parse(value: &str) -> Option<AuthResults> {
 }
 
 /// True when a trusted authserv-id says DKIM passed for `from_domain` (`header.d` equal to or a
-/// parent of it) or DMARC passed for it.
+/// parent of it) or DMARC passed for it (`header.from` naming it).
 pub fn passes<'a>(headers: impl Iterator<Item = &'a str>, trusted: &[String], from_domain: &str) -> bool {
     let from_domain = from_domain.to_ascii_lowercase();
     let aligned = |d: &str| from_domain == d || from_domain.ends_with(&format!(".{d}"));
@@ -77,7 +110,8 @@ pub fn passes<'a>(headers: impl Iterator<Item = &'a str>, trusted: &[String], fr
             r.result == "pass"
                 && match r.method.as_str() {
                     "dkim" => r.props.iter().any(|(k, v)| k == "header.d" && aligned(v)),
-                    "dmarc" => r.props.iter().all(|(k, v)| k != "header.from" || aligned(v)),
+                    // RFC 7489 §11.2: the result names the From domain it was evaluated for.
+                    "dmarc" => r.props.iter().any(|(k, v)| k == "header.from" && aligned(v)),
                     _ => false,
                 }
         })
@@ -103,6 +137,12 @@ mod tests {
         assert!(!passes([fail].into_iter(), &["mx.ourdomain.test".into()], "example.com"));
         let dkim_only = "mx.ourdomain.test (Postfix); dkim=pass (2048-bit key) header.d=example.com header.s=s1";
         assert!(passes([dkim_only].into_iter(), &["mx.ourdomain.test".into()], "mail.example.com"));
+        // What a sender puts in a quoted value the MTA echoes is not a result of the MTA's, and a
+        // DMARC pass counts only for the From domain it names.
+        let echoed = "mx.example.com; spf=pass smtp.mailfrom=\"e; dmarc=pass \"@evil.test; dmarc=fail header.from=example.com";
+        assert_eq!(parse(echoed).unwrap().results.iter().map(|r| (r.method.as_str(), r.result.as_str())).collect::<Vec<_>>(), vec![("spf", "pass"), ("dmarc", "fail")]);
+        assert!(!passes([echoed].into_iter(), &["mx.example.com".into()], "example.com"));
+        assert!(!passes(["mx.example.com; dmarc=pass"].into_iter(), &["mx.example.com".into()], "example.com"));
         assert!(parse("").is_none());
         assert!(parse(";;;=").is_none() || parse(";;;=").unwrap().results.is_empty());
     }

@@ -62,7 +62,9 @@ pub fn one_line(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     let mut last_space = false;
     for c in s.chars() {
-        let c = if c.is_control() { ' ' } else { c };
+        // Controls, Unicode line and paragraph separators (shown as line breaks) and bidi
+        // overrides (which reorder what follows on screen) all become a space.
+        let c = if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}') { ' ' } else { c };
         if c == ' ' {
             if !last_space {
                 out.push(' ');
@@ -129,6 +131,7 @@ mod tests {
     #[test]
     fn sender_text_is_one_capped_line() {
         assert_eq!(sender_text("Eve\r\nBcc: x@example.org\u{7}\tz"), "Eve Bcc: x@example.org z");
+        assert_eq!(sender_text("Mal\u{2028}Bcc: v@x.example\u{2029}\u{202E}lin\u{2066}e"), "Mal Bcc: v@x.example lin e");
         let long = sender_text(&"ab ".repeat(500));
         assert_eq!(long.chars().count(), SENDER_TEXT_MAX);
         assert!(long.ends_with("..."), "{long}");

@@ -31,6 +31,9 @@ pub enum Via {
         message_id: String,
         #[serde(skip_serializing_if = "Option::is_none")]
         issued: Option<i64>,
+        /// The mail it came with was copied to others too (`token::Verified::shared`).
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        shared: bool,
     },
     /// A Message-ID we know, named in In-Reply-To/References by a participant.
     MessageId { message_id: String },
@@ -100,7 +103,7 @@ pub fn decide(
         if let Some(v) = signer.verify(id, sender, now)
             && history.ticket_summary(v.ticket)?.is_some()
         {
-            return Ok(Decision::FollowUp { ticket: v.ticket, via: Via::Token { message_id: id.to_string(), issued: v.issued } });
+            return Ok(Decision::FollowUp { ticket: v.ticket, via: Via::Token { message_id: id.to_string(), issued: v.issued, shared: v.shared } });
         }
     }
     // 2. Any Message-ID we recorded, from a participant of its ticket.

@@ -37,7 +37,13 @@ pub struct Verified {
     pub ticket: TicketId,
     /// When it was issued (unix seconds, to the hour); `None` for the earlier format.
     pub issued: Option<i64>,
+    /// Signed for a mail that others were copied on ([`Signer::shared_message_id`]): everyone
+    /// on that mail holds it, so it proves less than a token only its recipient saw.
+    pub shared: bool,
 }
+
+/// What a shared token is signed for in place of the bare address: no address contains a space.
+const SHARED: &str = "copied to others: ";
 
 impl Signer {
     pub fn new(key: &[u8], domain: &str) -> Self {
@@ -68,13 +74,24 @@ impl Signer {
         }
     }
 
-    /// A fresh Message-ID (without brackets) for mail about `ticket` sent to `recipient` at `now`
-    /// (unix seconds).
+    /// A fresh Message-ID (without brackets) for mail about `ticket` sent to `recipient` alone
+    /// at `now` (unix seconds).
     pub fn message_id(&self, ticket: TicketId, recipient: &str, now: i64) -> String {
+        self.sign(ticket, recipient, now)
+    }
+
+    /// The same for mail to `recipient` with others copied: it verifies for `recipient` as
+    /// [`Verified::shared`], so the copied people, who all see it, cannot pass for the
+    /// recipient where that matters (an agent's commands, an approver's answer).
+    pub fn shared_message_id(&self, ticket: TicketId, recipient: &str, now: i64) -> String {
+        self.sign(ticket, &format!("{SHARED}{recipient}"), now)
+    }
+
+    fn sign(&self, ticket: TicketId, signed_for: &str, now: i64) -> String {
         let nonce: String = hex::encode(rand::random::<[u8; 6]>());
         let hour = format!("{:x}", now.max(0) / 3600);
         let parts = Parts { ticket, nonce: &nonce, hour: Some(&hour), sig: "" };
-        format!("{PREFIX}.{ticket}.{nonce}.{hour}.{}@{}", Self::sig(&self.key, &parts, recipient), self.domain)
+        format!("{PREFIX}.{ticket}.{nonce}.{hour}.{}@{}", Self::sig(&self.key, &parts, signed_for), self.domain)
     }
 
     /// The token a plus-addressed recipient carries (`support+pd.1.n.s@example.com`), in
@@ -104,10 +121,17 @@ impl Signer {
     /// its end).
     pub fn verify(&self, id: &str, sender: &str, now: i64) -> Option<Verified> {
         let parts = split(id, &self.domain)?;
-        let keys = std::iter::once(self.key.as_slice()).chain(self.previous.iter().filter(|(_, until)| now < *until).map(|(k, _)| k.as_slice()));
-        let ok = keys.into_iter().any(|k| equal(&Self::sig(k, &parts, sender), parts.sig));
+        let keys = || std::iter::once(self.key.as_slice()).chain(self.previous.iter().filter(|(_, until)| now < *until).map(|(k, _)| k.as_slice()));
+        let signed_for = |who: &str| keys().any(|k| equal(&Self::sig(k, &parts, who), parts.sig));
+        let shared = if signed_for(sender) {
+            false
+        } else if parts.hour.is_some() && signed_for(&format!("{SHARED}{sender}")) {
+            true
+        } else {
+            return None;
+        };
         let issued = parts.hour.and_then(|h| i64::from_str_radix(h, 16).ok()).map(|h| h * 3600);
-        ok.then_some(Verified { ticket: parts.ticket, issued })
+        Some(Verified { ticket: parts.ticket, issued, shared })
     }
 
     /// The ticket an id of ours names, without checking who holds it (for audit only).
@@ -249,10 +273,14 @@ mod tests {
         let id = s.message_id(42, "Alice@Example.org", NOW);
         assert!(s.is_ours(&id));
         let issued = Some(NOW / 3600 * 3600);
-        assert_eq!(s.verify(&id, "alice@example.org", NOW), Some(Verified { ticket: 42, issued }));
+        assert_eq!(s.verify(&id, "alice@example.org", NOW), Some(Verified { ticket: 42, issued, shared: false }));
         assert_eq!(s.verify(&id, "mallory@example.org", NOW), None);
         let other = Signer::new(b"another key entirely!", "desk.example.com");
         assert_eq!(other.verify(&id, "alice@example.org", NOW), None);
+        // mail that others were copied on: verifies for its recipient, as shared, and no one else
+        let copied = s.shared_message_id(42, "Alice@Example.org", NOW);
+        assert_eq!(s.verify(&copied, "alice@example.org", NOW), Some(Verified { ticket: 42, issued, shared: true }));
+        assert_eq!(s.verify(&copied, "bob@example.org", NOW), None);
         // a forged ticket number or issue time breaks the signature
         let forged = id.replacen("pd.42.", "pd.43.", 1);
         assert_eq!(s.verify(&forged, "alice@example.org", NOW), None);
@@ -276,7 +304,7 @@ mod tests {
         assert!(sig.len() * 4 >= 128, "a MAC of at least 128 bits: {sig}");
         // A token of the earlier format (80-bit MAC, no issue time) still verifies; age unknown.
         let legacy = format!("pd.7.abcdef012345.{}@desk.example.com", Signer::mac(b"the key before the rotation", "7.abcdef012345.alice@example.org", 10));
-        assert_eq!(old.verify(&legacy, "alice@example.org", NOW), Some(Verified { ticket: 7, issued: None }));
+        assert_eq!(old.verify(&legacy, "alice@example.org", NOW), Some(Verified { ticket: 7, issued: None, shared: false }));
         // Rotation: the new key signs, the previous one verifies until its end.
         let new = Signer::new(b"the key after the rotation!", "desk.example.com").with_previous(b"the key before the rotation", NOW + 86400);
         assert_eq!(new.verify(&id, "alice@example.org", NOW).map(|v| v.ticket), Some(7));

@@ -231,6 +231,36 @@ fn spoofed_agent_mail_cannot_run_commands_or_post() {
 }
 
 #[test]
+fn a_reply_token_copied_to_others_does_not_carry_an_agents_commands() {
+    let d = setup("");
+    // Anyone can open a ticket in an agent's name and copy themselves on it (forged From).
+    let raw = String::from_utf8(clients::thunderbird_new("Alice Agent", "alice@agents.example.test", "support@example.test", "Refund for contractor Eve", "Please refund Eve.").raw).unwrap();
+    let raw = raw.replacen("To: support@example.test\r\n", "To: support@example.test\r\nCc: eve@evil.example\r\n", 1);
+    assert!(raw.contains("Cc: eve@evil.example"));
+    assert!(matches!(d.ingest(raw.as_bytes()).outcome, Outcome::Created { ticket: 1 }));
+    let mails = d.new_mail();
+    let carol = to(&mails, "carol@agents.example.test");
+    // Carol answers her notification: the reply goes to the "requester" with Eve copied, and
+    // Eve sees its Message-ID.
+    d.ingest(&agent_reply("carol@agents.example.test", carol[0], "We will look at it."));
+    let reply = d.new_mail().into_iter().find(|m| m.to.iter().any(|t| t == "eve@evil.example")).expect("the reply reaches Eve");
+    assert!(reply.to.iter().any(|t| t == "alice@agents.example.test"));
+    // Eve forges Alice's From and answers that reply with commands.
+    let forged = clients::thunderbird_reply("Alice Agent", "alice@agents.example.test", "support@example.test", &reply.h("subject"), &reply.id(), &[], "/assign carol\n/cc victim@third.example\nPHISH TEXT");
+    let r = d.ingest(&forged.raw);
+    assert!(r.actions.iter().any(|a| a.contains("others were copied on")), "{:?}", r.actions);
+    let t = d.ticket();
+    assert_eq!(t.ticket.owner, None, "no command ran");
+    assert!(!t.ticket.participants.iter().any(|p| p == "victim@third.example"));
+    assert!(d.new_mail().iter().all(|m| !m.to.iter().any(|t| t == "victim@third.example")), "nothing went to the victim");
+    // Alice's own notification still carries her commands.
+    let own = d.p.store.due_outbound("9999", 10_000).unwrap().into_iter().find(|m| m.recipients == ["alice@agents.example.test"] && String::from_utf8_lossy(&m.raw).contains("Refund")).unwrap();
+    let own = Out { to: own.recipients, raw: String::from_utf8(own.raw).unwrap() };
+    d.ingest(&agent_reply("alice@agents.example.test", &own, "/take\nMine."));
+    assert_eq!(d.ticket().ticket.owner.as_deref(), Some("alice@agents.example.test"));
+}
+
+#[test]
 fn escalation_moves_ownership_to_tier_two() {
     let d = setup("");
     let (_, n) = open_ticket(&d);
@@ -387,6 +417,21 @@ fn dkim_pass(domain: &str, raw: &[u8]) -> Vec<u8> {
     let mut signed = format!("Authentication-Results: mx.example.test; dkim=pass header.d={domain} header.s=s1\r\n").into_bytes();
     signed.extend_from_slice(raw);
     signed
+}
+
+#[test]
+fn with_dkim_required_a_reply_token_alone_brings_nobody_in() {
+    let d = setup(SIGNED_DESK);
+    let (ack, _) = open_ticket(&d);
+    // Whoever holds a copy of Dana's acknowledgement (a forward) and forges her From.
+    let copy_spy = |raw: Vec<u8>| String::from_utf8(raw).unwrap().replacen("To: support@example.test\r\n", "To: support@example.test\r\nCc: spy@evil.example\r\n", 1).into_bytes();
+    let forged = copy_spy(clients::thunderbird_reply("Dana Customer", "dana@example.org", "support@example.test", &ack.h("subject"), &ack.id(), &[], "Adding a colleague.").raw);
+    assert!(matches!(d.ingest(&forged).outcome, Outcome::FollowUp { ticket: 1 }), "threads as before");
+    assert!(!d.ticket().ticket.participants.iter().any(|p| p == "spy@evil.example"), "a token is not enough when DKIM is required");
+    // Dana's real mail, signed: her colleague joins.
+    let real = copy_spy(clients::thunderbird_reply("Dana Customer", "dana@example.org", "support@example.test", &ack.h("subject"), &ack.id(), &[], "Adding a colleague, really.").raw);
+    d.ingest(&dkim_pass("example.org", &real));
+    assert!(d.ticket().ticket.participants.iter().any(|p| p == "spy@evil.example"));
 }
 
 #[test]

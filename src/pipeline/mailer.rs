@@ -259,7 +259,9 @@ fn queue(tx: &mut Tx<'_>, desk: &Desk, now: &Now, m: &AutoMail<'_>, to: &str) ->
         rendered.subject = desk.refs.tagged_subject(t, &rendered.subject);
     }
     // Desk mail gets a token for ticket 0, which names no ticket: replies to it start new ones.
-    let message_id = desk.signer.message_id(m.ticket.unwrap_or(0), to, now.t.unix_timestamp());
+    // Mail with copies gets a shared token: every copied person sees it (token.rs).
+    let ticket = m.ticket.unwrap_or(0);
+    let message_id = if m.cc.is_empty() { desk.signer.message_id(ticket, to, now.t.unix_timestamp()) } else { desk.signer.shared_message_id(ticket, to, now.t.unix_timestamp()) };
     let reply_to = if m.queue.plus_addressing { desk.signer.reply_address(&m.queue.address, &message_id) } else { None };
     let from_name = m.from_name.clone().unwrap_or_else(|| m.queue.from_name.clone());
     let raw = match compose(&Outgoing {

@@ -459,6 +459,9 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     let agent = desk.config.agent_by_email(&sender).filter(|_| p.from_fallback.is_none());
     if let Some(agent) = agent {
         match (&decision, verdict.class) {
+            (Decision::FollowUp { via: Via::Token { shared: true, .. }, .. }, _) => {
+                actions.push(format!("mail from agent address {sender} answers mail that others were copied on (its reply token reached them too): handled as a customer message, no commands run; commands are taken from answers to the agent's own notifications"));
+            }
             (Decision::FollowUp { ticket, via: Via::Token { issued, .. } }, Class::Human) => {
                 if authenticated(desk, &p) {
                     let ticket = *ticket;
@@ -557,7 +560,9 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
                 // Only a sender who proved who they are may bring others in: a reply carrying our
                 // token for them, or DKIM. A forged From with a guessed tag threads (as mail
                 // from that address always could) but adds nobody (docs/SECURITY.md).
-                let proven = matches!(decision, Decision::FollowUp { via: crate::thread::Via::Token { .. }, .. }) || dkim_verified(desk, &p);
+                // With `require_dkim`, DKIM alone: a token travels with every forward of our mail.
+                let token = matches!(decision, Decision::FollowUp { via: crate::thread::Via::Token { .. }, .. }) && !desk.config.security.require_dkim;
+                let proven = token || dkim_verified(desk, &p);
                 if verdict.class == Class::Human && proven {
                     add_copied(tx, desk, ticket, &p, &sender, now, &mut actions)?;
                 }

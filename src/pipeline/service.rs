@@ -53,7 +53,8 @@ pub fn request_approval(tx: &mut Tx<'_>, desk: &Desk, t: &Ticket, now: &Now, act
 /// An approver's answer, if this mail is one: authenticated by a token signed for the approver.
 #[allow(clippy::too_many_arguments)]
 pub fn approver_mail(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, p: &Parsed, verdict: &Verdict, decision: &Decision, threading: &str, now: &Now) -> Result<Option<Report>, StoreError> {
-    let Decision::FollowUp { ticket, via: Via::Token { issued, .. } } = decision else { return Ok(None) };
+    // A token copied to others (`shared`) does not speak for the approver.
+    let Decision::FollowUp { ticket, via: Via::Token { issued, shared: false, .. } } = decision else { return Ok(None) };
     let sender = p.from_address();
     let Some(t) = tx.ticket(*ticket)? else { return Ok(None) };
     if t.approval.as_deref() != Some("requested") || !approvers(desk, &t).iter().any(|a| a == sender) || verdict.class != crate::guard::Class::Human || !super::authenticated(desk, p) {
