@@ -63,8 +63,8 @@ pub fn one_line(s: &str) -> String {
     let mut last_space = false;
     for c in s.chars() {
         // Controls, Unicode line and paragraph separators (shown as line breaks) and bidi
-        // overrides (which reorder what follows on screen) all become a space.
-        let c = if c.is_control() || matches!(c, '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}') { ' ' } else { c };
+        // marks and overrides (which reorder what follows on screen) all become a space.
+        let c = if c.is_control() || matches!(c, '\u{200E}' | '\u{200F}' | '\u{061C}' | '\u{2028}' | '\u{2029}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}') { ' ' } else { c };
         if c == ' ' {
             if !last_space {
                 out.push(' ');

@@ -250,6 +250,7 @@ fn a_reply_token_copied_to_others_does_not_carry_an_agents_commands() {
     let r = d.ingest(&forged.raw);
     assert!(r.actions.iter().any(|a| a.contains("others were copied on")), "{:?}", r.actions);
     let t = d.ticket();
+    assert!(t.events.iter().any(|e| e.kind == "unauthenticated_agent" && e.detail.contains("others were copied on")), "the reason is on the ticket: {:?}", t.events);
     assert_eq!(t.ticket.owner, None, "no command ran");
     assert!(!t.ticket.participants.iter().any(|p| p == "victim@third.example"));
     assert!(d.new_mail().iter().all(|m| !m.to.iter().any(|t| t == "victim@third.example")), "nothing went to the victim");
@@ -289,6 +290,7 @@ fn dkim_requirement_for_agents() {
     let (_, n) = open_ticket(&d);
     d.ingest(&agent_reply("alice@agents.example.test", &n, "/take\nHi"));
     assert_eq!(d.ticket().ticket.owner, None, "no Authentication-Results: refused");
+    assert!(!d.ticket().ticket.participants.iter().any(|p| p == "alice@agents.example.test"), "a refused agent address joins nothing");
     let mut signed = b"Authentication-Results: mx.example.test; dkim=pass header.d=agents.example.test header.s=s1\r\n".to_vec();
     signed.extend(agent_reply("alice@agents.example.test", &n, "/take\nHi again"));
     d.ingest(&signed);

@@ -457,10 +457,11 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
     // that agent (a token signed for their address) and, if configured, passed DKIM/DMARC.
     // Only From is identity: an author taken from Sender or Reply-To is never an agent.
     let agent = desk.config.agent_by_email(&sender).filter(|_| p.from_fallback.is_none());
+    let mut agent_refused = None;
     if let Some(agent) = agent {
-        match (&decision, verdict.class) {
+        let why = match (&decision, verdict.class) {
             (Decision::FollowUp { via: Via::Token { shared: true, .. }, .. }, _) => {
-                actions.push(format!("mail from agent address {sender} answers mail that others were copied on (its reply token reached them too): handled as a customer message, no commands run; commands are taken from answers to the agent's own notifications"));
+                format!("mail from agent address {sender} answers mail that others were copied on (its reply token reached them too): handled as a customer message, no commands run; commands are taken from answers to the agent's own notifications")
             }
             (Decision::FollowUp { ticket, via: Via::Token { issued, .. } }, Class::Human) => {
                 if authenticated(desk, &p) {
@@ -470,10 +471,12 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
                     tx.record_delivery(&key, None, "agent", &now.s)?;
                     return Ok(r);
                 }
-                actions.push(format!("mail from agent {sender} failed the DKIM/DMARC requirement: handled as a customer message, no commands run"));
+                format!("mail from agent {sender} failed the DKIM/DMARC requirement: handled as a customer message, no commands run")
             }
-            _ => actions.push(format!("mail from agent address {sender} without a valid reply token: handled as a customer message, no commands run")),
-        }
+            _ => format!("mail from agent address {sender} without a valid reply token: handled as a customer message, no commands run"),
+        };
+        actions.push(why.clone());
+        agent_refused = Some(why);
     }
 
     // Routing rules see the message, the guard's verdict and, for a follow-up, the ticket as it is.
@@ -575,7 +578,7 @@ fn process(tx: &mut Tx<'_>, desk: &Desk, d: Delivery<'_>, mut p: Parsed, verdict
         }
     };
 
-    let placed = Placed { ticket, outcome: &outcome, queue, service, ra: &ra, customer_close, unauthenticated_agent: agent.is_some() };
+    let placed = Placed { ticket, outcome: &outcome, queue, service, ra: &ra, customer_close, unauthenticated_agent: agent_refused.as_deref() };
     let article = record_inbound(tx, desk, d, &p, &verdict, &placed, &bounced, oversize.as_ref(), now, &mut actions, &mut mails)?;
     match &oversize {
         Some(o) => {
@@ -699,8 +702,9 @@ struct Placed<'a> {
     service: Option<&'a crate::catalog::Service>,
     ra: &'a crate::rules::Actions,
     customer_close: bool,
-    /// From an agent's address without a valid reply token (handled as a customer's mail).
-    unauthenticated_agent: bool,
+    /// Why mail from an agent's address was handled as a customer's (no valid reply token, a
+    /// shared one, or DKIM failed).
+    unauthenticated_agent: Option<&'a str>,
 }
 
 impl Placed<'_> {
@@ -728,9 +732,9 @@ fn record_inbound(
 ) -> Result<i64, StoreError> {
     let (ticket, ra, sender) = (at.ticket, at.ra, p.from_address());
     let to_list: Vec<String> = p.to.iter().chain(p.cc.iter()).map(|m| m.address.clone()).filter(|a| !a.is_empty()).collect();
-    if at.unauthenticated_agent {
-        tx.event(ticket, "unauthenticated_agent", actions.last().map(String::as_str).unwrap_or(""), &now.s)?;
-        tracing::warn!(ticket, sender, "mail with an agent's address but no valid token");
+    if let Some(why) = at.unauthenticated_agent {
+        tx.event(ticket, "unauthenticated_agent", why, &now.s)?;
+        tracing::warn!(ticket, sender, why, "mail with an agent's address handled as a customer's");
     }
     let article = tx.add_article(&NewArticle {
         ticket,
@@ -936,8 +940,10 @@ pub(crate) fn add_participants(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, a
 #[allow(clippy::too_many_arguments)]
 fn follow_up(tx: &mut Tx<'_>, desk: &Desk, ticket: TicketId, status: Status, sender: &str, verdict: &Verdict, now: &Now, actions: &mut Vec<String>) -> Result<(), StoreError> {
     let (_, participants) = tx.ticket_summary(ticket)?.unwrap_or((status, Vec::new()));
-    // People who write join the conversation; mail systems and robots do not.
-    if verdict.class == Class::Human && !sender.is_empty() && !participants.iter().any(|p| p == sender) {
+    // People who write join the conversation; mail systems and robots do not, nor an agent's
+    // address (agents take part through their notifications; such mail here failed that path).
+    let joins = verdict.class == Class::Human && !sender.is_empty() && desk.config.agent_by_email(sender).is_none();
+    if joins && !participants.iter().any(|p| p == sender) {
         if add_participants(tx, desk, ticket, &[sender.to_string()], now)?.is_empty() {
             actions.push(format!("added {sender} as a participant"));
         } else {
