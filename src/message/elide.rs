@@ -29,6 +29,7 @@ impl Elision {
     #[cfg(test)]
     pub const NEVER: Elision = Elision { from_size: usize::MAX, min_run: usize::MAX };
 }
+
 /// What stands in for a run: valid base64 of three zero bytes.
 const PLACEHOLDER: &[u8] = b"AAAA";
 const PLACEHOLDER_DECODED: u64 = 3;
